@@ -1,0 +1,252 @@
+"""Layers: small Modules that hold parameters and call ops from `minigen.ops`.
+
+Shapes use N for batch, C for channels, H and W for height and width.
+Defaults (initialisation, eps, momentum) follow PyTorch's, so a model built
+here and its PyTorch twin start from the same distribution.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minigen import ops
+from minigen.errors import ShapeError
+from minigen.nn import init
+from minigen.nn.module import Buffer, Module, Parameter
+from minigen.random import resolve
+from minigen.tensor import Tensor
+
+__all__ = ["Linear", "Sequential", "Embedding", "Dropout", "Flatten", "ReLU", "LeakyReLU", "SiLU", "Tanh",
+           "Sigmoid", "Softplus", "Conv2d", "ConvTranspose2d", "MaskedConv2d", "BatchNorm", "GroupNorm",
+           "LayerNorm", "MaxPool2d", "AvgPool2d", "Upsample"]
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+class Linear(Module):
+    """y = x W^T + b. x: (..., in_features) -> (..., out_features)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, generator=None):
+        self.in_features, self.out_features = in_features, out_features
+        self.weight = Parameter(init.kaiming_uniform((out_features, in_features), generator=generator))
+        bound = 1 / math.sqrt(in_features)
+        self.bias = Parameter(resolve(generator).uniform((out_features,), -bound, bound)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[-1] != self.in_features:
+            raise ShapeError(f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
+                             f"expected last dimension {self.in_features}")
+        y = x @ self.weight.T
+        return y if self.bias is None else y + self.bias
+
+    def __repr__(self):
+        return f"Linear({self.in_features}, {self.out_features})"
+
+
+class Sequential(Module):
+    """Run layers one after another."""
+
+    def __init__(self, *layers: Module):
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+
+class Embedding(Module):
+    """A lookup table: integer ids (any shape) -> vectors (..., dim). Used for class labels."""
+
+    def __init__(self, num_embeddings: int, dim: int, generator=None):
+        self.num_embeddings = num_embeddings
+        self.weight = Parameter(resolve(generator).normal((num_embeddings, dim)))
+
+    def forward(self, ids) -> Tensor:
+        ids = np.asarray(ids.data if isinstance(ids, Tensor) else ids)
+        if ids.dtype.kind not in "iu" or (ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings)):
+            raise ShapeError(f"Embedding({self.num_embeddings}): ids must be integers in [0, "
+                             f"{self.num_embeddings}), got dtype {ids.dtype}"
+                             + (f" with range [{ids.min()}, {ids.max()}]" if ids.size else ""))
+        return self.weight[ids]
+
+
+class Dropout(Module):
+    """Zero each value with probability p in training, scaling the rest by 1/(1-p)."""
+
+    def __init__(self, p: float = 0.5, generator=None):
+        if not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+        self.p, self.generator = p, generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = resolve(self.generator).bernoulli(np.full(x.shape, 1 - self.p), dtype=x.dtype)
+        return x * (keep / (1 - self.p))
+
+
+class Flatten(Module):
+    def forward(self, x: Tensor) -> Tensor:
+        return ops.flatten(x)
+
+
+class _Activation(Module):
+    """An op with no parameters as a layer (so it can sit in a Sequential)."""
+    op = None
+
+    def forward(self, x):
+        return type(self).op(x)
+
+
+class ReLU(_Activation):
+    op = ops.relu
+
+
+class SiLU(_Activation):
+    op = ops.silu
+
+
+class Tanh(_Activation):
+    op = ops.tanh
+
+
+class Sigmoid(_Activation):
+    op = ops.sigmoid
+
+
+class Softplus(_Activation):
+    op = ops.softplus
+
+
+class LeakyReLU(Module):
+    def __init__(self, negative_slope: float = 0.01):
+        self.negative_slope = negative_slope
+
+    def forward(self, x):
+        return ops.leaky_relu(x, self.negative_slope)
+
+
+# --- convolutional layers (ops in minigen/ops/conv.py, kernels in minigen/kernels/) ------
+class Conv2d(Module):
+    """x: (N, C_in, H, W) -> (N, C_out, H', W'). weight: (C_out, C_in / groups, kH, kW)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
+                 bias=True, generator=None):
+        kh, kw = _pair(kernel_size)
+        self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        shape = (out_channels, in_channels // groups, kh, kw)
+        self.weight = Parameter(init.kaiming_uniform(shape, generator=generator))
+        bound = 1 / math.sqrt(init.fan_in_and_out(shape)[0])
+        self.bias = Parameter(resolve(generator).uniform((out_channels,), -bound, bound)) if bias else None
+
+    def forward(self, x):
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class MaskedConv2d(Conv2d):
+    """PixelCNN's causal convolution: the kernel sees only pixels before the centre in raster
+    order (type "A", for the first layer) or up to and including it (type "B")."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, mask_type: str, bias=True, generator=None):
+        kh, kw = _pair(kernel_size)
+        super().__init__(in_channels, out_channels, kernel_size, padding=(kh // 2, kw // 2), bias=bias,
+                         generator=generator)
+        self.mask_type = mask_type
+
+    def forward(self, x):
+        return ops.masked_conv2d(x, self.weight, self.bias, self.mask_type)
+
+
+class ConvTranspose2d(Module):
+    """The gradient of a convolution as a layer: upsamples. weight: (C_in, C_out / groups, kH, kW)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
+                 bias=True, generator=None):
+        kh, kw = _pair(kernel_size)
+        self.stride, self.padding, self.output_padding = stride, padding, output_padding
+        shape = (in_channels, out_channels, kh, kw)
+        # PyTorch computes fan_in from weight.shape[1] * kernel area for this layout too
+        self.weight = Parameter(init.kaiming_uniform(shape, generator=generator))
+        bound = 1 / math.sqrt(init.fan_in_and_out(shape)[0])
+        self.bias = Parameter(resolve(generator).uniform((out_channels,), -bound, bound)) if bias else None
+
+    def forward(self, x):
+        return ops.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+
+
+class BatchNorm(Module):
+    """Normalise each channel over the batch (and space). x: (N, C) or (N, C, H, W).
+
+    Training uses the batch's statistics and updates running ones; eval uses the running ones.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        self.eps, self.momentum = eps, momentum
+        self.weight = Parameter(np.ones(num_features, np.float32))
+        self.bias = Parameter(np.zeros(num_features, np.float32))
+        self.running_mean = Buffer(np.zeros(num_features, np.float32))
+        self.running_var = Buffer(np.ones(num_features, np.float32))
+
+    def forward(self, x):
+        return ops.batch_norm(x, self.weight, self.bias, self.running_mean.data, self.running_var.data,
+                              self.training, self.momentum, self.eps)
+
+
+class GroupNorm(Module):
+    """Normalise over groups of channels within each example. x: (N, C, H, W)."""
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5):
+        if num_channels % num_groups:
+            raise ShapeError(f"GroupNorm: {num_channels} channels cannot be split into {num_groups} groups")
+        self.num_groups, self.eps = num_groups, eps
+        self.weight = Parameter(np.ones(num_channels, np.float32))
+        self.bias = Parameter(np.zeros(num_channels, np.float32))
+
+    def forward(self, x):
+        return ops.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+
+
+class LayerNorm(Module):
+    """Normalise over the last dimension(s) given by `shape`."""
+
+    def __init__(self, shape, eps: float = 1e-5):
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.eps = eps
+        self.weight = Parameter(np.ones(shape, np.float32))
+        self.bias = Parameter(np.zeros(shape, np.float32))
+
+    def forward(self, x):
+        return ops.layer_norm(x, self.weight, self.bias, self.eps)
+
+
+class MaxPool2d(Module):
+    def __init__(self, kernel_size, stride=None, padding=0):
+        self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
+
+    def forward(self, x):
+        return ops.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class AvgPool2d(MaxPool2d):
+    def forward(self, x):
+        return ops.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
+
+
+class Upsample(Module):
+    """Nearest-neighbour upsampling by an integer factor."""
+
+    def __init__(self, scale_factor: int = 2):
+        self.scale_factor = scale_factor
+
+    def forward(self, x):
+        return ops.upsample_nearest(x, self.scale_factor)

@@ -1,0 +1,167 @@
+"""Optimisers (SGD, Adam, AdamW), gradient clipping and a weight EMA.
+
+Updates follow PyTorch's formulas exactly, so a minigen model and its PyTorch
+twin trained from the same start take the same steps. Updates are written
+in place into each parameter's array (no new graph, no new allocations for the
+parameters themselves).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minigen.errors import CheckpointError
+
+__all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "EMA"]
+
+
+class Optimizer:
+    """Holds the parameters and per-parameter state arrays (momentum, moments)."""
+
+    def __init__(self, params, lr: float):
+        self.params = list(params)
+        if not self.params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        if not lr > 0:
+            raise ValueError(f"{type(self).__name__}: learning rate must be positive, got {lr}")
+        self.lr = lr
+        self.step_count = 0
+        self.state: dict[str, list[np.ndarray]] = {}   # e.g. {"m": [...], "v": [...]}, one array per param
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def _buffers(self, name: str) -> list[np.ndarray]:
+        if name not in self.state:
+            self.state[name] = [np.zeros_like(p.data) for p in self.params]
+        return self.state[name]
+
+    def step(self) -> None:
+        self.step_count += 1
+        for i, p in enumerate(self.params):
+            if p.grad is not None:
+                self._update(i, p.data, p.grad)
+
+    def _update(self, i: int, param: np.ndarray, grad: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        return {"type": type(self).__name__, "lr": self.lr, "step_count": self.step_count,
+                "state": {name: {str(i): a.copy() for i, a in enumerate(arrays)} for name, arrays in self.state.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("type") != type(self).__name__:
+            raise CheckpointError(f"{type(self).__name__}.load_state_dict: the state is from a {state.get('type')} optimiser")
+        arrays = {}
+        for name, per_param in state["state"].items():
+            if len(per_param) != len(self.params):
+                raise CheckpointError(f"{type(self).__name__}.load_state_dict: state '{name}' has {len(per_param)} "
+                                      f"entries for {len(self.params)} parameters")
+            arrays[name] = [np.array(per_param[str(i)], dtype=p.dtype) for i, p in enumerate(self.params)]
+            for a, p in zip(arrays[name], self.params):
+                if a.shape != p.shape:
+                    raise CheckpointError(f"{type(self).__name__}.load_state_dict: state '{name}' shape {a.shape} "
+                                          f"does not match parameter shape {p.shape}")
+        self.lr, self.step_count, self.state = float(state["lr"]), int(state["step_count"]), arrays
+
+
+class SGD(Optimizer):
+    """p -= lr * v, with v = momentum * v + (g + weight_decay * p)."""
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.momentum, self.weight_decay = momentum, weight_decay
+
+    def _update(self, i, param, grad):
+        if self.weight_decay:
+            grad = grad + self.weight_decay * param
+        if self.momentum:
+            velocity = self._buffers("momentum")[i]
+            if self.step_count == 1:
+                velocity[...] = grad            # PyTorch starts the buffer at the first gradient
+            else:
+                velocity *= self.momentum
+                velocity += grad
+            grad = velocity
+        param -= self.lr * grad
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba): moments m, v of the gradient, bias-corrected. weight_decay is L2 added to g."""
+
+    decoupled = False
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
+        super().__init__(params, lr)
+        self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
+
+    def _update(self, i, param, grad):
+        beta1, beta2 = self.betas
+        if self.weight_decay and self.decoupled:
+            param *= 1 - self.lr * self.weight_decay          # AdamW: shrink the weights directly
+        elif self.weight_decay:
+            grad = grad + self.weight_decay * param
+        m, v = self._buffers("m")[i], self._buffers("v")[i]
+        m *= beta1
+        m += (1 - beta1) * grad
+        v *= beta2
+        v += (1 - beta2) * grad * grad
+        step_size = self.lr / (1 - beta1 ** self.step_count)
+        denom = np.sqrt(v) / math.sqrt(1 - beta2 ** self.step_count) + self.eps
+        param -= step_size * (m / denom)
+
+
+class AdamW(Adam):
+    """Adam with decoupled weight decay (Loshchilov & Hutter)."""
+
+    decoupled = True
+
+    def __init__(self, params, lr: float = 1e-3, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 1e-2):
+        super().__init__(params, lr, betas, eps, weight_decay)
+
+
+def clip_grad_norm(params, max_norm: float) -> float:
+    """Scale all gradients so their joint L2 norm is at most max_norm; returns the norm before clipping."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = math.sqrt(sum(float(np.vdot(g, g)) for g in grads))
+    if total > max_norm:
+        scale = max_norm / (total + 1e-6)
+        for p in params:
+            if p.grad is not None:
+                p.grad = p.grad * scale
+    return total
+
+
+class EMA:
+    """An exponential moving average of a model's weights: shadow = decay * shadow + (1 - decay) * w.
+
+    Diffusion models sample with the EMA weights: they are a smoother, better model than the last step's.
+    """
+
+    def __init__(self, model, decay: float = 0.999):
+        if not 0 < decay < 1:
+            raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
+        self.decay = decay
+        self.shadow = {name: p.data.copy() for name, p in model.named_parameters()}
+
+    def update(self, model) -> None:
+        for name, p in model.named_parameters():
+            s = self.shadow[name]
+            s *= self.decay
+            s += (1 - self.decay) * p.data
+
+    def copy_to(self, model) -> None:
+        """Load the averaged weights into `model` (buffers are left as they are)."""
+        for name, p in model.named_parameters():
+            p.data = self.shadow[name].copy()
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "shadow": {k: v.copy() for k, v in self.shadow.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["shadow"]) != set(self.shadow):
+            raise CheckpointError("EMA.load_state_dict: parameter names differ from the model's")
+        self.decay = float(state["decay"])
+        self.shadow = {k: np.array(v, dtype=np.float32) for k, v in state["shadow"].items()}

@@ -1,0 +1,5 @@
+"""The generative model families, one module each (read them top to bottom like the lecture).
+
+Importing this package registers every family in `minigen.models.base.FAMILIES`.
+"""
+from minigen.models.base import FAMILIES, GenerativeModel, get_family, register_family  # noqa: F401

@@ -3,3 +3,5 @@
 Importing this package registers every family in `minigen.models.base.FAMILIES`.
 """
 from minigen.models.base import FAMILIES, GenerativeModel, get_family, register_family  # noqa: F401
+from minigen.models import vae  # noqa: F401
+from minigen.models import flow  # noqa: F401

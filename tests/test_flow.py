@@ -1,0 +1,254 @@
+"""RealNVP: invertibility, log-determinants against numerical Jacobians, normalisation, bits/dim accounting."""
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minigen.errors import ShapeError
+from minigen.models.flow import (ActNorm, AffineCoupling, ConvCouplingNet, LogitTransform, MLPCouplingNet,
+                                 RealNVP, Squeeze, bits_per_dim, channel_mask, checkerboard_mask,
+                                 standard_normal_log_prob)
+from minigen.random import Generator
+from minigen.tensor import Tensor, no_grad
+
+TOL = {np.float32: 1e-4, np.float64: 1e-9}
+TINY = {"hidden_dim": 8, "hidden_channels": 4, "num_couplings": 4}
+
+
+def randomize(module, seed: int, std: float = 0.3, dtype=np.float32):
+    """Give every parameter random values (the coupling nets start at zero = identity) in `dtype`.
+
+    Eval mode, so ActNorm keeps these values instead of initialising itself from the first batch."""
+    g = Generator(seed)
+    for p in module.parameters():
+        p.data = g.normal(p.shape, std=std, dtype=dtype)
+    return module.eval()
+
+
+def make_layer(kind: str, seed: int, dtype, conditional: bool = False):
+    """A randomly initialised layer and the input shape it takes (small, so Jacobians are cheap)."""
+    label_dim = 10 if conditional else 0
+    if kind == "logit":
+        return LogitTransform(0.05), (1, 4, 4)
+    if kind == "actnorm":
+        return randomize(ActNorm((1, 2, 1, 1)), seed, dtype=dtype), (2, 2, 2)
+    if kind == "squeeze":
+        return Squeeze(), (1, 4, 4)
+    if kind == "checkerboard-mlp":
+        layer = AffineCoupling(checkerboard_mask(1, 4, 4, seed % 2), MLPCouplingNet((1, 4, 4), 8, label_dim))
+        return randomize(layer, seed, dtype=dtype), (1, 4, 4)
+    if kind == "channel-mlp":
+        layer = AffineCoupling(channel_mask(4, seed % 2), MLPCouplingNet((4, 2, 2), 8, label_dim))
+        return randomize(layer, seed, dtype=dtype), (4, 2, 2)
+    if kind == "checkerboard-conv":
+        layer = AffineCoupling(checkerboard_mask(1, 4, 4, seed % 2), ConvCouplingNet(1, 4, label_dim))
+        return randomize(layer, seed, dtype=dtype), (1, 4, 4)
+    if kind == "channel-conv":
+        layer = AffineCoupling(channel_mask(4, seed % 2), ConvCouplingNet(4, 4, label_dim))
+        return randomize(layer, seed, dtype=dtype), (4, 2, 2)
+    raise AssertionError(kind)
+
+
+def layer_input(kind: str, shape, n: int, seed: int, dtype) -> np.ndarray:
+    g = Generator(seed + 1000)
+    if kind == "logit":   # the logit transform's domain is (0, 1)
+        return g.uniform((n, *shape), 0.02, 0.98, dtype=dtype)
+    return g.normal((n, *shape), dtype=dtype)
+
+
+LAYERS = ["logit", "actnorm", "squeeze", "checkerboard-mlp", "channel-mlp", "checkerboard-conv", "channel-conv"]
+
+
+@settings(max_examples=20, deadline=None)
+@given(kind=st.sampled_from(LAYERS), dtype=st.sampled_from([np.float32, np.float64]),
+       seed=st.integers(0, 10_000), conditional=st.booleans())
+def test_each_layer_inverts_its_forward_both_ways(kind, dtype, seed, conditional):
+    layer, shape = make_layer(kind, seed, dtype, conditional)
+    labels = np.arange(3) % 10 if conditional else None
+    x = layer_input(kind, shape, 3, seed, dtype)
+    with no_grad():
+        z, log_det = layer(Tensor(x), labels)
+        assert log_det.shape == (3,) and z.dtype == dtype
+        np.testing.assert_allclose(layer.inverse(z, labels).data, x, atol=TOL[dtype], rtol=0)
+        if kind != "logit":   # every z in R^D is in the image of these layers
+            z0 = Generator(seed + 7).normal(z.shape, dtype=dtype)
+            np.testing.assert_allclose(layer(layer.inverse(Tensor(z0), labels), labels)[0].data, z0,
+                                       atol=TOL[dtype], rtol=0)
+
+
+def numerical_jacobian(f, x: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+    """J[i, j] = d f(x)_i / d x_j by central differences; x: one example (1, ...) in float64."""
+    flat = x.reshape(-1)
+    columns = []
+    for j in range(flat.size):
+        step = np.zeros_like(flat)
+        step[j] = eps
+        columns.append((f((flat + step).reshape(x.shape)) - f((flat - step).reshape(x.shape))).reshape(-1) / (2 * eps))
+    return np.stack(columns, axis=1)
+
+
+@pytest.mark.parametrize("kind", LAYERS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_log_det_equals_slogdet_of_the_numerical_jacobian(kind, seed):
+    layer, shape = make_layer(kind, seed, np.float64)
+    x = layer_input(kind, shape, 1, seed, np.float64)
+    with no_grad():
+        jac = numerical_jacobian(lambda v: layer(Tensor(v))[0].data, x)
+        sign, expected = np.linalg.slogdet(jac)
+        log_det = layer(Tensor(x))[1].data
+    assert sign != 0
+    assert log_det[0] == pytest.approx(expected, abs=1e-5)
+
+
+def midpoint_grid(low: float, high: float, m: int) -> np.ndarray:
+    """The centres of an m x m grid of cells over [low, high]^2, as (m * m, 1, 1, 2) float64."""
+    centres = low + (np.arange(m) + 0.5) * (high - low) / m
+    return np.stack(np.meshgrid(centres, centres), axis=-1).reshape(-1, 1, 1, 2)
+
+
+def integrate_density_on_grid(layers, low: float, high: float, m: int) -> tuple[float, np.ndarray]:
+    """Midpoint rule for the flow's density over [low, high]^2 on an m x m grid; returns (integral, density)."""
+    grid = midpoint_grid(low, high, m)
+    with no_grad():
+        x, log_det = Tensor(grid), Tensor(np.zeros(len(grid)))
+        for layer in layers:
+            x, step = layer(x)
+            log_det = log_det + step
+        density = np.exp((standard_normal_log_prob(x) + log_det).data)
+    return density.sum() * ((high - low) / m) ** 2, density
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_the_density_of_a_two_dimensional_flow_integrates_to_one(seed):
+    """ActNorm and two couplings with opposite masks (one pixel each) on R^2."""
+    layers = [ActNorm((1, 1, 1, 2))]
+    for parity in (0, 1):
+        layers.append(AffineCoupling(checkerboard_mask(1, 1, 2, parity), MLPCouplingNet((1, 1, 2), 16)))
+    for layer in layers:
+        randomize(layer, seed, std=0.5, dtype=np.float64)
+    total, density = integrate_density_on_grid(layers, -12.0, 12.0, 400)
+    assert total == pytest.approx(1.0, abs=1e-3)
+    # the flow really reshapes the density: it is far from the prior's somewhere
+    prior = np.exp(-0.5 * (midpoint_grid(-12.0, 12.0, 400) ** 2).sum(axis=(1, 2, 3))) / (2 * math.pi)
+    assert np.abs(density - prior).max() > 0.05
+
+
+def test_the_logit_transform_leaves_out_exactly_the_prior_mass_outside_its_box():
+    """logit(0.05 + 0.9 x) maps (0, 1) onto (-b, b), b = logit(0.95), not onto all of R. So the
+    density on (0, 1)^2 integrates to the prior's mass of that box, a bit below 1: the reported
+    likelihood is a (slightly) conservative bound."""
+    b = math.log(0.95 / 0.05)
+    box_mass = math.erf(b / math.sqrt(2)) ** 2
+    total, _ = integrate_density_on_grid([LogitTransform(0.05)], 0.0, 1.0, 400)
+    assert total == pytest.approx(box_mass, abs=1e-4)
+    assert box_mass < 0.994
+
+
+@pytest.mark.parametrize("config", [
+    {"variant": "mlp"}, {"variant": "mlp", "conditional": True, "actnorm": True},
+    {"variant": "conv"}, {"variant": "conv", "conditional": True, "actnorm": True},
+], ids=["mlp", "mlp-conditional-actnorm", "conv", "conv-conditional-actnorm"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_whole_flow_inverts_both_ways(config, dtype):
+    model = randomize(RealNVP({**TINY, **config}), seed=5, std=0.02, dtype=dtype)
+    assert model.latent_shape == ((1, 28, 28) if config["variant"] == "mlp" else (4, 14, 14))
+    labels = np.array([3, 9]) if config.get("conditional") else None
+    x = Generator(1).uniform((2, 1, 28, 28), 0.01, 0.99, dtype=dtype)
+    z0 = Generator(2).normal((2, *model.latent_shape), std=0.5, dtype=dtype)
+    with no_grad():
+        z, log_det = model(Tensor(x), labels)
+        assert z.shape == (2, *model.latent_shape) and log_det.shape == (2,)
+        np.testing.assert_allclose(model.inverse(z, labels).data, x, atol=TOL[dtype], rtol=0)
+        x0 = model.inverse(Tensor(z0), labels)
+        # forward(inverse(z)) = z needs inverse(z) inside (0, 1), the logit transform's domain
+        assert 0 < x0.data.min() and x0.data.max() < 1
+        np.testing.assert_allclose(model(x0, labels)[0].data, z0, atol=TOL[dtype], rtol=0)
+
+
+def test_bits_per_dim_counts_every_jacobian_term():
+    """With identity couplings (their zero initialisation) the flow is just the logit transform,
+    so the likelihood can be written out by hand: prior, logit Jacobian, dequantization, /256."""
+    model = RealNVP({**TINY, "eval_examples": None})
+    x = Generator(3).integers(0, 256, (5, 1, 28, 28)).astype(np.float32) / 255
+    metrics = model.evaluate(x, np.zeros(5, np.int64))
+    v = model.dequantize(x, Generator(model.config["eval_seed"])).astype(np.float64)
+    y = 0.05 + 0.9 * v
+    z = np.log(y) - np.log1p(-y)
+    log_p = (-0.5 * (z ** 2 + math.log(2 * math.pi)) + math.log(0.9) - np.log(y) - np.log1p(-y)).sum(axis=(1, 2, 3))
+    expected_bpd = (-(log_p - 784 * math.log(256)) / (784 * math.log(2))).mean()
+    assert metrics["bits_per_dim"] == pytest.approx(expected_bpd, rel=1e-5)
+    assert metrics["nll_nats"] == pytest.approx(expected_bpd * 784 * math.log(2), rel=1e-5)
+    assert bits_per_dim(784 * math.log(256), 784) == 0.0   # a density of 256^D on [0, 1]^D is 1 on 0..255
+
+
+def test_dequantization_keeps_the_pixel_and_stays_inside_the_unit_interval():
+    x = np.resize(np.arange(256, dtype=np.float32), (2, 1, 28, 28)) / 255
+    v = RealNVP.dequantize(x, Generator(0))
+    assert (v > 0).all() and (v < 1).all()
+    np.testing.assert_array_equal(np.floor(v * 256), np.rint(x * 255))
+
+
+def synthetic_digits(n: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Blurry bright bars on a dark background: structure a tiny model can learn in a few steps."""
+    g = Generator(11)
+    x = np.zeros((n, 1, 28, 28), np.float32)
+    for i in range(n):
+        col = 6 + 2 * (i % 8)
+        x[i, 0, 4:24, col:col + 3] = 1
+    x = np.clip(x * 0.9 + g.uniform(x.shape, 0, 0.1), 0, 1)
+    return np.rint(x * 255).astype(np.float32) / 255, np.arange(n, dtype=np.int64) % 10
+
+
+@pytest.mark.parametrize("config", [{"variant": "mlp", "actnorm": True}, {"variant": "conv", "conditional": True}],
+                         ids=["mlp-actnorm", "conv-conditional"])
+def test_training_a_tiny_flow_lowers_its_bits_per_dim(config):
+    model = RealNVP({**TINY, **config, "lr": 1e-3, "eval_examples": None})
+    x, y = synthetic_digits()
+    before = model.evaluate(x, y)["bits_per_dim"]
+    optimizers = model.make_optimizers()
+    g = Generator(0)
+    losses = [model.train_step(x, y, optimizers, g)["loss"] for _ in range(15)]
+    after = model.evaluate(x, y)["bits_per_dim"]
+    assert all(np.isfinite(losses))
+    assert after < before - 0.2, (before, after)
+
+
+def test_sampling_is_reproducible_and_temperature_zero_gives_the_mode():
+    model = randomize(RealNVP({**TINY, "conditional": True}), seed=2, std=0.05)
+    labels = np.array([1, 1, 7])
+    a = model.sample(3, labels, Generator(4), temperature=0.7)
+    b = model.sample(3, labels, Generator(4), temperature=0.7)
+    assert a.shape == (3, 1, 28, 28) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    np.testing.assert_array_equal(a, b)
+    mode = model.sample(3, labels, Generator(5), temperature=0.0)
+    np.testing.assert_array_equal(mode[0], mode[1])          # same label, z = 0: the same image
+    assert not np.array_equal(mode[0], mode[2])               # a different label changes it
+
+
+def test_actnorm_initialises_from_the_first_training_batch_and_checkpoints_that():
+    model = RealNVP({**TINY, "actnorm": True})
+    x, y = synthetic_digits(8)
+    model.train_step(x, y, model.make_optimizers(), Generator(0))
+    clone = RealNVP({**TINY, "actnorm": True})
+    clone.load_state_dict(model.state_dict())
+    assert clone.evaluate(x, y) == model.evaluate(x, y)
+    first = model.layers[1]
+    assert isinstance(first, ActNorm) and first.initialized.data == 1 and np.abs(first.log_scale.data).max() > 0
+
+
+def test_bad_inputs_get_clear_errors():
+    model = RealNVP({**TINY, "conditional": True})
+    x, y = synthetic_digits(4)
+    with pytest.raises(ShapeError, match=r"\(N, 1, 28, 28\)"):
+        model.train_step(x[:, 0], y, model.make_optimizers(), Generator(0))
+    with pytest.raises(ShapeError, match=r"\[0, 1\]"):
+        model.evaluate(x * 255, y)
+    with pytest.raises(ShapeError, match="pass labels"):
+        model.sample(2)
+    with pytest.raises(ShapeError, match=r"integers in \[0, 10\)"):
+        model.sample(2, np.array([3, 10]))
+    with pytest.raises(ShapeError, match="unconditional"):
+        RealNVP(TINY).sample(2, np.array([1, 2]))
+    with pytest.raises(ValueError, match="variant"):
+        RealNVP({"variant": "glow"})

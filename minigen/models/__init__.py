@@ -5,3 +5,5 @@ Importing this package registers every family in `minigen.models.base.FAMILIES`.
 from minigen.models.base import FAMILIES, GenerativeModel, get_family, register_family  # noqa: F401
 from minigen.models import vae  # noqa: F401
 from minigen.models import flow  # noqa: F401
+from minigen.models import ddpm  # noqa: F401
+from minigen.models import gan  # noqa: F401

@@ -1,0 +1,483 @@
+"""DDPM: a denoising diffusion model (Ho et al. 2020), with DDIM sampling and classifier-free guidance.
+
+The idea in four steps:
+
+1. **Forward process (fixed, no parameters).** Destroy an image x_0 in T small steps,
+   q(x_t | x_{t-1}) = N(sqrt(1 - beta_t) x_{t-1}, beta_t I). With alpha_t = 1 - beta_t and
+   alpha_bar_t = prod_{s<=t} alpha_s, the t steps collapse into one closed form,
+   `q_sample`: x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps, eps ~ N(0, I).
+   For large t, alpha_bar_t ~ 0 and x_T is (almost exactly) standard normal noise.
+2. **Reverse process (learned).** Given x_0, the step back is Gaussian in closed form,
+   `q_posterior`: q(x_{t-1} | x_t, x_0) = N(c1_t x_0 + c2_t x_t, beta_tilde_t). We don't know
+   x_0 when generating, so a U-Net eps_theta(x_t, t) guesses the noise that was added; that
+   gives a guess of x_0 (`predict_x0`) to plug into the posterior.
+3. **Training** is plain regression: pick t at random, noise an image with `q_sample`, and
+   minimise || eps - eps_theta(x_t, t) ||^2 (the simplified variational bound).
+4. **Sampling.** Ancestral sampling walks all T posterior steps from pure noise. DDIM
+   (Song et al. 2021) walks a subsequence of, e.g., 50 steps; eta=0 makes it deterministic,
+   and eta=1 with all T steps is exactly ancestral sampling again. Samples use an
+   exponential moving average (EMA) of the weights: a smoother, better model.
+
+Class conditioning uses classifier-free guidance (Ho & Salimans 2021): during training the
+label is replaced by a "null" label with probability p_uncond, so one network learns both
+eps(x_t, t, y) and eps(x_t, t); sampling mixes them as eps_u + guidance * (eps_c - eps_u)
+(guidance 1: plain conditional; above 1: more typical digits, less variety).
+
+Images are scaled to [-1, 1] for the model and back to [0, 1] for the caller.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+
+import numpy as np
+
+from minigen import ops
+from minigen.errors import MinigenError, ShapeError
+from minigen.models.base import GenerativeModel, register_family
+from minigen.nn import Conv2d, Embedding, GroupNorm, Linear, Module, Upsample
+from minigen.optim import EMA, Adam, clip_grad_norm
+from minigen.random import resolve
+from minigen.tensor import Tensor, no_grad
+
+__all__ = ["NoiseSchedule", "timestep_embedding", "ResBlock", "UNet", "DDPM"]
+
+
+# --- 1. the forward process -------------------------------------------------------------------
+class NoiseSchedule:
+    """The fixed noise schedule beta_1..beta_T and every quantity derived from it.
+
+    Timesteps are 0-based: index t in [0, T) is the lecture's step t+1, so `alpha_bar[0]` is
+    after one noising step and `alpha_bar[T-1]` after all T. Arrays are float64 (T,);
+    they are cast to float32 only where they meet images.
+
+    kind: "linear" (betas evenly spaced from beta_start to beta_end, as in DDPM) or
+    "cosine" (alpha_bar follows a squared cosine, Nichol & Dhariwal 2021: less wasted noise
+    at the end of the chain, better for small images).
+    """
+
+    def __init__(self, kind: str = "linear", T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02):
+        if not isinstance(T, (int, np.integer)) or T < 2:
+            raise MinigenError(f"NoiseSchedule: T must be an integer >= 2, got {T!r}")
+        if kind == "linear":
+            if not 0 < beta_start <= beta_end < 1:
+                raise MinigenError(f"NoiseSchedule: need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+            betas = np.linspace(beta_start, beta_end, T, dtype=np.float64)
+        elif kind == "cosine":
+            s = 0.008   # small offset so beta_1 is not vanishingly small
+            f = np.cos((np.arange(T + 1) / T + s) / (1 + s) * math.pi / 2) ** 2
+            # clipped like the paper: beta near 1 at the very end would make sampling unstable
+            betas = np.clip(1 - f[1:] / f[:-1], 0, 0.999)
+        else:
+            raise MinigenError(f"NoiseSchedule: kind must be 'linear' or 'cosine', got {kind!r}")
+        self.kind, self.T = kind, int(T)
+        self.betas = betas
+        self.alphas = 1 - betas
+        self.alpha_bar = np.cumprod(self.alphas)
+        # alpha_bar before step t: 1 before the first step (x_0 is clean)
+        self.alpha_bar_prev = np.concatenate([[1.0], self.alpha_bar[:-1]])
+        # q(x_{t-1} | x_t, x_0) = N(c1 x_0 + c2 x_t, beta_tilde): the product of the two Gaussians
+        # q(x_{t-1} | x_0) and q(x_t | x_{t-1}), worked out once here
+        self.posterior_variance = betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
+        self.posterior_c1 = betas * np.sqrt(self.alpha_bar_prev) / (1 - self.alpha_bar)
+        self.posterior_c2 = (1 - self.alpha_bar_prev) * np.sqrt(self.alphas) / (1 - self.alpha_bar)
+
+    def check_timesteps(self, t) -> np.ndarray:
+        t = np.asarray(t)
+        if t.dtype.kind not in "iu" or (t.size and (t.min() < 0 or t.max() >= self.T)):
+            raise ShapeError(f"timesteps must be integers in [0, {self.T}), got dtype {t.dtype}"
+                             + (f" with range [{t.min()}, {t.max()}]" if t.size else ""))
+        return t
+
+    def _per_image(self, values: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """values[t] as float32 of shape (N, 1, 1, 1), to broadcast over (N, C, H, W) images."""
+        return values[t].astype(np.float32).reshape(-1, 1, 1, 1)
+
+    def q_sample(self, x0: np.ndarray, t, noise: np.ndarray) -> np.ndarray:
+        """x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) noise, in one step.
+
+        x0, noise: (N, C, H, W) float32; t: (N,) ints in [0, T) -> (N, C, H, W) float32.
+        """
+        t = self.check_timesteps(t)
+        if x0.shape != noise.shape or t.shape != (x0.shape[0],):
+            raise ShapeError(f"q_sample: expected x0 and noise of one shape (N, C, H, W) and t (N,), got "
+                             f"{x0.shape}, {noise.shape} and {t.shape}")
+        return (self._per_image(np.sqrt(self.alpha_bar), t) * x0
+                + self._per_image(np.sqrt(1 - self.alpha_bar), t) * noise)
+
+    def q_posterior(self, x0: np.ndarray, xt: np.ndarray, t) -> tuple[np.ndarray, np.ndarray]:
+        """Mean (N, C, H, W) and variance (N, 1, 1, 1) of q(x_{t-1} | x_t, x_0); float32."""
+        t = self.check_timesteps(t)
+        mean = self._per_image(self.posterior_c1, t) * x0 + self._per_image(self.posterior_c2, t) * xt
+        return mean, self._per_image(self.posterior_variance, t)
+
+    def predict_x0(self, xt: np.ndarray, eps: np.ndarray, t: int) -> np.ndarray:
+        """Invert q_sample for a guessed noise: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
+        return (xt - math.sqrt(1 - self.alpha_bar[t]) * eps) * np.float32(1 / math.sqrt(self.alpha_bar[t]))
+
+
+# --- 2. the noise-predicting network ------------------------------------------------------------
+def timestep_embedding(t: np.ndarray, dim: int) -> np.ndarray:
+    """Sinusoidal features of the timestep (as in the Transformer's positions): a smooth code the
+    network can read at every scale. t: (N,) ints -> (N, dim) float32, [sin | cos] halves."""
+    half = dim // 2
+    freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float64) / half)
+    angles = np.asarray(t, dtype=np.float64)[:, None] * freqs[None, :]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
+
+
+class ResBlock(Module):
+    """GroupNorm -> SiLU -> 3x3 conv, plus the time(+label) embedding, then GroupNorm -> SiLU -> 3x3 conv,
+    around a residual connection (a 1x1 conv when the channel count changes).
+
+    x: (N, in_ch, H, W), emb: (N, emb_dim) -> (N, out_ch, H, W).
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, generator=None):
+        self.norm1 = GroupNorm(groups, in_ch)
+        self.conv1 = Conv2d(in_ch, out_ch, 3, padding=1, generator=generator)
+        self.emb_proj = Linear(emb_dim, out_ch, generator=generator)
+        self.norm2 = GroupNorm(groups, out_ch)
+        self.conv2 = Conv2d(out_ch, out_ch, 3, padding=1, generator=generator)
+        self.skip = Conv2d(in_ch, out_ch, 1, generator=generator) if in_ch != out_ch else None
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        h = self.conv1(ops.silu(self.norm1(x)))
+        # the embedding shifts every channel: this is how each block knows the noise level
+        h = h + self.emb_proj(emb).reshape(h.shape[0], -1, 1, 1)
+        h = self.conv2(ops.silu(self.norm2(h)))
+        return h + (x if self.skip is None else self.skip(x))
+
+
+class UpBlock(Module):
+    """Nearest-neighbour 2x upsampling followed by a 3x3 conv (avoids transposed-conv checkerboards)."""
+
+    def __init__(self, channels: int, generator=None):
+        self.up = Upsample(2)
+        self.conv = Conv2d(channels, channels, 3, padding=1, generator=generator)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.up(x))
+
+
+class UNet(Module):
+    """eps_theta(x_t, t, y): a U-Net with one residual block per resolution.
+
+    channels[i] is the width at resolution 28 / 2^i (default 32/64/64 at 28/14/7). The down path
+    keeps each level's output; the up path concatenates it back (skip connections), so fine
+    detail does not have to squeeze through the 7x7 bottleneck.
+
+    x: (N, 1, 28, 28) float32 in about [-1, 1]; t: (N,) ints; labels: (N,) ints in [0, num_classes],
+    where num_classes is the "null" label (used for classifier-free guidance), or None for an
+    unconditional network -> predicted noise (N, 1, 28, 28).
+    """
+
+    def __init__(self, channels=(32, 64, 64), time_dim: int = 128, groups: int = 8, num_classes: int | None = None,
+                 generator=None):
+        channels = [int(c) for c in channels]
+        emb_dim = 2 * time_dim
+        self.time_dim = time_dim
+        self.time_fc1 = Linear(time_dim, emb_dim, generator=generator)
+        self.time_fc2 = Linear(emb_dim, emb_dim, generator=generator)
+        # one extra row: the null label of classifier-free guidance
+        self.label_embed = Embedding(num_classes + 1, emb_dim, generator=generator) if num_classes else None
+        self.conv_in = Conv2d(1, channels[0], 3, padding=1, generator=generator)
+        self.down = []
+        self.downsample = []
+        prev = channels[0]
+        for i, c in enumerate(channels):
+            self.down.append(ResBlock(prev, c, emb_dim, groups, generator))
+            if i < len(channels) - 1:
+                self.downsample.append(Conv2d(c, c, 3, stride=2, padding=1, generator=generator))
+            prev = c
+        self.mid = ResBlock(prev, prev, emb_dim, groups, generator)
+        self.up = []
+        self.upsample = []
+        for i in reversed(range(len(channels))):
+            self.up.append(ResBlock(prev + channels[i], channels[i], emb_dim, groups, generator))
+            prev = channels[i]
+            if i > 0:
+                self.upsample.append(UpBlock(prev, generator))
+        self.norm_out = GroupNorm(groups, prev)
+        self.conv_out = Conv2d(prev, 1, 3, padding=1, generator=generator)
+
+    def forward(self, x: Tensor, t: np.ndarray, labels: np.ndarray | None = None) -> Tensor:
+        emb = self.time_fc2(ops.silu(self.time_fc1(Tensor(timestep_embedding(t, self.time_dim)))))
+        if self.label_embed is not None:
+            emb = emb + self.label_embed(labels)
+        emb = ops.silu(emb)   # every block's projection reads it through the same nonlinearity
+        h = self.conv_in(x)
+        skips = []
+        for i, block in enumerate(self.down):
+            h = block(h, emb)
+            skips.append(h)
+            if i < len(self.downsample):
+                h = self.downsample[i](h)
+        h = self.mid(h, emb)
+        for i, block in enumerate(self.up):
+            h = block(ops.concat([h, skips.pop()], axis=1), emb)
+            if i < len(self.upsample):
+                h = self.upsample[i](h)
+        return self.conv_out(ops.silu(self.norm_out(h)))
+
+
+# --- 3 and 4. the model: training, sampling, evaluation, pictures -------------------------------
+def _check_images(name: str, x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+        raise ShapeError(f"{name}: expected images of shape (N, 1, 28, 28), got {x.shape}")
+    if x.dtype != np.float32:
+        raise ShapeError(f"{name}: expected float32 images in [0, 1], got dtype {x.dtype}")
+    return x
+
+
+@register_family("ddpm")
+class DDPM(GenerativeModel):
+    """Denoising diffusion on 28x28 digits: U-Net noise predictor, EMA weights, ancestral or DDIM sampling."""
+
+    likelihood_metric = None   # the bound needs T network passes per image; we report the denoising loss
+
+    @classmethod
+    def default_config(cls) -> dict:
+        return {
+            "lr": 2e-4, "batch_size": 128, "conditional": False, "num_classes": 10,
+            "schedule": "linear", "T": 1000, "beta_start": 1e-4, "beta_end": 0.02,
+            "channels": [32, 64, 64], "time_dim": 128, "groups": 8,
+            "p_uncond": 0.1,            # label dropped this often in training (classifier-free guidance)
+            "ema_decay": 0.999,
+            "grad_clip": 1.0,
+            "clip_denoised": True,      # clip the predicted x_0 to [-1, 1] at every sampling step
+            # sampling defaults (each can be overridden by a keyword of sample()):
+            # DDIM with 50 steps, because 1000 ancestral steps take minutes on a CPU
+            "sample_method": "ddim", "sample_steps": 50, "eta": 0.0, "guidance": 1.0,
+            "eval_examples": 1000,      # test images for the denoising loss in evaluate()
+        }
+
+    def __init__(self, config: dict, generator=None):
+        config = {**self.default_config(), **config}
+        unknown = set(config) - set(self.default_config())
+        if unknown:
+            raise MinigenError(f"ddpm: unknown config keys {sorted(unknown)}; known: {sorted(self.default_config())}")
+        if not 0 <= config["p_uncond"] < 1:
+            raise MinigenError(f"ddpm: p_uncond must be in [0, 1), got {config['p_uncond']}")
+        super().__init__(config)
+        self.schedule = NoiseSchedule(config["schedule"], int(config["T"]), config["beta_start"], config["beta_end"])
+        self.num_classes = int(config["num_classes"])
+        self.net = UNet(config["channels"], int(config["time_dim"]), int(config["groups"]),
+                        self.num_classes if self.conditional else None, generator)
+        self.ema = EMA(self.net, config["ema_decay"])
+
+    # --- training ---------------------------------------------------------------------------------
+    def make_optimizers(self):
+        return {"model": Adam(self.net.parameters(), lr=self.config["lr"])}
+
+    def _check_labels(self, labels, n: int) -> np.ndarray | None:
+        if not self.conditional:
+            if labels is not None:
+                raise MinigenError("ddpm: labels were given but this model is not conditional "
+                                   "(set config 'conditional': true)")
+            return None
+        if labels is None:
+            raise MinigenError("ddpm: this model is conditional; pass labels (n,) ints in [0, 10)")
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or labels.dtype.kind not in "iu" or (n and (labels.min() < 0 or
+                                                                           labels.max() >= self.num_classes)):
+            raise ShapeError(f"ddpm: labels must be ({n},) integers in [0, {self.num_classes}), got shape "
+                             f"{labels.shape}, dtype {labels.dtype}")
+        return labels.astype(np.int64)
+
+    def train_step(self, x, y, optimizers, generator) -> dict[str, float]:
+        """x: (N, 1, 28, 28) float32 in [0, 1]; y: (N,) int64.
+
+        Random draws, in this order (the PyTorch twin repeats them): t (N,), noise (N, 1, 28, 28),
+        then for a conditional model the label-drop coin (N,).
+        """
+        x = _check_images("ddpm.train_step", x)
+        generator = resolve(generator)
+        labels = self._check_labels(y, len(x)) if self.conditional else None
+        x0 = 2 * x - 1
+        t = generator.integers(0, self.schedule.T, (len(x),))
+        noise = generator.normal(x.shape)
+        xt = self.schedule.q_sample(x0, t, noise)
+        if labels is not None:
+            drop = generator.uniform((len(x),)) < self.config["p_uncond"]
+            labels = np.where(drop, self.num_classes, labels)
+        opt = optimizers["model"]
+        opt.zero_grad()
+        loss = ops.mse_loss(self.net(Tensor(xt), t, labels), Tensor(noise))
+        loss.backward()
+        grad_norm = clip_grad_norm(opt.params, self.config["grad_clip"])
+        opt.step()
+        # EMA warm-up: average over ~all steps so far while there are few, so short runs are not
+        # dominated by the random initial weights
+        self.ema.decay = min(self.config["ema_decay"], (1 + opt.step_count) / (10 + opt.step_count))
+        self.ema.update(self.net)
+        return {"loss": loss.item(), "grad_norm": grad_norm}
+
+    # --- sampling -------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Temporarily put the EMA weights into the network (the training weights come back after)."""
+        saved = [(p, p.data) for p in self.net.parameters()]
+        self.ema.copy_to(self.net)
+        try:
+            yield
+        finally:
+            for p, data in saved:
+                p.data = data
+
+    def predict_noise(self, xt: np.ndarray, t: int, labels: np.ndarray | None, guidance: float) -> np.ndarray:
+        """eps_theta at one timestep for a batch (call under no_grad); guided when guidance != 1.
+
+        With guidance, conditional and unconditional predictions come from ONE network pass over
+        a doubled batch (cheaper than two passes)."""
+        n = len(xt)
+        if labels is None or guidance == 1:
+            return self.net(Tensor(xt), np.full(n, t), labels).data
+        both = self.net(Tensor(np.concatenate([xt, xt])), np.full(2 * n, t),
+                        np.concatenate([labels, np.full(n, self.num_classes)])).data
+        eps_cond, eps_uncond = both[:n], both[n:]
+        return eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond)
+
+    def _x0_estimate(self, xt, eps, t):
+        x0 = self.schedule.predict_x0(xt, eps, t)
+        if self.config["clip_denoised"]:
+            np.clip(x0, -1, 1, out=x0)
+        return x0
+
+    def ancestral_step(self, xt, eps, t: int, generator) -> np.ndarray:
+        """x_{t-1} ~ N(posterior mean at the guessed x_0, beta_tilde_t): the DDPM reverse step."""
+        mean, var = self.schedule.q_posterior(self._x0_estimate(xt, eps, t), xt, np.array([t]))
+        if t == 0:
+            return mean            # beta_tilde_0 = 0: the last step adds no noise
+        return mean + np.sqrt(var) * generator.normal(xt.shape)
+
+    def ddim_step(self, xt, eps, t: int, t_prev: int, eta: float, generator) -> np.ndarray:
+        """Jump from step t to t_prev (-1: the clean image) along DDIM's update:
+        x_prev = sqrt(ab_prev) x0 + sqrt(1 - ab_prev - sigma^2) eps + sigma z,
+        sigma = eta * sqrt((1 - ab_prev) / (1 - ab_t)) * sqrt(1 - ab_t / ab_prev)."""
+        ab = self.schedule.alpha_bar[t]
+        ab_prev = self.schedule.alpha_bar[t_prev] if t_prev >= 0 else 1.0
+        x0 = self._x0_estimate(xt, eps, t)
+        if self.config["clip_denoised"]:
+            # the noise consistent with the clipped x_0 (unchanged where nothing was clipped)
+            eps = (xt - math.sqrt(ab) * x0) * np.float32(1 / math.sqrt(1 - ab))
+        sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+        out = np.float32(math.sqrt(ab_prev)) * x0 + np.float32(math.sqrt(max(1 - ab_prev - sigma ** 2, 0))) * eps
+        if sigma > 0:
+            out += np.float32(sigma) * generator.normal(xt.shape)
+        return out
+
+    def _sampling_plan(self, method, steps) -> list[tuple[int, int]]:
+        """(t, t_prev) pairs from noise to image."""
+        T = self.schedule.T
+        if method == "ancestral":
+            if steps not in (None, T):
+                raise MinigenError(f"ddpm: ancestral sampling walks all T={T} steps; got steps={steps} "
+                                   f"(use method='ddim' for fewer)")
+            times = np.arange(T)
+        elif method == "ddim":
+            steps = int(steps)
+            if not 1 <= steps <= T:
+                raise MinigenError(f"ddpm: DDIM steps must be in [1, {T}], got {steps}")
+            times = np.unique(np.linspace(0, T - 1, steps).round().astype(np.int64))
+        else:
+            raise MinigenError(f"ddpm: method must be 'ancestral' or 'ddim', got {method!r}")
+        times = times[::-1]
+        return [(int(t), int(times[i + 1]) if i + 1 < len(times) else -1) for i, t in enumerate(times)]
+
+    def sample_trajectory(self, n: int, labels=None, generator=None, frames: int = 0, method=None, steps=None,
+                          eta=None, guidance=None):
+        """Run the reverse process from x_T ~ N(0, I) with the EMA weights.
+
+        Returns (final images (n, 1, 28, 28) in [0, 1], snapshots (frames, n, 1, 28, 28) in [0, 1]
+        taken evenly along the way, first = pure noise, last = final; empty if frames == 0).
+        Options default to the config's sample_method / sample_steps / eta / guidance.
+        """
+        cfg = self.config
+        method = cfg["sample_method"] if method is None else method
+        steps = (cfg["sample_steps"] if method == "ddim" else None) if steps is None else steps
+        eta = cfg["eta"] if eta is None else float(eta)
+        guidance = cfg["guidance"] if guidance is None else float(guidance)
+        if guidance != 1 and not self.conditional:
+            raise MinigenError(f"ddpm: guidance={guidance} needs a conditional model (config 'conditional': true)")
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise MinigenError(f"ddpm: number of samples must be a positive integer, got {n!r}")
+        labels = self._check_labels(labels, n)
+        plan = self._sampling_plan(method, steps)
+        generator = resolve(generator)
+        keep = set(np.linspace(0, len(plan), frames).round().astype(int)) if frames else set()
+        x = generator.normal((n, 1, 28, 28))
+        snapshots = [x.copy()] if 0 in keep else []
+        with no_grad(), self.ema_weights():
+            for i, (t, t_prev) in enumerate(plan, start=1):
+                eps = self.predict_noise(x, t, labels, guidance)
+                if method == "ancestral":
+                    x = self.ancestral_step(x, eps, t, generator)
+                else:
+                    x = self.ddim_step(x, eps, t, t_prev, eta, generator)
+                if i in keep:
+                    snapshots.append(x.copy())
+        to_unit = lambda a: np.clip((a + 1) / 2, 0, 1).astype(np.float32)  # noqa: E731
+        return to_unit(x), to_unit(np.array(snapshots, np.float32).reshape(-1, n, 1, 28, 28))
+
+    def sample(self, n, labels=None, generator=None, method=None, steps=None, eta=None, guidance=None):
+        """n images (n, 1, 28, 28) in [0, 1].
+
+        method: "ancestral" (all T posterior steps) or "ddim"; steps: DDIM steps (e.g. 50);
+        eta: DDIM noise (0 deterministic given x_T, 1 = ancestral-like); guidance: classifier-free
+        guidance scale (conditional models; 1 = no guidance). Defaults come from the config.
+        """
+        return self.sample_trajectory(n, labels, generator, 0, method, steps, eta, guidance)[0]
+
+    # --- evaluation, checkpoints, pictures --------------------------------------------------------
+    def evaluate(self, x, y, generator=None) -> dict[str, float]:
+        """The EMA network's denoising loss E_{t, eps} ||eps - eps_theta(x_t, t)||^2 on the first
+        config['eval_examples'] test images (one random t and eps per image). Sample quality (FID,
+        label accuracy; the literature uses 10k-50k samples) is measured by `minigen eval --fid`."""
+        x = _check_images("ddpm.evaluate", x)[: self.config["eval_examples"]]
+        generator = resolve(generator)
+        labels = self._check_labels(np.asarray(y)[: len(x)], len(x)) if self.conditional else None
+        total = 0.0
+        batch = int(self.config["batch_size"])
+        with no_grad(), self.ema_weights():
+            for start in range(0, len(x), batch):
+                xb = x[start:start + batch]
+                t = generator.integers(0, self.schedule.T, (len(xb),))
+                noise = generator.normal(xb.shape)
+                xt = self.schedule.q_sample(2 * xb - 1, t, noise)
+                eps = self.net(Tensor(xt), t, None if labels is None else labels[start:start + batch]).data
+                total += float(((eps - noise) ** 2).mean()) * len(xb)
+        return {"loss": total / max(len(x), 1)}
+
+    def extra_state(self) -> dict:
+        return {"ema": self.ema.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.ema.load_state_dict(state["ema"])
+
+    def figures(self, out_dir, x, y, generator=None) -> list[str]:
+        """ddpm_reverse.png: 8 samples, each a row from pure noise to the digit (10 frames);
+        ddpm_forward.png: 4 real test images noised by q_sample at 10 evenly spaced t."""
+        from minigen.plots import save_rows
+        x = _check_images("ddpm.figures", x)
+        generator = resolve(generator)
+        n, frames = 8, 10
+        labels = np.arange(n) % self.num_classes if self.conditional else None
+        _, snaps = self.sample_trajectory(n, labels, generator, frames)
+        rows = {(f"digit {labels[i]}" if labels is not None else f"sample {i}"): snaps[:, i] for i in range(n)}
+        reverse = save_rows(rows, os.path.join(out_dir, "ddpm_reverse.png"),
+                            title="reverse process: noise -> digit (EMA weights)")
+        T = self.schedule.T
+        ts = np.linspace(0, T - 1, frames).round().astype(np.int64)
+        rows = {}
+        for i in range(min(4, len(x))):
+            noise = generator.normal((1, 1, 28, 28))
+            xt = self.schedule.q_sample(np.repeat(2 * x[i:i + 1] - 1, frames, axis=0), ts,
+                                        np.repeat(noise, frames, axis=0))
+            rows[f"test image {i}"] = np.clip((xt + 1) / 2, 0, 1)
+        forward = save_rows(rows, os.path.join(out_dir, "ddpm_forward.png"),
+                            title=f"forward process q(x_t | x_0), {self.schedule.kind} schedule",
+                            col_labels=[f"t={t + 1}" for t in ts])
+        return [reverse, forward]

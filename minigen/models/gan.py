@@ -1,0 +1,318 @@
+"""DCGAN: a generator and a discriminator trained against each other (Goodfellow et al. 2014;
+Radford et al. 2016 for the convolutional recipe).
+
+The idea:
+
+* The **generator** G maps noise z ~ N(0, I) (100 numbers) to an image. It never sees a real
+  image; it learns only through the discriminator's opinion of its output.
+* The **discriminator** D maps an image to one logit: "how real does this look?".
+* They take turns. D's step lowers the binary cross-entropy of telling real (label 1) from
+  fake (label 0). G's step uses the **non-saturating** loss -log D(G(z)): G is pushed to make D
+  say "real". (The original minimax loss log(1 - D(G(z))) has vanishing gradients early on,
+  when D easily rejects every fake.)
+* At the game's equilibrium D cannot tell the two apart: D outputs 1/2 everywhere and its loss is
+  log 4 = 1.386. In practice we watch both losses and D's accuracy on real and on fake images.
+* Failure mode to watch: **mode collapse**, where G produces only a few kinds of digit. We check
+  for it with the yardstick digit classifier from `minigen.metrics` (when it is available).
+
+The DCGAN recipe: strided (transposed) convolutions instead of pooling, BatchNorm in both
+networks (not on D's input nor G's output), ReLU in G with tanh output, LeakyReLU(0.2) in D,
+weights initialised N(0, 0.02), Adam with lr 2e-4 and beta1 = 0.5.
+
+Class-conditional variant: a label embedding enters both networks (concatenated to z in G; as an
+extra 28x28 input channel in D), so G can be asked for a given digit.
+
+Images are scaled to [-1, 1] (tanh's range) for the networks and back to [0, 1] for the caller.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+
+import numpy as np
+
+from minigen import ops
+from minigen.errors import MinigenError, ShapeError
+from minigen.models.base import GenerativeModel, register_family
+from minigen.nn import BatchNorm, Conv2d, ConvTranspose2d, Embedding, Linear, Module, init
+from minigen.optim import Adam
+from minigen.random import Generator, resolve
+from minigen.tensor import Tensor, no_grad
+
+__all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "GAN"]
+
+
+# --- the two networks --------------------------------------------------------------------------
+class DCGANGenerator(Module):
+    """z: (N, latent_dim) [+ labels (N,)] -> images (N, 1, 28, 28) in [-1, 1].
+
+    Linear -> 128x7x7 -> BatchNorm, ReLU -> ConvTranspose 128->64 (14x14) -> BatchNorm, ReLU
+    -> ConvTranspose 64->1 (28x28) -> tanh.
+    """
+
+    def __init__(self, latent_dim: int = 100, num_classes: int | None = None, label_dim: int = 50, generator=None):
+        self.label_embed = Embedding(num_classes, label_dim, generator=generator) if num_classes else None
+        in_features = latent_dim + (label_dim if num_classes else 0)
+        # no biases before BatchNorm: its shift makes them redundant
+        self.fc = Linear(in_features, 128 * 7 * 7, bias=False, generator=generator)
+        self.bn0 = BatchNorm(128)
+        self.deconv1 = ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False, generator=generator)
+        self.bn1 = BatchNorm(64)
+        self.deconv2 = ConvTranspose2d(64, 1, 4, stride=2, padding=1, generator=generator)
+
+    def forward(self, z: Tensor, labels: np.ndarray | None = None) -> Tensor:
+        if self.label_embed is not None:
+            z = ops.concat([z, self.label_embed(labels)], axis=1)
+        h = self.fc(z).reshape(z.shape[0], 128, 7, 7)
+        h = ops.relu(self.bn0(h))
+        h = ops.relu(self.bn1(self.deconv1(h)))
+        return ops.tanh(self.deconv2(h))
+
+
+class DCGANDiscriminator(Module):
+    """images (N, 1, 28, 28) in [-1, 1] [+ labels (N,)] -> logits (N,) ("real" when > 0).
+
+    Conv 1->64 (14x14) -> LeakyReLU(0.2) -> Conv 64->128 (7x7) -> BatchNorm, LeakyReLU -> Linear 6272 -> 1.
+    """
+
+    def __init__(self, num_classes: int | None = None, generator=None):
+        # the label as a learned 28x28 picture, stacked on the image as a second channel
+        self.label_embed = Embedding(num_classes, 28 * 28, generator=generator) if num_classes else None
+        self.conv1 = Conv2d(2 if num_classes else 1, 64, 4, stride=2, padding=1, generator=generator)
+        self.conv2 = Conv2d(64, 128, 4, stride=2, padding=1, bias=False, generator=generator)
+        self.bn2 = BatchNorm(128)
+        self.fc = Linear(128 * 7 * 7, 1, generator=generator)
+
+    def forward(self, x: Tensor, labels: np.ndarray | None = None) -> Tensor:
+        if self.label_embed is not None:
+            x = ops.concat([x, self.label_embed(labels).reshape(x.shape[0], 1, 28, 28)], axis=1)
+        h = ops.leaky_relu(self.conv1(x), 0.2)
+        h = ops.leaky_relu(self.bn2(self.conv2(h)), 0.2)
+        return self.fc(ops.flatten(h)).reshape(-1)
+
+
+def dcgan_init(module: Module, generator=None) -> None:
+    """DCGAN's initialisation: conv / linear weights N(0, 0.02), BatchNorm scales N(1, 0.02), biases 0.
+    (Label embeddings keep their N(0, 1) start.) Draws in module order from `generator`."""
+    generator = resolve(generator)
+    for m in module.modules():
+        if isinstance(m, (Conv2d, ConvTranspose2d, Linear)):
+            m.weight.data = init.normal(m.weight.shape, 0.02, generator)
+            if m.bias is not None:
+                m.bias.data = np.zeros_like(m.bias.data)
+        elif isinstance(m, BatchNorm):
+            m.weight.data = generator.normal(m.weight.shape, mean=1.0, std=0.02)
+            m.bias.data = np.zeros_like(m.bias.data)
+
+
+# --- the model: the two-player training step, sampling, evaluation --------------------------------
+def _check_images(name: str, x) -> np.ndarray:
+    x = np.asarray(x)
+    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
+        raise ShapeError(f"{name}: expected images of shape (N, 1, 28, 28), got {x.shape}")
+    if x.dtype != np.float32:
+        raise ShapeError(f"{name}: expected float32 images in [0, 1], got dtype {x.dtype}")
+    return x
+
+
+@contextlib.contextmanager
+def _eval_mode(module: Module):
+    """BatchNorm on running statistics, and no running-statistic updates, inside the block."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+@contextlib.contextmanager
+def _frozen(module: Module):
+    """Inside the block (forward AND backward) the module's weights get no gradient: D is only a
+    fixed judge during G's step, so computing its weight gradients would be wasted work."""
+    params = module.parameters()
+    for p in params:
+        p.requires_grad = False
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad = True
+
+
+def distinct_digits(images: np.ndarray) -> int | None:
+    """How many different digits the yardstick classifier sees in images (N, 1, 28, 28) in [0, 1];
+    None when there is no trained yardstick (`minigen.metrics` missing, or its classifier not yet
+    trained: we never start a minute-long training from inside a GAN step)."""
+    try:
+        from minigen.metrics import yardstick
+        classifier = yardstick(train_if_missing=False)
+    except (ImportError, MinigenError):
+        return None
+    return len(np.unique(classifier.predict(images)))
+
+
+@register_family("gan")
+class GAN(GenerativeModel):
+    """DCGAN on 28x28 digits (optionally class-conditional), non-saturating loss."""
+
+    likelihood_metric = None   # a GAN has no likelihood
+
+    @classmethod
+    def default_config(cls) -> dict:
+        return {
+            "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128, "conditional": False,
+            "num_classes": 10, "latent_dim": 100, "label_dim": 50,
+            # mode-collapse check: every this many steps, classify `collapse_samples` samples of fixed
+            # noise and warn if fewer than `collapse_min_digits` different digits appear (0: never)
+            "collapse_check_every": 500, "collapse_samples": 100, "collapse_min_digits": 5,
+            "eval_examples": 1000,     # real test images (and as many fakes) for evaluate()
+        }
+
+    def __init__(self, config: dict, generator=None):
+        config = {**self.default_config(), **config}
+        unknown = set(config) - set(self.default_config())
+        if unknown:
+            raise MinigenError(f"gan: unknown config keys {sorted(unknown)}; known: {sorted(self.default_config())}")
+        super().__init__(config)
+        self.num_classes = int(config["num_classes"])
+        self.latent_dim = int(config["latent_dim"])
+        classes = self.num_classes if self.conditional else None
+        self.G = DCGANGenerator(self.latent_dim, classes, int(config["label_dim"]), generator)
+        self.D = DCGANDiscriminator(classes, generator)
+        dcgan_init(self.G, generator)
+        dcgan_init(self.D, generator)
+
+    def make_optimizers(self):
+        betas = (self.config["beta1"], self.config["beta2"])
+        return {"generator": Adam(self.G.parameters(), lr=self.config["lr"], betas=betas),
+                "discriminator": Adam(self.D.parameters(), lr=self.config["lr"], betas=betas)}
+
+    def _check_labels(self, labels, n: int) -> np.ndarray | None:
+        if not self.conditional:
+            return None
+        if labels is None:
+            raise MinigenError(f"gan: this model is conditional; pass labels ({n},) ints in [0, {self.num_classes})")
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or labels.dtype.kind not in "iu" or (n and (labels.min() < 0 or
+                                                                           labels.max() >= self.num_classes)):
+            raise ShapeError(f"gan: labels must be ({n},) integers in [0, {self.num_classes}), got shape "
+                             f"{labels.shape}, dtype {labels.dtype}")
+        return labels.astype(np.int64)
+
+    def discriminator_step(self, real: Tensor, fake: Tensor, labels, optimizer) -> dict[str, float]:
+        """One step of D on a real and a (detached) fake batch, both (N, 1, 28, 28) in [-1, 1].
+
+        loss = BCE(D(real), 1) + BCE(D(fake), 0); the accuracies are D's before the step."""
+        optimizer.zero_grad()
+        logits_real = self.D(real, labels)
+        logits_fake = self.D(fake, labels)
+        loss = (ops.binary_cross_entropy_with_logits(logits_real, np.ones(len(real), np.float32))
+                + ops.binary_cross_entropy_with_logits(logits_fake, np.zeros(len(fake), np.float32)))
+        loss.backward()
+        optimizer.step()
+        return {"d_loss": loss.item(), "d_real_acc": float((logits_real.data > 0).mean()),
+                "d_fake_acc": float((logits_fake.data < 0).mean())}
+
+    def generator_step(self, fake: Tensor, labels, optimizer) -> float:
+        """One step of G through D's opinion of G's output `fake` (still attached to G's graph):
+        the non-saturating loss BCE(D(G(z)), 1) = -log D(G(z))."""
+        optimizer.zero_grad()
+        with _frozen(self.D):
+            loss = ops.binary_cross_entropy_with_logits(self.D(fake, labels), np.ones(len(fake), np.float32))
+            loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    def train_step(self, x, y, optimizers, generator) -> dict[str, float]:
+        """One D step then one G step on the batch x: (N, 1, 28, 28) float32 in [0, 1], y: (N,) int64.
+
+        Draws z (N, latent_dim) from `generator` (the only random draw; a conditional G is asked
+        for the batch's own labels). Returns "loss" (= D's loss, log 4 = 1.386 at equilibrium),
+        d_loss, g_loss, d_real_acc, d_fake_acc."""
+        x = _check_images("gan.train_step", x)
+        labels = self._check_labels(y, len(x))
+        z = resolve(generator).normal((len(x), self.latent_dim))
+        fake = self.G(Tensor(z), labels)
+        stats = self.discriminator_step(Tensor(2 * x - 1), fake.detach(), labels, optimizers["discriminator"])
+        g_loss = self.generator_step(fake, labels, optimizers["generator"])
+        every = int(self.config["collapse_check_every"])
+        if every and optimizers["generator"].step_count % every == 0:
+            self.warn_if_collapsed(optimizers["generator"].step_count)
+        return {"loss": stats["d_loss"], "g_loss": g_loss, **stats}
+
+    def warn_if_collapsed(self, step: int) -> int | None:
+        """Classify samples of a fixed noise batch; warn when they show fewer than
+        config['collapse_min_digits'] different digits. Returns the count (None: no classifier)."""
+        n = int(self.config["collapse_samples"])
+        # a fixed probe (its own seed): the check never disturbs the training's random stream
+        probe = Generator(0)
+        labels = np.arange(n) % self.num_classes if self.conditional else None
+        count = distinct_digits(self.sample(n, labels, probe))
+        if count is not None and count < self.config["collapse_min_digits"]:
+            warnings.warn(f"gan: possible mode collapse at step {step}: the yardstick classifier sees only "
+                          f"{count} different digits in {n} samples (expected at least "
+                          f"{self.config['collapse_min_digits']}). Try a lower lr or restart with another seed.",
+                          stacklevel=2)
+        return count
+
+    def sample(self, n, labels=None, generator=None, temperature: float = 1.0, **unknown):
+        """n images (n, 1, 28, 28) in [0, 1] from z ~ N(0, temperature^2 I) (temperature < 1 trades
+        variety for typicality). labels: (n,) ints for a conditional model. G runs in eval mode
+        (BatchNorm on its running statistics)."""
+        if unknown:
+            raise MinigenError(f"gan.sample: unknown options {sorted(unknown)}; the GAN takes only 'temperature'")
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise MinigenError(f"gan: number of samples must be a positive integer, got {n!r}")
+        labels = self._check_labels(labels, n)
+        return self.generate(resolve(generator).normal((n, self.latent_dim), std=float(temperature)), labels)
+
+    def generate(self, z: np.ndarray, labels=None) -> np.ndarray:
+        """G(z) as images (N, 1, 28, 28) in [0, 1], without a graph and with BatchNorm in eval mode.
+        z: (N, latent_dim) float32."""
+        with no_grad(), _eval_mode(self.G):
+            images = self.G(Tensor(z), labels).data
+        return np.clip((images + 1) / 2, 0, 1).astype(np.float32)
+
+    def evaluate(self, x, y, generator=None) -> dict[str, float]:
+        """D's view of the first config['eval_examples'] test images and as many fresh samples (eval
+        mode): d_loss, d_real_acc, d_fake_acc; plus distinct_digits among 100 samples when the
+        yardstick classifier exists. FID and label accuracy (the literature uses 10k-50k samples)
+        come from `minigen eval --fid`."""
+        x = _check_images("gan.evaluate", x)[: self.config["eval_examples"]]
+        labels = self._check_labels(np.asarray(y)[: len(x)], len(x))
+        fake = 2 * self.sample(len(x), labels, generator) - 1
+        with no_grad(), _eval_mode(self.D):
+            logits_real = self.D(Tensor(2 * x - 1), labels)
+            logits_fake = self.D(Tensor(fake), labels)
+            d_loss = (ops.binary_cross_entropy_with_logits(logits_real, np.ones(len(x), np.float32))
+                      + ops.binary_cross_entropy_with_logits(logits_fake, np.zeros(len(x), np.float32))).item()
+        metrics = {"d_loss": d_loss, "d_real_acc": float((logits_real.data > 0).mean()),
+                   "d_fake_acc": float((logits_fake.data < 0).mean())}
+        n = int(self.config["collapse_samples"])
+        count = distinct_digits(self.sample(n, np.arange(n) % self.num_classes if self.conditional else None,
+                                            generator))
+        if count is not None:
+            metrics["distinct_digits"] = float(count)
+        return metrics
+
+    def figures(self, out_dir, x, y, generator=None) -> list[str]:
+        """gan_latent.png. Unconditional: 6 rows, each a straight walk in z between two random
+        points (smooth changes = G learned a continuous map, not a lookup of training images).
+        Conditional: 6 rows of one z each, columns the digits 0-9 (z carries the style, the label the digit)."""
+        from minigen.plots import save_rows
+        generator = resolve(generator)
+        rows = {}
+        for r in range(6):
+            if self.conditional:
+                z = np.repeat(generator.normal((1, self.latent_dim)), self.num_classes, axis=0)
+                labels = np.arange(self.num_classes)
+                title, cols = "one z per row, digit per column", list(range(self.num_classes))
+            else:
+                a, b = generator.normal((2, self.latent_dim))
+                w = np.linspace(0, 1, 10, dtype=np.float32)[:, None]
+                z, labels = (1 - w) * a + w * b, None
+                title, cols = "straight lines in z", None
+            rows[f"z #{r}"] = self.generate(z, labels)
+        return [save_rows(rows, os.path.join(out_dir, "gan_latent.png"), title=title, col_labels=cols)]

@@ -1,0 +1,159 @@
+"""DCGAN: each player's step does its job, seeded sampling, the collapse warning, the interface."""
+import warnings
+
+import numpy as np
+import pytest
+
+from minigen import ops
+from minigen.errors import MinigenError, ShapeError
+from minigen.models import gan as gan_module
+from minigen.models import get_family
+from minigen.models.gan import GAN
+from minigen.random import Generator
+from minigen.tensor import Tensor, no_grad
+
+SMALL = {"batch_size": 8, "collapse_check_every": 0, "eval_examples": 8, "collapse_samples": 10}
+
+
+def small(**overrides):
+    return GAN({**SMALL, **overrides}, generator=Generator(0))
+
+
+def digits(n, seed=0):
+    """Blocky fake digits in [0, 1]: a bright bar at a random place on a dark background."""
+    g = Generator(seed)
+    x = np.zeros((n, 1, 28, 28), np.float32)
+    rows = g.integers(4, 20, (n,))
+    for i, r in enumerate(rows):
+        x[i, 0, r:r + 6, 8:20] = 1.0
+    return x, (rows % 10).astype(np.int64)
+
+
+def _d_loss(model, real, fake, labels):
+    with no_grad():
+        return (ops.binary_cross_entropy_with_logits(model.D(real, labels), np.ones(len(real), np.float32))
+                + ops.binary_cross_entropy_with_logits(model.D(fake, labels), np.zeros(len(fake), np.float32))).item()
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_one_discriminator_step_lowers_its_loss_on_the_same_batch(conditional):
+    m = small(conditional=conditional)
+    x, y = digits(8)
+    labels = y if conditional else None
+    real = Tensor(2 * x - 1)
+    fake = m.G(Tensor(Generator(1).normal((8, 100))), labels).detach()
+    before = _d_loss(m, real, fake, labels)
+    stats = m.discriminator_step(real, fake, labels, m.make_optimizers()["discriminator"])
+    assert stats["d_loss"] == pytest.approx(before, rel=1e-5)       # reported loss is the pre-step one
+    assert _d_loss(m, real, fake, labels) < before - 1e-3
+
+
+@pytest.mark.parametrize("conditional", [False, True])
+def test_one_generator_step_raises_the_discriminators_score_of_its_samples(conditional):
+    m = small(conditional=conditional)
+    y = np.arange(8) % 10 if conditional else None
+    z = Tensor(Generator(2).normal((8, 100)))
+    d_weights = {n: p.data.copy() for n, p in m.D.named_parameters()}
+
+    def score():
+        with no_grad():
+            return float(m.D(m.G(z, y), y).data.mean())
+    before = score()
+    m.generator_step(m.G(z, y), y, m.make_optimizers()["generator"])
+    assert score() > before + 1e-3
+    for n, p in m.D.named_parameters():          # D is only the judge in G's step
+        np.testing.assert_array_equal(p.data, d_weights[n])
+        assert p.requires_grad and p.grad is None
+
+
+def test_train_step_logs_both_players():
+    m = small()
+    x, y = digits(8)
+    opt = m.make_optimizers()
+    log = m.train_step(x, y, opt, Generator(0))
+    assert set(log) == {"loss", "d_loss", "g_loss", "d_real_acc", "d_fake_acc"}
+    assert log["loss"] == log["d_loss"] and 0 <= log["d_real_acc"] <= 1 and 0 <= log["d_fake_acc"] <= 1
+    assert opt["generator"].step_count == opt["discriminator"].step_count == 1
+    for _ in range(3):
+        log = m.train_step(x, y, opt, Generator(1))
+    assert all(np.isfinite(v) for v in log.values())
+
+
+def test_sampling_is_seeded_in_range_and_leaves_the_model_as_it_was():
+    m = small()
+    m.train_step(*digits(8), m.make_optimizers(), Generator(0))
+    running = m.G.bn0.running_mean.data.copy()
+    a = m.sample(5, generator=Generator(3))
+    assert a.shape == (5, 1, 28, 28) and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
+    np.testing.assert_array_equal(a, m.sample(5, generator=Generator(3)))
+    assert not np.array_equal(a, m.sample(5, generator=Generator(4)))
+    assert m.G.training                                               # mode restored
+    np.testing.assert_array_equal(m.G.bn0.running_mean.data, running)  # no statistics updated
+    # temperature 0 puts every sample at z = 0
+    still = m.sample(3, generator=Generator(5), temperature=0.0)
+    np.testing.assert_array_equal(still[0], still[2])
+
+
+def test_conditional_samples_depend_on_the_label():
+    m = small(conditional=True)
+    a = m.sample(2, np.array([1, 1]), Generator(6))
+    b = m.sample(2, np.array([1, 7]), Generator(6))
+    np.testing.assert_array_equal(a[0], b[0])
+    assert not np.array_equal(a[1], b[1])
+
+
+def test_collapse_warning(monkeypatch):
+    m = small(collapse_check_every=2)
+    x, y = digits(8)
+    opt = m.make_optimizers()
+    seen = []
+    monkeypatch.setattr(gan_module, "distinct_digits", lambda images: seen.append(len(images)) or 3)
+    m.train_step(x, y, opt, Generator(0))
+    assert seen == []                                       # only every 2nd step
+    with pytest.warns(UserWarning, match="mode collapse at step 2: .* only 3 different digits in 10"):
+        m.train_step(x, y, opt, Generator(1))
+    assert seen == [10]
+    monkeypatch.setattr(gan_module, "distinct_digits", lambda images: 9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m.train_step(x, y, opt, Generator(2))
+        m.train_step(x, y, opt, Generator(3))
+    monkeypatch.setattr(gan_module, "distinct_digits", lambda images: None)    # no yardstick: no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert m.warn_if_collapsed(6) is None
+
+
+def test_bad_requests_get_clear_errors():
+    m = small()
+    with pytest.raises(MinigenError, match="only 'temperature'"):
+        m.sample(2, steps=50)
+    with pytest.raises(ShapeError, match=r"\(N, 1, 28, 28\)"):
+        m.train_step(np.zeros((2, 784), np.float32), np.zeros(2, np.int64), m.make_optimizers(), Generator(0))
+    with pytest.raises(ShapeError, match="float32"):
+        m.train_step(np.zeros((2, 1, 28, 28)), np.zeros(2, np.int64), m.make_optimizers(), Generator(0))
+    with pytest.raises(MinigenError, match="unknown config keys"):
+        GAN({"latent": 3})
+    c = small(conditional=True)
+    with pytest.raises(MinigenError, match="pass labels"):
+        c.sample(2)
+    with pytest.raises(ShapeError, match=r"integers in \[0, 10\)"):
+        c.sample(2, np.array([0.5, 1.0]))
+
+
+def test_interface_architecture_evaluate_and_figures(tmp_path):
+    assert get_family("gan") is GAN
+    cfg = GAN.default_config()
+    assert (cfg["lr"], cfg["beta1"], cfg["beta2"], cfg["latent_dim"]) == (2e-4, 0.5, 0.999, 100)
+    m = small(conditional=True)
+    shapes = {n: p.shape for n, p in m.named_parameters()}
+    assert shapes["G.fc.weight"] == (128 * 7 * 7, 150) and shapes["G.deconv1.weight"] == (128, 64, 4, 4)
+    assert shapes["D.conv1.weight"] == (64, 2, 4, 4) and shapes["D.fc.weight"] == (1, 6272)
+    assert abs(m.D.conv2.weight.data.std() - 0.02) < 0.002          # DCGAN init
+    opts = m.make_optimizers()
+    assert opts["generator"].betas == (0.5, 0.999) and opts["discriminator"].lr == 2e-4
+    x, y = digits(8)
+    result = m.evaluate(x, y, Generator(0))
+    assert {"d_loss", "d_real_acc", "d_fake_acc"} <= set(result) and result["d_loss"] > 0
+    path = m.figures(str(tmp_path), x, y, Generator(0))[0]
+    assert path.endswith("gan_latent.png") and (tmp_path / "gan_latent.png").stat().st_size > 1000

@@ -1,0 +1,232 @@
+"""PyTorch twin of `minigen.models.flow.RealNVP`: built layer by layer from the minigen model,
+so the architecture (masks included) is identical, and parameters share their names.
+
+The dequantization noise and the sampling noise come from the minigen Generator with the
+same calls as in the minigen model.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minigen.models import flow as mg
+from minigen.models.vae import check_batch, check_labels
+from minigen.random import Generator, resolve
+
+
+def _per_example_sum(t):
+    return t.reshape(len(t), -1).sum(1)
+
+
+def _one_hot(labels, num_classes, dtype):
+    return F.one_hot(torch.as_tensor(labels), num_classes).to(dtype)
+
+
+class LogitTransform(nn.Module):
+    def __init__(self, alpha):
+        super().__init__()
+        self.alpha = alpha
+
+    def forward(self, x, labels=None):
+        y = x * (1 - 2 * self.alpha) + self.alpha
+        log_y, log_1my = y.log(), (1 - y).log()
+        return log_y - log_1my, _per_example_sum(math.log(1 - 2 * self.alpha) - log_y - log_1my)
+
+    def inverse(self, z, labels=None):
+        return (torch.sigmoid(z) - self.alpha) / (1 - 2 * self.alpha)
+
+
+class ActNorm(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.bias = nn.Parameter(torch.zeros(shape))
+        self.log_scale = nn.Parameter(torch.zeros(shape))
+        self.register_buffer("initialized", torch.zeros(()))
+
+    def forward(self, x, labels=None):
+        if self.training and not self.initialized:
+            axes = tuple(i for i, n in enumerate((1,) + tuple(self.bias.shape[1:])) if n == 1)
+            with torch.no_grad():
+                self.bias.copy_(-x.mean(dim=axes, keepdim=True))
+                self.log_scale.copy_(-torch.log(x.std(dim=axes, keepdim=True, unbiased=False) + 1e-6))
+                self.initialized.fill_(1)
+        positions = x[0].numel() // self.log_scale.numel()
+        log_det = (self.log_scale.sum() * positions).expand(len(x))
+        return (x + self.bias) * self.log_scale.exp(), log_det
+
+    def inverse(self, z, labels=None):
+        return z * (-self.log_scale).exp() - self.bias
+
+
+class Squeeze(nn.Module):
+    def forward(self, x, labels=None):
+        n, c, h, w = x.shape
+        z = x.reshape(n, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(n, 4 * c, h // 2, w // 2)
+        return z, x.new_zeros(n)
+
+    def inverse(self, z, labels=None):
+        n, c4, h, w = z.shape
+        return z.reshape(n, c4 // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3).reshape(n, c4 // 4, 2 * h, 2 * w)
+
+
+class MLPCouplingNet(nn.Module):
+    def __init__(self, shape, hidden, label_dim):
+        super().__init__()
+        self.shape, self.label_dim = tuple(shape), label_dim
+        dim = int(np.prod(shape))
+        self.hidden1 = nn.Linear(dim + label_dim, hidden)
+        self.hidden2 = nn.Linear(hidden, hidden)
+        self.out = nn.Linear(hidden, 2 * dim)
+
+    def forward(self, x_b, labels=None):
+        h = x_b.reshape(len(x_b), -1)
+        if self.label_dim:
+            h = torch.cat([h, _one_hot(labels, self.label_dim, h.dtype)], 1)
+        h = self.out(F.relu(self.hidden2(F.relu(self.hidden1(h))))).reshape(len(x_b), 2, *self.shape)
+        return h[:, 0], h[:, 1]
+
+
+class ConvCouplingNet(nn.Module):
+    def __init__(self, channels, hidden, label_dim):
+        super().__init__()
+        self.label_dim = label_dim
+        self.conv1 = nn.Conv2d(channels + label_dim, hidden, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, hidden, 3, padding=1)
+        self.out = nn.Conv2d(hidden, 2 * channels, 3, padding=1)
+
+    def forward(self, x_b, labels=None):
+        n, c, h, w = x_b.shape
+        if self.label_dim:
+            planes = _one_hot(labels, self.label_dim, x_b.dtype)[:, :, None, None].expand(n, self.label_dim, h, w)
+            x_b = torch.cat([x_b, planes], 1)
+        out = self.out(F.relu(self.conv2(F.relu(self.conv1(x_b)))))
+        return out[:, :c], out[:, c:]
+
+
+class AffineCoupling(nn.Module):
+    def __init__(self, mask: np.ndarray, net: nn.Module):
+        super().__init__()
+        self.register_buffer("mask", torch.from_numpy(mask), persistent=False)
+        self.net = net
+        self.scale = nn.Parameter(torch.ones(1, mask.shape[1], 1, 1))
+
+    def _scale_shift(self, x_b, labels):
+        raw, shift = self.net(x_b, labels)
+        changed = 1 - self.mask
+        return self.scale * torch.tanh(raw) * changed, shift * changed
+
+    def forward(self, x, labels=None):
+        x_b = x * self.mask
+        s, t = self._scale_shift(x_b, labels)
+        return x_b + (x * s.exp() + t) * (1 - self.mask), _per_example_sum(s)
+
+    def inverse(self, z, labels=None):
+        z_b = z * self.mask
+        s, t = self._scale_shift(z_b, labels)
+        return z_b + ((z - t) * (-s).exp()) * (1 - self.mask)
+
+
+def _twin_layer(layer):
+    """The torch layer of the same kind and shape as a minigen flow layer."""
+    if isinstance(layer, mg.LogitTransform):
+        return LogitTransform(layer.alpha)
+    if isinstance(layer, mg.ActNorm):
+        return ActNorm(tuple(layer.bias.shape))
+    if isinstance(layer, mg.Squeeze):
+        return Squeeze()
+    if isinstance(layer, mg.AffineCoupling):
+        net = layer.net
+        if isinstance(net, mg.MLPCouplingNet):
+            twin_net = MLPCouplingNet(net.shape, net.hidden1.out_features, net.label_dim)
+        else:
+            twin_net = ConvCouplingNet(net.channels, net.conv1.weight.shape[0], net.label_dim)
+        return AffineCoupling(layer.mask, twin_net)
+    raise TypeError(f"no torch twin for flow layer {type(layer).__name__}")
+
+
+class TorchRealNVP(nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.config = dict(model.config)
+        self.conditional, self.num_classes = model.conditional, model.num_classes
+        self.latent_shape = model.latent_shape
+        self.layers = nn.ModuleList([_twin_layer(layer) for layer in model.layers])
+
+    def forward(self, x, labels=None):
+        log_det = x.new_zeros(len(x))
+        for layer in self.layers:
+            x, step = layer(x, labels)
+            log_det = log_det + step
+        return x, log_det
+
+    def inverse(self, z, labels=None):
+        for layer in reversed(self.layers):
+            z = layer.inverse(z, labels)
+        return z
+
+    def log_prob(self, v, labels=None):
+        z, log_det = self(v, labels)
+        return _per_example_sum(-0.5 * (z * z + math.log(2 * math.pi))) + log_det
+
+
+def build(model) -> TorchRealNVP:
+    twin = TorchRealNVP(model)
+    state, own = model.state_dict(), twin.state_dict()
+    if set(own) != set(state):
+        raise KeyError(f"twin and minigen parameter names differ: {sorted(set(own) ^ set(state))}")
+    with torch.no_grad():
+        for name, value in own.items():
+            value.copy_(torch.from_numpy(np.asarray(state[name])))
+    return twin
+
+
+def make_optimizers(torch_model, config) -> dict:
+    return {"model": torch.optim.Adam(torch_model.parameters(), lr=config["lr"])}
+
+
+def _bits_per_dim(log_p, dims):
+    return -(log_p - dims * math.log(256)) / (dims * math.log(2))
+
+
+def train_step(torch_model, optimizers, x, y, generator) -> dict:
+    x, y = check_batch(x, y, "twin RealNVP.train_step")
+    torch_model.train()
+    v = torch.from_numpy(mg.RealNVP.dequantize(x, resolve(generator)))
+    loss = _bits_per_dim(torch_model.log_prob(v, y if torch_model.conditional else None), 784).mean()
+    opt = optimizers["model"]
+    opt.zero_grad()
+    loss.backward()
+    clip = torch_model.config["grad_clip"]
+    grad_norm = torch.nn.utils.clip_grad_norm_(torch_model.parameters(), clip if clip is not None else math.inf)
+    opt.step()
+    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+
+
+@torch.no_grad()
+def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0):
+    labels = check_labels(labels, n, torch_model.num_classes, torch_model.conditional, "twin RealNVP.sample")
+    torch_model.eval()
+    z = torch.from_numpy(resolve(generator).normal((n, *torch_model.latent_shape)) * np.float32(temperature))
+    v = torch_model.inverse(z, labels).numpy()
+    return (np.floor(v * 256).clip(0, 255) / 255).astype(np.float32)
+
+
+@torch.no_grad()
+def evaluate(torch_model, x, y, generator=None) -> dict:
+    x, y = check_batch(x, y, "twin RealNVP.evaluate")
+    c = torch_model.config
+    if c["eval_examples"] is not None:
+        x, y = x[:c["eval_examples"]], y[:c["eval_examples"]]
+    v = mg.RealNVP.dequantize(x, Generator(c["eval_seed"]))
+    torch_model.eval()
+    log_p = []
+    for start in range(0, len(v), c["eval_batch_size"]):
+        sl = slice(start, start + c["eval_batch_size"])
+        log_p.append(torch_model.log_prob(torch.from_numpy(v[sl]), y[sl] if torch_model.conditional else None).numpy())
+    log_p = np.concatenate(log_p).astype(np.float64)
+    return {"bits_per_dim": float(_bits_per_dim(log_p, 784).mean()),
+            "nll_nats": float(-(log_p - 784 * math.log(256)).mean()), "examples": len(x)}

@@ -1,0 +1,13 @@
+"""Fast array kernels (Numba + BLAS) for the layers of image models: no autograd here.
+
+Pure functions on float32 / float64 NumPy arrays, each forward beside its backward.
+`minigen.ops` wraps them as differentiable ops; `reference.py` holds the slow plain
+NumPy versions the tests compare them against.
+
+conv.py  conv2d, conv_transpose2d (im2col + BLAS matmul), and the shared argument checks
+pool.py  max / average pooling, nearest upsampling
+norm.py  batch, group and layer normalization
+"""
+from minigen.kernels.conv import *  # noqa: F401,F403
+from minigen.kernels.pool import *  # noqa: F401,F403
+from minigen.kernels.norm import *  # noqa: F401,F403

@@ -1,0 +1,403 @@
+"""2-D convolution and transposed convolution on NumPy arrays, forward and backward.
+
+How it works: im2col + one matrix product per batch chunk.
+
+* `_unfold` (im2col) copies every kH x kW window of a chunk of Nc images into a
+  column of `cols`, shape (C_in*kH*kW, Nc*H_out*W_out). The conv is then ONE
+  matrix product `w (C_out, C_in*kH*kW) @ cols`, done by NumPy's multithreaded BLAS.
+* Backward: `dw = g @ cols.T` and `dcols = w.T @ g`; `_fold` (col2im) adds
+  `dcols` back onto the image, summing where windows overlapped.
+* A transposed conv is exactly "conv backward to the input" run forwards, and
+  its backward is a conv forward: `conv_transpose2d_*` reuses the same chunk
+  loops with the roles swapped (`_conv_chunks` / `_conv_grad_chunks`).
+* Groups split the rows of `cols` (channel-major, so each group's rows are
+  contiguous) and the weight into G blocks: a batched matmul over groups.
+
+The batch goes through in chunks so `cols` stays a few MB (all of an N=128,
+64-channel 28x28 batch would be 230 MB) and is still in cache when the matrix
+product reads it.
+
+Shapes follow PyTorch: x (N, C_in, H, W); conv weight (C_out, C_in/groups, kH, kW);
+transposed-conv weight (C_in, C_out/groups, kH, kW). float32 or float64.
+
+The argument checks at the top are shared with `pool.py` and `norm.py`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit, prange
+
+from minigen.errors import DTypeError, ShapeError
+
+__all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
+           "conv_output_size", "conv_transpose_output_size"]
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Size of the im2col buffer, in elements (1M float32 = 4 MB: it, the weights and the
+# output chunk fit in the 32 MB L3 cache). Measured: 0.5M-4M are all within a few %.
+COLS_BUDGET = 1 << 20
+
+
+# --- argument checks shared by all kernels ------------------------------------------------
+def pair(value, op: str, name: str) -> tuple[int, int]:
+    """An int or a pair of ints, as an (h, w) tuple of Python ints."""
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    try:
+        h, w = value
+        return int(h), int(w)
+    except (TypeError, ValueError):
+        raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+
+
+def check_float(op: str, **arrays) -> np.dtype:
+    """All given arrays (None entries skipped) are float32, or all float64; return that dtype."""
+    dtypes = {name: np.asarray(a).dtype for name, a in arrays.items() if a is not None}
+    for name, dt in dtypes.items():
+        if dt not in FLOAT_DTYPES:
+            raise DTypeError(f"{op}: {name} has dtype {dt}; expected float32 or float64")
+    if len(set(dtypes.values())) > 1:
+        listing = ", ".join(f"{name} {dt}" for name, dt in dtypes.items())
+        raise DTypeError(f"{op}: all arrays must have the same dtype, got {listing}")
+    return next(iter(dtypes.values()))
+
+
+def check_4d(op: str, name: str, x: np.ndarray) -> None:
+    if np.ndim(x) != 4:
+        raise ShapeError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {np.shape(x)}")
+
+
+def check_vector(op: str, name: str, v, length: int) -> None:
+    """v is None or has shape (length,)."""
+    if v is not None and np.shape(v) != (length,):
+        raise ShapeError(f"{op}: {name} must have shape ({length},), got {np.shape(v)}")
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
+    """Output length of a sliding window along one axis (rounded down, like PyTorch)."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def conv_transpose_output_size(size, kernel, stride, padding, dilation, output_padding) -> int:
+    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
+
+
+def check_grad(op, grad, shape, dtype):
+    """grad_out has the forward output's shape and the input's dtype."""
+    if grad.shape != tuple(shape):
+        raise ShapeError(f"{op}: grad_out has shape {grad.shape} but the forward output has shape {tuple(shape)}")
+    if grad.dtype != dtype:
+        raise DTypeError(f"{op}: grad_out has dtype {grad.dtype} but the input has dtype {dtype}")
+
+
+def check_window(op: str, shape, kernel, stride, padding, dilation) -> tuple[int, int]:
+    """Validate a sliding window over images of `shape` (N, C, H, W); return (H_out, W_out)."""
+    if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
+        raise ShapeError(f"{op}: kernel size {kernel}, stride {stride} and dilation {dilation} must be >= 1")
+    if min(padding) < 0:
+        raise ShapeError(f"{op}: padding must be >= 0, got {padding}")
+    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
+    padded = tuple(s + 2 * p for s, p in zip(shape[2:], padding))
+    if span[0] > padded[0] or span[1] > padded[1]:
+        raise ShapeError(f"{op}: kernel {kernel} (dilated span {span}) is larger than the padded input "
+                         f"{padded}: input shape {tuple(shape)}, padding {padding}")
+    return tuple(conv_output_size(*a) for a in zip(shape[2:], kernel, stride, padding, dilation))
+
+
+# --- geometry ------------------------------------------------------------------------------
+class ConvGeometry(NamedTuple):
+    """Everything about one conv that is not data. `image` is the shape (N, C, H, W) of the
+    conv's *input* and `out_hw` its output size; a transposed conv is described by the conv
+    it is the transpose of (its output is that conv's input)."""
+    image: tuple
+    out_hw: tuple
+    kernel: tuple
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+
+    @property
+    def window(self):
+        """The arguments `_unfold` and `_fold` take after the arrays."""
+        return self.out_hw, self.kernel, self.stride, self.padding, self.dilation
+
+    @property
+    def rows(self) -> int:
+        """Rows of cols: C_in*kH*kW."""
+        return self.image[1] * self.kernel[0] * self.kernel[1]
+
+    def chunks(self):
+        """Batch ranges [n0, n1) whose im2col buffer fits in COLS_BUDGET elements."""
+        per_image = self.rows * self.out_hw[0] * self.out_hw[1]
+        step = max(1, COLS_BUDGET // per_image)
+        n = self.image[0]
+        return [(n0, min(n, n0 + step)) for n0 in range(0, n, step)]
+
+
+def _conv_geometry(op, image_shape, c_out, w_shape, stride, padding, dilation, groups, names):
+    """Validate a conv from images `image_shape` (N, C, H, W) to c_out channels with a
+    conv-layout weight (C_out, C/groups, kH, kW) of shape `w_shape`. `names` are what the
+    error messages call the image and the weight."""
+    stride, padding, dilation = (pair(v, op, name) for v, name in
+                                 ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
+    groups = int(groups)
+    c = image_shape[1]
+    if groups < 1 or c % groups or c_out % groups:
+        raise ShapeError(f"{op}: groups={groups} must divide the input channels ({c}) and the output "
+                         f"channels ({c_out}); {names[0]} shape {tuple(image_shape)}, "
+                         f"{names[1]} shape {tuple(w_shape)}")
+    out_hw = check_window(op, image_shape, tuple(w_shape[2:]), stride, padding, dilation)
+    return ConvGeometry(tuple(image_shape), out_hw, tuple(w_shape[2:]), stride, padding, dilation, groups)
+
+
+# --- the Numba pieces ----------------------------------------------------------------------
+@njit(cache=True, inline="always")
+def _valid_range(size, out_size, offset, stride):
+    """The output positions o in [0, out_size) with 0 <= o*stride + offset < size, as [lo, hi)."""
+    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
+    hi = 0 if size - offset <= 0 else min(out_size, (size - 1 - offset) // stride + 1)
+    return lo, max(lo, hi)
+
+
+@njit(cache=True, parallel=True)
+def _unfold(x, cols, out_hw, kernel, stride, padding, dilation):
+    """im2col: copy the windows of x (Nc, C, H, W) into cols (C*kH*kW, Nc*H_out*W_out), with 0
+    where a window hangs over the padding. Row (c, i, j) holds tap (i, j) of every window."""
+    nc, c_in, h, w = x.shape
+    kh, kw = kernel
+    h_out, w_out = out_hw
+    plane = h_out * w_out
+    for task in prange(c_in * kh * kw * nc):           # one (row, image) pair per task
+        row, n = task // nc, task % nc
+        c, i, j = row // (kh * kw), (row // kw) % kh, row % kw
+        dst = cols[row, n * plane:(n + 1) * plane]
+        off_h = i * dilation[0] - padding[0]
+        off_w = j * dilation[1] - padding[1]
+        lo_h, hi_h = _valid_range(h, h_out, off_h, stride[0])
+        lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
+        dst[:lo_h * w_out] = 0
+        dst[hi_h * w_out:] = 0
+        for oh in range(lo_h, hi_h):
+            src = x[n, c, oh * stride[0] + off_h]
+            line = dst[oh * w_out:(oh + 1) * w_out]
+            line[:lo_w] = 0
+            line[hi_w:] = 0
+            for ow in range(lo_w, hi_w):
+                line[ow] = src[ow * stride[1] + off_w]
+
+
+@njit(cache=True, parallel=True)
+def _fold(cols, image, out_hw, kernel, stride, padding, dilation):
+    """col2im, the adjoint of `_unfold`: image (Nc, C, H, W) = every window of
+    cols (C*kH*kW, Nc*H_out*W_out) added back where it came from (overlaps add up)."""
+    nc, c_in, h, w = image.shape
+    kh, kw = kernel
+    h_out, w_out = out_hw
+    plane = h_out * w_out
+    for task in prange(nc * c_in):                      # each task owns one image plane: no races
+        n, c = task // c_in, task % c_in
+        dst = image[n, c]
+        dst[:] = 0
+        for i in range(kh):
+            off_h = i * dilation[0] - padding[0]
+            lo_h, hi_h = _valid_range(h, h_out, off_h, stride[0])
+            for j in range(kw):
+                off_w = j * dilation[1] - padding[1]
+                lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
+                src = cols[(c * kh + i) * kw + j, n * plane:(n + 1) * plane]
+                for oh in range(lo_h, hi_h):
+                    line = dst[oh * stride[0] + off_h]
+                    for ow in range(lo_w, hi_w):
+                        line[ow * stride[1] + off_w] += src[oh * w_out + ow]
+
+
+@njit(cache=True, parallel=True)
+def _to_batch_major(y, out, bias):
+    """out (Nc, C, P) = y (C, Nc*P) regrouped image by image, plus bias (C,) unless None."""
+    nc, c, p = out.shape
+    for task in prange(nc * c):
+        n, k = task // c, task % c
+        src = y[k, n * p:(n + 1) * p]
+        if bias is None:
+            out[n, k] = src
+        else:
+            out[n, k] = src + bias[k]
+
+
+@njit(cache=True, parallel=True)
+def _to_channel_major(g, out):
+    """out (C, Nc*P) = g (Nc, C, P) regrouped channel by channel (the inverse of `_to_batch_major`)."""
+    nc, c, p = g.shape
+    for task in prange(nc * c):
+        n, k = task // c, task % c
+        out[k, n * p:(n + 1) * p] = g[n, k]
+
+
+# --- the chunk loops, shared by conv and transposed conv ------------------------------------
+def _conv_chunks(x, w, geo: ConvGeometry, out, bias):
+    """out (N, C_out, H_out, W_out) = conv of x (N, C_in, H, W) with w (C_out, C_in/G, kH, kW), + bias."""
+    n, c_out = out.shape[:2]
+    g = geo.groups
+    plane = geo.out_hw[0] * geo.out_hw[1]
+    w3 = w.reshape(g, c_out // g, geo.rows // g)
+    step = geo.chunks()[0][1]
+    cols_buf = np.empty(geo.rows * step * plane, x.dtype)
+    y_buf = np.empty(c_out * step * plane, x.dtype)
+    for n0, n1 in geo.chunks():
+        width = (n1 - n0) * plane
+        cols = cols_buf[:geo.rows * width].reshape(geo.rows, width)
+        _unfold(x[n0:n1], cols, *geo.window)
+        y = y_buf[:c_out * width].reshape(g, c_out // g, width)
+        np.matmul(w3, cols.reshape(g, geo.rows // g, width), out=y)
+        _to_batch_major(y.reshape(c_out, width), out[n0:n1].reshape(n1 - n0, c_out, plane), bias)
+
+
+def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
+    """Backward of a conv (no bias) given grad_out (N, C_out, H_out, W_out).
+
+    Fills dx (N, C_in, H, W) with the gradient w.r.t. the conv input unless dx is None;
+    returns the gradient w.r.t. w if x (the conv input) is given, else None."""
+    n, c_out = grad_out.shape[:2]
+    g = geo.groups
+    plane = geo.out_hw[0] * geo.out_hw[1]
+    w3 = w.reshape(g, c_out // g, geo.rows // g)
+    step = geo.chunks()[0][1]
+    g_buf = np.empty(c_out * step * plane, w.dtype)
+    cols_buf = np.empty(geo.rows * step * plane, w.dtype)
+    dw = np.zeros_like(w3) if x is not None else None
+    for n0, n1 in geo.chunks():
+        width = (n1 - n0) * plane
+        gT = g_buf[:c_out * width].reshape(c_out, width)
+        _to_channel_major(grad_out[n0:n1].reshape(n1 - n0, c_out, plane), gT)
+        gT = gT.reshape(g, c_out // g, width)
+        cols = cols_buf[:geo.rows * width].reshape(g, geo.rows // g, width)
+        if dw is not None:
+            _unfold(x[n0:n1], cols.reshape(geo.rows, width), *geo.window)
+            dw += np.matmul(gT, cols.transpose(0, 2, 1))
+        if dx is not None:
+            np.matmul(w3.transpose(0, 2, 1), gT, out=cols)       # cols now holds dcols
+            _fold(cols.reshape(geo.rows, width), dx[n0:n1], *geo.window)
+    return None if dw is None else dw.reshape(w.shape)
+
+
+# --- conv2d --------------------------------------------------------------------------------
+def _conv2d_geometry(op, x, w, b, stride, padding, dilation, groups):
+    check_4d(op, "input", x)
+    check_4d(op, "weight", w)
+    check_float(op, input=x, weight=w, bias=b)
+    groups = int(groups)
+    if groups >= 1 and x.shape[1] != w.shape[1] * groups:
+        raise ShapeError(f"{op}: input has {x.shape[1]} channels but the weight expects "
+                         f"{w.shape[1]} x groups={groups} = {w.shape[1] * groups}; "
+                         f"input shape {x.shape}, weight shape {w.shape}")
+    check_vector(op, "bias", b, w.shape[0])
+    return _conv_geometry(op, x.shape, w.shape[0], w.shape, stride, padding, dilation, groups,
+                          ("input", "weight"))
+
+
+def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation, like torch.nn.functional.conv2d.
+
+    x: (N, C_in, H, W); w: (C_out, C_in/groups, kH, kW); b: (C_out,) or None.
+    stride, padding, dilation: int or (h, w). Returns (N, C_out, H_out, W_out), x's dtype.
+    """
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
+    out = np.empty((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
+    _conv_chunks(x, w, geo, out, b)
+    return out
+
+
+def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
+                    input_grad=True, weight_grad=True):
+    """Gradients of conv2d_forward: returns (dx, dw, db).
+
+    grad_out: (N, C_out, H_out, W_out); x, w as in the forward. dx (dw) is None when
+    input_grad (weight_grad) is False, which skips its work (e.g. for a first layer).
+    db = grad_out summed over N, H, W, whether or not the forward had a bias.
+    """
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    grad_out = np.ascontiguousarray(grad_out)
+    geo = _conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups)
+    check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
+    dx = np.empty_like(x) if input_grad else None
+    dw = _conv_grad_chunks(grad_out, x if weight_grad else None, w, geo, dx)
+    return dx, dw, grad_out.sum(axis=(0, 2, 3))
+
+
+
+
+# --- transposed conv -----------------------------------------------------------------------
+def _conv_transpose2d_geometry(op, x, w, b, stride, padding, output_padding, dilation, groups):
+    """The geometry of the conv whose input-gradient this transposed conv is."""
+    check_4d(op, "input", x)
+    check_4d(op, "weight", w)
+    check_float(op, input=x, weight=w, bias=b)
+    stride, padding, dilation, output_padding = (
+        pair(v, op, name) for v, name in ((stride, "stride"), (padding, "padding"), (dilation, "dilation"),
+                                          (output_padding, "output_padding")))
+    groups = int(groups)
+    if x.shape[1] != w.shape[0]:
+        raise ShapeError(f"{op}: input has {x.shape[1]} channels but the weight (C_in, C_out/groups, kH, kW) "
+                         f"expects {w.shape[0]}; input shape {x.shape}, weight shape {w.shape}")
+    if groups < 1 or w.shape[0] % groups:
+        raise ShapeError(f"{op}: groups={groups} must divide the input channels ({x.shape[1]}); "
+                         f"input shape {x.shape}, weight shape {w.shape}")
+    c_out = w.shape[1] * groups
+    check_vector(op, "bias", b, c_out)
+    for op_, s, d in zip(output_padding, stride, dilation):
+        if not 0 <= op_ < max(s, d):
+            raise ShapeError(f"{op}: output_padding {output_padding} must be >= 0 and smaller than "
+                             f"the stride {stride} or the dilation {dilation}")
+    if min(padding) < 0:
+        raise ShapeError(f"{op}: padding must be >= 0, got {padding}")
+    out_hw = tuple(conv_transpose_output_size(*a) for a in zip(
+        x.shape[2:], w.shape[2:], stride, padding, dilation, output_padding))
+    if min(out_hw) < 1:
+        raise ShapeError(f"{op}: output size {out_hw} is empty: input shape {x.shape}, weight shape {w.shape}, "
+                         f"stride {stride}, padding {padding}")
+    image = (x.shape[0], c_out) + out_hw
+    geo = _conv_geometry(op, image, w.shape[0], w.shape, stride, padding, dilation, groups, ("output", "weight"))
+    # With output_padding the conv over `image` has one more output position than x; the
+    # transposed conv only ever touches the first ones, so describe the conv with x's size.
+    return geo._replace(out_hw=tuple(x.shape[2:]))
+
+
+def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
+    """Transposed 2-D conv, like torch.nn.functional.conv_transpose2d.
+
+    x: (N, C_in, H, W); w: (C_in, C_out/groups, kH, kW); b: (C_out,) or None.
+    Returns (N, C_out, H_out, W_out) with H_out = (H-1)*stride - 2*padding + dilation*(kH-1)
+    + output_padding + 1. It is the gradient of a conv2d w.r.t. that conv's input.
+    """
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    geo = _conv_transpose2d_geometry("conv_transpose2d", x, w, b, stride, padding, output_padding, dilation, groups)
+    out = np.empty(geo.image, x.dtype)
+    _conv_grad_chunks(x, None, w, geo, out)
+    if b is not None:
+        out += np.asarray(b).reshape(-1, 1, 1)
+    return out
+
+
+def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
+                              input_grad=True, weight_grad=True):
+    """Gradients of conv_transpose2d_forward: returns (dx, dw, db) (dx/dw None when not asked for).
+
+    grad_out: (N, C_out, H_out, W_out). dx is a plain conv of grad_out with w; dw is that
+    conv's weight gradient with x in the role of its output gradient.
+    """
+    x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
+    grad_out = np.ascontiguousarray(grad_out)
+    geo = _conv_transpose2d_geometry("conv_transpose2d_backward", x, w, None, stride, padding, output_padding,
+                                     dilation, groups)
+    check_grad("conv_transpose2d_backward", grad_out, geo.image, x.dtype)
+    dx = None
+    if input_grad:
+        dx = np.empty_like(x)
+        _conv_chunks(grad_out, w, geo, dx, None)
+    dw = _conv_grad_chunks(x, grad_out, w, geo, None) if weight_grad else None
+    return dx, dw, grad_out.sum(axis=(0, 2, 3))

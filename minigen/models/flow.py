@@ -57,7 +57,6 @@ import numpy as np
 
 from minigen import ops
 from minigen.data import dequantize_uniform
-from minigen.errors import ShapeError
 from minigen.models.base import GenerativeModel, register_family
 from minigen.models.vae import check_batch, check_labels, one_hot
 from minigen.nn import Buffer, Conv2d, Linear, Module, Parameter

@@ -1,0 +1,283 @@
+"""The `minigen` command (also `python -m minigen`).
+
+    minigen train MODEL [options] --out RUN_DIR     train a model family (or --resume RUN_DIR)
+    minigen sample RUN_DIR [--label 7] [--n 64]     draw samples from a trained run
+    minigen eval RUN_DIR [--fid]                    test-set metrics of a trained run
+    minigen data info|fetch NAME                    what a dataset holds / download it
+    minigen bench [ops|models] ...                  minigen vs PyTorch benchmarks
+    minigen demo ar-vs-nar                          the lecture's AR vs NAR figure
+    minigen tour                                    every family, trained briefly, side by side
+
+Every bad input ends with one line `minigen: error: ...` and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from minigen.errors import MinigenError
+
+FAMILY_NAMES = ["vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier"]
+DATASETS = ["mnist", "fashion-mnist", "mnist-5k"]
+
+
+class _UsageError(MinigenError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one line (not the whole usage text) and exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _label(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 9:
+        raise argparse.ArgumentTypeError(f"expected a digit label 0-9, got {text!r}")
+    return value
+
+
+def _key_value(text: str):
+    """--set key=value: the value parsed as JSON when it can be (numbers, true/false), else a string."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected key=value, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def _data_args(p):
+    p.add_argument("--dataset", default=None, choices=DATASETS,
+                   help="training data (default mnist; falls back to the bundled mnist-5k offline)")
+    p.add_argument("--data-dir", default=None, help="a folder of MNIST-style IDX files to use instead")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="minigen", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("train", help="train a model family")
+    p.add_argument("model", nargs="?", choices=FAMILY_NAMES, help="model family (omit with --resume)")
+    p.add_argument("--out", help="run directory to create (default runs/MODEL)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or finished run")
+    _data_args(p)
+    p.add_argument("--epochs", type=_positive_int, default=None, help="total epochs (default 5)")
+    p.add_argument("--batch-size", type=_positive_int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--conditional", action="store_true", help="condition on the digit label (the 'prompt')")
+    p.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="a model hyper-parameter, e.g. --set variant=conv --set latent_dim=2")
+    p.add_argument("--max-steps", type=_positive_int, help="stop after this many steps")
+    p.add_argument("--eval-n", type=_non_negative_int, default=1000, help="test images to evaluate on (0: skip)")
+    p.add_argument("--detect-anomaly", action="store_true", help="name the op that first makes a NaN/Inf gradient")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("run_dir")
+    p.add_argument("--label", type=_label, help="digit to generate (conditional models)")
+    p.add_argument("--n", type=_positive_int, default=64)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/sample.png)")
+    p.add_argument("--steps", type=_positive_int, help="DDPM: sampling steps (DDIM when fewer than T)")
+    p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale")
+    p.add_argument("--temperature", type=float, help="flow / VAE: prior temperature")
+
+    p = sub.add_parser("eval", help="test-set metrics of a trained run")
+    p.add_argument("run_dir")
+    _data_args(p)
+    p.add_argument("--n", type=_positive_int, default=1000, help="test images to use")
+    p.add_argument("--fid", action="store_true", help="also FID-MNIST and label accuracy of samples")
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+
+    p = sub.add_parser("data", help="dataset information and download")
+    p.add_argument("action", choices=["info", "fetch"])
+    p.add_argument("name", choices=DATASETS)
+    p.add_argument("--data-dir", default=None)
+
+    p = sub.add_parser("bench", help="minigen vs PyTorch benchmarks (source checkout only)")
+    p.add_argument("what", nargs="?", default="models", choices=["ops", "models"])
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark script")
+
+    p = sub.add_parser("demo", help="lecture demos")
+    p.add_argument("name", choices=["ar-vs-nar"])
+    p.add_argument("--out", default="runs/ar-vs-nar")
+    _data_args(p)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+
+    p = sub.add_parser("tour", help="train every family briefly and compare them")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--out", default="runs/tour")
+    _data_args(p)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    return parser
+
+
+# --- commands ---------------------------------------------------------------------------
+def cmd_train(args) -> int:
+    from minigen.train import CONFIG, TrainOptions, train
+    if args.resume:
+        config_path = os.path.join(args.resume, CONFIG)
+        if not os.path.exists(config_path):
+            raise _UsageError(f"--resume {args.resume}: not a minigen run directory (no {CONFIG} there)")
+        with open(config_path) as f:
+            saved = json.load(f)
+        if args.model and args.model != saved["model"]:
+            raise _UsageError(f"run directory {args.resume} belongs to a '{saved['model']}' run, not '{args.model}'")
+        known = set(TrainOptions.__dataclass_fields__)
+        opts = TrainOptions(**{k: v for k, v in saved["train"].items() if k in known},
+                            model_config=saved["model_config"])
+        opts.out = args.resume
+        if args.epochs:
+            opts.epochs = args.epochs
+        opts.max_steps = args.max_steps
+        opts.progress = not args.no_progress
+        _, summary = train(opts, resume=True)
+    else:
+        if not args.model:
+            raise _UsageError("train: name a model (" + ", ".join(FAMILY_NAMES) + ") or give --resume RUN_DIR")
+        opts = TrainOptions(model=args.model, out=args.out or os.path.join("runs", args.model),
+                            dataset=args.dataset or "mnist", data_dir=args.data_dir, epochs=args.epochs or 5,
+                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, conditional=args.conditional,
+                            model_config=dict(args.set), max_steps=args.max_steps, eval_n=args.eval_n,
+                            detect_anomaly=args.detect_anomaly, progress=not args.no_progress)
+        _, summary = train(opts)
+    print(json.dumps(summary, indent=2))
+    print(f"run directory: {opts.out}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    import numpy as np
+
+    from minigen.plots import save_grid
+    from minigen.random import Generator
+    from minigen.train import load_run
+    model, config, _ = load_run(args.run_dir)
+    model.eval()
+    if args.label is not None and not model.conditional:
+        raise _UsageError(f"--label {args.label}: the run in {args.run_dir} is not conditional "
+                          f"(train it with --conditional)")
+    labels = None
+    if model.conditional:
+        labels = np.full(args.n, args.label) if args.label is not None else np.arange(args.n) % 10
+    options = {k: getattr(args, k) for k in ("steps", "guidance", "temperature") if getattr(args, k) is not None}
+    images = model.sample(args.n, labels=labels, generator=Generator(args.seed), **options)
+    out = args.out or os.path.join(args.run_dir, "sample.png")
+    save_grid(images, out, nrow=min(args.n, 10 if model.conditional else 8))
+    print(f"wrote {args.n} samples to {out}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from minigen import data as mdata
+    from minigen.random import Generator
+    from minigen.train import load_run
+    model, config, _ = load_run(args.run_dir)
+    model.eval()
+    train_cfg = config["train"]
+    dataset = args.dataset or train_cfg["dataset"]
+    test = mdata.load(dataset, "test", args.data_dir or train_cfg.get("data_dir"))
+    x, y = mdata.to_float(test.images[:args.n]), test.labels[:args.n]
+    results = model.evaluate(x, y, generator=Generator(args.seed))
+    if args.fid:
+        from minigen.metrics import sample_quality
+        results.update(sample_quality(model, x, generator=Generator(args.seed + 1), dataset=dataset,
+                                      data_dir=args.data_dir or train_cfg.get("data_dir")))
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from minigen import data as mdata
+    if args.action == "info":
+        print(mdata.describe(args.name, args.data_dir))
+    else:
+        print(mdata.fetch(args.name))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    import runpy
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(here, "benchmarks", "ops.py" if args.what == "ops" else "run.py")
+    if not os.path.exists(script):
+        raise _UsageError(f"the benchmarks live in the source checkout ({script} not found); "
+                          f"clone the repository and install it with `pip install -e .`")
+    sys.argv = [script] + args.rest
+    runpy.run_path(script, run_name="__main__")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from minigen.demos import ar_vs_nar
+    ar_vs_nar.run(out_dir=args.out, dataset=args.dataset or "mnist", data_dir=args.data_dir, seed=args.seed)
+    return 0
+
+
+def cmd_tour(args) -> int:
+    from minigen import tour
+    tour.run(minutes=args.minutes, out_dir=args.out, dataset=args.dataset or "mnist", data_dir=args.data_dir,
+             seed=args.seed)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
+            "demo": cmd_demo, "tour": cmd_tour}
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)          # argparse itself exits 2 with a one-line message
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from minigen.train import TrainingStopped
+    try:
+        return COMMANDS[args.command](args)
+    except TrainingStopped as e:
+        print(f"minigen: {e}", file=sys.stderr)
+        return e.exit_status
+    except KeyboardInterrupt:
+        print("\nminigen: stopped at once; the last checkpoint written is intact", file=sys.stderr)
+        return 130
+    except MinigenError as e:
+        print(f"minigen: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"minigen: error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,333 @@
+"""The one training loop every model family shares (read it top to bottom).
+
+A run directory holds everything about one training run:
+
+    config.json      what was asked for (model, its hyper-parameters, data, seed)
+    metrics.jsonl    one JSON line per logged step and per finished epoch
+    checkpoint.npz   model, optimisers, EMA, RNG and data-loader state, epoch/step
+    samples.png      the latest samples; loss.png the loss curve; plus each family's figures
+
+Checkpoints are written atomically (temp file, fsync, rename), at the end of
+every epoch and when the run is interrupted, so `--resume RUN_DIR` continues
+exactly where it stopped: the same next batch, the same noise, bit for bit.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+import minigen
+from minigen import data as mdata
+from minigen.errors import CheckpointError, MinigenError
+from minigen.models import get_family
+from minigen.random import Generator, default_generator, manual_seed
+from minigen.serialize import atomic_write, load, save
+
+__all__ = ["TrainOptions", "train", "load_run", "TrainingStopped", "CONFIG", "METRICS", "CHECKPOINT"]
+
+CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
+
+
+class TrainingStopped(MinigenError):
+    """Training stopped on purpose (a signal, a non-finite loss); carries the exit status."""
+
+    def __init__(self, message: str, exit_status: int):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+@dataclass
+class TrainOptions:
+    """Everything `minigen train` takes. Model hyper-parameters go in `model_config`."""
+    model: str
+    out: str
+    dataset: str = "mnist"
+    data_dir: str | None = None
+    epochs: int = 5
+    batch_size: int | None = None        # None: the family's default
+    lr: float | None = None              # None: the family's default
+    seed: int = 0
+    conditional: bool = False
+    model_config: dict = field(default_factory=dict)
+    max_steps: int | None = None         # stop early after this many steps in total (tests, tours)
+    max_seconds: float | None = None     # or after this much training time
+    log_every: int = 20
+    eval_n: int = 1000                   # test images used by evaluate() at the end (0: skip)
+    n_samples: int = 40
+    detect_anomaly: bool = False
+    progress: bool = True
+
+    def check(self) -> None:
+        for name in ("epochs", "log_every"):
+            if getattr(self, name) <= 0:
+                raise MinigenError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.batch_size is not None and self.batch_size <= 0:
+            raise MinigenError(f"--batch-size must be a positive integer, got {self.batch_size}")
+        if self.lr is not None and not self.lr > 0:
+            raise MinigenError(f"--lr must be positive, got {self.lr}")
+        if self.seed < 0:
+            raise MinigenError(f"--seed must be a non-negative integer, got {self.seed}")
+        get_family(self.model)   # unknown model: a clear error now, not after loading data
+
+
+# --- the run directory ---------------------------------------------------------------
+def _prepare_run_dir(out: str, model: str, resuming: bool) -> None:
+    """Create `out` (or check the one we resume) without ever overwriting another run."""
+    config_path = os.path.join(out, CONFIG)
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            owner = json.load(f).get("model")
+        if owner != model:
+            raise MinigenError(f"run directory {out} belongs to a '{owner}' run, not '{model}'; "
+                               f"choose another --out")
+        if not resuming:
+            raise MinigenError(f"run directory {out} already holds a '{model}' run; continue it with "
+                               f"`minigen train --resume {out}` or choose another --out")
+    elif resuming:
+        raise MinigenError(f"--resume {out}: no {CONFIG} there, so it is not a minigen run directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+        probe = os.path.join(out, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        raise MinigenError(f"cannot write to run directory {out}: {e.strerror}") from None
+
+
+def _write_json(path: str, obj) -> None:
+    atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2).encode()))
+
+
+def _log(run_dir: str, record: dict) -> None:
+    with open(os.path.join(run_dir, METRICS), "a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def read_metrics(run_dir: str) -> list[dict]:
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+# --- checkpoints -----------------------------------------------------------------------
+def _save_checkpoint(run_dir, model, optimizers, loader, epoch, step) -> str:
+    path = os.path.join(run_dir, CHECKPOINT)
+    save({
+        "model_family": model.family,
+        "model": model.state_dict(),
+        "extra": model.extra_state(),
+        "optimizers": {name: opt.state_dict() for name, opt in optimizers.items()},
+        "rng": default_generator().get_state(),
+        "loader": loader.state_dict(),
+        "epoch": epoch,
+        "step": step,
+    }, path)
+    return path
+
+
+def load_run(run_dir: str):
+    """(model, config, checkpoint) of a run directory, the model holding the checkpoint's weights."""
+    config_path = os.path.join(run_dir, CONFIG)
+    if not os.path.exists(config_path):
+        raise MinigenError(f"{run_dir} is not a minigen run directory (no {CONFIG})")
+    with open(config_path) as f:
+        config = json.load(f)
+    ckpt = load(os.path.join(run_dir, CHECKPOINT))
+    if ckpt.get("model_family") != config["model"]:
+        raise CheckpointError(f"{os.path.join(run_dir, CHECKPOINT)} holds a '{ckpt.get('model_family')}' model "
+                              f"but {config_path} says '{config['model']}'")
+    model = get_family(config["model"])(config["model_config"])
+    model.load_state_dict(ckpt["model"])
+    model.load_extra_state(ckpt["extra"])
+    return model, config, ckpt
+
+
+# --- signals: finish the step, save, then stop ------------------------------------------------
+class _GracefulStop:
+    """First SIGINT/SIGTERM: remember it (the loop saves and stops after the current step).
+    Second: raise KeyboardInterrupt at once (the last good checkpoint is safe: writes are atomic)."""
+
+    def __init__(self):
+        self.signum = None
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.signum is not None:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\nminigen: got {signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+              f"(press Ctrl-C again to quit at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        try:
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._previous[s] = signal.signal(s, self._handle)
+        except ValueError:          # not the main thread: signals stay as they were
+            self._previous = {}
+        return self
+
+    def __exit__(self, *exc):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+
+
+def _non_finite(model, metrics: dict) -> str | None:
+    """Describe what went non-finite in this step (loss terms, then the first bad gradient), or None."""
+    bad_terms = [k for k, v in metrics.items() if isinstance(v, float) and not math.isfinite(v)]
+    bad_params = [name for name, p in model.named_parameters()
+                  if (p.grad is not None and not np.isfinite(p.grad).all()) or not np.isfinite(p.data).all()]
+    if not bad_terms and not bad_params:
+        return None
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+    where = f"first non-finite parameter or gradient: {bad_params[0]}" if bad_params else "all gradients finite"
+    return f"loss terms: {terms}; {where}"
+
+
+# --- the loop --------------------------------------------------------------------------------
+def train(opts: TrainOptions, resume: bool = False):
+    """Train (or, with resume=True, continue) the run in `opts.out`. Returns (model, summary dict)."""
+    opts.check()
+    _prepare_run_dir(opts.out, opts.model, resume)
+    family = get_family(opts.model)
+    if resume:
+        model, saved, ckpt = load_run(opts.out)
+        config = saved["model_config"]
+    else:
+        config = {**family.default_config(), **opts.model_config, "conditional": opts.conditional}
+        for key, value in (("batch_size", opts.batch_size), ("lr", opts.lr)):
+            if value is not None:
+                config[key] = value
+        manual_seed(opts.seed)                       # model initialisation draws from it
+        model = family(config)
+        ckpt = None
+        _write_json(os.path.join(opts.out, CONFIG),
+                    {"model": opts.model, "model_config": config, "minigen_version": minigen.__version__,
+                     "train": {k: v for k, v in asdict(opts).items() if k not in ("model_config", "progress")}})
+
+    train_set = mdata.load(opts.dataset, "train", opts.data_dir)
+    x_train, y_train = mdata.to_float(train_set.images), train_set.labels
+    loader = mdata.DataLoader(x_train, y_train, int(config["batch_size"]), shuffle=True, drop_last=True,
+                              generator=Generator(opts.seed + 1))   # its own stream: data order
+    optimizers = model.make_optimizers()
+    epoch = step = 0
+    if ckpt is not None:
+        for name, opt in optimizers.items():
+            opt.load_state_dict(ckpt["optimizers"][name])
+        default_generator().set_state(ckpt["rng"])
+        loader.load_state_dict(ckpt["loader"])
+        epoch, step = int(ckpt["epoch"]), int(ckpt["step"])
+        print(f"minigen: resuming {opts.out} at epoch {epoch}, step {step}", file=sys.stderr)
+
+    minigen.set_detect_anomaly(opts.detect_anomaly)
+    model.train()
+    started = time.perf_counter()
+    history = [(r["step"], r["loss"]) for r in read_metrics(opts.out) if r.get("kind") == "step"]
+    progress = _Progress(opts, len(loader), epoch)
+    stop_reason = None
+    try:
+        with _GracefulStop() as stop:
+            while loader.epoch < opts.epochs and stop_reason is None:
+                epoch = loader.epoch
+                sums, count = {}, 0
+                for xb, yb in loader:
+                    metrics = model.train_step(xb, yb, optimizers, default_generator())
+                    step += 1
+                    problem = _non_finite(model, metrics)
+                    if problem:
+                        raise TrainingStopped(
+                            f"non-finite values at step {step} (epoch {epoch + 1}): {problem}. Training stopped; "
+                            f"the last good checkpoint in {opts.out} is unchanged. Try a lower --lr, or "
+                            f"--detect-anomaly to find the op that produced it.", 1)
+                    for k, v in metrics.items():
+                        sums[k] = sums.get(k, 0.0) + v
+                    count += 1
+                    if step % opts.log_every == 0:
+                        _log(opts.out, {"kind": "step", "step": step, "epoch": epoch, **metrics})
+                        history.append((step, metrics["loss"]))
+                    progress.update(metrics)
+                    if stop.signum is not None:
+                        path = _save_checkpoint(opts.out, model, optimizers, loader, epoch, step)
+                        raise TrainingStopped(
+                            f"interrupted at epoch {epoch + 1}, step {step}; checkpoint saved to {path}. "
+                            f"Resume with: minigen train --resume {opts.out}", 128 + stop.signum)
+                    if (opts.max_steps is not None and step >= opts.max_steps) or \
+                            (opts.max_seconds is not None and time.perf_counter() - started >= opts.max_seconds):
+                        stop_reason = "budget"
+                        break
+                if count:
+                    _log(opts.out, {"kind": "epoch", "step": step, "epoch": epoch,
+                                    **{k: v / count for k, v in sums.items()}})
+                _save_checkpoint(opts.out, model, optimizers, loader, loader.epoch, step)
+                progress.epoch_done(loader.epoch)
+    finally:
+        progress.close()
+        minigen.set_detect_anomaly(False)
+
+    train_seconds = time.perf_counter() - started
+    summary = {"model": opts.model, "epochs": loader.epoch, "steps": step, "train_seconds": train_seconds,
+               "parameters": model.num_parameters()}
+    summary.update(_finish(opts, model, history))
+    _write_json(os.path.join(opts.out, "summary.json"), summary)
+    return model, summary
+
+
+def _finish(opts: TrainOptions, model, history) -> dict:
+    """After training: test metrics, samples and pictures into the run directory."""
+    from minigen.plots import save_grid, save_loss_curve
+    model.eval()
+    results = {}
+    if history:
+        save_loss_curve({"loss": history}, os.path.join(opts.out, "loss.png"))
+    gen = Generator(opts.seed + 2)
+    if opts.eval_n > 0:
+        test = mdata.load(opts.dataset, "test", opts.data_dir)
+        x_test, y_test = mdata.to_float(test.images[:opts.eval_n]), test.labels[:opts.eval_n]
+        results["test"] = model.evaluate(x_test, y_test, generator=gen)
+        _log(opts.out, {"kind": "test", **results["test"]})
+        model.figures(opts.out, x_test, y_test, generator=gen)
+    if opts.n_samples > 0:
+        labels = np.arange(opts.n_samples) % 10 if model.conditional else None
+        t0 = time.perf_counter()
+        samples = model.sample(opts.n_samples, labels=labels, generator=gen)
+        results["sample_seconds_per_image"] = (time.perf_counter() - t0) / opts.n_samples
+        save_grid(samples, os.path.join(opts.out, "samples.png"), nrow=10,
+                  title=f"{opts.model} samples" + (" (columns: digits 0-9)" if model.conditional else ""))
+    return results
+
+
+class _Progress:
+    """A tqdm bar over the steps of each epoch showing the running loss (silent when disabled)."""
+
+    def __init__(self, opts: TrainOptions, steps_per_epoch: int, epoch: int):
+        self.bar = None
+        if opts.progress:
+            from tqdm import tqdm
+            self.bar = tqdm(total=steps_per_epoch * opts.epochs, initial=steps_per_epoch * epoch,
+                            desc=f"{opts.model}", unit="step", dynamic_ncols=True, file=sys.stderr)
+        self.loss = None
+
+    def update(self, metrics: dict) -> None:
+        # an exponential moving average reads better than the noisy per-batch loss
+        loss = metrics["loss"]
+        self.loss = loss if self.loss is None else 0.95 * self.loss + 0.05 * loss
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{self.loss:.4g}", refresh=False)
+
+    def epoch_done(self, epoch: int) -> None:
+        if self.bar is not None:
+            self.bar.set_description(f"{self.bar.desc.split(' ')[0]} epoch {epoch}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,186 @@
+"""The shared trainer: run directories, bit-identical resume, interrupts, NaN guards, bad input.
+
+A tiny family ("toy", registered only here) keeps these tests fast; the same
+behaviour is checked on real families in their own test files.
+"""
+import json
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from minigen import nn, ops, optim
+from minigen.errors import CheckpointError, MinigenError
+from minigen.models.base import FAMILIES, GenerativeModel, register_family
+from minigen.tensor import Tensor
+from minigen.train import CHECKPOINT, TrainingStopped, TrainOptions, load_run, read_metrics, train
+
+SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+DATA_DIR = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
+
+
+@register_family("toy")
+class Toy(GenerativeModel):
+    """Per-pixel Bernoulli logits from a small MLP of the label, plus noise: just enough to train."""
+
+    hooks = {}          # test hooks: step number -> callable run inside train_step
+
+    @classmethod
+    def default_config(cls):
+        return {"lr": 1e-2, "batch_size": 100, "conditional": True, "hidden": 16}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.embed = nn.Embedding(10, config["hidden"])
+        self.out = nn.Linear(config["hidden"], 28 * 28)
+        self.steps = 0
+
+    def make_optimizers(self):
+        return {"model": optim.Adam(self.parameters(), lr=self.config["lr"])}
+
+    def logits(self, y):
+        return self.out(ops.relu(self.embed(y)))
+
+    def train_step(self, x, y, optimizers, generator):
+        self.steps += 1
+        noise = generator.normal((len(x), 28 * 28), std=0.01)      # uses the model's random stream
+        target = Tensor((x.reshape(len(x), -1) > 0.5).astype(np.float32))
+        loss = ops.binary_cross_entropy_with_logits(self.logits(y) + Tensor(noise), target, "sum") / len(x)
+        if self.steps in Toy.hooks:
+            loss = Toy.hooks[self.steps](loss)
+        optimizers["model"].zero_grad()
+        loss.backward()
+        optimizers["model"].step()
+        return {"loss": loss.item()}
+
+    def sample(self, n, labels=None, generator=None, **options):
+        return ops.sigmoid(self.logits(labels)).data.reshape(n, 1, 28, 28)
+
+    def evaluate(self, x, y, generator=None):
+        target = Tensor((x.reshape(len(x), -1) > 0.5).astype(np.float32))
+        return {"nll_nats": ops.binary_cross_entropy_with_logits(self.logits(y), target, "sum").item() / len(x)}
+
+
+@pytest.fixture(autouse=True)
+def clear_hooks():
+    Toy.hooks = {}
+    yield
+    Toy.hooks = {}
+
+
+def options(tmp_path, name="run", **kw):
+    base = dict(model="toy", out=str(tmp_path / name), dataset="mnist-5k", data_dir=DATA_DIR, epochs=2, conditional=True,
+                eval_n=50, n_samples=10, progress=False, log_every=5)
+    base.update(kw)
+    return TrainOptions(**base)
+
+
+def weights(run_dir):
+    model, _, _ = load_run(run_dir)
+    return model.state_dict()
+
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+
+
+def test_run_directory_contents_and_loss_goes_down(tmp_path):
+    model, summary = train(options(tmp_path))
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", CHECKPOINT, "samples.png", "loss.png", "summary.json"):
+        assert (run / name).exists(), name
+    steps = [r for r in read_metrics(run) if r["kind"] == "step"]
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    assert summary["epochs"] == 2 and "nll_nats" in summary["test"]
+    assert json.loads((run / "config.json").read_text())["model"] == "toy"
+
+
+def test_resume_after_one_epoch_is_bit_identical(tmp_path):
+    train(options(tmp_path, "straight", epochs=2))
+    train(options(tmp_path, "split", epochs=1))
+    train(options(tmp_path, "split", epochs=2), resume=True)
+    assert_same(weights(tmp_path / "straight"), weights(tmp_path / "split"))
+
+
+def test_interrupt_mid_epoch_checkpoints_and_resumes_bit_identically(tmp_path):
+    train(options(tmp_path, "straight"))
+    Toy.hooks = {7: lambda loss: (os.kill(os.getpid(), signal.SIGINT), loss)[1]}
+    with pytest.raises(TrainingStopped, match=r"interrupted at epoch 1, step 7.*--resume") as stopped:
+        train(options(tmp_path, "interrupted"))
+    assert stopped.value.exit_status == 130
+    Toy.hooks = {}
+    train(options(tmp_path, "interrupted"), resume=True)
+    assert_same(weights(tmp_path / "straight"), weights(tmp_path / "interrupted"))
+
+
+def test_second_interrupt_stops_at_once_and_keeps_last_checkpoint(tmp_path):
+    train(options(tmp_path, "run", epochs=1))
+    before = weights(tmp_path / "run")
+
+    def two_signals(loss):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return loss
+    Toy.hooks = {3: two_signals}
+    with pytest.raises(KeyboardInterrupt):
+        train(options(tmp_path, "run", epochs=2), resume=True)
+    assert_same(before, weights(tmp_path / "run"))   # the epoch-1 checkpoint is untouched
+
+
+def test_sigterm_exit_status_is_143(tmp_path):
+    Toy.hooks = {2: lambda loss: (os.kill(os.getpid(), signal.SIGTERM), loss)[1]}
+    with pytest.raises(TrainingStopped) as stopped:
+        train(options(tmp_path))
+    assert stopped.value.exit_status == 143
+
+
+def test_nan_loss_stops_naming_step_terms_and_parameter(tmp_path):
+    train(options(tmp_path, "run", epochs=1))
+    before = weights(tmp_path / "run")
+    Toy.hooks = {4: lambda loss: loss * float("nan")}
+    with pytest.raises(TrainingStopped, match=r"step \d+ .*loss=nan.*first non-finite parameter or gradient: "
+                                              r"embed.weight.*unchanged") as stopped:
+        train(options(tmp_path, "run", epochs=2), resume=True)
+    assert stopped.value.exit_status == 1
+    assert_same(before, weights(tmp_path / "run"))
+
+
+def test_run_directory_of_another_run_is_never_overwritten(tmp_path):
+    train(options(tmp_path, "run", epochs=1))
+    with pytest.raises(MinigenError, match="already holds a 'toy' run.*--resume"):
+        train(options(tmp_path, "run", epochs=1))
+    cfg = tmp_path / "run" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"model": "toy"', '"model": "vae"'))
+    with pytest.raises(MinigenError, match="belongs to a 'vae' run, not 'toy'"):
+        train(options(tmp_path, "run", epochs=1), resume=True)
+
+
+def test_truncated_checkpoint_is_named_on_resume(tmp_path):
+    train(options(tmp_path, "run", epochs=1))
+    ckpt = tmp_path / "run" / CHECKPOINT
+    ckpt.write_bytes(ckpt.read_bytes()[:500])
+    with pytest.raises(CheckpointError, match=r"checkpoint.npz: checkpoint is truncated or corrupt"):
+        train(options(tmp_path, "run", epochs=2), resume=True)
+
+
+@pytest.mark.parametrize("field, value, pattern", [
+    ("epochs", 0, "--epochs must be a positive integer"),
+    ("batch_size", -1, "--batch-size must be a positive integer"),
+    ("model", "nosuch", "unknown model 'nosuch'"),
+])
+def test_bad_options(tmp_path, field, value, pattern):
+    with pytest.raises(MinigenError, match=pattern):
+        train(options(tmp_path, **{field: value}))
+
+
+def test_unwritable_run_directory(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(MinigenError, match="cannot write to run directory"):
+        train(options(tmp_path, "file/run"))
+
+
+def test_toy_is_only_registered_for_tests():
+    assert FAMILIES["toy"] is Toy

@@ -9,3 +9,6 @@ from minigen.ops.elementwise import *  # noqa: F401,F403
 from minigen.ops.reduce import *  # noqa: F401,F403
 from minigen.ops.shape import *  # noqa: F401,F403
 from minigen.ops.losses import *  # noqa: F401,F403
+from minigen.ops.conv import *  # noqa: F401,F403
+from minigen.ops.pool import *  # noqa: F401,F403
+from minigen.ops.norm import *  # noqa: F401,F403

@@ -1,0 +1,160 @@
+"""PyTorch twin of `minigen.models.gan.GAN`: the same two networks under the same names, the same draws.
+
+z is drawn from the minigen Generator with the same call as GAN.train_step / GAN.sample, so both
+models see identical noise; networks, losses and Adam are PyTorch's. The training step mirrors
+minigen's exactly: G's output once, D on real then on the detached fake, then G's step through D
+with D's weights frozen.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minigen.models.gan import GAN, _check_images, distinct_digits
+from minigen.random import resolve
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, latent_dim, num_classes, label_dim):
+        super().__init__()
+        self.label_embed = nn.Embedding(num_classes, label_dim) if num_classes else None
+        self.fc = nn.Linear(latent_dim + (label_dim if num_classes else 0), 128 * 7 * 7, bias=False)
+        self.bn0 = nn.BatchNorm2d(128)
+        self.deconv1 = nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.deconv2 = nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1)
+
+    def forward(self, z, labels=None):
+        if self.label_embed is not None:
+            z = torch.cat([z, self.label_embed(torch.as_tensor(labels))], dim=1)
+        h = F.relu(self.bn0(self.fc(z).reshape(len(z), 128, 7, 7)))
+        h = F.relu(self.bn1(self.deconv1(h)))
+        return torch.tanh(self.deconv2(h))
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, num_classes):
+        super().__init__()
+        self.label_embed = nn.Embedding(num_classes, 28 * 28) if num_classes else None
+        self.conv1 = nn.Conv2d(2 if num_classes else 1, 64, 4, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(64, 128, 4, stride=2, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(128)
+        self.fc = nn.Linear(128 * 7 * 7, 1)
+
+    def forward(self, x, labels=None):
+        if self.label_embed is not None:
+            x = torch.cat([x, self.label_embed(torch.as_tensor(labels)).reshape(len(x), 1, 28, 28)], dim=1)
+        h = F.leaky_relu(self.conv1(x), 0.2)
+        h = F.leaky_relu(self.bn2(self.conv2(h)), 0.2)
+        return self.fc(h.flatten(1)).reshape(-1)
+
+
+class TorchGAN(nn.Module):
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = c = {**GAN.default_config(), **config}
+        self.conditional, self.latent_dim = bool(c["conditional"]), int(c["latent_dim"])
+        classes = int(c["num_classes"]) if self.conditional else None
+        self.G = DCGANGenerator(self.latent_dim, classes, int(c["label_dim"]))
+        self.D = DCGANDiscriminator(classes)
+
+
+def build(model) -> TorchGAN:
+    """Weights and BatchNorm running statistics copied by name (torch's num_batches_tracked has no
+    minigen counterpart: it only matters for momentum=None, which neither uses)."""
+    twin = TorchGAN(model.config)
+    state = model.state_dict()
+    own = {k: v for k, v in twin.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if set(own) != set(state):
+        raise KeyError(f"twin and minigen parameter names differ: {sorted(set(own) ^ set(state))}")
+    with torch.no_grad():
+        for name, value in own.items():
+            value.copy_(torch.from_numpy(state[name]))
+    return twin
+
+
+def make_optimizers(torch_model, config) -> dict:
+    betas = (config["beta1"], config["beta2"])
+    return {"generator": torch.optim.Adam(torch_model.G.parameters(), lr=config["lr"], betas=betas),
+            "discriminator": torch.optim.Adam(torch_model.D.parameters(), lr=config["lr"], betas=betas)}
+
+
+def _labels(m, y, n):
+    return np.asarray(y, np.int64)[:n] if m.conditional else None
+
+
+def train_step(torch_model, optimizers, x, y, generator) -> dict:
+    x = _check_images("twin gan.train_step", x)
+    m = torch_model
+    m.train()
+    labels = _labels(m, y, len(x))
+    z = torch.from_numpy(resolve(generator).normal((len(x), m.latent_dim)))
+    fake = m.G(z, labels)
+    real = torch.from_numpy(2 * x - 1)
+
+    opt_d = optimizers["discriminator"]
+    opt_d.zero_grad()
+    logits_real = m.D(real, labels)
+    logits_fake = m.D(fake.detach(), labels)
+    d_loss = (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+              + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
+    d_loss.backward()
+    opt_d.step()
+
+    opt_g = optimizers["generator"]
+    opt_g.zero_grad()
+    m.D.requires_grad_(False)
+    try:
+        logits = m.D(fake, labels)
+        g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        g_loss.backward()
+    finally:
+        m.D.requires_grad_(True)
+    opt_g.step()
+    return {"loss": d_loss.item(), "g_loss": g_loss.item(), "d_loss": d_loss.item(),
+            "d_real_acc": (logits_real > 0).float().mean().item(),
+            "d_fake_acc": (logits_fake < 0).float().mean().item()}
+
+
+@contextlib.contextmanager
+def _eval_mode(module):
+    was_training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(was_training)
+
+
+@torch.no_grad()
+def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0) -> np.ndarray:
+    m = torch_model
+    z = torch.from_numpy(resolve(generator).normal((n, m.latent_dim), std=float(temperature)))
+    with _eval_mode(m.G):
+        images = m.G(z, _labels(m, labels, n))
+    return ((images + 1) / 2).clamp(0, 1).numpy()
+
+
+@torch.no_grad()
+def evaluate(torch_model, x, y, generator=None) -> dict:
+    """GAN.evaluate's metrics with the same draws."""
+    m, c = torch_model, torch_model.config
+    x = _check_images("twin gan.evaluate", x)[: c["eval_examples"]]
+    labels = _labels(m, y, len(x))
+    fake = torch.from_numpy(2 * sample(m, len(x), labels, generator) - 1)
+    with _eval_mode(m.D):
+        logits_real = m.D(torch.from_numpy(2 * x - 1), labels)
+        logits_fake = m.D(fake, labels)
+    d_loss = (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
+              + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))).item()
+    metrics = {"d_loss": d_loss, "d_real_acc": (logits_real > 0).float().mean().item(),
+               "d_fake_acc": (logits_fake < 0).float().mean().item()}
+    n = int(c["collapse_samples"])
+    count = distinct_digits(sample(m, n, np.arange(n) % int(c["num_classes"]) if m.conditional else None, generator))
+    if count is not None:
+        metrics["distinct_digits"] = float(count)
+    return metrics

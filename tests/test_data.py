@@ -27,6 +27,7 @@ def offline_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIGEN_DATA", str(tmp_path / "cache"))
     monkeypatch.setitem(datasets.MIRRORS, "mnist", (OFFLINE,))
     monkeypatch.setitem(datasets.MIRRORS, "fashion-mnist", (OFFLINE,))
+    monkeypatch.setattr(datasets, "_NOTICES_SHOWN", set())     # each test sees its own notices
     return tmp_path / "cache"
 
 
@@ -186,6 +187,8 @@ def test_mnist_falls_back_to_5k_fast_and_says_so_once(offline_cache, capsys):
     assert len(err) == 1, err
     assert "falling back to mnist-5k" in err[0] and "minigen data fetch mnist" in err[0] and "--data-dir" in err[0]
     assert not list(offline_cache.rglob("*-ubyte*")), "a failed download left files behind"
+    load("mnist", "train")                                      # a trainer reloading data: no repeat
+    assert capsys.readouterr().err == ""
 
 
 def test_fetch_offline_raises_data_error_naming_the_url(offline_cache):

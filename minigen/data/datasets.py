@@ -326,6 +326,16 @@ def _load_mnist_5k(split: str, data_dir, download: bool) -> tuple[Dataset, bool]
 
 # --- public entry points ----------------------------------------------------
 
+_NOTICES_SHOWN: set = set()
+
+
+def _notice(message: str) -> None:
+    """Print a data notice on stderr once per process: a trainer reloading data need not repeat it."""
+    if message not in _NOTICES_SHOWN:
+        _NOTICES_SHOWN.add(message)
+        print(message, file=sys.stderr)
+
+
 def load(name: str, split: str = "train", data_dir=None, download: bool = True) -> Dataset:
     """Load one split of a dataset (see the module docstring for names and search order).
 
@@ -338,7 +348,7 @@ def load(name: str, split: str = "train", data_dir=None, download: bool = True) 
     if name == "mnist-5k":
         dataset, heldout = _load_mnist_5k(split, data_dir, download)
         if heldout:
-            print(f"minigen: using {dataset.source}", file=sys.stderr)
+            _notice(f"minigen: using {dataset.source}")
         return dataset
     if name == "fashion-mnist" or data_dir is not None:
         return _read_pair(*_locate(name, split, data_dir, download), name, split)
@@ -347,9 +357,8 @@ def load(name: str, split: str = "train", data_dir=None, download: bool = True) 
     except _Unavailable as e:
         # Already tried to download: don't try again for the test set.
         dataset, _ = _load_mnist_5k(split, None, download=False)
-        print(f"minigen: full MNIST unavailable ({e}); falling back to {dataset.source}. "
-              f"Get the full set with `minigen data fetch mnist` (needs internet) or pass --data-dir.",
-              file=sys.stderr)
+        _notice(f"minigen: full MNIST unavailable ({e}); falling back to {dataset.source}. "
+              f"Get the full set with `minigen data fetch mnist` (needs internet) or pass --data-dir.")
         return dataset
 
 

@@ -1,0 +1,159 @@
+"""`minigen tour`: the lecture's whole map of image generation, on your CPU, in one command.
+
+Trains a small class-conditional instance of every family on the offline default data
+for a fixed total time budget, then asks each of them for every digit 0-9 (the
+"prompt") and compares them:
+
+    family     idea                                   module
+    AR         pixel by pixel, each given the ones before   minigen/models/pixelcnn.py
+    NAR        every pixel at once from the label alone      minigen/models/nar.py
+    VAE        decoder(z, y), z ~ N(0, I); encoder for training   minigen/models/vae.py
+    Flow       invertible map, exact likelihood           minigen/models/flow.py
+    Diffusion  denoise pure noise step by step            minigen/models/ddpm.py
+    GAN        generator vs discriminator                 minigen/models/gan.py
+
+Outputs in --out: tour_samples.png (a row per family, a column per digit),
+tour_strips.png (DDPM from noise to digit; PixelCNN pixel by pixel), tour.json and
+the printed table: parameters, training and sampling time, the likelihood where the
+family has one, FID-MNIST and label accuracy of its samples.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+from minigen.random import Generator
+
+__all__ = ["FAMILIES", "run"]
+
+# (family, lecture name, share of the training budget, small-but-real config)
+FAMILIES = [
+    ("pixelcnn", "AR (PixelCNN)", 0.20, {"channels": 32, "num_blocks": 5}),
+    ("nar", "NAR (one pass)", 0.04, {}),
+    ("vae", "VAE", 0.10, {"iw_samples": 50}),
+    ("flow", "Flow (RealNVP)", 0.16, {"hidden_dim": 256}),
+    ("ddpm", "Diffusion (DDPM)", 0.32, {"sample_steps": 50}),
+    ("gan", "GAN (DCGAN)", 0.18, {}),
+]
+OVERHEAD_FRACTION = 0.25   # of the budget kept for the yardstick, evaluation and sampling
+
+
+def _train_family(family, config, seconds, out_dir, dataset, data_dir, seed, eval_n):
+    from minigen.train import TrainOptions, train
+    opts = TrainOptions(model=family, out=os.path.join(out_dir, family), dataset=dataset, data_dir=data_dir,
+                        epochs=10_000, seed=seed, conditional=True, model_config=config, max_seconds=seconds,
+                        eval_n=eval_n, n_samples=0, progress=False)
+    if os.path.exists(os.path.join(opts.out, "config.json")):
+        import shutil
+        shutil.rmtree(opts.out)    # the tour owns its sub-directories: a rerun starts them afresh
+    return train(opts)
+
+
+def pixel_by_pixel_strip(image: np.ndarray, frames: int) -> np.ndarray:
+    """Canvases of a raster-order sampler after 0, ..., all pixels: a sampled PixelCNN image with
+    the not-yet-drawn pixels blank. Exact, because raster sampling never revisits a pixel.
+    image: (1, H, W) -> (frames, 1, H, W)."""
+    flat = image.reshape(-1)
+    counts = np.linspace(0, flat.size, frames).round().astype(int)
+    return np.stack([np.where(np.arange(flat.size) < k, flat, 0).reshape(image.shape) for k in counts])
+
+
+def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist", data_dir=None, seed: int = 0,
+        metric_samples: int | None = None, yardstick_epochs: int = 3, eval_n: int = 500,
+        progress: bool = True) -> dict:
+    """Train, sample and compare every family within about `minutes`.
+
+    Returns the table as a dict (what tour.json holds), plus "samples": {family: (n, 1, 28, 28)}."""
+    from minigen import data as mdata
+    from minigen.errors import MinigenError
+    from minigen.metrics import fid_mnist, label_accuracy, yardstick
+    from minigen.plots import save_rows
+
+    if not minutes > 0:
+        raise MinigenError(f"tour: --minutes must be positive, got {minutes}")
+    os.makedirs(out_dir, exist_ok=True)
+    budget = minutes * 60
+    metric_samples = metric_samples or (100 if minutes >= 5 else 30)
+    started = time.perf_counter()
+    from tqdm import tqdm
+    bar = tqdm(total=len(FAMILIES) + 2, desc="tour", unit="stage", disable=not progress, file=sys.stderr,
+               bar_format="{desc}: {n}/{total} stages |{bar}| {elapsed} elapsed")
+
+    bar.set_description("tour: yardstick classifier")
+    # offline, "mnist" falls back to mnist-5k: the yardstick is cached under the set really used
+    dataset = mdata.load(dataset, "train", data_dir).name
+    judge = yardstick(dataset, data_dir=data_dir, epochs=yardstick_epochs)
+    test = mdata.load(dataset, "test", data_dir)
+    reference = mdata.to_float(test.images[:1000])
+    bar.update(1)
+    # what is left of the budget after the yardstick, less what evaluation and sampling will need
+    train_seconds = max(budget - (time.perf_counter() - started), 0) * (1 - OVERHEAD_FRACTION)
+
+    digits = np.arange(10)
+    metric_labels = np.arange(metric_samples) % 10
+    rows, table, all_samples = {}, [], {}
+    strips = {}
+    for family, title, share, config in FAMILIES:
+        bar.set_description(f"tour: training {family}")
+        model, summary = _train_family(family, config, train_seconds * share, out_dir, dataset, data_dir, seed,
+                                        eval_n)
+        bar.set_description(f"tour: sampling {family}")
+        start = time.perf_counter()
+        samples = model.sample(metric_samples, labels=metric_labels, generator=Generator(seed + 10))
+        per_image = (time.perf_counter() - start) / metric_samples
+        rows[title] = samples[:10]                         # labels 0..9 in order: one per digit
+        all_samples[family] = samples
+        test_metrics = summary.get("test", {})
+        metric = model.likelihood_metric
+        table.append({
+            "family": title, "module": f"minigen/models/{family}.py", "parameters": model.num_parameters(),
+            "train_seconds": round(summary["train_seconds"], 1), "train_steps": summary["steps"],
+            "sample_seconds_per_image": per_image,
+            "likelihood": None if metric is None else {"metric": metric, "value": test_metrics.get(metric)},
+            "fid_mnist": fid_mnist(samples, reference, judge),
+            "label_accuracy": label_accuracy(samples, metric_labels, judge),
+        })
+        if family == "pixelcnn":
+            strips["PixelCNN, pixel by pixel"] = pixel_by_pixel_strip(samples[7], 10)
+        if family == "ddpm":
+            _, snapshots = model.sample_trajectory(1, labels=np.array([7]), generator=Generator(seed + 11), frames=10)
+            strips["DDPM, noise to digit"] = snapshots[:, 0]
+        bar.update(1)
+
+    bar.set_description("tour: figures")
+    samples_png = save_rows(rows, os.path.join(out_dir, "tour_samples.png"), col_labels=list(digits),
+                            title="one sample per family (rows) for each requested digit (columns)")
+    strips_png = save_rows(strips, os.path.join(out_dir, "tour_strips.png"),
+                           title="generating a 7: diffusion denoises everything at once, PixelCNN goes pixel by pixel")
+    result = {"minutes": minutes, "seconds": time.perf_counter() - started, "dataset": dataset,
+              "test_source": test.source, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
+              "metric_samples": metric_samples, "families": table,
+              "figures": {"samples": samples_png, "strips": strips_png}}
+    from minigen.serialize import atomic_write
+    atomic_write(os.path.join(out_dir, "tour.json"), lambda f: f.write(json.dumps(result, indent=2).encode()))
+    bar.update(1)
+    bar.close()
+    print(format_table(result))
+    print(f"\nfigures: {samples_png}, {strips_png}; table: {os.path.join(out_dir, 'tour.json')}")
+    return {**result, "samples": all_samples}
+
+
+def format_table(result: dict) -> str:
+    """The tour's table as aligned text (also used for the README)."""
+    header = ["family", "params", "train s", "sample s/img", "likelihood", "FID-MNIST", "label acc", "module"]
+    lines = []
+    for r in result["families"]:
+        lik = r["likelihood"]
+        lik_text = "-" if not lik or lik["value"] is None else \
+            f"{lik['value']:.3f} {'bits/dim' if lik['metric'] == 'bits_per_dim' else 'nats'}"
+        lines.append([r["family"], f"{r['parameters']:,}", f"{r['train_seconds']:.0f}",
+                      f"{r['sample_seconds_per_image']:.4f}", lik_text, f"{r['fid_mnist']:.2f}",
+                      f"{r['label_accuracy']:.0%}", r["module"]])
+    widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
+    return "\n".join(out)

@@ -1,0 +1,35 @@
+"""`minigen tour` with a tiny budget: every family trains, samples every digit, and gets a table row."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from minigen import tour
+
+SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+
+
+@pytest.mark.slow
+def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINIGEN_DATA", str(tmp_path / "cache"))     # the yardstick is trained and cached here
+    data_dir = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
+    result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="mnist-5k", data_dir=data_dir,
+                      metric_samples=10, yardstick_epochs=1, eval_n=100, progress=False)
+    families = [f for f, *_ in tour.FAMILIES]
+    assert [row["module"] for row in result["families"]] == [f"minigen/models/{f}.py" for f in families]
+    for family in families:
+        samples = result["samples"][family]
+        assert samples.shape == (10, 1, 28, 28), family
+        assert samples.dtype == np.float32 and samples.min() >= 0 and samples.max() <= 1, family
+    for row in result["families"]:
+        assert row["train_steps"] >= 1 and row["parameters"] > 0
+        assert np.isfinite(row["fid_mnist"]) and 0 <= row["label_accuracy"] <= 1
+    likelihoods = {r["family"]: r["likelihood"] for r in result["families"]}
+    assert likelihoods["AR (PixelCNN)"]["metric"] == "nll_nats" and likelihoods["AR (PixelCNN)"]["value"] > 0
+    assert likelihoods["Flow (RealNVP)"]["metric"] == "bits_per_dim"
+    assert likelihoods["GAN (DCGAN)"] is None
+    saved = json.loads((tmp_path / "tour" / "tour.json").read_text())
+    assert len(saved["families"]) == len(families)
+    for name in ("tour_samples.png", "tour_strips.png"):
+        assert (tmp_path / "tour" / name).stat().st_size > 1000

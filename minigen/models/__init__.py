@@ -7,3 +7,6 @@ from minigen.models import vae  # noqa: F401
 from minigen.models import flow  # noqa: F401
 from minigen.models import ddpm  # noqa: F401
 from minigen.models import gan  # noqa: F401
+from minigen.models import pixelcnn  # noqa: F401
+from minigen.models import nar  # noqa: F401
+from minigen.models import classifier  # noqa: F401

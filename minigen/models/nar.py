@@ -1,0 +1,142 @@
+"""The non-autoregressive (NAR) baseline: all 784 pixels at once, from the label alone.
+
+The idea. Drop the chain rule: model each pixel as independent given only the
+class label,
+
+    p(x | y) = prod_i Bernoulli(x_i; sigmoid(f(y)_i)),
+
+with f one small network from the label to 784 logits, trained by maximum
+likelihood like the PixelCNN (same binarized data, same nats per image). One
+pass produces every pixel, so it is as fast as generation gets. What it cannot
+do is make pixels agree with each other: the best it can learn is each class's
+per-pixel mean. Its "samples" show the lecture's point:
+
+* the mean image (`sample(mean=True)`) is a blurry average of all the 7s, and
+* an independent draw per pixel (`sample()`) is that blur sprinkled as noise:
+  no strokes, because nothing ties a pixel to its neighbours.
+
+The PixelCNN's extra cost buys exactly that dependence between pixels.
+
+Network: label embedding (10 -> hidden), ReLU, Linear hidden -> hidden, ReLU,
+Linear hidden -> 784. With conditional=False the label is ignored and the model
+learns one mean image for all digits.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from minigen import ops
+from minigen.data import binarize_dynamic, binarize_fixed
+from minigen.errors import MinigenError
+from minigen.models.base import GenerativeModel, register_family
+from minigen.models.pixelcnn import NUM_CLASSES, check_images, check_labels, evaluation_subset, merge_config
+from minigen.nn import Embedding, Linear
+from minigen.optim import Adam, clip_grad_norm
+from minigen.random import resolve
+from minigen.tensor import Tensor, no_grad
+
+__all__ = ["NAR"]
+
+IMAGE_SIZE = 28
+
+
+@register_family("nar")
+class NAR(GenerativeModel):
+    """Label -> independent Bernoulli logits for all pixels. forward: y (N,) -> logits (N, 1, 28, 28)."""
+
+    likelihood_metric = "nll_nats"
+
+    @classmethod
+    def default_config(cls) -> dict:
+        return {
+            "lr": 1e-3,
+            "batch_size": 64,
+            "conditional": True,
+            "hidden": 256,
+            "grad_clip": None,            # max gradient norm, or None for no clipping
+            "eval_examples": None,        # test images evaluate() uses; None = all (it is cheap)
+            "eval_binarize_seed": 0,      # the fixed binarization of the test set (same as PixelCNN's)
+        }
+
+    def __init__(self, config: dict | None = None, generator=None):
+        config = merge_config("nar", self.default_config(), config or {})
+        super().__init__(config)
+        hidden = int(config["hidden"])
+        # an unconditional model has one "class": every image gets the same input
+        self.label_embedding = Embedding(NUM_CLASSES if self.conditional else 1, hidden, generator=generator)
+        self.hidden = Linear(hidden, hidden, generator=generator)
+        self.output = Linear(hidden, IMAGE_SIZE * IMAGE_SIZE, generator=generator)
+
+    def _condition(self, y, n: int) -> np.ndarray:
+        return check_labels("nar", y, n) if self.conditional else np.zeros(n, np.int64)
+
+    def forward(self, y) -> Tensor:
+        """y: (N,) int64 condition ids -> logits (N, 1, 28, 28)."""
+        h = ops.relu(self.hidden(ops.relu(self.label_embedding(y))))
+        return self.output(h).reshape(len(y), 1, IMAGE_SIZE, IMAGE_SIZE)
+
+    def nll_per_image(self, xb: np.ndarray, y) -> Tensor:
+        """-log p(x | y) in nats, one per image: (N,). xb: (N, 1, 28, 28) binary."""
+        per_pixel = ops.binary_cross_entropy_with_logits(self(y), Tensor(xb), reduction="none")
+        return per_pixel.reshape(len(xb), -1).sum(axis=1)
+
+    # --- the family interface -----------------------------------------------------------------
+    def make_optimizers(self) -> dict:
+        return {"model": Adam(self.parameters(), lr=self.config["lr"])}
+
+    def train_step(self, x, y, optimizers, generator=None) -> dict:
+        """Maximum likelihood on freshly binarized images: loss = mean NLL in nats per image."""
+        self.train()
+        x = check_images("nar", x, IMAGE_SIZE)
+        cond = self._condition(y, len(x))
+        loss = self.nll_per_image(binarize_dynamic(x, resolve(generator)), cond).mean()
+        opt = optimizers["model"]
+        opt.zero_grad()
+        loss.backward()
+        grad_norm = clip_grad_norm(self.parameters(), self.config["grad_clip"] or math.inf)
+        opt.step()
+        return {"loss": loss.item(), "grad_norm": grad_norm}
+
+    def evaluate(self, x, y, generator=None) -> dict:
+        """Test NLL in nats per image on the fixed-seed binarized test set (the one PixelCNN uses), so
+        the two models' numbers compare directly. A conditional model reports -log p(x | y)."""
+        self.eval()
+        x = check_images("nar", x, IMAGE_SIZE)
+        x, y = evaluation_subset(x, y, self.config["eval_examples"])
+        xb = binarize_fixed(x, self.config["eval_binarize_seed"])
+        with no_grad():
+            nats = float(self.nll_per_image(xb, self._condition(y, len(x))).data.mean())
+        return {"nll_nats": nats, "examples": len(x)}
+
+    def sample(self, n: int, labels=None, generator=None, mean: bool = False) -> np.ndarray:
+        """(n, 1, 28, 28) in [0, 1] from one forward pass.
+
+        labels: (n,) digits for a conditional model (default 0..9 repeated); must be None otherwise.
+        mean: return the per-pixel probabilities (the blurry class average) instead of 0/1 draws.
+        """
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise MinigenError(f"nar.sample: n must be a positive integer, got {n!r}")
+        if self.conditional:
+            labels = np.arange(n) % NUM_CLASSES if labels is None else labels
+        elif labels is not None:
+            raise MinigenError("nar.sample: this model is unconditional (config conditional=False); "
+                               "it cannot take labels")
+        self.eval()
+        with no_grad():
+            probs = ops.sigmoid(self(self._condition(labels, n))).data
+        return probs if mean else resolve(generator).bernoulli(probs)
+
+    def figures(self, out_dir, x, y, generator=None) -> list:
+        """Per digit: the mean image and one independent draw (the lecture's blur and noise)."""
+        import os
+
+        from minigen.plots import save_rows
+        labels = np.arange(NUM_CLASSES) if self.conditional else None
+        n = NUM_CLASSES
+        rows = {"mean": self.sample(n, labels, generator, mean=True),
+                "independent sample": self.sample(n, labels, generator)}
+        path = os.path.join(out_dir, "nar_mean_and_sample.png")
+        return [save_rows(rows, path, title="NAR baseline: per-pixel mean and independent draw",
+                          col_labels=list(range(NUM_CLASSES)) if self.conditional else None)]

@@ -1,0 +1,150 @@
+"""The yardstick: Frechet distance (closed forms, near-singular stability), the classifier, FID-MNIST,
+label accuracy and the cached yardstick."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from minigen import metrics
+from minigen.errors import MinigenError, ShapeError
+from minigen.models import get_family
+from minigen.models.classifier import Classifier
+from minigen.random import Generator
+
+
+def random_cov(d, generator, rank=None):
+    a = generator.normal((d, rank or d)).astype(np.float64)
+    return a @ a.T / (rank or d)
+
+
+def test_distance_of_a_set_to_itself_is_zero():
+    feats = Generator(0).normal((500, 16)).astype(np.float64)
+    mu, cov = feats.mean(0), np.cov(feats, rowvar=False)
+    assert metrics.frechet_distance(mu, cov, mu, cov) == pytest.approx(0, abs=1e-9)
+
+
+@settings(max_examples=15, deadline=None)
+@given(d=st.integers(1, 12), shift=st.floats(0, 10), seed=st.integers(0, 1000))
+def test_a_mean_shift_adds_its_squared_length(d, shift, seed):
+    """Same covariance, means differ by delta: d^2 = |delta|^2 exactly."""
+    gen = Generator(seed)
+    cov = random_cov(d, gen)
+    direction = gen.normal((d,)).astype(np.float64)
+    delta = shift * direction / np.linalg.norm(direction)
+    mu = gen.normal((d,)).astype(np.float64)
+    assert metrics.frechet_distance(mu, cov, mu + delta, cov) == pytest.approx(shift ** 2, abs=1e-6 * (1 + shift ** 2))
+
+
+@settings(max_examples=15, deadline=None)
+@given(d=st.integers(1, 12), seed=st.integers(0, 1000))
+def test_gaussians_with_diagonal_covariances_match_the_closed_form(d, seed):
+    """Diagonal covariances commute: d^2 = |mu1 - mu2|^2 + sum (sigma1 - sigma2)^2."""
+    gen = Generator(seed)
+    s1, s2 = gen.uniform((d,), 0.1, 3).astype(np.float64), gen.uniform((d,), 0.1, 3).astype(np.float64)
+    m1, m2 = gen.normal((d,)).astype(np.float64), gen.normal((d,)).astype(np.float64)
+    expected = np.sum((m1 - m2) ** 2) + np.sum((s1 - s2) ** 2)
+    got = metrics.frechet_distance(m1, np.diag(s1 ** 2), m2, np.diag(s2 ** 2))
+    assert got == pytest.approx(expected, rel=1e-9, abs=1e-9)
+    # a rotation of both Gaussians changes nothing
+    q, _ = np.linalg.qr(gen.normal((d, d)).astype(np.float64))
+    rotated = metrics.frechet_distance(q @ m1, q @ np.diag(s1 ** 2) @ q.T, q @ m2, q @ np.diag(s2 ** 2) @ q.T)
+    assert rotated == pytest.approx(expected, rel=1e-7, abs=1e-7)
+
+
+def test_near_singular_covariances_stay_finite_and_exact():
+    """Covariances from fewer samples than dimensions are singular (and numerically slightly
+    indefinite); the distance must stay real, finite and equal to the closed form."""
+    gen = Generator(3)
+    d = 64
+    feats = gen.normal((10, d)).astype(np.float64)           # rank 9 covariance in 64 dimensions
+    cov = np.cov(feats, rowvar=False)
+    assert np.linalg.eigvalsh(cov).min() < 0 < np.linalg.eigvalsh(cov).max()   # indefinite by rounding
+    mu = feats.mean(0)
+    delta = np.zeros(d)
+    delta[0] = 2.0
+    assert metrics.frechet_distance(mu, cov, mu, cov) == pytest.approx(0, abs=1e-8)
+    assert metrics.frechet_distance(mu, cov, mu + delta, cov) == pytest.approx(4.0, abs=1e-8)
+    # scaling a singular covariance by c^2: d^2 = tr(S) (1 - c)^2
+    assert metrics.frechet_distance(mu, cov, mu, 4 * cov) == pytest.approx(np.trace(cov), rel=1e-8)
+    # two different rank-deficient covariances (dead features too): finite and non-negative
+    other = random_cov(d, gen, rank=5)
+    other[:, :3] = other[:3, :] = 0
+    value = metrics.frechet_distance(mu, cov, mu, other)
+    assert np.isfinite(value) and value > 0
+
+
+def test_frechet_distance_rejects_bad_shapes_and_values():
+    with pytest.raises(ShapeError, match="cov2 has shape"):
+        metrics.frechet_distance(np.zeros(3), np.eye(3), np.zeros(3), np.eye(4))
+    with pytest.raises(MinigenError, match="NaN"):
+        metrics.frechet_distance(np.zeros(2), np.eye(2), np.array([0, np.nan]), np.eye(2))
+
+
+# --- the classifier, FID-MNIST and label accuracy ----------------------------------------
+def blobs(n, generator):
+    """Two easy synthetic 'digits': class 0 a bright top half, class 1 a bright bottom half."""
+    y = generator.integers(0, 2, (n,))
+    x = generator.uniform((n, 1, 28, 28), 0, 0.3)
+    for k in range(n):
+        x[k, 0, 14 * y[k]:14 * y[k] + 14] += 0.7
+    return x, y.astype(np.int64)
+
+
+@pytest.fixture(scope="module")
+def trained_classifier():
+    model = Classifier({"lr": 3e-3}, generator=Generator(0))
+    optimizers = model.make_optimizers()
+    gen = Generator(1)
+    for _ in range(8):
+        xb, yb = blobs(32, gen)
+        logged = model.train_step(xb, yb, optimizers, gen)
+    assert set(logged) == {"loss", "grad_norm"}
+    return model
+
+
+def test_classifier_is_a_family_that_learns_and_does_not_generate(trained_classifier):
+    assert get_family("classifier") is Classifier
+    x, y = blobs(64, Generator(9))
+    assert trained_classifier.evaluate(x, y)["accuracy"] > 0.95
+    assert trained_classifier.features(x).shape == (64, 128)
+    with pytest.raises(MinigenError, match="does not generate"):
+        trained_classifier.sample(4)
+
+
+def test_fid_mnist_and_label_accuracy(trained_classifier):
+    x, y = blobs(200, Generator(4))
+    x_again, _ = blobs(200, Generator(4))
+    assert metrics.fid_mnist(x, x_again, trained_classifier) == pytest.approx(0, abs=1e-6)
+    same_kind, _ = blobs(200, Generator(5))
+    only_zeros = x[y == 0]
+    close, far = (metrics.fid_mnist(s, x, trained_classifier) for s in (same_kind, only_zeros))
+    assert 0 < close < far
+    assert metrics.label_accuracy(x, y, trained_classifier) > 0.95
+    assert metrics.label_accuracy(x, 1 - y, trained_classifier) < 0.05
+    with pytest.raises(ShapeError, match="labels of shape"):
+        metrics.label_accuracy(x, y[:10], trained_classifier)
+    with pytest.raises(ShapeError, match="at least 2 images"):
+        metrics.fid_mnist(x[:1], x, trained_classifier)
+
+
+def test_yardstick_trains_once_then_loads_from_its_cache(tmp_path, monkeypatch, trained_classifier):
+    """The caching around training (the real training on mnist-5k takes too long for a unit test:
+    a quick stand-in returns the module's classifier)."""
+    monkeypatch.setenv("MINIGEN_DATA", str(tmp_path))
+    calls = []
+
+    def quick_training(dataset, data_dir, epochs):
+        calls.append((dataset, data_dir, epochs))
+        return trained_classifier, 0.75
+    monkeypatch.setattr(metrics, "train_classifier", quick_training)
+    with pytest.raises(MinigenError, match="no trained yardstick"):
+        metrics.yardstick("mnist-5k", train_if_missing=False)
+    assert calls == []
+    trained = metrics.yardstick("mnist-5k", epochs=2)
+    assert calls == [("mnist-5k", None, 2)] and (tmp_path / "yardstick-mnist-5k.npz").exists()
+    loaded = metrics.yardstick("mnist-5k", train_if_missing=False)
+    assert len(calls) == 1 and loaded is not trained and loaded.test_accuracy == 0.75
+    x = Generator(0).uniform((5, 1, 28, 28))
+    np.testing.assert_array_equal(loaded.features(x), trained.features(x))
+    with pytest.raises(MinigenError, match="no trained yardstick"):   # one cache file per dataset
+        metrics.yardstick("fashion-mnist", train_if_missing=False)

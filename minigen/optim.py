@@ -98,6 +98,7 @@ class Adam(Optimizer):
         self.betas, self.eps, self.weight_decay = tuple(betas), eps, weight_decay
 
     def _update(self, i, param, grad):
+        # BEGIN SOLUTION optim: weight decay (decoupled or L2), moments m and v, bias correction; all in place
         beta1, beta2 = self.betas
         if self.weight_decay and self.decoupled:
             param *= 1 - self.lr * self.weight_decay          # AdamW: shrink the weights directly
@@ -111,6 +112,7 @@ class Adam(Optimizer):
         step_size = self.lr / (1 - beta1 ** self.step_count)
         denom = np.sqrt(v) / math.sqrt(1 - beta2 ** self.step_count) + self.eps
         param -= step_size * (m / denom)
+        # END SOLUTION
 
 
 class AdamW(Adam):

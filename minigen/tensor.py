@@ -257,6 +257,7 @@ def make_result(data: np.ndarray, parents: tuple, backward, op: str) -> Tensor:
 
 def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     """Sum `grad` over the axes that broadcasting added or stretched, so it has `shape`."""
+    # BEGIN SOLUTION autograd: sum grad over the axes broadcasting added (leading) or stretched (1 in shape)
     extra = grad.ndim - len(shape)
     if extra:
         grad = grad.sum(axis=tuple(range(extra)))
@@ -264,6 +265,7 @@ def unbroadcast(grad: np.ndarray, shape: tuple) -> np.ndarray:
     if stretched:
         grad = grad.sum(axis=stretched, keepdims=True)
     return grad
+    # END SOLUTION
 
 
 def as_tensor(x, like: Tensor | None = None) -> Tensor:

@@ -42,6 +42,7 @@ def _crop(xp, padding, hw):
 def conv2d(x, w, b, stride, padding, dilation, groups):
     """out[n, o, y, x] = b[o] + sum over the group's channels c and taps (i, j) of
     w[o, c, i, j] * x_padded[n, c, y*s + i*d, x*s + j*d]."""
+    # BEGIN SOLUTION conv: per group and kernel tap (see _taps), add w[:, :, i, j] times that slice of padded x
     c_out, c_in_g = w.shape[:2]
     out_hw = _out_hw(x.shape[2:], w.shape[2:], stride, padding, dilation)
     xp = _pad(x, padding)
@@ -54,10 +55,12 @@ def conv2d(x, w, b, stride, padding, dilation, groups):
     if b is not None:
         out += b.reshape(-1, 1, 1)
     return out
+    # END SOLUTION
 
 
 def conv2d_backward(grad_out, x, w, stride, padding, dilation, groups):
     """(dx, dw, db) of `conv2d`: every tap's contribution sent back where it came from."""
+    # BEGIN SOLUTION conv: per tap, send grad_out back through w into the padded x slice, and into w[:, :, i, j]
     c_out, c_in_g = w.shape[:2]
     out_hw = grad_out.shape[2:]
     xp = _pad(x, padding)
@@ -70,6 +73,7 @@ def conv2d_backward(grad_out, x, w, stride, padding, dilation, groups):
             dxp[:, ci, rows, cols] += np.einsum("nohw,oc->nchw", grad_out[:, co], w[co, :, i, j])
             dw[co, :, i, j] = np.einsum("nohw,nchw->oc", grad_out[:, co], xp[:, ci, rows, cols])
     return _crop(dxp, padding, x.shape[2:]), dw, grad_out.sum(axis=(0, 2, 3))
+    # END SOLUTION
 
 
 def conv_transpose2d(x, w, b, stride, padding, output_padding, dilation, groups):

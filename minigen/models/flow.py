@@ -209,14 +209,18 @@ class AffineCoupling(Module):
         return self.scale * ops.tanh(raw) * changed, shift * changed   # zero on the kept half
 
     def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
+        # BEGIN SOLUTION flow: (s, t) from the kept half x * mask; other half -> x * exp(s) + t; log-det per example
         x_b = x * self.mask
         s, t = self._scale_shift(x_b, labels)
         return x_b + (x * s.exp() + t) * (1 - self.mask), _per_example_sum(s)
+        # END SOLUTION
 
     def inverse(self, z: Tensor, labels=None) -> Tensor:
+        # BEGIN SOLUTION flow: the kept half is unchanged, so recompute (s, t) from it and solve forward for x
         z_b = z * self.mask
         s, t = self._scale_shift(z_b, labels)
         return z_b + ((z - t) * (-s).exp()) * (1 - self.mask)
+        # END SOLUTION
 
 
 # --- the prior and the units ----------------------------------------------------------------------

@@ -208,8 +208,10 @@ class GAN(GenerativeModel):
         optimizer.zero_grad()
         logits_real = self.D(real, labels)
         logits_fake = self.D(fake, labels)
+        # BEGIN SOLUTION gan: D's loss: binary cross-entropy of its logits, real images against 1 and fakes against 0
         loss = (ops.binary_cross_entropy_with_logits(logits_real, np.ones(len(real), np.float32))
                 + ops.binary_cross_entropy_with_logits(logits_fake, np.zeros(len(fake), np.float32)))
+        # END SOLUTION
         loss.backward()
         optimizer.step()
         return {"d_loss": loss.item(), "d_real_acc": float((logits_real.data > 0).mean()),
@@ -220,7 +222,9 @@ class GAN(GenerativeModel):
         the non-saturating loss BCE(D(G(z)), 1) = -log D(G(z))."""
         optimizer.zero_grad()
         with _frozen(self.D):
+            # BEGIN SOLUTION gan: the non-saturating loss: D's logits on the fakes against the label "real"
             loss = ops.binary_cross_entropy_with_logits(self.D(fake, labels), np.ones(len(fake), np.float32))
+            # END SOLUTION
             loss.backward()
         optimizer.step()
         return loss.item()

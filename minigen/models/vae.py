@@ -98,8 +98,10 @@ def reparameterize(mu: Tensor, logvar: Tensor, generator=None) -> Tensor:
     d z / d mu = 1 and d z / d logvar = sigma * eps / 2: the gradient of E[f(z)]
     w.r.t. the distribution's parameters flows through the sample (the "pathwise" estimator).
     """
+    # BEGIN SOLUTION vae: draw eps from resolve(generator), then build z from mu, logvar and eps with Tensor ops
     eps = resolve(generator).normal(mu.shape, dtype=mu.dtype)
     return mu + (logvar * 0.5).exp() * eps
+    # END SOLUTION
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
@@ -107,7 +109,9 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
     Per dimension: (mu^2 + sigma^2 - 1 - log sigma^2) / 2.
     """
+    # BEGIN SOLUTION vae: the formula above with Tensor ops (sigma^2 = exp(logvar)), summed over the last axis
     return ((mu * mu + logvar.exp() - 1 - logvar) * 0.5).sum(axis=-1)
+    # END SOLUTION
 
 
 # --- the model ------------------------------------------------------------------------------------

@@ -50,7 +50,9 @@ def mul(a, b) -> Tensor:
     a, b = _pair("mul", a, b)
 
     def backward(g):
+        # BEGIN SOLUTION autograd: (dL/da, dL/db) of out = a * b, given g = dL/dout
         return g * b.data, g * a.data
+        # END SOLUTION
     return make_result(_broadcast("mul", np.multiply, a, b), (a, b), backward, "mul")
 
 
@@ -60,8 +62,10 @@ def div(a, b) -> Tensor:
     out = _broadcast("div", np.divide, a, b)
 
     def backward(g):
+        # BEGIN SOLUTION autograd: (dL/da, dL/db) of out = a / b, given g = dL/dout; reuse out
         ga = g / b.data
         return ga, -ga * out          # d(a/b)/db = -a/b^2 = -(g/b) * (a/b)
+        # END SOLUTION
     return make_result(out, (a, b), backward, "div")
 
 

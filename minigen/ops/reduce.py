@@ -109,7 +109,9 @@ def softmax(a: Tensor, axis: int = -1) -> Tensor:
     out = np.exp(a.data - _logsumexp_keep(a.data, axes))
 
     def backward(g):
+        # BEGIN SOLUTION autograd: (dL/da,) of out = softmax(a) along axes, written with out (no Jacobian matrix)
         return (out * (g - (g * out).sum(axis=axes, keepdims=True)),)
+        # END SOLUTION
     return make_result(out, (a,), backward, "softmax")
 
 
@@ -125,7 +127,9 @@ def matmul(a, b) -> Tensor:
         raise ShapeError(f"matmul: batch dimensions of {a.shape} and {b.shape} cannot be broadcast") from None
 
     def backward(g):
+        # BEGIN SOLUTION autograd: (dL/da, dL/db) of out = a @ b; None for an input that needs no gradient
         ga = np.matmul(g, np.swapaxes(b.data, -1, -2)) if a.requires_grad else None
         gb = np.matmul(np.swapaxes(a.data, -1, -2), g) if b.requires_grad else None
         return ga, gb
+        # END SOLUTION
     return make_result(out, (a, b), backward, "matmul")

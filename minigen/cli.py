@@ -140,6 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/tour")
     _data_args(p)
     p.add_argument("--seed", type=_non_negative_int, default=0)
+
+    p = sub.add_parser("assign", help="teachers: make a student copy with lines to write, or grade one")
+    p.add_argument("rest", nargs=argparse.REMAINDER, help="make --topics T1,T2 --out DIR | check DIR [--topic T]")
     return parser
 
 
@@ -252,8 +255,13 @@ def cmd_tour(args) -> int:
     return 0
 
 
+def cmd_assign(args) -> int:
+    from minigen import assign
+    return assign.main(args.rest)
+
+
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
-            "demo": cmd_demo, "tour": cmd_tour}
+            "demo": cmd_demo, "tour": cmd_tour, "assign": cmd_assign}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,368 @@
+'''Assignment mode: a student copy of minigen with the lecture's key lines left for the student to write.
+
+The source marks those lines, sparsely, inside the functions that implement each idea:
+
+    def reparameterize(mu, logvar, generator=None):
+        """..."""
+        # BEGIN SOLUTION vae: draw eps from resolve(generator), then build z from mu, logvar and eps
+        eps = resolve(generator).normal(mu.shape, dtype=mu.dtype)
+        return mu + (logvar * 0.5).exp() * eps
+        # END SOLUTION
+
+Two commands make and grade an assignment:
+
+    minigen assign make --topics autograd,conv,vae --out DIR
+        copies minigen/, tests/, setup.cfg and pyproject.toml to DIR; for the chosen topics the
+        marked lines become `raise NotImplementedError("vae: <hint>")`, for the others only the
+        marker comments go. DIR/README.md tells the student what to write; DIR/assignment.json
+        records the topics.
+    minigen assign check DIR [--topic vae]
+        runs each topic's subset of the project's own tests (TOPIC_TESTS) against the copy in a
+        fresh Python whose `import minigen` is the student's (checked, not assumed), and prints
+        a score per topic: tests passed / tests run.
+
+A copy made with no topics is the reference solution: every topic's tests pass on it.
+'''
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+
+from minigen.errors import MinigenError
+
+__all__ = ["TOPIC_TESTS", "Solution", "find_solutions", "strip_solutions", "make", "check", "main"]
+
+# topic -> the tests of the project that exercise the marked code (pytest node ids). Each one must
+# fail while the topic's lines are missing and pass with the reference solution (tests/test_assign.py).
+TOPIC_TESTS: dict[str, list[str]] = {
+    "autograd": [
+        "tests/test_tensor_ops.py::test_gradcheck[add]",        # broadcast (3, 4) + (4,): unbroadcast
+        "tests/test_tensor_ops.py::test_gradcheck[mul]",
+        "tests/test_tensor_ops.py::test_gradcheck[div]",
+        "tests/test_tensor_ops.py::test_gradcheck[softmax]",
+        "tests/test_tensor_ops.py::test_gradcheck[matmul]",
+        "tests/test_tensor_ops.py::test_broadcast_gradients",
+    ],
+    # the NumPy reference against the independent im2col Numba kernel (itself checked by finite
+    # differences) and against the reference transposed conv (the adjoint identity)
+    "conv": [
+        "tests/test_kernels.py::test_conv2d_matches_reference",
+        "tests/test_kernels.py::test_conv_reference_backward_is_the_adjoint",
+        "tests/test_kernels.py::test_conv_many_chunks_and_float32",
+        "tests/test_kernels.py::test_conv_accepts_non_contiguous_input_and_skips_unwanted_grads",
+    ],
+    "vae": [
+        "tests/test_vae.py::test_reparameterized_samples_have_the_right_mean_and_variance",
+        "tests/test_vae.py::test_the_pathwise_gradient_of_a_quadratic_matches_the_analytic_one",
+        "tests/test_vae.py::test_the_analytic_kl_matches_a_monte_carlo_estimate",
+        "tests/test_vae.py::test_the_importance_weighted_estimate_matches_the_exact_likelihood_of_a_1d_latent_model",
+        "tests/test_vae.py::test_training_a_tiny_vae_lowers_its_negative_elbo[mlp]",
+    ],
+    "flow": [
+        *(f"tests/test_flow.py::test_log_det_equals_slogdet_of_the_numerical_jacobian[{seed}-{kind}]"
+          for seed in (0, 1) for kind in ("checkerboard-mlp", "channel-mlp", "checkerboard-conv", "channel-conv")),
+        "tests/test_flow.py::test_the_density_of_a_two_dimensional_flow_integrates_to_one",
+        "tests/test_flow.py::test_the_whole_flow_inverts_both_ways[float64-mlp]",
+        "tests/test_flow.py::test_the_whole_flow_inverts_both_ways[float64-conv]",
+    ],
+    "pixelcnn": [
+        "tests/test_nn_ops.py::test_causal_mask_rule",
+        "tests/test_nn_ops.py::test_masked_conv_is_causal",
+        "tests/test_nn_ops.py::test_gradcheck[masked_conv2d]",
+        "tests/test_pixelcnn.py::test_each_logit_depends_only_on_earlier_pixels_end_to_end[bernoulli-False]",
+    ],
+    "ddpm": [
+        "tests/test_ddpm.py::test_q_sample_matches_repeated_single_noising_steps",
+        "tests/test_ddpm.py::test_x_T_is_standard_normal",
+        "tests/test_ddpm.py::test_posterior_mean_and_variance_match_bayes_rule",
+        "tests/test_ddpm.py::test_posterior_matches_simulated_pairs",
+    ],
+    "gan": [
+        "tests/test_gan.py::test_one_discriminator_step_lowers_its_loss_on_the_same_batch",
+        "tests/test_gan.py::test_one_generator_step_raises_the_discriminators_score_of_its_samples",
+        "tests/test_gan.py::test_train_step_logs_both_players",
+    ],
+    "optim": [
+        "tests/test_nn_optim.py::test_adam_matches_hand_computation",
+        "tests/test_nn_optim.py::test_optimizer_state_round_trip",
+    ],
+}
+
+COPIED = ("minigen", "tests", "setup.cfg", "pyproject.toml")   # a self-contained, installable package
+MANIFEST = "assignment.json"
+BEGIN = re.compile(r"^(?P<indent>[ \t]*)# BEGIN SOLUTION (?P<topic>[a-z_]+): (?P<hint>\S.*?)\s*$")
+END = re.compile(r"^[ \t]*# END SOLUTION\s*$")
+DEF = re.compile(r"^(?P<indent>[ \t]*)(?:async\s+)?(?:def|class)\s+(?P<name>\w+)")
+
+
+def source_root() -> str:
+    """The folder that holds the minigen package being run (and, in a checkout, tests/)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# --- the markers: pure text -------------------------------------------------------------------
+@dataclass
+class Solution:
+    """One marked block: lines [begin, end] (1-based, marker lines included) of `path`."""
+    path: str
+    topic: str
+    hint: str
+    begin: int
+    end: int
+    indent: str
+    where: str          # the enclosing function, e.g. "AffineCoupling.forward"
+
+
+def _enclosing(lines: list[str], index: int, indent: str) -> str:
+    """The dotted name of the def/class blocks around lines[index], innermost last."""
+    names, width = [], len(indent)
+    for line in reversed(lines[:index]):
+        m = DEF.match(line)
+        if m and len(m["indent"]) < width:
+            names.append(m["name"])
+            width = len(m["indent"])
+    return ".".join(reversed(names)) or "<module>"
+
+
+def find_solutions(text: str, path: str) -> list[Solution]:
+    """Every marked block in one file's text. A BEGIN without its END, an END without a BEGIN,
+    nested or empty blocks, and marker-like lines with no topic or hint are MinigenErrors naming path:line."""
+    lines = text.splitlines()
+    found, open_block = [], None
+    for number, line in enumerate(lines, start=1):
+        m = BEGIN.match(line)
+        if m:
+            if open_block is not None:
+                raise MinigenError(f"{path}:{number}: BEGIN SOLUTION inside the block opened at line {open_block[0]}")
+            open_block = (number, m)
+        elif END.match(line):
+            if open_block is None:
+                raise MinigenError(f"{path}:{number}: END SOLUTION without a BEGIN SOLUTION")
+            start, m = open_block
+            if number == start + 1:
+                raise MinigenError(f"{path}:{start}: the solution block is empty")
+            found.append(Solution(path, m["topic"], m["hint"], start, number, m["indent"],
+                                  _enclosing(lines, start - 1, m["indent"])))
+            open_block = None
+        elif "BEGIN SOLUTION" in line and line.lstrip().startswith("#"):
+            raise MinigenError(f"{path}:{number}: a marker must read '# BEGIN SOLUTION <topic>: <hint>', got "
+                               f"{line.strip()!r}")
+    if open_block is not None:
+        raise MinigenError(f"{path}:{open_block[0]}: BEGIN SOLUTION without an END SOLUTION")
+    return found
+
+
+def strip_solutions(text: str, topics, path: str = "<text>") -> str:
+    """The student's version of one file: each block of a topic in `topics` becomes one
+    `raise NotImplementedError("<topic>: <hint>")` at the block's indentation; other blocks
+    keep their code and lose only the two marker lines."""
+    topics = set(topics)
+    lines = text.splitlines(keepends=True)
+    for s in sorted(find_solutions(text, path), key=lambda s: s.begin, reverse=True):
+        if s.topic in topics:
+            newline = "\n" if lines[s.end - 1].endswith("\n") else ""
+            body = [f"{s.indent}raise NotImplementedError({f'{s.topic}: {s.hint}'!r}){newline}"]
+        else:
+            body = lines[s.begin:s.end - 1]
+        lines[s.begin - 1:s.end] = body
+    return "".join(lines)
+
+
+def _python_files(root: str):
+    """The package's .py files, except this one (its docstring shows a marker as an example)."""
+    for folder, dirs, files in os.walk(os.path.join(root, "minigen")):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            if name.endswith(".py") and os.path.relpath(path, root) != os.path.join("minigen", "assign.py"):
+                yield path
+
+
+def all_solutions(root: str | None = None) -> list[Solution]:
+    """Every marked block in the package's source, with paths relative to the source root."""
+    root = root or source_root()
+    solutions = []
+    for path in _python_files(root):
+        with open(path, encoding="utf-8") as f:
+            solutions += find_solutions(f.read(), os.path.relpath(path, root))
+    return solutions
+
+
+def parse_topics(topics) -> list[str]:
+    """'autograd,vae' or ['autograd', 'vae'] -> checked list in TOPIC_TESTS order (duplicates dropped)."""
+    if isinstance(topics, str):
+        topics = [t for t in topics.split(",") if t.strip()]
+    topics = [t.strip() for t in topics]
+    unknown = [t for t in topics if t not in TOPIC_TESTS]
+    if unknown:
+        raise MinigenError(f"unknown topic(s) {', '.join(map(repr, unknown))}; expected some of: "
+                           f"{', '.join(TOPIC_TESTS)}")
+    return [t for t in TOPIC_TESTS if t in topics]
+
+
+# --- make --------------------------------------------------------------------------------------
+def make(topics, out_dir: str, root: str | None = None) -> str:
+    """Write the student copy for `topics` (a list or 'a,b,c'; empty: the reference solution)
+    into out_dir, which must not exist or be empty. Returns out_dir."""
+    root = root or source_root()
+    topics = parse_topics(topics)
+    missing = [p for p in COPIED if not os.path.exists(os.path.join(root, p))]
+    if missing:
+        raise MinigenError(f"assign make needs the source checkout: {', '.join(missing)} not found in {root}")
+    solutions = all_solutions(root)
+    marked = {s.topic for s in solutions}
+    unmarked = [t for t in topics if t not in marked]
+    if unmarked:
+        raise MinigenError(f"topic(s) {', '.join(unmarked)}: no '# BEGIN SOLUTION <topic>: ...' marker in "
+                           f"{os.path.join(root, 'minigen')}")
+    stray = sorted({s.topic for s in solutions} - set(TOPIC_TESTS))
+    if stray:
+        raise MinigenError(f"markers name unknown topic(s) {', '.join(stray)}: "
+                           + "; ".join(f"{s.path}:{s.begin}" for s in solutions if s.topic in stray))
+    if os.path.exists(out_dir) and (not os.path.isdir(out_dir) or os.listdir(out_dir)):
+        raise MinigenError(f"--out {out_dir} already exists and is not an empty folder; choose a new one")
+
+    os.makedirs(out_dir, exist_ok=True)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".hypothesis", ".pytest_cache", "*.egg-info")
+    for name in COPIED:
+        src, dst = os.path.join(root, name), os.path.join(out_dir, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, dst, ignore=ignore)
+        else:
+            shutil.copy2(src, dst)
+    for path in sorted({s.path for s in solutions}):
+        with open(os.path.join(root, path), encoding="utf-8") as f:
+            text = f.read()
+        with open(os.path.join(out_dir, path), "w", encoding="utf-8") as f:
+            f.write(strip_solutions(text, topics, path))
+    todo = [s for s in solutions if s.topic in topics]
+    with open(os.path.join(out_dir, MANIFEST), "w") as f:
+        json.dump({"topics": topics, "todo": [f"{s.path}:{s.where}" for s in todo]}, f, indent=2)
+    with open(os.path.join(out_dir, "README.md"), "w") as f:
+        f.write(_student_readme(topics, todo))
+    return out_dir
+
+
+def _student_readme(topics: list[str], todo: list[Solution]) -> str:
+    lines = ["# minigen: your assignment", ""]
+    if not topics:
+        return "\n".join(lines + ["This copy holds the reference solution: nothing to write.", ""])
+    lines += ["This is a working copy of minigen with some lines taken out. Each place raises",
+              "`NotImplementedError` with a hint; replace the `raise` with your code. Read the",
+              "function's docstring and the module's docstring first: they state the idea and the shapes.", ""]
+    for topic in topics:
+        lines += [f"## {topic}", ""]
+        lines += [f"- `{s.path}`, `{s.where}`: {s.hint}" for s in todo if s.topic == topic]
+        lines += ["", f"Check it with `minigen assign check . --topic {topic}`, which runs:", ""]
+        lines += [f"- `{node}`" for node in TOPIC_TESTS[topic]]
+        lines.append("")
+    lines += ["Run every topic: `minigen assign check .` (from this folder; it runs the tests against",
+              "this copy, whatever minigen is installed). `python -m pytest tests/...` works too.", ""]
+    return "\n".join(lines)
+
+
+# --- check -------------------------------------------------------------------------------------
+def _student_env(student_dir: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([student_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
+    return env
+
+
+def _imported_minigen(student_dir: str, env: dict) -> str:
+    """The file `import minigen` finds in the subprocess the tests will run in."""
+    out = subprocess.run([sys.executable, "-c", "import minigen; print(minigen.__file__)"], cwd=student_dir,
+                         env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise MinigenError(f"the student copy in {student_dir} does not import: "
+                           f"{out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'no message'}")
+    return out.stdout.strip()
+
+
+def _run_topic(student_dir: str, topic: str, env: dict) -> dict:
+    """Run the topic's tests in the copy; {passed, total, failed: [test names], output}."""
+    with tempfile.TemporaryDirectory() as tmp:
+        report = os.path.join(tmp, "report.xml")
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
+                               f"--junitxml={report}", *TOPIC_TESTS[topic]],
+                              cwd=student_dir, env=env, capture_output=True, text=True)
+        cases = ET.parse(report).getroot().iter("testcase") if os.path.exists(report) else []
+        passed, failed = 0, []
+        for case in cases:
+            name = f"{case.get('classname', '')}::{case.get('name', '')}"
+            if any(child.tag in ("failure", "error", "skipped") for child in case):
+                failed.append(name)
+            else:
+                passed += 1
+    total = passed + len(failed)
+    if total == 0:          # nothing ran: a test id is missing, or the copy does not even collect
+        raise MinigenError(f"assign check {topic}: pytest ran no tests (exit status {proc.returncode}):\n"
+                           + "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:]))
+    return {"passed": passed, "total": total, "failed": failed, "output": proc.stdout[-4000:]}
+
+
+def check(student_dir: str, topic=None, verbose: bool = False) -> dict:
+    """Run the tests of `topic` ('a,b', a list, or None: the assignment's topics) against the copy
+    in student_dir; print and return {topic: {"passed", "total", "failed", "output"}}."""
+    student_dir = os.path.abspath(student_dir)
+    manifest = os.path.join(student_dir, MANIFEST)
+    if not os.path.isdir(os.path.join(student_dir, "minigen")) or not os.path.exists(manifest):
+        raise MinigenError(f"{student_dir} is not a copy made by `minigen assign make` (no minigen/ or {MANIFEST})")
+    if topic is None:
+        with open(manifest) as f:
+            topics = json.load(f)["topics"]
+        if not topics:
+            raise MinigenError(f"{student_dir} holds the reference solution (no topics); name one with --topic")
+    else:
+        topics = parse_topics(topic)
+    env = _student_env(student_dir)
+    found = os.path.realpath(_imported_minigen(student_dir, env))
+    if not found.startswith(os.path.realpath(student_dir) + os.sep):
+        raise MinigenError(f"in {student_dir}, `import minigen` finds {found} instead of the student's copy")
+    scores = {}
+    for t in topics:
+        scores[t] = result = _run_topic(student_dir, t, env)
+        print(f"{t:<10} {result['passed']:>3}/{result['total']:<3} passed", flush=True)
+        for name in result["failed"] if verbose else []:
+            print(f"    failed: {name}")
+    return scores
+
+
+# --- command line: `minigen assign make|check ...` ---------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minigen assign", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="action", required=True, metavar="make|check")
+    p = sub.add_parser("make", help="write a student copy with the topics' marked lines removed")
+    p.add_argument("--topics", required=True, help=f"comma-separated, from: {','.join(TOPIC_TESTS)}")
+    p.add_argument("--out", required=True, help="a new folder for the student copy")
+    p = sub.add_parser("check", help="score a student copy, topic by topic")
+    p.add_argument("student_dir")
+    p.add_argument("--topic", default=None, help="only this topic (or a comma-separated list)")
+    p.add_argument("-v", "--verbose", action="store_true", help="list the failed tests")
+    return parser
+
+
+def main(argv=None) -> int:
+    """Exit status: 0 done (make) or every test passed (check); 1 some test failed; 2 bad input."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.action == "make":
+            out = make(args.topics, args.out)
+            print(f"wrote the student copy to {out} (instructions: {os.path.join(out, 'README.md')})")
+            return 0
+        scores = check(args.student_dir, args.topic, verbose=args.verbose)
+    except MinigenError as e:
+        print(f"minigen assign: error: {e}", file=sys.stderr)
+        return 2
+    return 0 if all(s["passed"] == s["total"] for s in scores.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -73,11 +73,13 @@ def causal_mask(kh: int, kw: int, mask_type: str, dtype=np.float32) -> np.ndarra
     (type "A", for a first layer, must not see the pixel it predicts)."""
     if mask_type not in ("A", "B"):
         raise ValueError(f"causal_mask: mask_type must be 'A' or 'B', got {mask_type!r}")
+    # BEGIN SOLUTION pixelcnn: ones on the rows above the centre and left of it on its row; centre too for "B"
     mask = np.zeros((kh, kw), dtype)
     ch, cw = kh // 2, kw // 2
     mask[:ch] = 1
     mask[ch, :cw + (mask_type == "B")] = 1
     return mask
+    # END SOLUTION
 
 
 @register_op("masked_conv2d")

@@ -172,15 +172,15 @@ def test_ema_follows_training_and_sampling_leaves_training_weights_alone():
 def test_ddim_with_all_T_steps_and_eta_1_is_ancestral_sampling():
     """With every step and eta=1, DDIM's sigma equals the posterior std and its update equals the
     posterior mean, and both draw their noise at the same steps: same seed, same samples."""
-    m = tiny()
+    m = tiny(T=10)
     ancestral = m.sample(6, generator=Generator(5), method="ancestral")
     ddim = m.sample(6, generator=Generator(5), method="ddim", steps=m.schedule.T, eta=1.0)
     np.testing.assert_allclose(ddim, ancestral, atol=2e-4)
     deterministic = m.sample(6, generator=Generator(5), method="ddim", steps=m.schedule.T, eta=0.0)
     assert np.abs(deterministic - ancestral).max() > 0.05
     # ...and so also in distribution: over other seeds the pixel statistics agree
-    many_a = m.sample(64, generator=Generator(6), method="ancestral")
-    many_d = m.sample(64, generator=Generator(7), method="ddim", steps=m.schedule.T, eta=1.0)
+    many_a = m.sample(48, generator=Generator(6), method="ancestral")
+    many_d = m.sample(48, generator=Generator(7), method="ddim", steps=m.schedule.T, eta=1.0)
     assert abs(many_a.mean() - many_d.mean()) < 0.02 and abs(many_a.std() - many_d.std()) < 0.02
 
 

@@ -116,6 +116,27 @@ class NoiseSchedule:
         """Invert q_sample for a guessed noise: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
         return (xt - math.sqrt(1 - self.alpha_bar[t]) * eps) * np.float32(1 / math.sqrt(self.alpha_bar[t]))
 
+    def sampling_plan(self, method: str, steps: int | None) -> list[tuple[int, int]]:
+        """The (t, t_prev) pairs a sampler walks from noise to image (t_prev = -1: the clean image).
+
+        "ancestral": every step T-1, ..., 0 (steps must be None or T); "ddim": `steps` timesteps
+        evenly spaced over [0, T-1] (all of them when steps == T)."""
+        T = self.T
+        if method == "ancestral":
+            if steps not in (None, T):
+                raise MinigenError(f"ddpm: ancestral sampling walks all T={T} steps; got steps={steps} "
+                                   f"(use method='ddim' for fewer)")
+            times = np.arange(T)
+        elif method == "ddim":
+            steps = int(steps)
+            if not 1 <= steps <= T:
+                raise MinigenError(f"ddpm: DDIM steps must be in [1, {T}], got {steps}")
+            times = np.unique(np.linspace(0, T - 1, steps).round().astype(np.int64))
+        else:
+            raise MinigenError(f"ddpm: method must be 'ancestral' or 'ddim', got {method!r}")
+        times = times[::-1]
+        return [(int(t), int(times[i + 1]) if i + 1 < len(times) else -1) for i, t in enumerate(times)]
+
 
 # --- 2. the noise-predicting network ------------------------------------------------------------
 def timestep_embedding(t: np.ndarray, dim: int) -> np.ndarray:
@@ -369,24 +390,6 @@ class DDPM(GenerativeModel):
             out += np.float32(sigma) * generator.normal(xt.shape)
         return out
 
-    def _sampling_plan(self, method, steps) -> list[tuple[int, int]]:
-        """(t, t_prev) pairs from noise to image."""
-        T = self.schedule.T
-        if method == "ancestral":
-            if steps not in (None, T):
-                raise MinigenError(f"ddpm: ancestral sampling walks all T={T} steps; got steps={steps} "
-                                   f"(use method='ddim' for fewer)")
-            times = np.arange(T)
-        elif method == "ddim":
-            steps = int(steps)
-            if not 1 <= steps <= T:
-                raise MinigenError(f"ddpm: DDIM steps must be in [1, {T}], got {steps}")
-            times = np.unique(np.linspace(0, T - 1, steps).round().astype(np.int64))
-        else:
-            raise MinigenError(f"ddpm: method must be 'ancestral' or 'ddim', got {method!r}")
-        times = times[::-1]
-        return [(int(t), int(times[i + 1]) if i + 1 < len(times) else -1) for i, t in enumerate(times)]
-
     def sample_trajectory(self, n: int, labels=None, generator=None, frames: int = 0, method=None, steps=None,
                           eta=None, guidance=None):
         """Run the reverse process from x_T ~ N(0, I) with the EMA weights.
@@ -405,7 +408,7 @@ class DDPM(GenerativeModel):
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise MinigenError(f"ddpm: number of samples must be a positive integer, got {n!r}")
         labels = self._check_labels(labels, n)
-        plan = self._sampling_plan(method, steps)
+        plan = self.schedule.sampling_plan(method, steps)
         generator = resolve(generator)
         keep = set(np.linspace(0, len(plan), frames).round().astype(int)) if frames else set()
         x = generator.normal((n, 1, 28, 28))

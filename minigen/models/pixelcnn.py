@@ -52,8 +52,8 @@ from minigen.optim import Adam, clip_grad_norm
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["PixelCNN", "ConditionalConv", "check_images", "check_labels", "merge_config",
-           "evaluation_subset", "NUM_CLASSES"]
+__all__ = ["PixelCNN", "ConditionalConv", "inputs_and_targets", "draw_pixel", "sample_labels", "check_images",
+           "check_labels", "merge_config", "evaluation_subset", "NUM_CLASSES"]
 
 NUM_CLASSES = 10
 OUTPUTS = {"bernoulli": 1, "categorical256": 256}   # output name -> logits per pixel
@@ -100,6 +100,46 @@ def evaluation_subset(x: np.ndarray, y: np.ndarray, n: int | None):
         return x, y
     idx = np.linspace(0, len(x) - 1, int(n)).round().astype(np.int64)
     return x[idx], y[idx]
+
+
+# --- data in, pixels out: shared with the PyTorch twin ----------------------------------------
+def inputs_and_targets(x01: np.ndarray, output: str, generator=None, binarize_seed: int | None = None):
+    """What the model sees and what it predicts, from images in [0, 1].
+
+    Bernoulli: binarize (a fresh draw from `generator` in training; the fixed draw of `binarize_seed` for
+    evaluation); the 0/1 image is both input and target. Categorical: the grey levels 0..255 (int64) are
+    the targets and level / 255 the input."""
+    if output == "bernoulli":
+        xb = binarize_dynamic(x01, generator) if binarize_seed is None else binarize_fixed(x01, binarize_seed)
+        return xb, xb
+    levels = np.rint(x01 * 255).astype(np.int64)
+    return (levels / np.float32(255)).astype(np.float32), levels
+
+
+def draw_pixel(logits: np.ndarray, u: np.ndarray, temperature: float, output: str) -> np.ndarray:
+    """One pixel per image from its logits (N, out), by inverse CDF with uniforms u: (N,).
+    Returns the model input for that pixel: 0/1, or grey level / 255."""
+    logits = logits.astype(np.float64) / temperature
+    if output == "bernoulli":
+        return (u < 1 / (1 + np.exp(-logits[:, 0]))).astype(np.float32)
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    cdf = np.cumsum(probs, axis=1)
+    level = np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=1), 255)
+    return (level / 255).astype(np.float32)
+
+
+def sample_labels(n, labels, temperature: float, conditional: bool):
+    """Check sample()'s arguments; the labels to use (0..9 repeated by default; None if unconditional)."""
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise MinigenError(f"pixelcnn.sample: n must be a positive integer, got {n!r}")
+    if not temperature > 0:
+        raise MinigenError(f"pixelcnn.sample: temperature must be positive, got {temperature}")
+    if conditional:
+        return np.arange(n) % NUM_CLASSES if labels is None else check_labels("pixelcnn", labels, n)
+    if labels is not None:
+        raise MinigenError("pixelcnn.sample: this model is unconditional (config conditional=False); "
+                           "it cannot take labels")
+    return None
 
 
 # --- the causal layer ------------------------------------------------------------------------
@@ -182,16 +222,6 @@ class PixelCNN(GenerativeModel):
         h = self.hidden(ops.relu(h), y)
         return self.output(ops.relu(h), y)
 
-    # --- data: what the model sees and predicts -----------------------------------------------
-    def _inputs_and_targets(self, x01: np.ndarray, generator, fixed: bool):
-        """Bernoulli: binarize (a fresh draw in training, the fixed one for evaluation); the 0/1 image
-        is both input and target. Categorical: grey levels 0..255 are the targets, level / 255 the input."""
-        if self.config["output"] == "bernoulli":
-            xb = binarize_fixed(x01, self.config["eval_binarize_seed"]) if fixed else binarize_dynamic(x01, generator)
-            return xb, xb
-        levels = np.rint(x01 * 255).astype(np.int64)
-        return (levels / np.float32(255)).astype(np.float32), levels
-
     def nll_per_image(self, inputs: np.ndarray, targets: np.ndarray, y) -> Tensor:
         """-log p(x) in nats, one per image: (N,). The exact likelihood, in one forward pass."""
         logits = self(Tensor(inputs), y)
@@ -214,7 +244,7 @@ class PixelCNN(GenerativeModel):
         """Maximum likelihood: the loss is the mean NLL in nats per image."""
         self.train()
         x = check_images("pixelcnn", x, self.image_size)
-        inputs, targets = self._inputs_and_targets(x, resolve(generator), fixed=False)
+        inputs, targets = inputs_and_targets(x, self.config["output"], resolve(generator))
         loss = self.nll_per_image(inputs, targets, self._labels(y, len(x))).mean()
         opt = optimizers["model"]
         opt.zero_grad()
@@ -231,7 +261,8 @@ class PixelCNN(GenerativeModel):
         x = check_images("pixelcnn", x, self.image_size)
         x, y = evaluation_subset(x, y, self.config["eval_examples"])
         labels = self._labels(y, len(x))
-        inputs, targets = self._inputs_and_targets(x, None, fixed=True)
+        inputs, targets = inputs_and_targets(x, self.config["output"],
+                                             binarize_seed=self.config["eval_binarize_seed"])
         total = 0.0
         with no_grad():
             for s in range(0, len(x), EVAL_BATCH):
@@ -252,15 +283,7 @@ class PixelCNN(GenerativeModel):
         fast: compute only the current position of each layer (see the module docstring); False runs
             the full network once per pixel. Both use the same random numbers, so they agree.
         """
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise MinigenError(f"pixelcnn.sample: n must be a positive integer, got {n!r}")
-        if not temperature > 0:
-            raise MinigenError(f"pixelcnn.sample: temperature must be positive, got {temperature}")
-        if self.conditional:
-            labels = np.arange(n) % NUM_CLASSES if labels is None else check_labels("pixelcnn", labels, n)
-        elif labels is not None:
-            raise MinigenError("pixelcnn.sample: this model is unconditional (config conditional=False); "
-                               "it cannot take labels")
+        labels = sample_labels(n, labels, temperature, self.conditional)
         self.eval()
         s = self.image_size
         # One uniform number per pixel, drawn up front: both samplers consume the same ones.
@@ -269,24 +292,13 @@ class PixelCNN(GenerativeModel):
         with no_grad():
             return sampler(n, labels, uniforms, temperature)
 
-    def _draw(self, logits: np.ndarray, u: np.ndarray, temperature: float) -> np.ndarray:
-        """One pixel per image from its logits (N, out), by inverse CDF with uniforms u: (N,).
-        Returns the model input for that pixel: 0/1, or grey level / 255."""
-        logits = logits.astype(np.float64) / temperature
-        if self.config["output"] == "bernoulli":
-            return (u < 1 / (1 + np.exp(-logits[:, 0]))).astype(np.float32)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        cdf = np.cumsum(probs, axis=1)
-        level = np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=1), 255)
-        return (level / 255).astype(np.float32)
-
     def _sample_naive(self, n, labels, uniforms, temperature):
         s = self.image_size
         x = np.zeros((n, 1, s, s), np.float32)
         for t in range(s * s):
             i, j = divmod(t, s)
             logits = self(Tensor(x), labels).data[:, :, i, j]
-            x[:, 0, i, j] = self._draw(logits, uniforms[:, t], temperature)
+            x[:, 0, i, j] = draw_pixel(logits, uniforms[:, t], temperature, self.config["output"])
         return x
 
     def _sample_fast(self, n, labels, uniforms, temperature):
@@ -309,7 +321,7 @@ class PixelCNN(GenerativeModel):
                 h = h + at(block, pad[:, :, i:i + 3, j:j + 3])
             h = at(self.hidden, np.maximum(h, 0))
             logits = at(self.output, np.maximum(h, 0))
-            x_pad[:, 0, i + 3, j + 3] = self._draw(logits, uniforms[:, t], temperature)
+            x_pad[:, 0, i + 3, j + 3] = draw_pixel(logits, uniforms[:, t], temperature, self.config["output"])
         return x_pad[:, :, 3:-3, 3:-3].copy()
 
     def figures(self, out_dir, x, y, generator=None) -> list:

@@ -79,3 +79,14 @@ def test_bad_input_gives_clear_errors():
         model.sample(2, np.array([-1, 3]))
     with pytest.raises(MinigenError, match="positive integer"):
         model.sample(0)
+
+
+def test_ar_vs_nar_demo_draws_its_figure_and_table(tmp_path):
+    from minigen.demos.ar_vs_nar import format_table, run
+    result = run(out_dir=str(tmp_path), pixelcnn_steps=2, nar_steps=2, batch_size=8, channels=4, num_blocks=1,
+                 eval_examples=20, verbose=False)
+    assert (tmp_path / "ar_vs_nar.png").stat().st_size > 0 and result["figure"].endswith("ar_vs_nar.png")
+    assert [r["model"] for r in result["rows"]] == ["NAR", "PixelCNN"]
+    for row in result["rows"]:
+        assert row["train_steps"] == 2 and np.isfinite(row["test_nll_nats"]) and row["sample_seconds_per_image"] > 0
+    assert "PixelCNN" in format_table(result)

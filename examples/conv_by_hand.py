@@ -1,0 +1,94 @@
+"""A convolution three ways: Python loops, the NumPy reference, and the fast Numba kernel. Same numbers.
+
+A 2-d convolution (a cross-correlation, as in every deep-learning library) slides each
+filter over the image and takes a dot product at every position:
+
+    out[n, o, r, c] = b[o] + sum over channels k and taps (i, j) of w[o, k, i, j] * x[n, k, r + i, c + j]
+
+1. `conv2d_loops` below: that formula as four Python loops (plus NumPy's sum of the window).
+2. `minigen/kernels/reference.py: conv2d`: one loop per kernel tap; each tap multiplies a
+   shifted view of the whole batch at once (einsum). Obviously right, reasonably fast.
+3. `minigen/kernels/conv.py: conv2d_forward`: im2col (copy every window into a matrix row,
+   in Numba) and one BLAS matrix product: what `ops.conv2d` and the Conv2d layer run.
+
+The filters are hand-made edge and blob detectors, so the feature maps mean something.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+from common import digits, parser
+
+from minigen import kernels
+from minigen.kernels import reference
+from minigen.plots import save_rows
+
+
+def conv2d_loops(x: np.ndarray, w: np.ndarray, b: np.ndarray, padding: int) -> np.ndarray:
+    """x: (N, C, H, W), w: (O, C, kH, kW), b: (O,) -> (N, O, H + 2p - kH + 1, W + 2p - kW + 1); stride 1."""
+    x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    n, _, h, width = x.shape
+    o, _, kh, kw = w.shape
+    out = np.zeros((n, o, h - kh + 1, width - kw + 1), x.dtype)
+    for img in range(n):
+        for f in range(o):
+            for r in range(out.shape[2]):
+                for c in range(out.shape[3]):
+                    out[img, f, r, c] = b[f] + np.sum(w[f] * x[img, :, r:r + kh, c:c + kw])
+    return out
+
+
+def hand_made_filters() -> np.ndarray:
+    """Four 3x3 filters, (4, 1, 3, 3): vertical edges, horizontal edges, a blob (Laplacian), a blur."""
+    sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32)
+    laplacian = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], np.float32)
+    return np.stack([sobel, sobel.T, laplacian, np.full((3, 3), 1 / 9, np.float32)])[:, None]
+
+
+def timed(fn, repeats: int) -> tuple[np.ndarray, float]:
+    """fn's result and its best wall time over `repeats` runs, in seconds."""
+    best = np.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return out, best
+
+
+def main(argv=None) -> dict:
+    p = parser(__doc__, "conv_by_hand", epochs=None)
+    p.add_argument("--batch", type=int, default=256, help="digits for the reference and kernel timings")
+    p.add_argument("--loop-batch", type=int, default=4, help="digits for the (slow) Python loops")
+    p.add_argument("--repeats", type=int, default=3)
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+
+    x = digits("test", args.data_dir)[0][:args.batch]
+    w, b = hand_made_filters(), np.zeros(4, np.float32)
+    one = (1, 1)
+    kernels.conv2d_forward(x[:1], w, b, 1, 1)          # compile the Numba kernel before timing it
+    loops, t_loops = timed(lambda: conv2d_loops(x[:args.loop_batch], w, b, padding=1), 1)
+    ref, t_ref = timed(lambda: reference.conv2d(x, w, b, one, one, one, 1), args.repeats)
+    fast, t_fast = timed(lambda: kernels.conv2d_forward(x, w, b, 1, 1), args.repeats)
+
+    k = args.loop_batch
+    print(f"largest difference: loops vs reference {np.abs(loops - ref[:k]).max():.2e}, "
+          f"reference vs kernel {np.abs(ref - fast).max():.2e} (float32 rounding)")
+    per_image = {"python loops": t_loops / k, "numpy reference": t_ref / len(x), "numba kernel": t_fast / len(x)}
+    for name, seconds in per_image.items():
+        print(f"{name:>16}: {seconds * 1e6:10.1f} us per image  ({per_image['python loops'] / seconds:7.0f}x loops)")
+    # the four feature maps of one digit, computed each way, rescaled to [0, 1] for display
+    show = lambda maps: (maps - maps.min()) / (np.ptp(maps) + 1e-8)  # noqa: E731
+    rows = {"digit": np.repeat(x[:1], 4, axis=0), "python loops": show(loops[0][:, None]),
+            "reference": show(ref[0][:, None]), "numba kernel": show(fast[0][:, None])}
+    path = save_rows(rows, os.path.join(args.out, "feature_maps.png"),
+                     title="one digit through 4 hand-made filters, computed three ways",
+                     col_labels=["vertical edges", "horizontal edges", "blobs", "blur"])
+    print("figures:", path)
+    return per_image
+
+
+if __name__ == "__main__":
+    main()

@@ -26,8 +26,10 @@ import numpy as np
 from minigen.errors import CheckpointError, MinigenError, ShapeError
 from minigen.random import Generator
 
-__all__ = ["frechet_distance", "feature_statistics", "fid_mnist", "label_accuracy", "yardstick",
+__all__ = ["frechet_distance", "feature_statistics", "fid_mnist", "label_accuracy", "sample_quality", "yardstick",
            "yardstick_path", "train_classifier"]
+
+SAMPLE_CHUNK = 250   # images per model.sample call in sample_quality: bounds memory for any family
 
 
 def _psd_eigenvalues_floor(values: np.ndarray) -> np.ndarray:
@@ -99,6 +101,30 @@ def label_accuracy(samples, labels, classifier) -> float:
     if labels.shape != (len(samples),):
         raise ShapeError(f"label_accuracy: got {len(samples)} samples but labels of shape {labels.shape}")
     return float((classifier.predict(samples) == labels).mean())
+
+
+def sample_quality(model, reference_images, generator=None, dataset: str = "mnist-5k", data_dir=None,
+                   n: int | None = None, classifier=None) -> dict:
+    """What `minigen eval --fid` reports for a generative model.
+
+    Draws n samples (default: as many as the reference images) and returns {"fid_mnist", "fid_samples",
+    "yardstick_test_accuracy"}, plus "label_accuracy" for a conditional model, whose samples are asked
+    for the digits 0..9 in turn. classifier: the judge (default: `yardstick(dataset, data_dir)`).
+    Note: binary samples (PixelCNN, NAR draws) are compared with grey-level references, which FID-MNIST
+    also counts as a difference."""
+    judge = yardstick(dataset, data_dir) if classifier is None else classifier
+    n = len(reference_images) if n is None else int(n)
+    if n < 2:
+        raise ShapeError(f"sample_quality: need at least 2 samples to estimate a covariance, got n={n}")
+    labels = np.arange(n) % 10 if model.conditional else None
+    samples = np.concatenate([model.sample(min(SAMPLE_CHUNK, n - s), None if labels is None else
+                                           labels[s:s + SAMPLE_CHUNK], generator=generator)
+                              for s in range(0, n, SAMPLE_CHUNK)])
+    result = {"fid_mnist": fid_mnist(samples, reference_images, judge), "fid_samples": n,
+              "yardstick_test_accuracy": getattr(judge, "test_accuracy", None)}
+    if labels is not None:
+        result["label_accuracy"] = label_accuracy(samples, labels, judge)
+    return result
 
 
 # --- the trained yardstick, cached -------------------------------------------------------------

@@ -127,6 +127,20 @@ def test_fid_mnist_and_label_accuracy(trained_classifier):
         metrics.fid_mnist(x[:1], x, trained_classifier)
 
 
+def test_sample_quality_reports_fid_and_label_accuracy_for_conditional_models(trained_classifier):
+    from minigen.models.nar import NAR
+    reference, _ = blobs(40, Generator(6))
+    for conditional in (True, False):
+        model = NAR({"hidden": 8, "conditional": conditional}, generator=Generator(0))
+        result = metrics.sample_quality(model, reference, Generator(1), n=30, classifier=trained_classifier)
+        assert result["fid_samples"] == 30 and result["fid_mnist"] > 0
+        assert ("label_accuracy" in result) == conditional
+        if conditional:
+            assert 0 <= result["label_accuracy"] <= 1
+    with pytest.raises(ShapeError, match="at least 2 samples"):
+        metrics.sample_quality(model, reference, n=1, classifier=trained_classifier)
+
+
 def test_yardstick_trains_once_then_loads_from_its_cache(tmp_path, monkeypatch, trained_classifier):
     """The caching around training (the real training on mnist-5k takes too long for a unit test:
     a quick stand-in returns the module's classifier)."""

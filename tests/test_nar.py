@@ -68,6 +68,11 @@ def test_unconditional_model_ignores_labels_and_refuses_them_when_sampling():
         model.sample(3, np.arange(3), Generator(0))
 
 
+def test_figures_write_mean_and_sample_rows(tmp_path):
+    paths = NAR({"hidden": 8}, generator=Generator(0)).figures(str(tmp_path), None, None, Generator(0))
+    assert len(paths) == 1 and (tmp_path / "nar_mean_and_sample.png").stat().st_size > 0
+
+
 def test_bad_input_gives_clear_errors():
     model = NAR({"hidden": 16}, generator=Generator(0))
     opt = model.make_optimizers()

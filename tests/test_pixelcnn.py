@@ -6,6 +6,7 @@ import pytest
 
 from minigen.errors import DTypeError, MinigenError, ShapeError
 from minigen.models import get_family
+from minigen.models import pixelcnn
 from minigen.models.pixelcnn import PixelCNN
 from minigen.random import Generator
 from minigen.tensor import Tensor
@@ -83,6 +84,21 @@ def test_sampling_is_deterministic_given_the_seed():
     assert not np.array_equal(a, model.sample(4, None, Generator(12)))
     binary = tiny("bernoulli", size=6).sample(4, None, Generator(11))
     assert set(np.unique(binary)) <= {0.0, 1.0}
+
+
+def test_sampling_in_chunks_changes_nothing(monkeypatch):
+    model = tiny("bernoulli", conditional=True, size=6)
+    randomise_label_biases(model)
+    whole = model.sample(5, np.arange(5), Generator(4))
+    monkeypatch.setattr(pixelcnn, "SAMPLE_CHUNK", 2)
+    np.testing.assert_array_equal(model.sample(5, np.arange(5), Generator(4)), whole)
+
+
+def test_figures_write_a_sample_grid(tmp_path):
+    model = tiny(conditional=True, size=6)
+    paths = model.figures(str(tmp_path), None, None, Generator(0))
+    assert [p.rsplit("/", 1)[-1] for p in paths] == ["pixelcnn_samples.png"]
+    assert (tmp_path / "pixelcnn_samples.png").stat().st_size > 0
 
 
 def test_untrained_output_layer_gives_the_uniform_likelihood_exactly():

@@ -24,6 +24,7 @@ learns one mean image for all digits.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from minigen.models.base import GenerativeModel, register_family
 from minigen.models.pixelcnn import NUM_CLASSES, check_images, check_labels, evaluation_subset, merge_config
 from minigen.nn import Embedding, Linear
 from minigen.optim import Adam, clip_grad_norm
+from minigen.plots import save_rows
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
@@ -130,9 +132,6 @@ class NAR(GenerativeModel):
 
     def figures(self, out_dir, x, y, generator=None) -> list:
         """Per digit: the mean image and one independent draw (the lecture's blur and noise)."""
-        import os
-
-        from minigen.plots import save_rows
         labels = np.arange(NUM_CLASSES) if self.conditional else None
         n = NUM_CLASSES
         rows = {"mean": self.sample(n, labels, generator, mean=True),

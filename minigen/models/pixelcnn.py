@@ -40,6 +40,7 @@ the tests hold the fast one to it.
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -49,6 +50,7 @@ from minigen.errors import DTypeError, MinigenError, ShapeError
 from minigen.models.base import GenerativeModel, register_family
 from minigen.nn import MaskedConv2d, Module, Parameter
 from minigen.optim import Adam, clip_grad_norm
+from minigen.plots import save_grid
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
@@ -58,6 +60,7 @@ __all__ = ["PixelCNN", "ConditionalConv", "inputs_and_targets", "draw_pixel", "s
 NUM_CLASSES = 10
 OUTPUTS = {"bernoulli": 1, "categorical256": 256}   # output name -> logits per pixel
 EVAL_BATCH = 250
+SAMPLE_CHUNK = 128
 
 
 # --- input checks shared by this module, nar.py and classifier.py -----------------------------
@@ -289,11 +292,15 @@ class PixelCNN(GenerativeModel):
         # One uniform number per pixel, drawn up front: both samplers consume the same ones.
         uniforms = resolve(generator).uniform((n, s * s), dtype=np.float64)
         sampler = self._sample_fast if fast else self._sample_naive
-        with no_grad():
-            return sampler(n, labels, uniforms, temperature)
+        chunks = []
+        with no_grad():   # in chunks: the fast sampler's caches hold n * channels * S^2 floats per block
+            for k in range(0, n, SAMPLE_CHUNK):
+                part = slice(k, k + SAMPLE_CHUNK)
+                chunks.append(sampler(uniforms[part], None if labels is None else labels[part], temperature))
+        return np.concatenate(chunks)
 
-    def _sample_naive(self, n, labels, uniforms, temperature):
-        s = self.image_size
+    def _sample_naive(self, uniforms, labels, temperature):
+        n, s = len(uniforms), self.image_size
         x = np.zeros((n, 1, s, s), np.float32)
         for t in range(s * s):
             i, j = divmod(t, s)
@@ -301,10 +308,10 @@ class PixelCNN(GenerativeModel):
             x[:, 0, i, j] = draw_pixel(logits, uniforms[:, t], temperature, self.config["output"])
         return x
 
-    def _sample_fast(self, n, labels, uniforms, temperature):
+    def _sample_fast(self, uniforms, labels, temperature):
         """Per step, each layer at the current position only. Caches (zero-padded, as the convs pad):
         the image for the 7x7 input layer, and ReLU(h) before each 3x3 block, filled in as we go."""
-        s, c = self.image_size, int(self.config["channels"])
+        n, s, c = len(uniforms), self.image_size, int(self.config["channels"])
         x_pad = np.zeros((n, 1, s + 6, s + 6), np.float32)
         relu_pads = [np.zeros((n, c, s + 2, s + 2), np.float32) for _ in self.blocks]
         layers = [self.input, *self.blocks, self.hidden, self.output]
@@ -326,9 +333,6 @@ class PixelCNN(GenerativeModel):
 
     def figures(self, out_dir, x, y, generator=None) -> list:
         """A grid of samples: one row per digit for a conditional model."""
-        import os
-
-        from minigen.plots import save_grid
         per_row = 8
         labels = np.repeat(np.arange(NUM_CLASSES), per_row) if self.conditional else None
         images = self.sample(NUM_CLASSES * per_row, labels, generator)

@@ -2,7 +2,8 @@
 
 Every example takes --out (its figures folder), --data-dir (a folder with the MNIST test set:
 `../shared/data/mnist` on the development machines), --epochs / --max-steps, --eval-n and
---set KEY=VALUE (a model hyper-parameter, as in `minigen train`), so a test can run it tiny.
+--max-seconds, --set KEY=VALUE (a model hyper-parameter, as in `minigen train`), so a test
+can run it tiny.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ def parser(description: str, name: str, epochs: int | None) -> argparse.Argument
         return p
     p.add_argument("--epochs", type=int, default=epochs, help="passes over the 5,000 training digits")
     p.add_argument("--max-steps", type=int, default=None, help="stop training after this many steps")
+    p.add_argument("--max-seconds", type=float, default=None, help="or after this much training time")
     p.add_argument("--eval-n", type=int, default=1000, help="test images for the final metrics (0: skip)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a model hyper-parameter, e.g. --set latent_dim=2 (values are JSON, else strings)")
@@ -64,7 +66,7 @@ def train_family(args, family: str, conditional: bool = False, run_name: str | N
         return load_run(run_dir)[0]
     opts = TrainOptions(model=family, out=run_dir, dataset="mnist-5k", data_dir=args.data_dir, epochs=args.epochs,
                         seed=args.seed, conditional=conditional, model_config={**config, **overrides(args.set)},
-                        max_steps=args.max_steps, eval_n=args.eval_n)
+                        max_steps=args.max_steps, max_seconds=args.max_seconds, eval_n=args.eval_n)
     model, summary = train(opts)
     print(f"trained {family}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
           f"test metrics {summary.get('test', {})}; run directory {run_dir}")

@@ -1,0 +1,107 @@
+"""Every example runs end to end at a tiny size and writes its figures; docs/tour.md names only
+files, functions, examples and figures that exist (so the tour cannot rot)."""
+import ast
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# example -> (the smallest settings, the files it must write under --out)
+EXAMPLES = {
+    "autograd_mlp.py": (["--epochs", "1", "--max-steps", "5", "--hidden", "16"],
+                        ["loss.png", "first_layer_weights.png", "mistakes.png"]),
+    "conv_by_hand.py": (["--batch", "8", "--loop-batch", "1", "--repeats", "1"], ["feature_maps.png"]),
+    "vae.py": (["--max-steps", "2", "--eval-n", "20", "--set", "hidden_dim=16", "--set", "iw_samples=2"],
+               ["interpolation.png", "reparameterization.png", "vae/samples.png", "vae/latent_manifold.png"]),
+    "flow.py": (["--max-steps", "2", "--eval-n", "10", "--set", "hidden_dim=16", "--set", "num_couplings=2"],
+                ["there_and_back.png", "temperature.png", "flow/checkpoint.npz"]),
+    "pixelcnn.py": (["--max-steps", "2", "--eval-n", "10", "--set", "channels=8", "--set", "num_blocks=1"],
+                    ["receptive_field.png", "pixelcnn/pixelcnn_samples.png"]),
+    "ddpm.py": (["--max-steps", "1", "--eval-n", "8", "--set", "channels=[8,8,8]", "--set", "groups=4",
+                 "--set", "time_dim=16", "--set", "sample_steps=3", "--set", "batch_size=8"],
+                ["noising.png", "denoising.png", "ddpm/ddpm_forward.png"]),
+    "gan.py": (["--max-steps", "1", "--eval-n", "8", "--set", "batch_size=8", "--set", "collapse_samples=10"],
+               ["walk.png", "gan/gan_latent.png"]),
+    "conditional.py": (["--families", "nar,vae", "--max-steps", "1", "--eval-n", "8"], ["write_me_a_7.png"]),
+}
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_example_runs_tiny_and_writes_its_figures(name, tmp_path):
+    args, outputs = EXAMPLES[name]
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, os.path.join("examples", name), "--out", str(out), *args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MPLBACKEND": "Agg"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for path in outputs:
+        assert (out / path).is_file(), f"{name} did not write {path}:\n{proc.stdout[-2000:]}"
+    assert str(out) in proc.stdout                                 # it says where the figures went
+
+
+def test_every_example_is_tested():
+    scripts = {f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".py")}
+    # common.py is the examples' shared helper; ar_vs_nar.py has its own test with its demo
+    assert scripts - {"common.py", "ar_vs_nar.py"} == set(EXAMPLES)
+
+
+# --- docs/tour.md ---------------------------------------------------------------------------------
+PATH = re.compile(r"`((?:minigen|examples)/[\w/]+\.py)`")
+NAME = re.compile(r"`([A-Za-z_][\w.]*)`")
+FIGURE = re.compile(r"`([\w]+\.png)`")
+
+
+def definitions(path: str) -> set:
+    """Names defined in a Python file: top-level functions and classes, and Class.method."""
+    with open(os.path.join(ROOT, path), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        if isinstance(node, ast.ClassDef):
+            names |= {f"{node.name}.{n.name}" for n in node.body if isinstance(n, ast.FunctionDef)}
+    return names
+
+
+def tour_references():
+    """(line number, file, [names after it on that line], [figures on the line]) for every line of the
+    tour that names a minigen/ or examples/ file; a name belongs to the nearest file before it."""
+    with open(os.path.join(ROOT, "docs", "tour.md"), encoding="utf-8") as f:
+        lines = f.read().splitlines()
+    for number, line in enumerate(lines, start=1):
+        paths = list(PATH.finditer(line))
+        for i, m in enumerate(paths):
+            end = paths[i + 1].start() if i + 1 < len(paths) else len(line)
+            names = [n for n in NAME.findall(line[m.end():end]) if not n.endswith((".py", ".png"))]
+            yield number, m.group(1), names, FIGURE.findall(line), [p.group(1) for p in paths]
+
+
+def test_the_tour_names_only_files_and_functions_that_exist():
+    refs = list(tour_references())
+    assert len(refs) > 30
+    for number, path, names, _, _ in refs:
+        assert os.path.isfile(os.path.join(ROOT, path)), f"docs/tour.md:{number}: {path} does not exist"
+        missing = set(names) - definitions(path)
+        assert not missing, f"docs/tour.md:{number}: {path} defines no {sorted(missing)}"
+
+
+def test_every_figure_in_the_tour_is_written_by_a_file_on_its_line():
+    """A figure is written by the example on its line, or by the model (its `figures`) on that line."""
+    for number, _, _, figures, paths in tour_references():
+        sources = "".join(open(os.path.join(ROOT, p), encoding="utf-8").read() for p in paths)
+        for figure in figures:
+            assert figure in sources, f"docs/tour.md:{number}: no file on the line writes {figure}"
+
+
+def test_the_tour_covers_every_family_and_example():
+    with open(os.path.join(ROOT, "docs", "tour.md"), encoding="utf-8") as f:
+        tour = f.read()
+    for family in ("pixelcnn", "nar", "vae", "flow", "ddpm", "gan"):
+        assert f"minigen/models/{family}.py" in tour
+    for script in list(EXAMPLES) + ["ar_vs_nar.py"]:
+        assert f"examples/{script}" in tour

@@ -4,14 +4,14 @@ How it works: im2col + one matrix product per batch chunk.
 
 * `_unfold` (im2col) copies every kH x kW window of a chunk of Nc images into a
   column of `cols`, shape (C_in*kH*kW, Nc*H_out*W_out). The conv is then ONE
-  matrix product `w (C_out, C_in*kH*kW) @ cols`, done by NumPy's multithreaded BLAS.
+  matrix product `w (C_out, C_in*kH*kW) @ cols`, done by NumPy's BLAS.
 * Backward: `dw = g @ cols.T` and `dcols = w.T @ g`; `_fold` (col2im) adds
   `dcols` back onto the image, summing where windows overlapped.
 * A transposed conv is exactly "conv backward to the input" run forwards, and
   its backward is a conv forward: `conv_transpose2d_*` reuses the same chunk
   loops with the roles swapped (`_conv_chunks` / `_conv_grad_chunks`).
 * Groups split the rows of `cols` (channel-major, so each group's rows are
-  contiguous) and the weight into G blocks: a batched matmul over groups.
+  contiguous) and the weight into G blocks: one matrix product per group.
 
 The batch goes through in chunks so `cols` stays a few MB (all of an N=128,
 64-channel 28x28 batch would be 230 MB) and is still in cache when the matrix

@@ -64,12 +64,10 @@ def test_posterior_mean_and_variance_match_bayes_rule(kind):
     t = np.array([1, 10, 250, 999])
     x0, xt = g.normal((4, 1, 2, 2)), g.normal((4, 1, 2, 2))
     mean, var = sched.q_posterior(x0, xt, t)
-    ab_prev, alpha, beta = sched.alpha_bar[t - 1], sched.alphas[t], sched.betas[t]
-    precision = 1 / (1 - ab_prev) + alpha / beta
-    want_var = 1 / precision
-    want_mean = want_var[:, None, None, None] * (np.sqrt(ab_prev)[:, None, None, None] * x0 / (1 - ab_prev)[:, None, None, None]
-                                                 + np.sqrt(alpha)[:, None, None, None] * xt / beta[:, None, None, None])
-    np.testing.assert_allclose(var.ravel(), want_var, rtol=1e-5)
+    ab_prev, alpha, beta = (a[:, None, None, None] for a in (sched.alpha_bar[t - 1], sched.alphas[t], sched.betas[t]))
+    want_var = 1 / (1 / (1 - ab_prev) + alpha / beta)
+    want_mean = want_var * (np.sqrt(ab_prev) * x0 / (1 - ab_prev) + np.sqrt(alpha) * xt / beta)
+    np.testing.assert_allclose(var, want_var, rtol=1e-5)
     np.testing.assert_allclose(mean, want_mean, rtol=1e-4, atol=1e-6)
 
 
@@ -133,12 +131,12 @@ def _denoising_loss(model, x, seed):
 
 
 def test_a_few_training_steps_lower_the_loss():
-    m = tiny(lr=2e-3)
+    m = tiny(lr=3e-3)
     x, y = digits(8)
     opt = m.make_optimizers()
     before = _denoising_loss(m, x, seed=9)
     g = Generator(4)
-    logs = [m.train_step(x, y, opt, g) for _ in range(12)]
+    logs = [m.train_step(x, y, opt, g) for _ in range(6)]
     assert set(logs[0]) == {"loss", "grad_norm"} and all(np.isfinite(v) for v in logs[0].values())
     assert _denoising_loss(m, x, seed=9) < 0.8 * before
 
@@ -191,7 +189,8 @@ def test_sampling_is_seeded_and_in_range():
     np.testing.assert_array_equal(a, m.sample(3, generator=Generator(1)))
     assert not np.array_equal(a, m.sample(3, generator=Generator(2)))
     # DDIM with eta=0 is deterministic given x_T: two calls on one seed agree, whatever the steps
-    np.testing.assert_array_equal(m.sample(2, generator=Generator(3), steps=4), m.sample(2, generator=Generator(3), steps=4))
+    np.testing.assert_array_equal(m.sample(2, generator=Generator(3), steps=4),
+                                  m.sample(2, generator=Generator(3), steps=4))
 
 
 def test_guidance_mixes_conditional_and_unconditional_predictions():

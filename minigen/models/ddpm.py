@@ -471,7 +471,8 @@ class DDPM(GenerativeModel):
         _, snaps = self.sample_trajectory(n, labels, generator, frames)
         rows = {(f"digit {labels[i]}" if labels is not None else f"sample {i}"): snaps[:, i] for i in range(n)}
         reverse = save_rows(rows, os.path.join(out_dir, "ddpm_reverse.png"),
-                            title="reverse process: noise -> digit (EMA weights)")
+                            title="reverse process: noise -> digit (EMA weights)",
+                            col_labels=["x_T (noise)"] + [""] * (len(snaps) - 2) + ["x_0 (sample)"])
         T = self.schedule.T
         ts = np.linspace(0, T - 1, frames).round().astype(np.int64)
         rows = {}

@@ -60,7 +60,8 @@ def _cases():
                     y.backward(torch.ones_like(y))
                     wt.grad = bt.grad = xt.grad = None
                 return step
-            xm, wm, bm = Tensor(x, requires_grad=input_grad), Tensor(w, requires_grad=True), Tensor(b, requires_grad=True)
+            xm = Tensor(x, requires_grad=input_grad)
+            wm, bm = Tensor(w, requires_grad=True), Tensor(b, requires_grad=True)
 
             def step():
                 if mask is not None:

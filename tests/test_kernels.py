@@ -4,6 +4,8 @@ float64 finite-difference gradient checks and the argument errors.
 Hypothesis draws the geometry (stride, padding, dilation, groups, kernel size,
 channels, odd and even image sizes); sizes stay small so the file runs in seconds.
 """
+import os
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -136,6 +138,19 @@ def test_conv_accepts_non_contiguous_input_and_skips_unwanted_grads():
     assert dx is None and dw.shape == w.shape and db.shape == (4,)
     dx, dw, _ = K.conv2d_backward(np.ones((2, 4, 6, 6)), x, w, 1, 1, weight_grad=False)
     assert dw is None and dx.shape == x.shape
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+def test_conv_runs_in_a_forked_child(monkeypatch):
+    """The worker threads do not survive fork(); a child (e.g. a data-loading worker) gets its own."""
+    monkeypatch.setattr(conv_module, "COLS_BUDGET", 64)           # several chunks: the workers are used
+    rng = np.random.default_rng(9)
+    x, w = randn(rng, 4, 2, 5, 5), randn(rng, 3, 2, 3, 3)
+    want = K.conv2d_forward(x, w, None, 1, 1)
+    pid = os.fork()
+    if pid == 0:                                                   # the child: exit 0 if it got it right
+        os._exit(0 if np.allclose(K.conv2d_forward(x, w, None, 1, 1), want) else 1)
+    assert os.waitpid(pid, 0)[1] == 0
 
 
 def test_conv_gradients_match_finite_differences():
@@ -295,18 +310,17 @@ def test_layer_norm_matches_reference(shapes, seed):
 def test_norm_gradients_match_finite_differences(norm):
     rng = np.random.default_rng(7)
     x, w, b = randn(rng, 3, 4, 2, 3), randn(rng, 4), randn(rng, 4)
-    if norm == "batch":
-        f = lambda: K.batch_norm_forward(x, w, b)[0]  # noqa: E731
-        backward = lambda g: K.batch_norm_backward(g, x, w, *K.batch_norm_forward(x, w, b)[1:])  # noqa: E731
-    elif norm == "group":
-        f = lambda: K.group_norm_forward(x, 2, w, b)[0]  # noqa: E731
-        backward = lambda g: K.group_norm_backward(g, x, 2, w, *K.group_norm_forward(x, 2, w, b)[1:])  # noqa: E731
-    else:
+    if norm == "layer":
         w, b = randn(rng, 2, 3), randn(rng, 2, 3)
-        f = lambda: K.layer_norm_forward(x, (2, 3), w, b)[0]  # noqa: E731
-        backward = lambda g: K.layer_norm_backward(g, x, (2, 3), w, *K.layer_norm_forward(x, (2, 3), w, b)[1:])  # noqa: E731
+    # (forward with the array arguments, backward given the statistics the forward returned)
+    forward, backward, extra = {
+        "batch": (K.batch_norm_forward, K.batch_norm_backward, ()),
+        "group": (lambda x, w, b: K.group_norm_forward(x, 2, w, b), K.group_norm_backward, (2,)),
+        "layer": (lambda x, w, b: K.layer_norm_forward(x, (2, 3), w, b), K.layer_norm_backward, ((2, 3),)),
+    }[norm]
+    f = lambda: forward(x, w, b)[0]  # noqa: E731
     g = randn(rng, *x.shape)
-    dx, dw, db = backward(g)
+    dx, dw, db = backward(g, x, *extra, w, *forward(x, w, b)[1:])
     close(dx, numeric_grad(f, x, g), tol=1e-6)
     close(dw, numeric_grad(f, w, g), tol=1e-6)
     close(db, numeric_grad(f, b, g), tol=1e-6)

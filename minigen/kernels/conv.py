@@ -29,6 +29,7 @@ The argument checks at the top are shared with `pool.py` and `norm.py`.
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
@@ -251,8 +252,18 @@ def _to_channel_major(g, out):
 
 
 # --- running chunks on worker threads --------------------------------------------------------
-_POOL = ThreadPoolExecutor(max_workers=numba.config.NUMBA_NUM_THREADS, thread_name_prefix="minigen-conv")
 _BLAS = ThreadpoolController() if ThreadpoolController is not None else None
+_pool: dict = {}                                         # process id -> its worker pool
+
+
+def _workers() -> ThreadPoolExecutor:
+    """This process's worker pool. Keyed by process id because threads do not survive a
+    fork(): a forked child (e.g. a data-loading worker) must start its own."""
+    pid = os.getpid()
+    if pid not in _pool:
+        _pool.clear()
+        _pool[pid] = ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS, thread_name_prefix="minigen-conv")
+    return _pool[pid]
 
 
 def _single_threaded_blas():
@@ -280,7 +291,7 @@ def _for_each_chunk(geo: ConvGeometry, task) -> list:
     if workers == 1:                                     # nothing to share out: BLAS may use every thread
         return [worker()]
     with _single_threaded_blas():
-        futures = [_POOL.submit(worker) for _ in range(workers)]
+        futures = [_workers().submit(worker) for _ in range(workers)]
         return [f.result() for f in futures]
 
 

@@ -79,10 +79,13 @@ def main(argv=None) -> dict:
     per_image = {"python loops": t_loops / k, "numpy reference": t_ref / len(x), "numba kernel": t_fast / len(x)}
     for name, seconds in per_image.items():
         print(f"{name:>16}: {seconds * 1e6:10.1f} us per image  ({per_image['python loops'] / seconds:7.0f}x loops)")
-    # the four feature maps of one digit, computed each way, rescaled to [0, 1] for display
-    show = lambda maps: (maps - maps.min()) / (np.ptp(maps) + 1e-8)  # noqa: E731
-    rows = {"digit": np.repeat(x[:1], 4, axis=0), "python loops": show(loops[0][:, None]),
-            "reference": show(ref[0][:, None]), "numba kernel": show(fast[0][:, None])}
+    # the four feature maps of one digit, computed each way, each map rescaled to [0, 1] for display
+    def show(maps):
+        low, high = maps.min(axis=(1, 2), keepdims=True), maps.max(axis=(1, 2), keepdims=True)
+        return ((maps - low) / (high - low + 1e-8))[:, None]
+
+    rows = {"digit": np.repeat(x[:1], 4, axis=0), "python loops": show(loops[0]),
+            "reference": show(ref[0]), "numba kernel": show(fast[0])}
     path = save_rows(rows, os.path.join(args.out, "feature_maps.png"),
                      title="one digit through 4 hand-made filters, computed three ways",
                      col_labels=["vertical edges", "horizontal edges", "blobs", "blur"])

@@ -38,7 +38,8 @@ from dataclasses import dataclass
 
 from minigen.errors import MinigenError
 
-__all__ = ["TOPIC_TESTS", "Solution", "find_solutions", "strip_solutions", "make", "check", "main"]
+__all__ = ["TOPIC_TESTS", "Solution", "find_solutions", "strip_solutions", "all_solutions", "source_root", "make",
+           "check", "main"]
 
 # topic -> the tests of the project that exercise the marked code (pytest node ids). Each one must
 # fail while the topic's lines are missing and pass with the reference solution (tests/test_assign.py).
@@ -337,6 +338,7 @@ def check(student_dir: str, topic=None, verbose: bool = False) -> dict:
 
 # --- command line: `minigen assign make|check ...` ---------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
+    """The options of `minigen assign make|check` (also `python -m minigen.assign ...`)."""
     parser = argparse.ArgumentParser(prog="minigen assign", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True, metavar="make|check")
     p = sub.add_parser("make", help="write a student copy with the topics' marked lines removed")

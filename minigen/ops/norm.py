@@ -4,8 +4,6 @@ weight and bias are optional (None means no affine part: 1 and 0).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from minigen import kernels as K
 from minigen.errors import ShapeError
 from minigen.tensor import Tensor, as_tensor, make_result, register_op

@@ -13,6 +13,7 @@ Every bad input ends with one line `minigen: error: ...` and exit status 2.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import sys
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--conditional", action="store_true", help="condition on the digit label (the 'prompt')")
     p.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="a model hyper-parameter, e.g. --set variant=conv --set latent_dim=2")
+    p.add_argument("--train-n", type=_positive_int, help="use only the first N training images")
     p.add_argument("--max-steps", type=_positive_int, help="stop after this many steps")
     p.add_argument("--eval-n", type=_non_negative_int, default=1000, help="test images to evaluate on (0: skip)")
     p.add_argument("--detect-anomaly", action="store_true", help="name the op that first makes a NaN/Inf gradient")
@@ -172,7 +174,8 @@ def cmd_train(args) -> int:
         opts = TrainOptions(model=args.model, out=args.out or os.path.join("runs", args.model),
                             dataset=args.dataset or "mnist", data_dir=args.data_dir, epochs=args.epochs or 5,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, conditional=args.conditional,
-                            model_config=dict(args.set), max_steps=args.max_steps, eval_n=args.eval_n,
+                            model_config=dict(args.set), train_n=args.train_n, max_steps=args.max_steps,
+                            eval_n=args.eval_n,
                             detect_anomaly=args.detect_anomaly, progress=not args.no_progress)
         _, summary = train(opts)
     print(json.dumps(summary, indent=2))
@@ -195,6 +198,11 @@ def cmd_sample(args) -> int:
     if model.conditional:
         labels = np.full(args.n, args.label) if args.label is not None else np.arange(args.n) % 10
     options = {k: getattr(args, k) for k in ("steps", "guidance", "temperature") if getattr(args, k) is not None}
+    accepted = inspect.signature(model.sample).parameters
+    for name in options:
+        if name not in accepted:
+            raise _UsageError(f"--{name} is not an option of {config['model']} sampling "
+                              f"(it takes: {', '.join(p for p in accepted if p not in ('n', 'labels', 'generator'))})")
     images = model.sample(args.n, labels=labels, generator=Generator(args.seed), **options)
     out = args.out or os.path.join(args.run_dir, "sample.png")
     save_grid(images, out, nrow=min(args.n, 10 if model.conditional else 8))

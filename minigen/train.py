@@ -56,6 +56,7 @@ class TrainOptions:
     seed: int = 0
     conditional: bool = False
     model_config: dict = field(default_factory=dict)
+    train_n: int | None = None           # use only the first N training images (quick experiments, tests)
     max_steps: int | None = None         # stop early after this many steps in total (tests, tours)
     max_seconds: float | None = None     # or after this much training time
     log_every: int = 20
@@ -68,6 +69,8 @@ class TrainOptions:
         for name in ("epochs", "log_every"):
             if getattr(self, name) <= 0:
                 raise MinigenError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(self, name)}")
+        if self.train_n is not None and self.train_n <= 0:
+            raise MinigenError(f"--train-n must be a positive integer, got {self.train_n}")
         if self.batch_size is not None and self.batch_size <= 0:
             raise MinigenError(f"--batch-size must be a positive integer, got {self.batch_size}")
         if self.lr is not None and not self.lr > 0:
@@ -215,7 +218,7 @@ def train(opts: TrainOptions, resume: bool = False):
                      "train": {k: v for k, v in asdict(opts).items() if k not in ("model_config", "progress")}})
 
     train_set = mdata.load(opts.dataset, "train", opts.data_dir)
-    x_train, y_train = mdata.to_float(train_set.images), train_set.labels
+    x_train, y_train = mdata.to_float(train_set.images[:opts.train_n]), train_set.labels[:opts.train_n]
     loader = mdata.DataLoader(x_train, y_train, int(config["batch_size"]), shuffle=True, drop_last=True,
                               generator=Generator(opts.seed + 1))   # its own stream: data order
     optimizers = model.make_optimizers()

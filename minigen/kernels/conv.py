@@ -349,15 +349,17 @@ def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
         cols = _buffer(scratch, "cols", geo.rows * most, w.dtype)[:geo.rows * width].reshape(g, -1, width)
         if x is not None:
             _unfold(x[n0:n1], cols.reshape(geo.rows, width), *geo.window)
-            part = _grouped_matmul(g_chunk, cols.transpose(0, 2, 1))
-            scratch["dw"] = part if "dw" not in scratch else scratch["dw"] + part
+            # one partial sum per chunk, added up in chunk order below: which worker ran which
+            # chunk varies from run to run, and float addition must not (same seed, same bits)
+            scratch.setdefault("dw", {})[n0] = _grouped_matmul(g_chunk, cols.transpose(0, 2, 1))
         if dx is not None:
             _grouped_matmul(w3.transpose(0, 2, 1), g_chunk, cols)       # cols now holds dcols
             _fold(cols.reshape(geo.rows, width), dx[n0:n1], *geo.window)
     scratches = _for_each_chunk(geo, task)
     if x is None:
         return None
-    return sum(s["dw"] for s in scratches if "dw" in s).reshape(w.shape)
+    parts = {n0: part for s in scratches for n0, part in s.get("dw", {}).items()}
+    return sum(parts[n0] for n0 in sorted(parts)).reshape(w.shape)
 
 
 # --- conv2d --------------------------------------------------------------------------------

@@ -121,7 +121,32 @@ def _cases():
             am.grad = bm.grad = None
         return step
 
+    def tiny_chain(lib):
+        """Framework overhead: 10,000 elementwise ops on 16-element tensors, forward + backward."""
+        x = np.linspace(-1, 1, 16, dtype=np.float32)
+        if lib == "torch":
+            import torch
+            xt = torch.from_numpy(x).requires_grad_()
+
+            def step():
+                y = xt
+                for _ in range(2500):
+                    y = torch.tanh(y * 0.9 + 0.1) - 0.01
+                y.sum().backward()
+                xt.grad = None
+            return step
+        xm = Tensor(x, requires_grad=True)
+
+        def step():
+            y = xm
+            for _ in range(2500):
+                y = ops.tanh(y * 0.9 + 0.1) - 0.01
+            y.sum().backward()
+            xm.grad = None
+        return step
+
     return [
+        ("10,000 tiny elementwise ops (16 values)", None, None, tiny_chain),
         ("conv2d 1->32 28x28 k3 p1", conv_flops(N, 1, 32, (28, 28), (3, 3)), 2, conv(1, 32, 28, 3, 1, 1, False)),
         ("conv2d 64->64 28x28 k3 p1", conv_flops(N, 64, 64, (28, 28), (3, 3)), 3, conv(64, 64, 28, 3, 1, 1, True)),
         ("conv2d 64->128 28->14 k4 s2 p1", conv_flops(N, 64, 128, (14, 14), (4, 4)), 3,

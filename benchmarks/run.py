@@ -149,20 +149,36 @@ def bench_family(family: str, mode: str, repeats: int) -> dict:
 
 
 # --- memory: each framework in its own process, so one does not pollute the other ----------
-def memory_probe(family: str, framework: str) -> dict:
-    """Runs in a subprocess: peak RSS growth (MB) over the resident size before the first step."""
-    import resource
-
+def training_step(target: str, framework: str):
+    """A zero-argument function doing one training step at batch 128 of `target` (a family, or
+    "convnet": the small conv net of the scaling plots) in `framework` ("minigen" or "torch")."""
     import minigen
-    set_threads()
-    model, twin, twin_module = build_pair(family)
     x, y = load_batch()
+    if target == "convnet":
+        from minigen import ops
+        from minigen.optim import SGD
+        from minigen.tensor import Tensor
+        net, twin = conv_net_pair()
+        if framework == "minigen":
+            opt = SGD(net.parameters(), lr=0.01)
+            return lambda: (opt.zero_grad(), ops.cross_entropy(net(Tensor(x)), y).backward(), opt.step())
+        torch = try_torch()
+        topt = torch.optim.SGD(twin.parameters(), lr=0.01)
+        tx, ty = torch.from_numpy(x), torch.from_numpy(y)
+        return lambda: (topt.zero_grad(), torch.nn.functional.cross_entropy(twin(tx), ty).backward(), topt.step())
+    model, twin, twin_module = build_pair(target)
     if framework == "minigen":
         opts = model.make_optimizers()
-        step = lambda: model.train_step(x, y, opts, minigen.Generator(1))  # noqa: E731
-    else:
-        opts = twin_module.make_optimizers(twin, model.config)
-        step = lambda: twin_module.train_step(twin, opts, x, y, minigen.Generator(1))  # noqa: E731
+        return lambda: model.train_step(x, y, opts, minigen.Generator(1))
+    opts = twin_module.make_optimizers(twin, model.config)
+    return lambda: twin_module.train_step(twin, opts, x, y, minigen.Generator(1))
+
+
+def memory_probe(target: str, framework: str) -> dict:
+    """Runs in a subprocess: peak RSS growth (MB) over the resident size before the first step."""
+    import resource
+    set_threads()
+    step = training_step(target, framework)
     with open("/proc/self/statm") as f:
         before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
     for _ in range(3):
@@ -171,10 +187,11 @@ def memory_probe(family: str, framework: str) -> dict:
     return {"before_mb": before, "peak_mb": peak, "step_mb": max(peak - before, 0.0)}
 
 
-def measure_memory(family: str, frameworks) -> dict:
+def measure_memory(target: str, frameworks) -> dict:
+    """Peak memory of one training step of `target`, each framework in a fresh process."""
     out = {}
     for fw in frameworks:
-        proc = subprocess.run([sys.executable, __file__, "--memory-probe", family, fw],
+        proc = subprocess.run([sys.executable, __file__, "--memory-probe", target, fw],
                               capture_output=True, text=True, timeout=900)
         if proc.returncode != 0:
             out[fw] = {"error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else "failed"}
@@ -353,6 +370,9 @@ def main(argv=None) -> int:
         if args.full or args.memory:
             row["memory"] = measure_memory(family, ["minigen"] + (["torch"] if torch is not None else []))
         results["models"].append(row)
+    if args.full or args.memory:
+        print(f"[{time.perf_counter() - started:6.0f}s] conv net: memory of a training step", flush=True)
+        results["convnet_memory"] = measure_memory("convnet", ["minigen"] + (["torch"] if torch is not None else []))
     if args.full:
         print(f"[{time.perf_counter() - started:6.0f}s] scaling", flush=True)
         results["scaling"] = scaling(repeats=5)

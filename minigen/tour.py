@@ -53,6 +53,10 @@ def _train_family(family, config, seconds, out_dir, dataset, data_dir, seed, eva
     return train(opts)
 
 
+def _is_binary(images: np.ndarray) -> bool:
+    return bool(np.isin(images, (0.0, 1.0)).all())
+
+
 def pixel_by_pixel_strip(image: np.ndarray, frames: int) -> np.ndarray:
     """Canvases of a raster-order sampler after 0, ..., all pixels: a sampled PixelCNN image with
     the not-yet-drawn pixels blank. Exact, because raster sampling never revisits a pixel.
@@ -89,6 +93,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     judge = yardstick(dataset, data_dir=data_dir, epochs=yardstick_epochs)
     test = mdata.load(dataset, "test", data_dir)
     reference = mdata.to_float(test.images[:1000])
+    binary_reference = mdata.binarize_fixed(reference)
     bar.update(1)
     # what is left of the budget after the yardstick, less what evaluation and sampling will need
     train_seconds = max(budget - (time.perf_counter() - started), 0) * (1 - OVERHEAD_FRACTION)
@@ -114,7 +119,8 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
             "train_seconds": round(summary["train_seconds"], 1), "train_steps": summary["steps"],
             "sample_seconds_per_image": per_image,
             "likelihood": None if metric is None else {"metric": metric, "value": test_metrics.get(metric)},
-            "fid_mnist": fid_mnist(samples, reference, judge),
+            # binary samples (PixelCNN, NAR draws) are compared with binarized test images: like with like
+            "fid_mnist": fid_mnist(samples, binary_reference if _is_binary(samples) else reference, judge),
             "label_accuracy": label_accuracy(samples, metric_labels, judge),
         })
         if family == "pixelcnn":

@@ -124,9 +124,9 @@ def tanh(a: Tensor) -> Tensor:
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # exp of a non-positive number only, so it never overflows
-    e = np.exp(-np.abs(x))
-    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    # sigmoid(x) = (1 + tanh(x / 2)) / 2: tanh never overflows, and it is one fast ufunc
+    # (the textbook 1 / (1 + exp(-x)) overflows for x << 0)
+    return 0.5 + 0.5 * np.tanh(0.5 * x)
 
 
 @register_op("sigmoid")

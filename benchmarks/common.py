@@ -30,6 +30,18 @@ def set_threads(threads: int = THREADS):
         torch.set_num_threads(threads)
 
 
+def settle_interpreter() -> None:
+    """Collect, then freeze the objects alive after set-up (gc.freeze) for both frameworks alike.
+
+    Importing PyTorch leaves ~150,000 Python objects that the cyclic garbage collector would
+    re-scan on every full collection triggered by the many small objects an autograd graph
+    makes. A process that only runs minigen never pays that; freezing keeps the comparison to
+    the frameworks themselves."""
+    import gc
+    gc.collect()
+    gc.freeze()
+
+
 def try_torch():
     """PyTorch if installed, else None (benchmarks then report minigen alone)."""
     try:

@@ -25,7 +25,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))            # `benchmarks.` importable when run as a script
 
-from benchmarks.common import machine_info, print_table, set_threads, try_torch, write_json  # noqa: E402
+from benchmarks.common import machine_info, print_table, set_threads, settle_interpreter, try_torch, write_json  # noqa: E402
 from minigen import ops  # noqa: E402
 from minigen.tensor import Tensor  # noqa: E402
 
@@ -202,6 +202,7 @@ def main(argv=None) -> int:
     p.add_argument("--only", default="", help="run only the ops whose name contains this text")
     args = p.parse_args(argv)
     set_threads()
+    settle_interpreter()
     torch = try_torch()
     if torch is None:
         print("PyTorch is not installed: reporting minigen alone.")

@@ -33,8 +33,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))            # `benchmarks.` importable when run as a script
 
-from benchmarks.common import (THREADS, machine_info, median_seconds, print_table, set_threads,  # noqa: E402
-                               try_torch, write_json)
+from benchmarks.common import (machine_info, median_seconds, print_table, set_threads,  # noqa: E402
+                               settle_interpreter, try_torch, write_json)
 
 FAMILIES = ["vae", "flow", "pixelcnn", "nar", "ddpm", "gan"]
 
@@ -358,6 +358,7 @@ def main(argv=None) -> int:
     mode = "full" if args.full else "quick"
     repeats = 10 if args.full else 3
     set_threads()
+    settle_interpreter()
     torch = try_torch()
     if torch is None:
         print("PyTorch is not installed: reporting minigen alone (pip install torch==2.13.0 for the CPU build)")

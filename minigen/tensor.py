@@ -155,9 +155,9 @@ class Tensor:
             if grad.shape != self.shape:
                 raise ShapeError(f"backward: gradient shape {grad.shape} does not match tensor shape {self.shape}")
 
-        grads = {id(self): grad}
+        grads = {self: grad}                   # node -> d(self)/d(node); Tensors hash by identity
         for node in reversed(_topological_order(self)):
-            g = grads.pop(id(node), None)
+            g = grads.pop(node, None)
             if g is None:
                 continue
             if node._op == "leaf":            # a leaf: keep its gradient
@@ -175,8 +175,7 @@ class Tensor:
                     raise FloatingPointError(
                         f"detect_anomaly: the backward of op '{node._op}' produced a non-finite gradient "
                         f"for an input of shape {parent.shape}")
-                key = id(parent)
-                grads[key] = pg if key not in grads else grads[key] + pg
+                grads[parent] = pg if parent not in grads else grads[parent] + pg
             if not retain_graph:              # free the closures (and the arrays they hold)
                 node._backward, node._parents = None, ()
 
@@ -226,12 +225,12 @@ def _topological_order(root: Tensor) -> list:
         if finished:
             order.append(node)
             continue
-        if id(node) in seen:
+        if node in seen:
             continue
-        seen.add(id(node))
+        seen.add(node)
         stack.append((node, True))
         for parent in node._parents:
-            if parent.requires_grad and id(parent) not in seen:
+            if parent.requires_grad and parent not in seen:
                 stack.append((parent, False))
     return order
 
@@ -272,6 +271,12 @@ def as_tensor(x, like: Tensor | None = None) -> Tensor:
     """x as a Tensor; Python numbers and arrays take `like`'s dtype."""
     if isinstance(x, Tensor):
         return x
+    if like is not None and type(x) in (int, float):
+        # the common `t * 0.5`: skip the general checks of Tensor(), it is a hot path
+        constant = Tensor.__new__(Tensor)
+        constant.data, constant.grad, constant.requires_grad = np.array(x, like.data.dtype), None, False
+        constant._parents, constant._backward, constant._op = (), None, "leaf"
+        return constant
     return Tensor(x, dtype=like.dtype if like is not None else None)
 
 

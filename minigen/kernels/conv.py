@@ -160,6 +160,8 @@ def _conv_geometry(op, image_shape, c_out, w_shape, stride, padding, dilation, g
                                  ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
     groups = int(groups)
     c = image_shape[1]
+    if image_shape[0] < 1:
+        raise ShapeError(f"{op}: the batch is empty: {names[0]} shape {tuple(image_shape)}")
     if groups < 1 or c % groups or c_out % groups:
         raise ShapeError(f"{op}: groups={groups} must divide the input channels ({c}) and the output "
                          f"channels ({c_out}); {names[0]} shape {tuple(image_shape)}, "

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=64)
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/sample.png)")
-    p.add_argument("--steps", type=_positive_int, help="DDPM: sampling steps (DDIM when fewer than T)")
+    p.add_argument("--method", choices=["ancestral", "ddim"], help="DDPM: the sampler (default: the run's config)")
+    p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, e.g. 50")
     p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale")
     p.add_argument("--temperature", type=float, help="flow / VAE: prior temperature")
 
@@ -197,7 +198,8 @@ def cmd_sample(args) -> int:
     labels = None
     if model.conditional:
         labels = np.full(args.n, args.label) if args.label is not None else np.arange(args.n) % 10
-    options = {k: getattr(args, k) for k in ("steps", "guidance", "temperature") if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("method", "steps", "guidance", "temperature")
+               if getattr(args, k) is not None}
     accepted = inspect.signature(model.sample).parameters
     for name in options:
         if name not in accepted:

@@ -16,7 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigen.models.ddpm import DDPM, NoiseSchedule, _check_images, timestep_embedding
+from benchmarks.twins import copy_weights, optimize
+from minigen.models.base import check_images
+from minigen.models.ddpm import DDPM, NoiseSchedule, timestep_embedding
 from minigen.random import resolve
 
 
@@ -119,14 +121,8 @@ class TorchDDPM(nn.Module):
 
 
 def build(model) -> TorchDDPM:
-    twin = TorchDDPM(model.config)
-    state = model.state_dict()
-    own = twin.state_dict()
-    if set(own) != set(state):
-        raise KeyError(f"twin and minigen parameter names differ: {sorted(set(own) ^ set(state))}")
+    twin = copy_weights(TorchDDPM(model.config), model)
     with torch.no_grad():
-        for name, value in own.items():
-            value.copy_(torch.from_numpy(state[name]))
         for name, value in twin.ema_shadow.items():
             value.copy_(torch.from_numpy(model.ema.shadow[name]))
     return twin
@@ -138,7 +134,7 @@ def make_optimizers(torch_model, config) -> dict:
 
 def train_step(torch_model, optimizers, x, y, generator) -> dict:
     """The draws of DDPM.train_step, in its order: t, noise, then (conditional) the label-drop coin."""
-    x = _check_images("twin ddpm.train_step", x)
+    x = check_images("twin ddpm.train_step", x)
     generator = resolve(generator)
     m, c = torch_model, torch_model.config
     t = generator.integers(0, m.schedule.T, (len(x),))
@@ -149,17 +145,14 @@ def train_step(torch_model, optimizers, x, y, generator) -> dict:
         drop = generator.uniform((len(x),)) < c["p_uncond"]
         labels = np.where(drop, m.num_classes, np.asarray(y, np.int64))
     opt = optimizers["model"]
-    opt.zero_grad()
     loss = F.mse_loss(m.net(torch.from_numpy(xt), t, labels), torch.from_numpy(noise))
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(m.net.parameters(), c["grad_clip"])
-    opt.step()
+    grad_norm = optimize(loss, opt, c["grad_clip"])
     step = opt.state[next(iter(m.net.parameters()))]["step"].item()
     decay = min(m.ema_decay, (1 + step) / (10 + step))
     with torch.no_grad():
         for name, p in m.net.named_parameters():
             m.ema_shadow[name].mul_(decay).add_(p, alpha=1 - decay)
-    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+    return {"loss": loss.item(), "grad_norm": grad_norm}
 
 
 def _predict_noise(m, x, t, labels, guidance):
@@ -210,7 +203,7 @@ def sample(torch_model, n, labels=None, generator=None, method=None, steps=None,
 def evaluate(torch_model, x, y, generator=None) -> dict:
     """DDPM.evaluate's denoising loss, with the same draws."""
     m, c = torch_model, torch_model.config
-    x = _check_images("twin ddpm.evaluate", x)[: c["eval_examples"]]
+    x = check_images("twin ddpm.evaluate", x)[: c["eval_examples"]]
     labels = np.asarray(y, np.int64)[: len(x)] if m.conditional else None
     generator = resolve(generator)
     total, batch = 0.0, int(c["batch_size"])

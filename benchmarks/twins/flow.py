@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.twins import copy_weights, optimize
 from minigen.models import flow as mg
-from minigen.models.vae import check_batch, check_labels
+from minigen.models.base import check_images, check_labels, condition_labels
 from minigen.random import Generator, resolve
 
 
@@ -174,14 +175,7 @@ class TorchRealNVP(nn.Module):
 
 
 def build(model) -> TorchRealNVP:
-    twin = TorchRealNVP(model)
-    state, own = model.state_dict(), twin.state_dict()
-    if set(own) != set(state):
-        raise KeyError(f"twin and minigen parameter names differ: {sorted(set(own) ^ set(state))}")
-    with torch.no_grad():
-        for name, value in own.items():
-            value.copy_(torch.from_numpy(np.asarray(state[name])))
-    return twin
+    return copy_weights(TorchRealNVP(model), model)
 
 
 def make_optimizers(torch_model, config) -> dict:
@@ -193,22 +187,18 @@ def _bits_per_dim(log_p, dims):
 
 
 def train_step(torch_model, optimizers, x, y, generator) -> dict:
-    x, y = check_batch(x, y, "twin RealNVP.train_step")
+    x = check_images("twin RealNVP.train_step", x)
+    y = check_labels("twin RealNVP.train_step", y, len(x), torch_model.num_classes)
     torch_model.train()
     v = torch.from_numpy(mg.RealNVP.dequantize(x, resolve(generator)))
     loss = _bits_per_dim(torch_model.log_prob(v, y if torch_model.conditional else None), 784).mean()
-    opt = optimizers["model"]
-    opt.zero_grad()
-    loss.backward()
-    clip = torch_model.config["grad_clip"]
-    grad_norm = torch.nn.utils.clip_grad_norm_(torch_model.parameters(), clip if clip is not None else math.inf)
-    opt.step()
-    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+    grad_norm = optimize(loss, optimizers["model"], torch_model.config["grad_clip"])
+    return {"loss": loss.item(), "grad_norm": grad_norm}
 
 
 @torch.no_grad()
 def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0):
-    labels = check_labels(labels, n, torch_model.num_classes, torch_model.conditional, "twin RealNVP.sample")
+    labels = condition_labels("twin RealNVP.sample", labels, n, torch_model.conditional, torch_model.num_classes)
     torch_model.eval()
     z = torch.from_numpy(resolve(generator).normal((n, *torch_model.latent_shape)) * np.float32(temperature))
     v = torch_model.inverse(z, labels).numpy()
@@ -217,7 +207,8 @@ def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0
 
 @torch.no_grad()
 def evaluate(torch_model, x, y, generator=None) -> dict:
-    x, y = check_batch(x, y, "twin RealNVP.evaluate")
+    x = check_images("twin RealNVP.evaluate", x)
+    y = check_labels("twin RealNVP.evaluate", y, len(x), torch_model.num_classes)
     c = torch_model.config
     if c["eval_examples"] is not None:
         x, y = x[:c["eval_examples"]], y[:c["eval_examples"]]

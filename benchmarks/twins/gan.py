@@ -7,14 +7,14 @@ with D's weights frozen.
 """
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigen.models.gan import GAN, _check_images, distinct_digits
+from benchmarks.twins import copy_weights, optimize
+from minigen.models.base import check_images
+from minigen.models.gan import GAN, _eval_mode, distinct_digits
 from minigen.random import resolve
 
 
@@ -66,15 +66,7 @@ class TorchGAN(nn.Module):
 def build(model) -> TorchGAN:
     """Weights and BatchNorm running statistics copied by name (torch's num_batches_tracked has no
     minigen counterpart: it only matters for momentum=None, which neither uses)."""
-    twin = TorchGAN(model.config)
-    state = model.state_dict()
-    own = {k: v for k, v in twin.state_dict().items() if not k.endswith("num_batches_tracked")}
-    if set(own) != set(state):
-        raise KeyError(f"twin and minigen parameter names differ: {sorted(set(own) ^ set(state))}")
-    with torch.no_grad():
-        for name, value in own.items():
-            value.copy_(torch.from_numpy(state[name]))
-    return twin
+    return copy_weights(TorchGAN(model.config), model, ignore=("num_batches_tracked",))
 
 
 def make_optimizers(torch_model, config) -> dict:
@@ -88,7 +80,7 @@ def _labels(m, y, n):
 
 
 def train_step(torch_model, optimizers, x, y, generator) -> dict:
-    x = _check_images("twin gan.train_step", x)
+    x = check_images("twin gan.train_step", x)
     m = torch_model
     m.train()
     labels = _labels(m, y, len(x))
@@ -96,38 +88,22 @@ def train_step(torch_model, optimizers, x, y, generator) -> dict:
     fake = m.G(z, labels)
     real = torch.from_numpy(2 * x - 1)
 
-    opt_d = optimizers["discriminator"]
-    opt_d.zero_grad()
     logits_real = m.D(real, labels)
     logits_fake = m.D(fake.detach(), labels)
     d_loss = (F.binary_cross_entropy_with_logits(logits_real, torch.ones_like(logits_real))
               + F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake)))
-    d_loss.backward()
-    opt_d.step()
+    optimize(d_loss, optimizers["discriminator"])
 
-    opt_g = optimizers["generator"]
-    opt_g.zero_grad()
     m.D.requires_grad_(False)
     try:
         logits = m.D(fake, labels)
         g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
-        g_loss.backward()
+        optimize(g_loss, optimizers["generator"])      # the backward pass, too, runs with D frozen
     finally:
         m.D.requires_grad_(True)
-    opt_g.step()
     return {"loss": d_loss.item(), "g_loss": g_loss.item(), "d_loss": d_loss.item(),
             "d_real_acc": (logits_real > 0).float().mean().item(),
             "d_fake_acc": (logits_fake < 0).float().mean().item()}
-
-
-@contextlib.contextmanager
-def _eval_mode(module):
-    was_training = module.training
-    module.eval()
-    try:
-        yield
-    finally:
-        module.train(was_training)
 
 
 @torch.no_grad()
@@ -143,7 +119,7 @@ def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0
 def evaluate(torch_model, x, y, generator=None) -> dict:
     """GAN.evaluate's metrics with the same draws."""
     m, c = torch_model, torch_model.config
-    x = _check_images("twin gan.evaluate", x)[: c["eval_examples"]]
+    x = check_images("twin gan.evaluate", x)[: c["eval_examples"]]
     labels = _labels(m, y, len(x))
     fake = torch.from_numpy(2 * sample(m, len(x), labels, generator) - 1)
     with _eval_mode(m.D):

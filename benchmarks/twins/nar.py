@@ -1,17 +1,15 @@
 """PyTorch twin of `minigen.models.nar.NAR`: same layers under the same names, same random draws."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.twins import copy_weights, optimize
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.errors import MinigenError
+from minigen.models.base import NUM_CLASSES, check_images, check_labels, evaluation_subset, labels_for_sampling
 from minigen.models.nar import IMAGE_SIZE
-from minigen.models.pixelcnn import NUM_CLASSES, check_images, check_labels, evaluation_subset
 from minigen.random import resolve
 
 
@@ -39,14 +37,7 @@ class TorchNAR(nn.Module):
 
 
 def build(model) -> TorchNAR:
-    twin = TorchNAR(model.config)
-    state, own = model.state_dict(), twin.state_dict()
-    if set(own) != set(state):
-        raise KeyError(f"twin and minigen parameter names differ: {sorted(set(own) ^ set(state))}")
-    with torch.no_grad():
-        for name, value in own.items():
-            value.copy_(torch.from_numpy(state[name]))
-    return twin
+    return copy_weights(TorchNAR(model.config), model)
 
 
 def make_optimizers(torch_model, config) -> dict:
@@ -58,13 +49,8 @@ def train_step(torch_model, optimizers, x, y, generator) -> dict:
     x = check_images("twin nar", x, IMAGE_SIZE)
     ids = torch_model.condition(y, len(x))
     loss = torch_model.nll_per_image(binarize_dynamic(x, resolve(generator)), ids).mean()
-    opt = optimizers["model"]
-    opt.zero_grad()
-    loss.backward()
-    clip = torch_model.config["grad_clip"]
-    grad_norm = torch.nn.utils.clip_grad_norm_(torch_model.parameters(), clip if clip is not None else math.inf)
-    opt.step()
-    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+    grad_norm = optimize(loss, optimizers["model"], torch_model.config["grad_clip"])
+    return {"loss": loss.item(), "grad_norm": grad_norm}
 
 
 @torch.no_grad()
@@ -79,12 +65,7 @@ def evaluate(torch_model, x, y, generator=None) -> dict:
 
 @torch.no_grad()
 def sample(torch_model, n, labels=None, generator=None, mean: bool = False) -> np.ndarray:
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise MinigenError(f"nar.sample: n must be a positive integer, got {n!r}")
-    if torch_model.conditional and labels is None:
-        labels = np.arange(n) % NUM_CLASSES
-    elif not torch_model.conditional and labels is not None:
-        raise MinigenError("nar.sample: this model is unconditional; it cannot take labels")
+    labels = labels_for_sampling("nar.sample", n, labels, torch_model.conditional)
     torch_model.eval()
     probs = torch.sigmoid(torch_model(torch_model.condition(labels, n))).numpy()
     return probs if mean else resolve(generator).bernoulli(probs)

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minigen.models.pixelcnn import (EVAL_BATCH, NUM_CLASSES, OUTPUTS, check_images, check_labels, draw_pixel,
-                                     evaluation_subset, inputs_and_targets, sample_labels)
+from benchmarks.twins import copy_weights, optimize
+from minigen.models.base import NUM_CLASSES, check_images, check_labels, evaluation_subset
+from minigen.models.pixelcnn import EVAL_BATCH, OUTPUTS, draw_pixel, inputs_and_targets, sample_labels
 from minigen.ops import causal_mask
 from minigen.random import resolve
 
@@ -70,14 +71,7 @@ class TorchPixelCNN(nn.Module):
 
 
 def build(model) -> TorchPixelCNN:
-    twin = TorchPixelCNN(model.config)
-    state, own = model.state_dict(), twin.state_dict()
-    if set(own) != set(state):
-        raise KeyError(f"twin and minigen parameter names differ: {sorted(set(own) ^ set(state))}")
-    with torch.no_grad():
-        for name, value in own.items():
-            value.copy_(torch.from_numpy(state[name]))
-    return twin
+    return copy_weights(TorchPixelCNN(model.config), model)
 
 
 def make_optimizers(torch_model, config) -> dict:
@@ -93,13 +87,8 @@ def train_step(torch_model, optimizers, x, y, generator) -> dict:
     x = check_images("twin pixelcnn", x, torch_model.image_size)
     inputs, targets = inputs_and_targets(x, torch_model.config["output"], resolve(generator))
     loss = torch_model.nll_per_image(inputs, targets, _labels(torch_model, y, len(x))).mean()
-    opt = optimizers["model"]
-    opt.zero_grad()
-    loss.backward()
-    clip = torch_model.config["grad_clip"]
-    grad_norm = torch.nn.utils.clip_grad_norm_(torch_model.parameters(), clip if clip is not None else math.inf)
-    opt.step()
-    return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+    grad_norm = optimize(loss, optimizers["model"], torch_model.config["grad_clip"])
+    return {"loss": loss.item(), "grad_norm": grad_norm}
 
 
 @torch.no_grad()

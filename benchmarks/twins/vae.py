@@ -13,8 +13,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmarks.twins import copy_weights, optimize
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.models.vae import IMAGE_SHAPE, NUM_PIXELS, check_batch, check_labels
+from minigen.models.base import check_images, check_labels, condition_labels
+from minigen.models.vae import IMAGE_SHAPE, NUM_PIXELS
 from minigen.random import resolve
 
 
@@ -76,15 +78,7 @@ class TorchVAE(nn.Module):
 
 
 def build(model) -> TorchVAE:
-    twin = TorchVAE(model.config)
-    state = model.state_dict()
-    own = twin.state_dict()
-    if set(own) != set(state):
-        raise KeyError(f"twin and minigen parameter names differ: {sorted(set(own) ^ set(state))}")
-    with torch.no_grad():
-        for name, value in own.items():
-            value.copy_(torch.from_numpy(state[name]))
-    return twin
+    return copy_weights(TorchVAE(model.config), model)
 
 
 def make_optimizers(torch_model, config) -> dict:
@@ -92,25 +86,20 @@ def make_optimizers(torch_model, config) -> dict:
 
 
 def train_step(torch_model, optimizers, x, y, generator) -> dict:
-    x, y = check_batch(x, y, "twin VAE.train_step")
+    x = check_images("twin VAE.train_step", x)
+    y = check_labels("twin VAE.train_step", y, len(x), torch_model.num_classes)
     generator = resolve(generator)
     torch_model.train()
     xb = torch.from_numpy(binarize_dynamic(x, generator))
     recon, kl = torch_model(xb, y if torch_model.conditional else None, generator)
     loss = (recon + kl).mean()
-    opt = optimizers["model"]
-    opt.zero_grad()
-    loss.backward()
-    clip = torch_model.config["grad_clip"]
-    grad_norm = torch.nn.utils.clip_grad_norm_(torch_model.parameters(), clip if clip is not None else math.inf,
-                                               norm_type=2.0)
-    opt.step()
-    return {"loss": loss.item(), "recon": recon.mean().item(), "kl": kl.mean().item(), "grad_norm": grad_norm.item()}
+    grad_norm = optimize(loss, optimizers["model"], torch_model.config["grad_clip"])
+    return {"loss": loss.item(), "recon": recon.mean().item(), "kl": kl.mean().item(), "grad_norm": grad_norm}
 
 
 @torch.no_grad()
 def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0, binary: bool = False):
-    labels = check_labels(labels, n, torch_model.num_classes, torch_model.conditional, "twin VAE.sample")
+    labels = condition_labels("twin VAE.sample", labels, n, torch_model.conditional, torch_model.num_classes)
     generator = resolve(generator)
     torch_model.eval()
     z = torch.from_numpy(generator.normal((n, torch_model.latent_dim)) * np.float32(temperature))
@@ -142,7 +131,8 @@ def _iw_log_likelihood(torch_model, x, y, k, generator):
 
 
 def evaluate(torch_model, x, y, generator=None) -> dict:
-    x, y = check_batch(x, y, "twin VAE.evaluate")
+    x = check_images("twin VAE.evaluate", x)
+    y = check_labels("twin VAE.evaluate", y, len(x), torch_model.num_classes)
     c = torch_model.config
     if c["eval_examples"] is not None:
         x, y = x[:c["eval_examples"]], y[:c["eval_examples"]]

@@ -21,8 +21,9 @@ import time
 import numpy as np
 
 from minigen import data
+from minigen.models.base import NUM_CLASSES
 from minigen.models.nar import NAR
-from minigen.models.pixelcnn import NUM_CLASSES, PixelCNN
+from minigen.models.pixelcnn import PixelCNN
 from minigen.plots import save_rows
 from minigen.random import Generator
 

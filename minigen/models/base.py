@@ -9,12 +9,16 @@ choice is part of the model.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from minigen.errors import DTypeError, MinigenError, ShapeError
 from minigen.nn import Module
-from minigen.optim import Optimizer
+from minigen.optim import Optimizer, clip_grad_norm
 
-__all__ = ["GenerativeModel", "FAMILIES", "register_family", "get_family"]
+__all__ = ["GenerativeModel", "FAMILIES", "register_family", "get_family", "NUM_CLASSES", "merge_config",
+           "check_images", "check_labels", "condition_labels", "labels_for_sampling", "evaluation_subset", "one_hot"]
 
 FAMILIES: dict[str, type] = {}
 
@@ -31,9 +35,88 @@ def get_family(name: str) -> type:
     """The model class registered under `name`; imports the model modules on first use."""
     import minigen.models  # noqa: F401  (registers every family)
     if name not in FAMILIES:
-        from minigen.errors import MinigenError
         raise MinigenError(f"unknown model {name!r}; expected one of: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
+
+
+# --- what every family checks on the way in (the one home of these checks) ---------------------------
+NUM_CLASSES = 10   # the digits 0..9
+
+
+def merge_config(family: str, defaults: dict, config: dict) -> dict:
+    """defaults updated by config; an unknown key is an error naming it (a typo would otherwise be silently ignored)."""
+    unknown = sorted(set(config) - set(defaults))
+    if unknown:
+        raise MinigenError(f"{family}: unknown config key(s) {', '.join(unknown)}; "
+                           f"expected some of: {', '.join(sorted(defaults))}")
+    return {**defaults, **config}
+
+
+def check_images(where: str, x, image_size: int = 28) -> np.ndarray:
+    """x: (N, 1, S, S) float array in [0, 1] with N >= 1 -> float32 array, or a clear error.
+
+    DTypeError for a non-float dtype, ShapeError for a wrong shape, MinigenError for values outside [0, 1]."""
+    x = np.asarray(x)
+    if x.dtype.kind != "f":
+        raise DTypeError(f"{where}: images must be floats in [0, 1] (pixel / 255), got dtype {x.dtype}")
+    if x.ndim != 4 or x.shape[1:] != (1, image_size, image_size) or len(x) == 0:
+        raise ShapeError(f"{where}: images must have shape (N, 1, {image_size}, {image_size}) with N >= 1, "
+                         f"got {x.shape}")
+    if x.min() < 0 or x.max() > 1:
+        raise MinigenError(f"{where}: pixel values must be in [0, 1], got range [{x.min():g}, {x.max():g}]")
+    return x.astype(np.float32, copy=False)
+
+
+def check_labels(where: str, labels, n: int, num_classes: int = NUM_CLASSES) -> np.ndarray:
+    """labels: (n,) integers in [0, num_classes) -> int64 array, or a clear error.
+
+    ShapeError when it is not an integer array of shape (n,), MinigenError for a label out of range."""
+    labels = np.asarray(labels)
+    if labels.shape != (n,) or labels.dtype.kind not in "iu":
+        raise ShapeError(f"{where}: labels must be an integer array of shape ({n},), "
+                         f"got dtype {labels.dtype}, shape {labels.shape}")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise MinigenError(f"{where}: labels must be in [0, {num_classes}), "
+                           f"got range [{labels.min()}, {labels.max()}]")
+    return labels.astype(np.int64, copy=False)
+
+
+def condition_labels(where: str, labels, n: int, conditional: bool, num_classes: int = NUM_CLASSES):
+    """The labels a model is conditioned on for n images: None for an unconditional model (which must
+    not be given any), check_labels(...) for a conditional one (which must be given them)."""
+    if not conditional:
+        if labels is not None:
+            raise MinigenError(f"{where}: this model is unconditional (config conditional=False); "
+                               f"it cannot take labels")
+        return None
+    if labels is None:
+        raise MinigenError(f"{where}: this model is conditional (config conditional=True); pass labels, "
+                           f"an integer array of shape ({n},) in [0, {num_classes})")
+    return check_labels(where, labels, n, num_classes)
+
+
+def labels_for_sampling(where: str, n, labels, conditional: bool, num_classes: int = NUM_CLASSES):
+    """Check sample()'s n (a positive integer) and labels, for the families whose conditional models
+    have default labels: those to use, 0..num_classes-1 repeated when none are given; None if unconditional."""
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise MinigenError(f"{where}: n must be a positive integer, got {n!r}")
+    if conditional and labels is None:
+        return np.arange(n) % num_classes
+    return condition_labels(where, labels, n, conditional, num_classes)
+
+
+def evaluation_subset(x: np.ndarray, y: np.ndarray, n: int | None):
+    """n evenly spaced examples (all of them if n is None): deterministic, and balanced over digits
+    even when the set is sorted by label (the offline mnist-5k test split is)."""
+    if n is None or n >= len(x):
+        return x, y
+    idx = np.linspace(0, len(x) - 1, int(n)).round().astype(np.int64)
+    return x[idx], y[idx]
+
+
+def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
+    """labels: (N,) ints -> (N, num_classes) with a single 1 per row."""
+    return np.eye(num_classes, dtype=dtype)[labels]
 
 
 class GenerativeModel(Module):
@@ -69,6 +152,17 @@ class GenerativeModel(Module):
         Returns the logged numbers, at least {"loss": float}. Also returns "grad_norm" when cheap.
         """
         raise NotImplementedError
+
+    def optimize(self, loss, optimizer: Optimizer, grad_clip: float | None = None) -> float:
+        """One optimiser step on `loss`: zero the gradients, backpropagate, clip the gradients of the
+        optimiser's parameters to norm grad_clip (None or 0: no clipping), step.
+
+        Returns the gradient norm before clipping (computed with or without clipping)."""
+        optimizer.zero_grad()
+        loss.backward()
+        grad_norm = clip_grad_norm(optimizer.params, grad_clip or math.inf)
+        optimizer.step()
+        return grad_norm
 
     def sample(self, n: int, labels: np.ndarray | None = None, generator=None, **options) -> np.ndarray:
         """n new images: (n, 1, H, W) float32 in [0, 1]. labels: (n,) ints, for conditional models."""

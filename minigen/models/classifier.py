@@ -15,16 +15,14 @@ Trained on the full MNIST training set it reaches > 98% test accuracy.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from minigen import ops
 from minigen.errors import MinigenError
-from minigen.models.base import GenerativeModel, register_family
-from minigen.models.pixelcnn import check_images, check_labels, evaluation_subset, merge_config
+from minigen.models.base import (GenerativeModel, check_images, check_labels, evaluation_subset, merge_config,
+                                 register_family)
 from minigen.nn import Conv2d, Linear, MaxPool2d
-from minigen.optim import Adam, clip_grad_norm
+from minigen.optim import Adam
 from minigen.tensor import Tensor, no_grad
 
 __all__ = ["Classifier", "FEATURE_DIM"]
@@ -90,11 +88,7 @@ class Classifier(GenerativeModel):
         x = check_images("classifier", x, 28)
         logits = self(Tensor(x))
         loss = ops.cross_entropy(logits, check_labels("classifier", y, len(x)))
-        opt = optimizers["model"]
-        opt.zero_grad()
-        loss.backward()
-        grad_norm = clip_grad_norm(self.parameters(), self.config["grad_clip"] or math.inf)
-        opt.step()
+        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     def evaluate(self, x, y, generator=None) -> dict:

@@ -35,9 +35,10 @@ import numpy as np
 
 from minigen import ops
 from minigen.errors import MinigenError, ShapeError
-from minigen.models.base import GenerativeModel, register_family
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
+                                 register_family)
 from minigen.nn import Conv2d, Embedding, GroupNorm, Linear, Module, Upsample
-from minigen.optim import EMA, Adam, clip_grad_norm
+from minigen.optim import EMA, Adam
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
@@ -244,15 +245,6 @@ class UNet(Module):
 
 
 # --- 3 and 4. the model: training, sampling, evaluation, pictures -------------------------------
-def _check_images(name: str, x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-        raise ShapeError(f"{name}: expected images of shape (N, 1, 28, 28), got {x.shape}")
-    if x.dtype != np.float32:
-        raise ShapeError(f"{name}: expected float32 images in [0, 1], got dtype {x.dtype}")
-    return x
-
-
 @register_family("ddpm")
 class DDPM(GenerativeModel):
     """Denoising diffusion on 28x28 digits: U-Net noise predictor, EMA weights, ancestral or DDIM sampling."""
@@ -276,10 +268,7 @@ class DDPM(GenerativeModel):
         }
 
     def __init__(self, config: dict, generator=None):
-        config = {**self.default_config(), **config}
-        unknown = set(config) - set(self.default_config())
-        if unknown:
-            raise MinigenError(f"ddpm: unknown config keys {sorted(unknown)}; known: {sorted(self.default_config())}")
+        config = merge_config("ddpm", self.default_config(), config)
         if not 0 <= config["p_uncond"] < 1:
             raise MinigenError(f"ddpm: p_uncond must be in [0, 1), got {config['p_uncond']}")
         super().__init__(config)
@@ -293,30 +282,15 @@ class DDPM(GenerativeModel):
     def make_optimizers(self):
         return {"model": Adam(self.net.parameters(), lr=self.config["lr"])}
 
-    def _check_labels(self, labels, n: int) -> np.ndarray | None:
-        if not self.conditional:
-            if labels is not None:
-                raise MinigenError("ddpm: labels were given but this model is not conditional "
-                                   "(set config 'conditional': true)")
-            return None
-        if labels is None:
-            raise MinigenError("ddpm: this model is conditional; pass labels (n,) ints in [0, 10)")
-        labels = np.asarray(labels)
-        if labels.shape != (n,) or labels.dtype.kind not in "iu" or (n and (labels.min() < 0 or
-                                                                           labels.max() >= self.num_classes)):
-            raise ShapeError(f"ddpm: labels must be ({n},) integers in [0, {self.num_classes}), got shape "
-                             f"{labels.shape}, dtype {labels.dtype}")
-        return labels.astype(np.int64)
-
     def train_step(self, x, y, optimizers, generator) -> dict[str, float]:
         """x: (N, 1, 28, 28) float32 in [0, 1]; y: (N,) int64.
 
         Random draws, in this order (the PyTorch twin repeats them): t (N,), noise (N, 1, 28, 28),
         then for a conditional model the label-drop coin (N,).
         """
-        x = _check_images("ddpm.train_step", x)
+        x = check_images("ddpm.train_step", x)
         generator = resolve(generator)
-        labels = self._check_labels(y, len(x)) if self.conditional else None
+        labels = check_labels("ddpm.train_step", y, len(x), self.num_classes) if self.conditional else None
         x0 = 2 * x - 1
         t = generator.integers(0, self.schedule.T, (len(x),))
         noise = generator.normal(x.shape)
@@ -325,11 +299,8 @@ class DDPM(GenerativeModel):
             drop = generator.uniform((len(x),)) < self.config["p_uncond"]
             labels = np.where(drop, self.num_classes, labels)
         opt = optimizers["model"]
-        opt.zero_grad()
         loss = ops.mse_loss(self.net(Tensor(xt), t, labels), Tensor(noise))
-        loss.backward()
-        grad_norm = clip_grad_norm(opt.params, self.config["grad_clip"])
-        opt.step()
+        grad_norm = self.optimize(loss, opt, self.config["grad_clip"])
         # EMA warm-up: average over ~all steps so far while there are few, so short runs are not
         # dominated by the random initial weights
         self.ema.decay = min(self.config["ema_decay"], (1 + opt.step_count) / (10 + opt.step_count))
@@ -407,7 +378,7 @@ class DDPM(GenerativeModel):
             raise MinigenError(f"ddpm: guidance={guidance} needs a conditional model (config 'conditional': true)")
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise MinigenError(f"ddpm: number of samples must be a positive integer, got {n!r}")
-        labels = self._check_labels(labels, n)
+        labels = condition_labels("ddpm.sample", labels, n, self.conditional, self.num_classes)
         plan = self.schedule.sampling_plan(method, steps)
         generator = resolve(generator)
         keep = set(np.linspace(0, len(plan), frames).round().astype(int)) if frames else set()
@@ -439,9 +410,10 @@ class DDPM(GenerativeModel):
         """The EMA network's denoising loss E_{t, eps} ||eps - eps_theta(x_t, t)||^2 on the first
         config['eval_examples'] test images (one random t and eps per image). Sample quality (FID,
         label accuracy; the literature uses 10k-50k samples) is measured by `minigen eval --fid`."""
-        x = _check_images("ddpm.evaluate", x)[: self.config["eval_examples"]]
+        x = check_images("ddpm.evaluate", x)[: self.config["eval_examples"]]
         generator = resolve(generator)
-        labels = self._check_labels(np.asarray(y)[: len(x)], len(x)) if self.conditional else None
+        labels = (check_labels("ddpm.evaluate", np.asarray(y)[: len(x)], len(x), self.num_classes)
+                  if self.conditional else None)
         total = 0.0
         batch = int(self.config["batch_size"])
         with no_grad(), self.ema_weights():
@@ -464,7 +436,7 @@ class DDPM(GenerativeModel):
         """ddpm_reverse.png: 8 samples, each a row from pure noise to the digit (10 frames);
         ddpm_forward.png: 4 real test images noised by q_sample at 10 evenly spaced t."""
         from minigen.plots import save_rows
-        x = _check_images("ddpm.figures", x)
+        x = check_images("ddpm.figures", x)
         generator = resolve(generator)
         n, frames = 8, 10
         labels = np.arange(n) % self.num_classes if self.conditional else None

@@ -57,10 +57,10 @@ import numpy as np
 
 from minigen import ops
 from minigen.data import dequantize_uniform
-from minigen.models.base import GenerativeModel, register_family
-from minigen.models.vae import check_batch, check_labels, one_hot
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, one_hot,
+                                 register_family)
 from minigen.nn import Buffer, Conv2d, Linear, Module, Parameter
-from minigen.optim import Adam, clip_grad_norm
+from minigen.optim import Adam
 from minigen.random import Generator, resolve
 from minigen.tensor import Tensor, no_grad
 
@@ -323,23 +323,19 @@ class RealNVP(GenerativeModel):
 
     def train_step(self, x, y, optimizers, generator=None) -> dict:
         """Minimise bits/dim (the NLL, rescaled) on a freshly dequantized batch."""
-        x, y = check_batch(x, y, "RealNVP.train_step")
+        x = check_images("RealNVP.train_step", x)
+        y = check_labels("RealNVP.train_step", y, len(x), self.num_classes)
         self.train()
         v = Tensor(self.dequantize(x, resolve(generator)))
         loss = bits_per_dim(self.log_prob(v, y if self.conditional else None), int(np.prod(IMAGE_SHAPE))).mean()
-        opt = optimizers["model"]
-        opt.zero_grad()
-        loss.backward()
-        clip = self.config["grad_clip"]
-        grad_norm = clip_grad_norm(self.parameters(), clip if clip is not None else math.inf)
-        opt.step()
+        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     # --- sampling -------------------------------------------------------------------------
     def sample(self, n: int, labels=None, generator=None, temperature: float = 1.0) -> np.ndarray:
         """n images (n, 1, 28, 28) in [0, 1]: z ~ N(0, temperature^2 I), x = inverse(z), rounded to
         the 256 pixel levels. Temperatures below 1 trade variety for cleaner digits."""
-        labels = check_labels(labels, n, self.num_classes, self.conditional, "RealNVP.sample")
+        labels = condition_labels("RealNVP.sample", labels, n, self.conditional, self.num_classes)
         self.eval()
         with no_grad():
             z = Tensor(resolve(generator).normal((n, *self.latent_shape)) * np.float32(temperature))
@@ -355,7 +351,8 @@ class RealNVP(GenerativeModel):
         (so `generator` is not needed). Uses the first config["eval_examples"] examples (None: all);
         the literature reports the whole 10,000-image test set.
         """
-        x, y = check_batch(x, y, "RealNVP.evaluate")
+        x = check_images("RealNVP.evaluate", x)
+        y = check_labels("RealNVP.evaluate", y, len(x), self.num_classes)
         c = self.config
         if c["eval_examples"] is not None:
             x, y = x[:c["eval_examples"]], y[:c["eval_examples"]]
@@ -376,7 +373,8 @@ class RealNVP(GenerativeModel):
         """Samples at temperatures 1.0, 0.8, 0.6 (one row of 10 each; with labels 0..9 when conditional),
         and test images beside inverse(forward(x)) as a visible invertibility check."""
         from minigen.plots import save_rows
-        x, y = check_batch(x, y, "RealNVP.figures")
+        x = check_images("RealNVP.figures", x)
+        y = check_labels("RealNVP.figures", y, len(x), self.num_classes)
         generator = resolve(generator)
         os.makedirs(out_dir, exist_ok=True)
         labels = np.arange(10) % self.num_classes if self.conditional else None

@@ -33,8 +33,9 @@ import warnings
 import numpy as np
 
 from minigen import ops
-from minigen.errors import MinigenError, ShapeError
-from minigen.models.base import GenerativeModel, register_family
+from minigen.errors import MinigenError
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
+                                 register_family)
 from minigen.nn import BatchNorm, Conv2d, ConvTranspose2d, Embedding, Linear, Module, init
 from minigen.optim import Adam
 from minigen.random import Generator, resolve
@@ -107,15 +108,6 @@ def dcgan_init(module: Module, generator=None) -> None:
 
 
 # --- the model: the two-player training step, sampling, evaluation --------------------------------
-def _check_images(name: str, x) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 4 or x.shape[1:] != (1, 28, 28):
-        raise ShapeError(f"{name}: expected images of shape (N, 1, 28, 28), got {x.shape}")
-    if x.dtype != np.float32:
-        raise ShapeError(f"{name}: expected float32 images in [0, 1], got dtype {x.dtype}")
-    return x
-
-
 @contextlib.contextmanager
 def _eval_mode(module: Module):
     """BatchNorm on running statistics, and no running-statistic updates, inside the block."""
@@ -171,10 +163,7 @@ class GAN(GenerativeModel):
         }
 
     def __init__(self, config: dict, generator=None):
-        config = {**self.default_config(), **config}
-        unknown = set(config) - set(self.default_config())
-        if unknown:
-            raise MinigenError(f"gan: unknown config keys {sorted(unknown)}; known: {sorted(self.default_config())}")
+        config = merge_config("gan", self.default_config(), config)
         super().__init__(config)
         self.num_classes = int(config["num_classes"])
         self.latent_dim = int(config["latent_dim"])
@@ -189,44 +178,28 @@ class GAN(GenerativeModel):
         return {"generator": Adam(self.G.parameters(), lr=self.config["lr"], betas=betas),
                 "discriminator": Adam(self.D.parameters(), lr=self.config["lr"], betas=betas)}
 
-    def _check_labels(self, labels, n: int) -> np.ndarray | None:
-        if not self.conditional:
-            return None
-        if labels is None:
-            raise MinigenError(f"gan: this model is conditional; pass labels ({n},) ints in [0, {self.num_classes})")
-        labels = np.asarray(labels)
-        if labels.shape != (n,) or labels.dtype.kind not in "iu" or (n and (labels.min() < 0 or
-                                                                           labels.max() >= self.num_classes)):
-            raise ShapeError(f"gan: labels must be ({n},) integers in [0, {self.num_classes}), got shape "
-                             f"{labels.shape}, dtype {labels.dtype}")
-        return labels.astype(np.int64)
-
     def discriminator_step(self, real: Tensor, fake: Tensor, labels, optimizer) -> dict[str, float]:
         """One step of D on a real and a (detached) fake batch, both (N, 1, 28, 28) in [-1, 1].
 
         loss = BCE(D(real), 1) + BCE(D(fake), 0); the accuracies are D's before the step."""
-        optimizer.zero_grad()
         logits_real = self.D(real, labels)
         logits_fake = self.D(fake, labels)
         # BEGIN SOLUTION gan: D's loss: binary cross-entropy of its logits, real images against 1 and fakes against 0
         loss = (ops.binary_cross_entropy_with_logits(logits_real, np.ones(len(real), np.float32))
                 + ops.binary_cross_entropy_with_logits(logits_fake, np.zeros(len(fake), np.float32)))
         # END SOLUTION
-        loss.backward()
-        optimizer.step()
+        self.optimize(loss, optimizer)
         return {"d_loss": loss.item(), "d_real_acc": float((logits_real.data > 0).mean()),
                 "d_fake_acc": float((logits_fake.data < 0).mean())}
 
     def generator_step(self, fake: Tensor, labels, optimizer) -> float:
         """One step of G through D's opinion of G's output `fake` (still attached to G's graph):
         the non-saturating loss BCE(D(G(z)), 1) = -log D(G(z))."""
-        optimizer.zero_grad()
         with _frozen(self.D):
             # BEGIN SOLUTION gan: the non-saturating loss: D's logits on the fakes against the label "real"
             loss = ops.binary_cross_entropy_with_logits(self.D(fake, labels), np.ones(len(fake), np.float32))
             # END SOLUTION
-            loss.backward()
-        optimizer.step()
+            self.optimize(loss, optimizer)     # the backward pass, too, runs with D frozen
         return loss.item()
 
     def train_step(self, x, y, optimizers, generator) -> dict[str, float]:
@@ -235,8 +208,8 @@ class GAN(GenerativeModel):
         Draws z (N, latent_dim) from `generator` (the only random draw; a conditional G is asked
         for the batch's own labels). Returns "loss" (= D's loss, log 4 = 1.386 at equilibrium),
         d_loss, g_loss, d_real_acc, d_fake_acc."""
-        x = _check_images("gan.train_step", x)
-        labels = self._check_labels(y, len(x))
+        x = check_images("gan.train_step", x)
+        labels = check_labels("gan.train_step", y, len(x), self.num_classes) if self.conditional else None
         z = resolve(generator).normal((len(x), self.latent_dim))
         fake = self.G(Tensor(z), labels)
         stats = self.discriminator_step(Tensor(2 * x - 1), fake.detach(), labels, optimizers["discriminator"])
@@ -269,7 +242,7 @@ class GAN(GenerativeModel):
             raise MinigenError(f"gan.sample: unknown options {sorted(unknown)}; the GAN takes only 'temperature'")
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise MinigenError(f"gan: number of samples must be a positive integer, got {n!r}")
-        labels = self._check_labels(labels, n)
+        labels = condition_labels("gan.sample", labels, n, self.conditional, self.num_classes)
         return self.generate(resolve(generator).normal((n, self.latent_dim), std=float(temperature)), labels)
 
     def generate(self, z: np.ndarray, labels=None) -> np.ndarray:
@@ -284,8 +257,9 @@ class GAN(GenerativeModel):
         mode): d_loss, d_real_acc, d_fake_acc; plus distinct_digits among 100 samples when the
         yardstick classifier exists. FID and label accuracy (the literature uses 10k-50k samples)
         come from `minigen eval --fid`."""
-        x = _check_images("gan.evaluate", x)[: self.config["eval_examples"]]
-        labels = self._check_labels(np.asarray(y)[: len(x)], len(x))
+        x = check_images("gan.evaluate", x)[: self.config["eval_examples"]]
+        labels = (check_labels("gan.evaluate", np.asarray(y)[: len(x)], len(x), self.num_classes)
+                  if self.conditional else None)
         fake = 2 * self.sample(len(x), labels, generator) - 1
         with no_grad(), _eval_mode(self.D):
             logits_real = self.D(Tensor(2 * x - 1), labels)

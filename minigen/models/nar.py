@@ -23,18 +23,16 @@ learns one mean image for all digits.
 """
 from __future__ import annotations
 
-import math
 import os
 
 import numpy as np
 
 from minigen import ops
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.errors import MinigenError
-from minigen.models.base import GenerativeModel, register_family
-from minigen.models.pixelcnn import NUM_CLASSES, check_images, check_labels, evaluation_subset, merge_config
+from minigen.models.base import (NUM_CLASSES, GenerativeModel, check_images, check_labels, evaluation_subset,
+                                 labels_for_sampling, merge_config, register_family)
 from minigen.nn import Embedding, Linear
-from minigen.optim import Adam, clip_grad_norm
+from minigen.optim import Adam
 from minigen.plots import save_rows
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
@@ -94,11 +92,7 @@ class NAR(GenerativeModel):
         x = check_images("nar", x, IMAGE_SIZE)
         cond = self._condition(y, len(x))
         loss = self.nll_per_image(binarize_dynamic(x, resolve(generator)), cond).mean()
-        opt = optimizers["model"]
-        opt.zero_grad()
-        loss.backward()
-        grad_norm = clip_grad_norm(self.parameters(), self.config["grad_clip"] or math.inf)
-        opt.step()
+        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     def evaluate(self, x, y, generator=None) -> dict:
@@ -118,13 +112,7 @@ class NAR(GenerativeModel):
         labels: (n,) digits for a conditional model (default 0..9 repeated); must be None otherwise.
         mean: return the per-pixel probabilities (the blurry class average) instead of 0/1 draws.
         """
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise MinigenError(f"nar.sample: n must be a positive integer, got {n!r}")
-        if self.conditional:
-            labels = np.arange(n) % NUM_CLASSES if labels is None else labels
-        elif labels is not None:
-            raise MinigenError("nar.sample: this model is unconditional (config conditional=False); "
-                               "it cannot take labels")
+        labels = labels_for_sampling("nar.sample", n, labels, self.conditional)
         self.eval()
         with no_grad():
             probs = ops.sigmoid(self(self._condition(labels, n))).data

@@ -46,63 +46,20 @@ import numpy as np
 
 from minigen import ops
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.errors import DTypeError, MinigenError, ShapeError
-from minigen.models.base import GenerativeModel, register_family
+from minigen.errors import MinigenError
+from minigen.models.base import (NUM_CLASSES, GenerativeModel, check_images, check_labels, evaluation_subset,
+                                 labels_for_sampling, merge_config, register_family)
 from minigen.nn import MaskedConv2d, Module, Parameter
-from minigen.optim import Adam, clip_grad_norm
+from minigen.optim import Adam
 from minigen.plots import save_grid
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["PixelCNN", "ConditionalConv", "inputs_and_targets", "draw_pixel", "sample_labels", "check_images",
-           "check_labels", "merge_config", "evaluation_subset", "NUM_CLASSES"]
+__all__ = ["PixelCNN", "ConditionalConv", "inputs_and_targets", "draw_pixel", "sample_labels"]
 
-NUM_CLASSES = 10
 OUTPUTS = {"bernoulli": 1, "categorical256": 256}   # output name -> logits per pixel
 EVAL_BATCH = 250
 SAMPLE_CHUNK = 128
-
-
-# --- input checks shared by this module, nar.py and classifier.py -----------------------------
-def merge_config(family: str, defaults: dict, config: dict) -> dict:
-    """defaults updated by config; an unknown key is an error (a typo would otherwise be silently ignored)."""
-    unknown = sorted(set(config) - set(defaults))
-    if unknown:
-        raise MinigenError(f"{family}: unknown config key(s) {', '.join(unknown)}; "
-                           f"expected some of: {', '.join(sorted(defaults))}")
-    return {**defaults, **config}
-
-
-def check_images(family: str, x, image_size: int) -> np.ndarray:
-    """x: (N, 1, S, S) float array in [0, 1] -> float32 array, or a clear error."""
-    x = np.asarray(x)
-    if x.dtype.kind != "f":
-        raise DTypeError(f"{family}: images must be floats in [0, 1] (pixel / 255), got dtype {x.dtype}")
-    if x.ndim != 4 or x.shape[1:] != (1, image_size, image_size) or len(x) == 0:
-        raise ShapeError(f"{family}: images must have shape (N, 1, {image_size}, {image_size}) with N >= 1, "
-                         f"got {x.shape}")
-    if x.min() < 0 or x.max() > 1:
-        raise MinigenError(f"{family}: pixel values must be in [0, 1], got range [{x.min():g}, {x.max():g}]")
-    return x.astype(np.float32, copy=False)
-
-
-def check_labels(family: str, y, n: int) -> np.ndarray:
-    """y: (n,) integers in [0, 10) -> int64 array, or a clear error."""
-    y = np.asarray(y)
-    if y.shape != (n,) or y.dtype.kind not in "iu":
-        raise ShapeError(f"{family}: labels must be an integer array of shape ({n},), got {y.dtype} {y.shape}")
-    if n and (y.min() < 0 or y.max() >= NUM_CLASSES):
-        raise MinigenError(f"{family}: labels must be in [0, {NUM_CLASSES}), got range [{y.min()}, {y.max()}]")
-    return y.astype(np.int64, copy=False)
-
-
-def evaluation_subset(x: np.ndarray, y: np.ndarray, n: int | None):
-    """n evenly spaced examples (all of them if n is None): deterministic, and balanced over digits
-    even when the set is sorted by label (the offline mnist-5k test split is)."""
-    if n is None or n >= len(x):
-        return x, y
-    idx = np.linspace(0, len(x) - 1, int(n)).round().astype(np.int64)
-    return x[idx], y[idx]
 
 
 # --- data in, pixels out: shared with the PyTorch twin ----------------------------------------
@@ -133,16 +90,10 @@ def draw_pixel(logits: np.ndarray, u: np.ndarray, temperature: float, output: st
 
 def sample_labels(n, labels, temperature: float, conditional: bool):
     """Check sample()'s arguments; the labels to use (0..9 repeated by default; None if unconditional)."""
-    if not isinstance(n, (int, np.integer)) or n < 1:
-        raise MinigenError(f"pixelcnn.sample: n must be a positive integer, got {n!r}")
+    labels = labels_for_sampling("pixelcnn.sample", n, labels, conditional)
     if not temperature > 0:
         raise MinigenError(f"pixelcnn.sample: temperature must be positive, got {temperature}")
-    if conditional:
-        return np.arange(n) % NUM_CLASSES if labels is None else check_labels("pixelcnn", labels, n)
-    if labels is not None:
-        raise MinigenError("pixelcnn.sample: this model is unconditional (config conditional=False); "
-                           "it cannot take labels")
-    return None
+    return labels
 
 
 # --- the causal layer ------------------------------------------------------------------------
@@ -249,11 +200,7 @@ class PixelCNN(GenerativeModel):
         x = check_images("pixelcnn", x, self.image_size)
         inputs, targets = inputs_and_targets(x, self.config["output"], resolve(generator))
         loss = self.nll_per_image(inputs, targets, self._labels(y, len(x))).mean()
-        opt = optimizers["model"]
-        opt.zero_grad()
-        loss.backward()
-        grad_norm = clip_grad_norm(self.parameters(), self.config["grad_clip"] or math.inf)
-        opt.step()
+        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     def evaluate(self, x, y, generator=None) -> dict:

@@ -40,54 +40,17 @@ import numpy as np
 
 from minigen import ops
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.errors import ShapeError
-from minigen.models.base import GenerativeModel, register_family
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, one_hot,
+                                 register_family)
 from minigen.nn import Conv2d, ConvTranspose2d, Linear
-from minigen.optim import Adam, clip_grad_norm
+from minigen.optim import Adam
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["VAE", "reparameterize", "gaussian_kl", "check_batch", "check_labels", "one_hot"]
+__all__ = ["VAE", "reparameterize", "gaussian_kl"]
 
 IMAGE_SHAPE = (1, 28, 28)
 NUM_PIXELS = 784
-
-
-# --- input checks shared by the families in this folder -------------------------------------------
-def check_batch(x, y, where: str) -> tuple[np.ndarray, np.ndarray]:
-    """x: (N, 1, 28, 28) float in [0, 1], y: (N,) ints. Returns them as float32 / int64 arrays."""
-    x, y = np.asarray(x), np.asarray(y)
-    if x.ndim != 4 or x.shape[1:] != IMAGE_SHAPE:
-        raise ShapeError(f"{where}: images must have shape (N, 1, 28, 28), got {x.shape}")
-    if x.dtype.kind != "f":
-        raise ShapeError(f"{where}: images must be floats in [0, 1] (pixel / 255), got dtype {x.dtype}")
-    if x.size and (x.min() < 0 or x.max() > 1):
-        raise ShapeError(f"{where}: image values must lie in [0, 1], got range [{x.min():.3g}, {x.max():.3g}]")
-    if y.shape != (len(x),) or y.dtype.kind not in "iu":
-        raise ShapeError(f"{where}: labels must be ({len(x)},) integers, got shape {y.shape} dtype {y.dtype}")
-    return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
-
-
-def check_labels(labels, n: int, num_classes: int, conditional: bool, where: str) -> np.ndarray | None:
-    """The labels a conditional model needs for n samples: (n,) ints in [0, num_classes)."""
-    if not conditional:
-        if labels is not None:
-            raise ShapeError(f"{where}: this model is unconditional; labels must be None")
-        return None
-    if labels is None:
-        raise ShapeError(f"{where}: this model is conditional; pass labels, an (n,) array of ints "
-                         f"in [0, {num_classes})")
-    labels = np.asarray(labels)
-    if labels.shape != (n,) or labels.dtype.kind not in "iu" or (labels.size and (
-            labels.min() < 0 or labels.max() >= num_classes)):
-        raise ShapeError(f"{where}: labels must be ({n},) integers in [0, {num_classes}), got shape "
-                         f"{labels.shape} dtype {labels.dtype}")
-    return labels.astype(np.int64)
-
-
-def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarray:
-    """labels: (N,) ints -> (N, num_classes) with a single 1 per row."""
-    return np.eye(num_classes, dtype=dtype)[labels]
 
 
 # --- the two formulas of the lecture --------------------------------------------------------------
@@ -208,17 +171,13 @@ class VAE(GenerativeModel):
     def train_step(self, x, y, optimizers, generator=None) -> dict:
         """Maximise the ELBO on a freshly binarized batch (dynamic binarization: a new coin per pixel
         per step, which acts as data augmentation). Logs the loss (-ELBO), its two parts and the gradient norm."""
-        x, y = check_batch(x, y, "VAE.train_step")
+        x = check_images("VAE.train_step", x)
+        y = check_labels("VAE.train_step", y, len(x), self.num_classes)
         generator = resolve(generator)
         self.train()
         recon, kl, _ = self(Tensor(binarize_dynamic(x, generator)), y, generator)
         loss = (recon + kl).mean()
-        opt = optimizers["model"]
-        opt.zero_grad()
-        loss.backward()
-        clip = self.config["grad_clip"]
-        grad_norm = clip_grad_norm(self.parameters(), clip if clip is not None else math.inf)
-        opt.step()
+        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
         return {"loss": loss.item(), "recon": float(recon.data.mean()), "kl": float(kl.data.mean()),
                 "grad_norm": grad_norm}
 
@@ -230,7 +189,7 @@ class VAE(GenerativeModel):
         binary=False returns the Bernoulli means sigmoid(logits) (the usual picture); binary=True
         draws the 0/1 pixels themselves. labels: (n,) ints, required for a conditional model.
         """
-        labels = check_labels(labels, n, self.num_classes, self.conditional, "VAE.sample")
+        labels = condition_labels("VAE.sample", labels, n, self.conditional, self.num_classes)
         generator = resolve(generator)
         self.eval()
         with no_grad():
@@ -275,7 +234,8 @@ class VAE(GenerativeModel):
         The literature's setting is all 10,000 test digits and k = 5000 (about 86 nats for
         this MLP VAE after long training).
         """
-        x, y = check_batch(x, y, "VAE.evaluate")
+        x = check_images("VAE.evaluate", x)
+        y = check_labels("VAE.evaluate", y, len(x), self.num_classes)
         c = self.config
         if c["eval_examples"] is not None:
             x, y = x[:c["eval_examples"]], y[:c["eval_examples"]]
@@ -296,7 +256,8 @@ class VAE(GenerativeModel):
         """Reconstructions beside inputs, a sample grid, a latent interpolation strip and,
         for a 2-d latent space, the latent scatter by label and the decoded latent manifold."""
         from minigen.plots import save_grid, save_rows
-        x, y = check_batch(x, y, "VAE.figures")
+        x = check_images("VAE.figures", x)
+        y = check_labels("VAE.figures", y, len(x), self.num_classes)
         generator = resolve(generator)
         os.makedirs(out_dir, exist_ok=True)
         labels = y if self.conditional else None

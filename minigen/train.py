@@ -298,7 +298,7 @@ def _finish(opts: TrainOptions, model, history) -> dict:
         results["test"] = model.evaluate(x_test, y_test, generator=gen)
         _log(opts.out, {"kind": "test", **results["test"]})
         model.figures(opts.out, x_test, y_test, generator=gen)
-    if opts.n_samples > 0:
+    if opts.n_samples > 0 and model.generates:
         labels = np.arange(opts.n_samples) % 10 if model.conditional else None
         t0 = time.perf_counter()
         samples = model.sample(opts.n_samples, labels=labels, generator=gen)

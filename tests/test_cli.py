@@ -124,3 +124,12 @@ def test_truncated_checkpoint_is_a_one_line_error(tmp_path, capsys):
     ckpt = run / "checkpoint.npz"
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     one_line_error(capsys, "sample", str(run), pattern="checkpoint.npz: checkpoint is truncated or corrupt")
+
+
+def test_train_classifier_writes_no_sample_grid(tmp_path, capsys):
+    """The yardstick trains through the same command; a classifier has no samples to draw."""
+    run = tmp_path / "clf"
+    code, out, err = run_cli(capsys, "train", "classifier", "--out", str(run), "--max-steps", "2", "--eval-n", "50",
+                             "--no-progress", *DATA)
+    assert code == 0, err
+    assert '"accuracy"' in out and not (run / "samples.png").exists()

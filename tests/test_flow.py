@@ -250,5 +250,7 @@ def test_bad_inputs_get_clear_errors():
         model.sample(2, np.array([3, 10]))
     with pytest.raises(MinigenError, match="unconditional"):
         RealNVP(TINY).sample(2, np.array([1, 2]))
-    with pytest.raises(ValueError, match="variant"):
+    with pytest.raises(MinigenError, match="variant"):
         RealNVP({"variant": "glow"})
+    with pytest.raises(MinigenError, match=r"unknown config key\(s\) coupling"):
+        RealNVP({"coupling": 4})

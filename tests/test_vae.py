@@ -134,8 +134,10 @@ def test_bad_inputs_get_clear_errors():
         model.sample(3)
     with pytest.raises(MinigenError, match=r"labels must be in \[0, 10\)"):
         model.sample(2, np.array([-1, 2]))
-    with pytest.raises(ValueError, match="variant"):
+    with pytest.raises(MinigenError, match="variant"):
         VAE({"variant": "transformer"})
+    with pytest.raises(MinigenError, match=r"unknown config key\(s\) latent_dims"):   # a typo is not ignored
+        VAE({"latent_dims": 2})
 
 
 def test_figures_for_a_conditional_2d_latent_model(tmp_path):

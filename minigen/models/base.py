@@ -128,6 +128,8 @@ class GenerativeModel(Module):
     family: str = "?"
     #: the metric `evaluate` returns that summarises the model's fit, e.g. "nll_nats" or "bits_per_dim"
     likelihood_metric: str | None = None
+    #: False for a model that does not generate images (the yardstick classifier): no sample grid
+    generates: bool = True
 
     def __init__(self, config: dict):
         self.config = dict(config)

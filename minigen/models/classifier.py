@@ -36,6 +36,7 @@ class Classifier(GenerativeModel):
     """LeNet-style digit classifier. forward: x (N, 1, 28, 28) in [0, 1] -> logits (N, 10)."""
 
     likelihood_metric = None
+    generates = False
 
     @classmethod
     def default_config(cls) -> dict:

@@ -56,9 +56,10 @@ import os
 import numpy as np
 
 from minigen import ops
+from minigen.errors import MinigenError
 from minigen.data import dequantize_uniform
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, one_hot,
-                                 register_family)
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
+                                 one_hot, register_family)
 from minigen.nn import Buffer, Conv2d, Linear, Module, Parameter
 from minigen.optim import Adam
 from minigen.random import Generator, resolve
@@ -242,13 +243,13 @@ class RealNVP(GenerativeModel):
     likelihood_metric = "bits_per_dim"
 
     def __init__(self, config: dict | None = None):
-        super().__init__({**self.default_config(), **(config or {})})
+        super().__init__(merge_config("flow", self.default_config(), config or {}))
         c = self.config
         if c["variant"] not in ("mlp", "conv"):
-            raise ValueError(f"RealNVP: variant must be 'mlp' or 'conv', got {c['variant']!r}")
+            raise MinigenError(f"RealNVP: variant must be 'mlp' or 'conv', got {c['variant']!r}")
         n_couplings = int(c["num_couplings"])
         if n_couplings < 2 or (c["variant"] == "conv" and n_couplings % 2):
-            raise ValueError(f"RealNVP: num_couplings must be >= 2 (and even for the conv variant), got {n_couplings}")
+            raise MinigenError(f"RealNVP: num_couplings must be >= 2 (and even for the conv variant), got {n_couplings}")
         self.num_classes = int(c["num_classes"])
         label_dim = self.num_classes if self.conditional else 0
         layers: list[Module] = [LogitTransform(c["alpha"])]

@@ -39,9 +39,10 @@ import os
 import numpy as np
 
 from minigen import ops
+from minigen.errors import MinigenError
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, one_hot,
-                                 register_family)
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
+                                 one_hot, register_family)
 from minigen.nn import Conv2d, ConvTranspose2d, Linear
 from minigen.optim import Adam
 from minigen.random import resolve
@@ -85,10 +86,10 @@ class VAE(GenerativeModel):
     likelihood_metric = "nll_nats"
 
     def __init__(self, config: dict | None = None):
-        super().__init__({**self.default_config(), **(config or {})})
+        super().__init__(merge_config("vae", self.default_config(), config or {}))
         c = self.config
         if c["variant"] not in ("mlp", "conv"):
-            raise ValueError(f"VAE: variant must be 'mlp' or 'conv', got {c['variant']!r}")
+            raise MinigenError(f"VAE: variant must be 'mlp' or 'conv', got {c['variant']!r}")
         self.variant, self.latent_dim, self.num_classes = c["variant"], int(c["latent_dim"]), int(c["num_classes"])
         hidden, label_dim = int(c["hidden_dim"]), self.num_classes if self.conditional else 0
         if self.variant == "conv":

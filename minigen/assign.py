@@ -80,6 +80,12 @@ TOPIC_TESTS: dict[str, list[str]] = {
         "tests/test_nn_ops.py::test_gradcheck[masked_conv2d]",
         "tests/test_pixelcnn.py::test_each_logit_depends_only_on_earlier_pixels_end_to_end[bernoulli-False]",
     ],
+    "ddpm": [
+        "tests/test_ddpm.py::test_q_sample_matches_repeated_single_noising_steps",
+        "tests/test_ddpm.py::test_x_T_is_standard_normal",
+        "tests/test_ddpm.py::test_posterior_mean_and_variance_match_bayes_rule",
+        "tests/test_ddpm.py::test_posterior_matches_simulated_pairs",
+    ],
     "gan": [
         "tests/test_gan.py::test_one_discriminator_step_lowers_its_loss_on_the_same_batch",
         "tests/test_gan.py::test_one_generator_step_raises_the_discriminators_score_of_its_samples",

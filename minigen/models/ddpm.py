@@ -80,9 +80,11 @@ class NoiseSchedule:
         self.alpha_bar_prev = np.concatenate([[1.0], self.alpha_bar[:-1]])
         # q(x_{t-1} | x_t, x_0) = N(c1 x_0 + c2 x_t, beta_tilde): the product of the two Gaussians
         # q(x_{t-1} | x_0) and q(x_t | x_{t-1}), worked out once here
+        # BEGIN SOLUTION ddpm: posterior_variance (beta tilde), posterior_c1, posterior_c2: (T,) arrays
         self.posterior_variance = betas * (1 - self.alpha_bar_prev) / (1 - self.alpha_bar)
         self.posterior_c1 = betas * np.sqrt(self.alpha_bar_prev) / (1 - self.alpha_bar)
         self.posterior_c2 = (1 - self.alpha_bar_prev) * np.sqrt(self.alphas) / (1 - self.alpha_bar)
+        # END SOLUTION
 
     def check_timesteps(self, t) -> np.ndarray:
         t = np.asarray(t)
@@ -104,8 +106,10 @@ class NoiseSchedule:
         if x0.shape != noise.shape or t.shape != (x0.shape[0],):
             raise ShapeError(f"q_sample: expected x0 and noise of one shape (N, C, H, W) and t (N,), got "
                              f"{x0.shape}, {noise.shape} and {t.shape}")
+        # BEGIN SOLUTION ddpm: x_t in one step from x0 and noise (use self._per_image to broadcast alpha_bar[t])
         return (self._per_image(np.sqrt(self.alpha_bar), t) * x0
                 + self._per_image(np.sqrt(1 - self.alpha_bar), t) * noise)
+        # END SOLUTION
 
     def q_posterior(self, x0: np.ndarray, xt: np.ndarray, t) -> tuple[np.ndarray, np.ndarray]:
         """Mean (N, C, H, W) and variance (N, 1, 1, 1) of q(x_{t-1} | x_t, x_0); float32."""

@@ -7,6 +7,7 @@ from minigen.models import get_family
 from minigen.models.ddpm import DDPM, NoiseSchedule, timestep_embedding
 from minigen.random import Generator
 from minigen.tensor import Tensor, no_grad
+from tests.fakes import bar_digits
 
 # a tiny U-Net and a short chain keep every test to seconds
 TINY = {"T": 20, "channels": [8, 16, 16], "time_dim": 16, "groups": 4, "batch_size": 8, "sample_steps": 5,
@@ -17,14 +18,7 @@ def tiny(**overrides):
     return DDPM({**TINY, **overrides}, generator=Generator(0))
 
 
-def digits(n, seed=0):
-    """Blocky fake digits in [0, 1]: a bright bar at a random place on a dark background."""
-    g = Generator(seed)
-    x = np.zeros((n, 1, 28, 28), np.float32)
-    rows = g.integers(4, 20, (n,))
-    for i, r in enumerate(rows):
-        x[i, 0, r:r + 6, 8:20] = 1.0
-    return x, (rows % 10).astype(np.int64)
+digits = bar_digits
 
 
 # --- the forward process -----------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from minigen.models import get_family
 from minigen.models.gan import GAN
 from minigen.random import Generator
 from minigen.tensor import Tensor, no_grad
+from tests.fakes import bar_digits
 
 SMALL = {"batch_size": 8, "collapse_check_every": 0, "eval_examples": 8, "collapse_samples": 10}
 
@@ -19,14 +20,7 @@ def small(**overrides):
     return GAN({**SMALL, **overrides}, generator=Generator(0))
 
 
-def digits(n, seed=0):
-    """Blocky fake digits in [0, 1]: a bright bar at a random place on a dark background."""
-    g = Generator(seed)
-    x = np.zeros((n, 1, 28, 28), np.float32)
-    rows = g.integers(4, 20, (n,))
-    for i, r in enumerate(rows):
-        x[i, 0, r:r + 6, 8:20] = 1.0
-    return x, (rows % 10).astype(np.int64)
+digits = bar_digits
 
 
 def _d_loss(model, real, fake, labels):

@@ -151,7 +151,16 @@ def leaky_relu(a: Tensor, negative_slope: float = 0.01) -> Tensor:
 def silu(a: Tensor) -> Tensor:
     """x * sigmoid(x) (a.k.a. swish)."""
     s = _sigmoid(a.data)
-    return make_result(a.data * s, (a,), lambda g: (g * s * (1 + a.data * (1 - s)),), "silu")
+
+    def backward(g):
+        # d/dx x*s(x) = s * (1 + x * (1 - s)), computed in place: these arrays are activation-sized
+        d = 1 - s
+        d *= a.data
+        d += 1
+        d *= s
+        d *= g
+        return (d,)
+    return make_result(a.data * s, (a,), backward, "silu")
 
 
 def _softplus(x: np.ndarray) -> np.ndarray:

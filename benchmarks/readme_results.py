@@ -75,7 +75,7 @@ def models_section(res: dict) -> list[str]:
         out += ["", "Quality at the same budget (same weights, data order and noise; mnist-5k):", ""]
         rows = []
         for q in res["quality"]:
-            keys = [k for k in q["minigen"] if k != "train_s"]
+            keys = [k for k in q["minigen"] if k not in ("train_s", "examples", "iw_samples")]
             for k in keys:
                 rows.append([q["model"], q["epochs"], k, q["minigen"][k], q.get("torch", {}).get(k)])
         out += _table(["model", "epochs", "metric", "minigen", "PyTorch"], rows)
@@ -97,6 +97,43 @@ def tour_section(tour: dict) -> list[str]:
             "```", format_table(tour), "```"]
 
 
+def targets_section(ops: dict | None, res: dict | None) -> list[str]:
+    """The issues' targets, each with the measured value and whether it is met."""
+    rows = []
+
+    def add(target, value, ok):
+        rows.append([target, value, "met" if ok else "**missed**"])
+    if ops:
+        for r in ops["ops"]:
+            if r["ratio"] is not None:
+                goal = 1.0 if r["op"].startswith("10,000 tiny") else 1.5
+                add(f"ops: {r['op']} time ratio <= {goal}", f"{r['ratio']:.2f}", r["ratio"] <= goal)
+        big = next((r for r in ops["ops"] if r["op"].startswith("conv2d 64->64")), None)
+        if big and big["pct_peak"] is not None:
+            add("ops: 64->64 3x3 conv >= 50% of NumPy matmul GFLOP/s", f"{big['pct_peak']:.0f}%",
+                big["pct_peak"] >= 50)
+        if ops.get("start"):
+            add("second process to first conv < 3 s", f"{ops['start']['warm_s']} s", ops["start"]["warm_s"] < 3)
+    if res:
+        for r in res["models"]:
+            if r.get("step_ratio") is not None:
+                add(f"{r['model']}: training-step ratio <= 1.5", f"{r['step_ratio']:.2f}", r["step_ratio"] <= 1.5)
+            for smp in r["sampling"]:
+                if smp.get("ratio") is not None:
+                    add(f"{r['model']}: sampling ({smp['what']}) ratio <= 1.5", f"{smp['ratio']:.2f}",
+                        smp["ratio"] <= 1.5)
+            ratio = r.get("memory", {}).get("ratio")
+            if ratio is not None:
+                add(f"{r['model']}: peak memory ratio <= 1.5", f"{ratio:.2f}", ratio <= 1.5)
+        ratio = (res.get("convnet_memory") or {}).get("ratio")
+        if ratio is not None:
+            add("conv-net training step: peak memory ratio <= 1.5", f"{ratio:.2f}", ratio <= 1.5)
+    if not rows:
+        return []
+    return ["### Targets (minigen / PyTorch, from the tables below)", ""] + \
+        _table(["target", "measured", ""], rows) + [""]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ops", default=os.path.join(HERE, "results", "ops.json"))
@@ -104,13 +141,17 @@ def main(argv=None) -> int:
     p.add_argument("--tour", default=os.path.join(HERE, "results", "tour.json"))
     p.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     args = p.parse_args(argv)
-    lines = []
-    for path, section in ((args.tour, tour_section), (args.ops, ops_section), (args.models, models_section)):
+    loaded = {}
+    for path in (args.tour, args.ops, args.models):
         if os.path.exists(path):
             with open(path) as f:
-                lines += section(json.load(f)) + [""]
+                loaded[path] = json.load(f)
         else:
             print(f"skipping {path}: not found", file=sys.stderr)
+    lines = targets_section(loaded.get(args.ops), loaded.get(args.models))
+    for path, section in ((args.tour, tour_section), (args.ops, ops_section), (args.models, models_section)):
+        if path in loaded:
+            lines += section(loaded[path]) + [""]
     with open(args.readme) as f:
         text = f.read()
     if BEGIN not in text or END not in text:

@@ -149,11 +149,12 @@ def bench_family(family: str, mode: str, repeats: int) -> dict:
 
 
 # --- memory: each framework in its own process, so one does not pollute the other ----------
-def training_step(target: str, framework: str):
+def training_step(target: str, framework: str, batch=None):
     """A zero-argument function doing one training step at batch 128 of `target` (a family, or
-    "convnet": the small conv net of the scaling plots) in `framework` ("minigen" or "torch")."""
+    "convnet": the small conv net of the scaling plots) in `framework` ("minigen" or "torch").
+    batch: (x, y) to use instead of the first 128 mnist-5k digits."""
     import minigen
-    x, y = load_batch()
+    x, y = batch if batch is not None else load_batch()
     if target == "convnet":
         from minigen import ops
         from minigen.optim import SGD
@@ -174,16 +175,29 @@ def training_step(target: str, framework: str):
     return lambda: twin_module.train_step(twin, opts, x, y, minigen.Generator(1))
 
 
+def _status_mb(field: str) -> float:
+    """A memory line of /proc/self/status (VmRSS, VmHWM = peak RSS) in MB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
 def memory_probe(target: str, framework: str) -> dict:
-    """Runs in a subprocess: peak RSS growth (MB) over the resident size before the first step."""
-    import resource
+    """Runs in a subprocess: how far training steps raise memory above the resident size after
+    set-up (model, optimiser and batch in memory). The kernel's peak-RSS mark is reset after
+    set-up (echo 5 > /proc/self/clear_refs), so imports and set-up do not count."""
     set_threads()
-    step = training_step(target, framework)
-    with open("/proc/self/statm") as f:
-        before = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2 ** 20
+    rng = np.random.default_rng(0)       # a synthetic batch: parsing the data file would set the peak
+    batch = (rng.random((BATCH, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, BATCH))
+    step = training_step(target, framework, batch)
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _status_mb("VmRSS")
     for _ in range(3):
         step()
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = _status_mb("VmHWM")
     return {"before_mb": before, "peak_mb": peak, "step_mb": max(peak - before, 0.0)}
 
 

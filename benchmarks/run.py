@@ -135,17 +135,23 @@ def bench_family(family: str, mode: str, repeats: int) -> dict:
 
     row["sampling"] = []
     for label, options, n in SAMPLING[family][mode]:
-        entry = {"what": label}
-        start = time.perf_counter()
-        model.sample(n, generator=minigen.Generator(2), **options)
-        entry["minigen_s"] = time.perf_counter() - start
+        entry = {"what": label,
+                 "minigen_s": sampling_seconds(lambda: model.sample(n, generator=minigen.Generator(2), **options))}
         if twin is not None:
-            start = time.perf_counter()
-            twin_module.sample(twin, n, None, minigen.Generator(2), **options)
-            entry["torch_s"] = time.perf_counter() - start
+            entry["torch_s"] = sampling_seconds(
+                lambda: twin_module.sample(twin, n, None, minigen.Generator(2), **options))
             entry["ratio"] = entry["minigen_s"] / entry["torch_s"]
         row["sampling"].append(entry)
     return row
+
+
+def sampling_seconds(fn) -> float:
+    """One timed call; when it takes under a second, that call is the warm-up and the median
+    of five more is the answer (a lone short timing is mostly noise)."""
+    start = time.perf_counter()
+    fn()
+    seconds = time.perf_counter() - start
+    return median_seconds(fn, 5, warmup=0) if seconds < 1.0 else seconds
 
 
 # --- memory: each framework in its own process, so one does not pollute the other ----------

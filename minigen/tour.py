@@ -42,14 +42,29 @@ FAMILIES = [
 OVERHEAD_FRACTION = 0.25   # of the budget kept for the yardstick, evaluation and sampling
 
 
+TOUR_MARK = ".made-by-minigen-tour"
+
+
+def claim_run_dir(path: str) -> None:
+    """Make `path` free for a tour run: a run an earlier tour made there is replaced (a rerun starts
+    afresh); anything else there is the user's and is never deleted."""
+    from minigen.errors import MinigenError
+    if os.path.exists(os.path.join(path, TOUR_MARK)):
+        import shutil
+        shutil.rmtree(path)
+    elif os.path.exists(path) and os.listdir(path):
+        raise MinigenError(f"tour: {path} already holds files the tour did not make; "
+                           f"choose another --out")
+
+
 def _train_family(family, config, seconds, out_dir, dataset, data_dir, seed, eval_n):
     from minigen.train import TrainOptions, train
     opts = TrainOptions(model=family, out=os.path.join(out_dir, family), dataset=dataset, data_dir=data_dir,
                         epochs=10_000, seed=seed, conditional=True, model_config=config, max_seconds=seconds,
                         eval_n=eval_n, n_samples=0, progress=False)
-    if os.path.exists(os.path.join(opts.out, "config.json")):
-        import shutil
-        shutil.rmtree(opts.out)    # the tour owns its sub-directories: a rerun starts them afresh
+    claim_run_dir(opts.out)
+    os.makedirs(opts.out)
+    open(os.path.join(opts.out, TOUR_MARK), "w").close()
     return train(opts)
 
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from minigen import tour
+from minigen.errors import MinigenError
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 
@@ -33,3 +34,19 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     assert len(saved["families"]) == len(families)
     for name in ("tour_samples.png", "tour_strips.png"):
         assert (tmp_path / "tour" / name).stat().st_size > 1000
+
+
+def test_a_rerun_replaces_only_what_a_tour_made(tmp_path):
+    mine = tmp_path / "vae"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")                  # the user's own run, not the tour's
+    with pytest.raises(MinigenError, match="did not make"):
+        tour.claim_run_dir(str(mine))
+    assert (mine / "config.json").exists()
+    made = tmp_path / "gan"
+    made.mkdir()
+    (made / tour.TOUR_MARK).touch()
+    (made / "checkpoint.npz").write_bytes(b"old")
+    tour.claim_run_dir(str(made))
+    assert not made.exists()
+    tour.claim_run_dir(str(tmp_path / "new"))                # nothing there: nothing to do

@@ -126,23 +126,16 @@ def _cases():
         x = np.linspace(-1, 1, 16, dtype=np.float32)
         if lib == "torch":
             import torch
-            xt = torch.from_numpy(x).requires_grad_()
-
-            def step():
-                y = xt
-                for _ in range(2500):
-                    y = torch.tanh(y * 0.9 + 0.1) - 0.01
-                y.sum().backward()
-                xt.grad = None
-            return step
-        xm = Tensor(x, requires_grad=True)
+            leaf, tanh = torch.from_numpy(x).requires_grad_(), torch.tanh
+        else:
+            leaf, tanh = Tensor(x, requires_grad=True), ops.tanh
 
         def step():
-            y = xm
-            for _ in range(2500):
-                y = ops.tanh(y * 0.9 + 0.1) - 0.01
+            y = leaf
+            for _ in range(2500):              # 4 ops each: mul, add, tanh, sub
+                y = tanh(y * 0.9 + 0.1) - 0.01
             y.sum().backward()
-            xm.grad = None
+            leaf.grad = None
         return step
 
     return [

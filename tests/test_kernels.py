@@ -153,25 +153,17 @@ def test_conv_runs_in_a_forked_child(monkeypatch):
     assert os.waitpid(pid, 0)[1] == 0
 
 
-def test_conv_gradients_match_finite_differences():
-    rng = np.random.default_rng(3)
-    x, w, b = randn(rng, 2, 4, 5, 6), randn(rng, 4, 2, 3, 2), randn(rng, 4)
-    geo = (2, 1), (1, 1), (1, 2), 2
-    f = lambda: K.conv2d_forward(x, w, b, *geo)  # noqa: E731
+@pytest.mark.parametrize("forward, backward, seed, x_shape, w_shape, c_out, geo", [
+    (K.conv2d_forward, K.conv2d_backward, 3, (2, 4, 5, 6), (4, 2, 3, 2), 4, ((2, 1), (1, 1), (1, 2), 2)),
+    (K.conv_transpose2d_forward, K.conv_transpose2d_backward, 4, (2, 4, 3, 4), (4, 3, 4, 3), 6,
+     ((2, 2), (1, 0), (1, 1), (1, 1), 2)),
+], ids=["conv2d", "conv_transpose2d"])
+def test_conv_gradients_match_finite_differences(forward, backward, seed, x_shape, w_shape, c_out, geo):
+    rng = np.random.default_rng(seed)
+    x, w, b = randn(rng, *x_shape), randn(rng, *w_shape), randn(rng, c_out)
+    f = lambda: forward(x, w, b, *geo)  # noqa: E731
     g = randn(rng, *f().shape)
-    dx, dw, db = K.conv2d_backward(g, x, w, *geo)
-    close(dx, numeric_grad(f, x, g), tol=1e-6)
-    close(dw, numeric_grad(f, w, g), tol=1e-6)
-    close(db, numeric_grad(f, b, g), tol=1e-6)
-
-
-def test_conv_transpose_gradients_match_finite_differences():
-    rng = np.random.default_rng(4)
-    x, w, b = randn(rng, 2, 4, 3, 4), randn(rng, 4, 3, 4, 3), randn(rng, 6)
-    geo = (2, 2), (1, 0), (1, 1), (1, 1), 2
-    f = lambda: K.conv_transpose2d_forward(x, w, b, *geo)  # noqa: E731
-    g = randn(rng, *f().shape)
-    dx, dw, db = K.conv_transpose2d_backward(g, x, w, *geo)
+    dx, dw, db = backward(g, x, w, *geo)
     close(dx, numeric_grad(f, x, g), tol=1e-6)
     close(dw, numeric_grad(f, w, g), tol=1e-6)
     close(db, numeric_grad(f, b, g), tol=1e-6)

@@ -64,6 +64,7 @@ class TrainOptions:
     n_samples: int = 40
     detect_anomaly: bool = False
     progress: bool = True
+    command: str | None = None           # the command line that started the run (for its report)
 
     def check(self) -> None:
         for name in ("epochs", "log_every"):
@@ -281,6 +282,8 @@ def train(opts: TrainOptions, resume: bool = False):
                "parameters": model.num_parameters()}
     summary.update(_finish(opts, model, history))
     _write_json(os.path.join(opts.out, "summary.json"), summary)
+    from minigen.report import write_run_report
+    write_run_report(opts.out)
     return model, summary
 
 
@@ -305,7 +308,18 @@ def _finish(opts: TrainOptions, model, history) -> dict:
         results["sample_seconds_per_image"] = (time.perf_counter() - t0) / opts.n_samples
         save_grid(samples, os.path.join(opts.out, "samples.png"), nrow=10,
                   title=f"{opts.model} samples" + (" (columns: digits 0-9)" if model.conditional else ""))
+        _animation(model, os.path.join(opts.out, "generation.gif"), gen)
     return results
+
+
+def _animation(model, path: str, generator) -> None:
+    """generation.gif for the families that have an animation; a notice where this run has none to show."""
+    from minigen.animate import animate, animated_families
+    if model.family in animated_families():
+        try:
+            animate(model, path, generator=generator)
+        except MinigenError as e:
+            print(f"minigen: no generation.gif: {e}", file=sys.stderr)
 
 
 class _Progress:

@@ -116,7 +116,7 @@ FID-MNIST compares the features of a small LeNet (comparable only between models
 _COMPARE = """{% extends "base.html" %}{% import "macros.html" as m %}{% block body %}
 <h2>Numbers</h2>
 <table id="metrics"><thead><tr><th>run</th>{% for r in runs %}<th><a href="{{ r.report }}">{{ r.name }}</a></th>{% endfor %}</tr></thead>
-<tbody>{% for key in keys %}<tr><th scope="row">{{ key }}</th>{% for r in runs %}<td class="num">{{ r.values.get(key, "-") }}</td>{% endfor %}</tr>
+<tbody>{% for key in keys %}<tr><th scope="row">{{ key }}</th>{% for r in runs %}<td class="num">{{ r.numbers.get(key, "-") }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table>
 <h2>Side by side</h2>
 <div class="runs">{% for r in runs %}<section><h3><a href="{{ r.report }}">{{ r.name }}</a></h3>
@@ -251,7 +251,7 @@ def write_comparison(run_dirs: list[str], out_dir: str) -> str:
         keys += [k for k in values if k not in keys]
         shown = [p for p in run_pictures(run_dir) if os.path.basename(p) in ("samples.png", "generation.gif",
                                                                                "loss.png")]
-        runs.append({"name": run_dir, "report": _href(os.path.join(run_dir, REPORT), out_dir), "values": values,
+        runs.append({"name": run_dir, "report": _href(os.path.join(run_dir, REPORT), out_dir), "numbers": values,
                      "command": config.get("train", {}).get("command") or equivalent_command(config),
                      "figures": [_figure(p, out_dir) for p in shown]})
     return _write(os.path.join(out_dir, REPORT), "compare.html", title=f"minigen: {len(runs)} runs side by side",

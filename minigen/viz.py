@@ -13,8 +13,9 @@ under `trace_modules` is collapsed to one node per module call, at the deepest m
 still fits `max_nodes` boxes (expand=True draws every op instead). Scalar constants (the 0.5 in
 `t * 0.5`) are left out.
 
-Tracing costs nothing when off: `Module.__call__` tests one class attribute, and the ops are
-untouched (tags live in a weak dictionary on the side, filled only while tracing).
+Tracing costs nothing when off: `trace_modules` puts a tagging `Module.__call__` in place only
+for the duration of its block (and puts the plain one back after), and the ops are untouched (the
+tags live in a weak dictionary on the side).
 """
 from __future__ import annotations
 
@@ -89,9 +90,9 @@ def trace_modules(root: Module | None = None):
             prefix, module = stack.pop()
             names[id(module)] = prefix
             stack.extend((prefix + ("." if prefix else "") + n, c) for n, c in module.named_children())
-    previous = Module._call_hook
+    plain_call = Module.__call__
 
-    def hook(module, args, kwargs):
+    def tagging_call(module, *args, **kwargs):
         if isinstance(module, Sequential):     # a container only: its layers are the boxes
             return module.forward(*args, **kwargs)
         call = _Call(module, names.get(id(module), ""))
@@ -99,11 +100,11 @@ def trace_modules(root: Module | None = None):
         _tag(call, out, (args, kwargs))
         return out
 
-    Module._call_hook = hook
+    Module.__call__ = tagging_call
     try:
         yield
     finally:
-        Module._call_hook = previous
+        Module.__call__ = plain_call
 
 
 # --- the graph -------------------------------------------------------------------------------------

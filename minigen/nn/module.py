@@ -36,14 +36,9 @@ class Module:
     """Base class of layers and models. Subclasses define `forward`; call the module to run it."""
 
     training: bool = True
-    #: set only while minigen.viz.trace_modules() records which module made each node; one
-    #: class-attribute test per module call otherwise (ops themselves are untouched)
-    _call_hook = None
 
     def __call__(self, *args, **kwargs):
-        if Module._call_hook is None:
-            return self.forward(*args, **kwargs)
-        return Module._call_hook(self, args, kwargs)
+        return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
         raise NotImplementedError(f"{type(self).__name__} must define forward()")

@@ -411,7 +411,8 @@ class DDPM(GenerativeModel):
 
     def generation_frames(self, generator=None, frames: int = 20, method=None, steps=None, guidance=None):
         """The reverse process of 10 samples side by side (the digits 0-9 when conditional), from
-        pure noise to the samples: a minigen.animate.Frames of `frames` frames."""
+        pure noise to the samples: a minigen.animate.Frames of `frames` frames (at most one more than
+        the sampler has steps)."""
         from minigen.animate import Frames
         labels = np.arange(10) if self.conditional else None
         _, snaps = self.sample_trajectory(10, labels, generator, frames, method=method, steps=steps,

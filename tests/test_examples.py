@@ -102,7 +102,7 @@ def test_every_example_is_tested():
 # --- docs/tour.md ---------------------------------------------------------------------------------
 PATH = re.compile(r"`((?:minigen|examples)/[\w/]+\.py)`")
 NAME = re.compile(r"`([A-Za-z_][\w.]*)`")
-FIGURE = re.compile(r"`([\w]+\.png)`")
+FIGURE = re.compile(r"`([\w]+\.(?:png|svg|gif))`")
 
 
 def definitions(path: str) -> set:
@@ -127,7 +127,7 @@ def tour_references():
         paths = list(PATH.finditer(line))
         for i, m in enumerate(paths):
             end = paths[i + 1].start() if i + 1 < len(paths) else len(line)
-            names = [n for n in NAME.findall(line[m.end():end]) if not n.endswith((".py", ".png"))]
+            names = [n for n in NAME.findall(line[m.end():end]) if not n.endswith((".py", ".png", ".svg", ".gif"))]
             yield number, m.group(1), names, FIGURE.findall(line), [p.group(1) for p in paths]
 
 

@@ -238,11 +238,10 @@ def write_comparison(run_dirs: list[str], out_dir: str) -> str:
     Each run's own index.html is (re)written too, so the links resolve."""
     if not run_dirs:
         raise MinigenError("report: name at least one run directory")
-    os.makedirs(out_dir, exist_ok=True)
+    from minigen.train import CONFIG
     runs, keys = [], []
     for run_dir in run_dirs:
         write_run_report(run_dir)
-        from minigen.train import CONFIG
         config = _read_json(os.path.join(run_dir, CONFIG))
         summary = _read_json(os.path.join(run_dir, "summary.json")) or {}
         values = {"model": config["model"]}
@@ -254,5 +253,6 @@ def write_comparison(run_dirs: list[str], out_dir: str) -> str:
         runs.append({"name": run_dir, "report": _href(os.path.join(run_dir, REPORT), out_dir), "numbers": values,
                      "command": config.get("train", {}).get("command") or equivalent_command(config),
                      "figures": [_figure(p, out_dir) for p in shown]})
+    os.makedirs(out_dir, exist_ok=True)
     return _write(os.path.join(out_dir, REPORT), "compare.html", title=f"minigen: {len(runs)} runs side by side",
                   runs=runs, keys=keys)

@@ -6,6 +6,8 @@ A run directory holds everything about one training run:
     metrics.jsonl    one JSON line per logged step and per finished epoch
     checkpoint.npz   model, optimisers, EMA, RNG and data-loader state, epoch/step
     samples.png      the latest samples; loss.png the loss curve; plus each family's figures
+    generation.gif   how the family generates, animated (the families that have an animation)
+    index.html       the run on one page (minigen/report.py), with curves.png of every logged number
 
 Checkpoints are written atomically (temp file, fsync, rename), at the end of
 every epoch and when the run is interrupted, so `--resume RUN_DIR` continues

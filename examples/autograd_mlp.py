@@ -1,3 +1,9 @@
+# %% [markdown]
+# # Autograd from scratch: a digit classifier written with nothing but Tensor, ops and Adam
+#
+# Runs as a script, or cell by cell as a notebook (docs/notebooks.md).
+
+# %%
 """Autograd from scratch: a digit classifier written with nothing but Tensor, ops and Adam.
 
 The whole of deep learning in one loop:
@@ -8,7 +14,8 @@ The whole of deep learning in one loop:
     opt.step()                                 move the parameters a little downhill
 
 `backward` walks the graph the forward pass recorded (minigen/tensor.py) and calls each
-op's backward (minigen/ops/). No trainer here: the loop is written out.
+op's backward (minigen/ops/). No trainer here: the loop is written out. `viz.draw` draws
+that graph (graph.svg).
 
     python examples/autograd_mlp.py --data-dir ../shared/data/mnist
 
@@ -23,7 +30,7 @@ import os
 import numpy as np
 from common import digits, parser   # examples/common.py: the options and data every example shares
 
-from minigen import ops
+from minigen import ops, viz
 from minigen.data import DataLoader
 from minigen.nn import Parameter
 from minigen.optim import Adam
@@ -32,6 +39,11 @@ from minigen.random import Generator
 from minigen.tensor import Tensor, no_grad
 
 
+# %% [markdown]
+# ## `init_mlp`
+# The parameters: two weight matrices and two bias vectors, He-initialised.
+
+# %%
 def init_mlp(hidden: int, generator: Generator) -> dict[str, Parameter]:
     """784 -> hidden -> 10. He initialisation: weights ~ N(0, 2 / fan_in) keep ReLU activations' scale."""
     return {"W1": Parameter(generator.normal((784, hidden), std=math.sqrt(2 / 784))),
@@ -40,17 +52,32 @@ def init_mlp(hidden: int, generator: Generator) -> dict[str, Parameter]:
             "b2": Parameter(np.zeros(10, np.float32))}
 
 
+# %% [markdown]
+# ## `mlp`
+# The model: two matrix products with a ReLU between them.
+
+# %%
 def mlp(params: dict, x: Tensor) -> Tensor:
     """x: (N, 784) -> logits (N, 10)."""
     h = ops.relu(x @ params["W1"] + params["b1"])
     return h @ params["W2"] + params["b2"]
 
 
+# %% [markdown]
+# ## `accuracy`
+# The share of digits whose largest logit is the right one (no graph recorded).
+
+# %%
 def accuracy(params: dict, x: np.ndarray, y: np.ndarray) -> float:
     with no_grad():                       # evaluation records no graph
         return float((mlp(params, Tensor(x)).data.argmax(axis=1) == y).mean())
 
 
+# %% [markdown]
+# ## `main`
+# Train it: the loop is written out. In a notebook, set `sys.argv` in a cell above to pick options (e.g. `--epochs 1`).
+
+# %%
 def main(argv=None) -> float:
     p = parser(__doc__, "autograd_mlp", epochs=15)
     p.add_argument("--hidden", type=int, default=256)
@@ -65,6 +92,11 @@ def main(argv=None) -> float:
     params = init_mlp(args.hidden, generator)
     opt = Adam(params.values(), lr=args.lr)
     loader = DataLoader(x_train, y_train, batch_size=64, generator=Generator(args.seed + 1))
+
+    # the graph one forward pass records, drawn before any backward frees it (graph.svg; graph.dot without
+    # Graphviz): x and the four parameters flow through matmul, add, relu, ... into the loss
+    graph = viz.draw(ops.cross_entropy(mlp(params, Tensor(x_train[:64])), y_train[:64]),
+                     os.path.join(args.out, "graph.svg"), names=params)
 
     history, step = [], 0
     for epoch in range(args.epochs):
@@ -90,7 +122,7 @@ def main(argv=None) -> float:
     # what the first layer learnt: each hidden unit's 784 weights seen as a 28x28 picture
     w1 = params["W1"].data.T[:40]
     w1 = (w1 - w1.min(axis=1, keepdims=True)) / np.ptp(w1, axis=1, keepdims=True)
-    figures = [save_loss_curve({"loss": history}, os.path.join(args.out, "loss.png")),
+    figures = [graph, save_loss_curve({"loss": history}, os.path.join(args.out, "loss.png")),
                save_grid(w1.reshape(-1, 1, 28, 28), os.path.join(args.out, "first_layer_weights.png"), nrow=10,
                          title="first-layer weights of 40 hidden units"),
                save_grid(x_test[wrong].reshape(-1, 1, 28, 28), os.path.join(args.out, "mistakes.png"), nrow=10,
@@ -99,5 +131,6 @@ def main(argv=None) -> float:
     return acc
 
 
+# %%
 if __name__ == "__main__":
     main()

@@ -1,3 +1,9 @@
+# %% [markdown]
+# # What the examples share: their command-line options, the digits, and a family trained by the shared trainer
+#
+# The helper module every example imports (not run on its own).
+
+# %%
 """What the examples share: their command-line options, the digits, and a family trained by the shared trainer.
 
 Every example takes --out (its figures folder), --data-dir (a folder with the MNIST test set:
@@ -10,16 +16,34 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 
 import numpy as np
 
 from minigen import data
 
 
+# %% [markdown]
+# ## `parser`
+# The options every example shares (in a notebook: read from `sys.argv` without the kernel's own).
+
+# %%
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's, also in a notebook: there sys.argv ends with the kernel's own `-f connection.json`,
+    which is dropped; set `sys.argv = ["x", "--epochs", "1"]` in a cell to choose the options."""
+
+    def parse_args(self, args=None, namespace=None):
+        if args is None and "ipykernel" in sys.modules and "-f" in sys.argv[1:]:
+            args = sys.argv[1:]
+            at = args.index("-f")
+            args = args[:at] + args[at + 2:]
+        return super().parse_args(args, namespace)
+
+
 def parser(description: str, name: str, epochs: int | None) -> argparse.ArgumentParser:
     """The shared options; `name` gives the default output folder runs/examples/NAME. With epochs=None
     (an example that trains nothing) only --out, --data-dir and --seed."""
-    p = argparse.ArgumentParser(description=description.split("\n\n")[0])
+    p = ArgumentParser(description=description.split("\n\n")[0])
     p.add_argument("--out", default=os.path.join("runs", "examples", name), help="folder for the figures and runs")
     p.add_argument("--data-dir", default=None, help="folder with the MNIST test set IDX files (optional)")
     p.add_argument("--seed", type=int, default=0)
@@ -34,6 +58,11 @@ def parser(description: str, name: str, epochs: int | None) -> argparse.Argument
     return p
 
 
+# %% [markdown]
+# ## `overrides`
+# ["latent_dim=2", "variant=conv"] -> {"latent_dim": 2, "variant": "conv"}.
+
+# %%
 def overrides(pairs: list[str]) -> dict:
     """["latent_dim=2", "variant=conv"] -> {"latent_dim": 2, "variant": "conv"}."""
     config = {}
@@ -48,6 +77,11 @@ def overrides(pairs: list[str]) -> dict:
     return config
 
 
+# %% [markdown]
+# ## `digits`
+# The digits of mnist-5k as floats in [0, 1], with their labels.
+
+# %%
 def digits(split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
     """mnist-5k: x (N, 1, 28, 28) float32 in [0, 1], y (N,) int64. The test split is the real MNIST
     test set when data_dir (or the cache) has it, else a held-out tenth of the 5,000 digits."""
@@ -55,6 +89,11 @@ def digits(split: str, data_dir=None) -> tuple[np.ndarray, np.ndarray]:
     return data.to_float(dataset.images), dataset.labels
 
 
+# %% [markdown]
+# ## `train_family`
+# A family trained by minigen's own trainer into a run directory (or loaded from one).
+
+# %%
 def train_family(args, family: str, conditional: bool = False, run_name: str | None = None, **config):
     """Train `family` on mnist-5k with minigen's trainer into OUT/RUN_NAME (a run directory), or
     load that run if it is already there. `config` are the example's defaults; --set overrides them.

@@ -1,3 +1,9 @@
+# %% [markdown]
+# # Conditional generation, "write me a 7", with every family: the label is the prompt
+#
+# Runs as a script, or cell by cell as a notebook (docs/notebooks.md).
+
+# %%
 """Conditional generation, "write me a 7", with every family: the label is the prompt.
 
 Each family has a class-conditional variant (`--conditional` in `minigen train`) that takes
@@ -30,6 +36,11 @@ from minigen.train import load_run
 FAMILIES = {"pixelcnn": {"channels": 32, "num_blocks": 5}, "nar": {}, "vae": {}, "flow": {}, "ddpm": {}, "gan": {}}
 
 
+# %% [markdown]
+# ## `main`
+# Run it: `main()` takes the same options as the command line; in a notebook, set `sys.argv` in a cell above to pick them (e.g. `--families nar,vae --max-steps 50`).
+
+# %%
 def main(argv=None):
     p = parser(__doc__, "conditional", epochs=3)
     p.add_argument("--digit", type=int, default=7, choices=range(10))
@@ -57,5 +68,6 @@ def main(argv=None):
     print("figures:", path)
 
 
+# %%
 if __name__ == "__main__":
     main()

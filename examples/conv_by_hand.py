@@ -1,3 +1,9 @@
+# %% [markdown]
+# # A convolution three ways: Python loops, the NumPy reference, and the fast Numba kernel. Same numbers
+#
+# Runs as a script, or cell by cell as a notebook (docs/notebooks.md).
+
+# %%
 """A convolution three ways: Python loops, the NumPy reference, and the fast Numba kernel. Same numbers.
 
 A 2-d convolution (a cross-correlation, as in every deep-learning library) slides each
@@ -26,6 +32,11 @@ from minigen.kernels import reference
 from minigen.plots import save_rows
 
 
+# %% [markdown]
+# ## `conv2d_loops`
+# The convolution as six nested loops: the definition, slow and obvious.
+
+# %%
 def conv2d_loops(x: np.ndarray, w: np.ndarray, b: np.ndarray, padding: int) -> np.ndarray:
     """x: (N, C, H, W), w: (O, C, kH, kW), b: (O,) -> (N, O, H + 2p - kH + 1, W + 2p - kW + 1); stride 1."""
     x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
@@ -40,6 +51,11 @@ def conv2d_loops(x: np.ndarray, w: np.ndarray, b: np.ndarray, padding: int) -> n
     return out
 
 
+# %% [markdown]
+# ## `hand_made_filters`
+# Four 3x3 filters, (4, 1, 3, 3): vertical edges, horizontal edges, a blob (Laplacian), a blur.
+
+# %%
 def hand_made_filters() -> np.ndarray:
     """Four 3x3 filters, (4, 1, 3, 3): vertical edges, horizontal edges, a blob (Laplacian), a blur."""
     sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], np.float32)
@@ -47,6 +63,11 @@ def hand_made_filters() -> np.ndarray:
     return np.stack([sobel, sobel.T, laplacian, np.full((3, 3), 1 / 9, np.float32)])[:, None]
 
 
+# %% [markdown]
+# ## `timed`
+# Time a function: its result and best wall time.
+
+# %%
 def timed(fn, repeats: int) -> tuple[np.ndarray, float]:
     """fn's result and its best wall time over `repeats` runs, in seconds."""
     best = np.inf
@@ -57,6 +78,11 @@ def timed(fn, repeats: int) -> tuple[np.ndarray, float]:
     return out, best
 
 
+# %% [markdown]
+# ## `main`
+# Run it: `main()` takes the same options as the command line; in a notebook, set `sys.argv` in a cell above to pick them (e.g. `--repeats 1`).
+
+# %%
 def main(argv=None) -> dict:
     p = parser(__doc__, "conv_by_hand", epochs=None)
     p.add_argument("--batch", type=int, default=256, help="digits for the reference and kernel timings")
@@ -93,5 +119,6 @@ def main(argv=None) -> dict:
     return per_image
 
 
+# %%
 if __name__ == "__main__":
     main()

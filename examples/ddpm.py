@@ -1,3 +1,9 @@
+# %% [markdown]
+# # DDPM, the diffusion model: learn to undo noise, then make digits out of pure noise
+#
+# Runs as a script, or cell by cell as a notebook (docs/notebooks.md).
+
+# %%
 """DDPM, the diffusion model: learn to undo noise, then make digits out of pure noise.
 
 Forward (fixed): x_t = sqrt(alpha_bar_t) x_0 + sqrt(1 - alpha_bar_t) eps      (`NoiseSchedule.q_sample`)
@@ -22,6 +28,11 @@ from minigen.plots import save_rows
 from minigen.random import Generator
 
 
+# %% [markdown]
+# ## `main`
+# Run it: `main()` takes the same options as the command line; in a notebook, set `sys.argv` in a cell above to pick them (e.g. `--max-steps 50`).
+
+# %%
 def main(argv=None):
     args = parser(__doc__, "ddpm", epochs=5).parse_args(argv)
     model = train_family(args, "ddpm")
@@ -46,5 +57,6 @@ def main(argv=None):
     print("figures:", ", ".join(figures), f"and the trainer's in {os.path.join(args.out, 'ddpm')}")
 
 
+# %%
 if __name__ == "__main__":
     main()

@@ -1,3 +1,9 @@
+# %% [markdown]
+# # The normalizing flow (RealNVP): an invertible network, so the likelihood is exact
+#
+# Runs as a script, or cell by cell as a notebook (docs/notebooks.md).
+
+# %%
 """The normalizing flow (RealNVP): an invertible network, so the likelihood is exact.
 
     x (a digit)  <--  f^-1  --  z ~ N(0, I)      generation: invert the flow
@@ -26,6 +32,11 @@ from minigen.random import Generator
 from minigen.tensor import Tensor, no_grad
 
 
+# %% [markdown]
+# ## `main`
+# Run it: `main()` takes the same options as the command line; in a notebook, set `sys.argv` in a cell above to pick them (e.g. `--max-steps 50`).
+
+# %%
 def main(argv=None):
     args = parser(__doc__, "flow", epochs=10).parse_args(argv)
     model = train_family(args, "flow")
@@ -49,5 +60,6 @@ def main(argv=None):
     print("figures:", ", ".join(figures), f"and the trainer's in {os.path.join(args.out, 'flow')}")
 
 
+# %%
 if __name__ == "__main__":
     main()

@@ -1,3 +1,9 @@
+# %% [markdown]
+# # The GAN: a generator that never sees a real digit, taught only by a discriminator's opinion
+#
+# Runs as a script, or cell by cell as a notebook (docs/notebooks.md).
+
+# %%
 """The GAN: a generator that never sees a real digit, taught only by a discriminator's opinion.
 
     G: z ~ N(0, I) (100 numbers) -> image          D: image -> logit "how real?"
@@ -25,6 +31,11 @@ from minigen.random import Generator
 from minigen.tensor import Tensor, no_grad
 
 
+# %% [markdown]
+# ## `main`
+# Run it: `main()` takes the same options as the command line; in a notebook, set `sys.argv` in a cell above to pick them (e.g. `--max-steps 50`).
+
+# %%
 def main(argv=None):
     args = parser(__doc__, "gan", epochs=10).parse_args(argv)
     model = train_family(args, "gan")
@@ -46,5 +57,6 @@ def main(argv=None):
     print("figures:", path, f"and the trainer's in {os.path.join(args.out, 'gan')}")
 
 
+# %%
 if __name__ == "__main__":
     main()

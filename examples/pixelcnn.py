@@ -1,3 +1,9 @@
+# %% [markdown]
+# # PixelCNN: the autoregressive model. One pixel at a time, each given all the pixels before it
+#
+# Runs as a script, or cell by cell as a notebook (docs/notebooks.md).
+
+# %%
 """PixelCNN: the autoregressive model. One pixel at a time, each given all the pixels before it.
 
     p(x) = p(x_1) p(x_2 | x_1) ... p(x_784 | x_1 .. x_783)       (raster order: row by row)
@@ -28,6 +34,11 @@ from minigen.plots import save_rows
 from minigen.tensor import Tensor
 
 
+# %% [markdown]
+# ## `main`
+# Run it: `main()` takes the same options as the command line; in a notebook, set `sys.argv` in a cell above to pick them (e.g. `--max-steps 50`).
+
+# %%
 def main(argv=None):
     args = parser(__doc__, "pixelcnn", epochs=3).parse_args(argv)
     for kind in ("A", "B"):
@@ -52,5 +63,6 @@ def main(argv=None):
     print("figures:", path, f"and the trainer's samples in {os.path.join(args.out, 'pixelcnn')}")
 
 
+# %%
 if __name__ == "__main__":
     main()

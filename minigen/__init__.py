@@ -10,6 +10,9 @@ Where things live:
     serialize.py   atomic save / load of checkpoints
     data/          IDX reader, datasets, loader and transforms
     models/        the generative model families (one module each)
+    viz.py         the autograd graph drawn (Graphviz DOT / SVG)
+    animate.py     generation as animated GIFs (each family's generation_frames)
+    report.py      HTML reports of runs, the tour, and runs side by side
     cli.py         the `minigen` command
 """
 __version__ = "0.1.0"

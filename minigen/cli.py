@@ -7,6 +7,7 @@
     minigen bench [ops|models] ...                  minigen vs PyTorch benchmarks
     minigen demo ar-vs-nar                          the lecture's AR vs NAR figure
     minigen tour                                    every family, trained briefly, side by side
+    minigen report RUN_DIR [RUN_DIR ...] --out DIR  several runs side by side in one HTML page
 
 Every bad input ends with one line `minigen: error: ...` and exit status 2.
 """
@@ -16,6 +17,7 @@ import argparse
 import inspect
 import json
 import os
+import shlex
 import sys
 
 from minigen.errors import MinigenError
@@ -115,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, e.g. 50")
     p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale")
     p.add_argument("--temperature", type=float, help="flow / VAE: prior temperature")
+    p.add_argument("--animate", metavar="GIF", help="instead: write an animation of how this family generates")
 
     p = sub.add_parser("eval", help="test-set metrics of a trained run")
     p.add_argument("run_dir")
@@ -143,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/tour")
     _data_args(p)
     p.add_argument("--seed", type=_non_negative_int, default=0)
+
+    p = sub.add_parser("report", help="several runs side by side in one HTML page")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", required=True, help="folder for the page (index.html)")
 
     p = sub.add_parser("assign", help="teachers: make a student copy with lines to write, or grade one")
     p.add_argument("rest", nargs=argparse.REMAINDER, help="make --topics T1,T2 --out DIR | check DIR [--topic T]")
@@ -176,8 +183,8 @@ def cmd_train(args) -> int:
                             dataset=args.dataset or "mnist", data_dir=args.data_dir, epochs=args.epochs or 5,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, conditional=args.conditional,
                             model_config=dict(args.set), train_n=args.train_n, max_steps=args.max_steps,
-                            eval_n=args.eval_n,
-                            detect_anomaly=args.detect_anomaly, progress=not args.no_progress)
+                            eval_n=args.eval_n, detect_anomaly=args.detect_anomaly,
+                            progress=not args.no_progress, command=shlex.join(["minigen", *args.argv]))
         _, summary = train(opts)
     print(json.dumps(summary, indent=2))
     print(f"run directory: {opts.out}")
@@ -200,16 +207,27 @@ def cmd_sample(args) -> int:
         labels = np.full(args.n, args.label) if args.label is not None else np.arange(args.n) % 10
     options = {k: getattr(args, k) for k in ("method", "steps", "guidance", "temperature")
                if getattr(args, k) is not None}
-    accepted = inspect.signature(model.sample).parameters
-    for name in options:
-        if name not in accepted:
-            raise _UsageError(f"--{name} is not an option of {config['model']} sampling "
-                              f"(it takes: {', '.join(p for p in accepted if p not in ('n', 'labels', 'generator'))})")
+    if args.animate:
+        from minigen.animate import animate
+        _check_options(options, model.generation_frames, f"{config['model']} animation")
+        if args.label is not None:
+            raise _UsageError("--label: an animation shows every digit side by side; leave --label out")
+        print(f"wrote {animate(model, args.animate, generator=Generator(args.seed), **options)}")
+        return 0
+    _check_options(options, model.sample, f"{config['model']} sampling")
     images = model.sample(args.n, labels=labels, generator=Generator(args.seed), **options)
     out = args.out or os.path.join(args.run_dir, "sample.png")
     save_grid(images, out, nrow=min(args.n, 10 if model.conditional else 8))
     print(f"wrote {args.n} samples to {out}")
     return 0
+
+
+def _check_options(options: dict, method, what: str) -> None:
+    accepted = inspect.signature(method).parameters
+    for name in options:
+        if name not in accepted:
+            takes = [p for p in accepted if p not in ("n", "labels", "generator", "frames", "samples", "options")]
+            raise _UsageError(f"--{name} is not an option of {what} (it takes: {', '.join(takes) or 'none'})")
 
 
 def cmd_eval(args) -> int:
@@ -227,7 +245,11 @@ def cmd_eval(args) -> int:
         from minigen.metrics import sample_quality
         results.update(sample_quality(model, x, generator=Generator(args.seed + 1), dataset=dataset,
                                       data_dir=args.data_dir or train_cfg.get("data_dir")))
+    from minigen.report import EVAL, write_run_report
+    from minigen.serialize import atomic_write
+    atomic_write(os.path.join(args.run_dir, EVAL), lambda f: f.write(json.dumps(results, indent=2).encode()))
     print(json.dumps(results, indent=2))
+    print(f"report: {write_run_report(args.run_dir)}")
     return 0
 
 
@@ -265,18 +287,26 @@ def cmd_tour(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from minigen.report import write_comparison
+    print(f"wrote {write_comparison(args.run_dirs, args.out)}")
+    return 0
+
+
 def cmd_assign(args) -> int:
     from minigen import assign
     return assign.main(args.rest)
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
-            "demo": cmd_demo, "tour": cmd_tour, "assign": cmd_assign}
+            "demo": cmd_demo, "tour": cmd_tour, "assign": cmd_assign,
+            "report": cmd_report}
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)          # argparse itself exits 2 with a one-line message
+    args.argv = list(sys.argv[1:] if argv is None else argv)     # recorded in a run's report
     if args.command is None:
         parser.print_help()
         return 2

@@ -10,7 +10,7 @@ import numpy as np
 
 from minigen.serialize import atomic_write
 
-__all__ = ["image_grid", "save_grid", "save_rows", "save_loss_curve"]
+__all__ = ["image_grid", "save_grid", "save_rows", "save_loss_curve", "save_metric_curves"]
 
 
 def _as_images(images) -> np.ndarray:
@@ -98,5 +98,28 @@ def save_loss_curve(history: dict, path, xlabel: str = "step") -> str:
     plt.xlabel(xlabel)
     plt.legend()
     plt.grid(alpha=0.3)
+    _save_figure(fig, path)
+    return os.fspath(path)
+
+
+def save_metric_curves(series: dict, path, xlabel: str = "step") -> str:
+    """series: {"loss": [(step, value), ...], "grad_norm": [...], ...}: one small plot per series."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    names = list(series)
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.3 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        steps, values = zip(*series[name])
+        ax.plot(steps, values, lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names):]:
+        ax.set_axis_off()
+    fig.tight_layout()
     _save_figure(fig, path)
     return os.fspath(path)

@@ -13,7 +13,8 @@ for a fixed total time budget, then asks each of them for every digit 0-9 (the
     GAN        generator vs discriminator                 minigen/models/gan.py
 
 Outputs in --out: tour_samples.png (a row per family, a column per digit),
-tour_strips.png (DDPM from noise to digit; PixelCNN pixel by pixel), tour.json and
+tour_strips.png (DDPM from noise to digit; PixelCNN pixel by pixel) and the same as animations
+of every digit (tour_ddpm.gif, tour_pixelcnn.gif), index.html (the whole lecture as one page), tour.json and
 the printed table: parameters, training and sampling time, the likelihood where the
 family has one, FID-MNIST and label accuracy of its samples.
 """
@@ -26,6 +27,7 @@ import time
 
 import numpy as np
 
+from minigen.models.pixelcnn import pixel_by_pixel_strip
 from minigen.random import Generator
 
 __all__ = ["FAMILIES", "run"]
@@ -72,15 +74,6 @@ def _is_binary(images: np.ndarray) -> bool:
     return bool(np.isin(images, (0.0, 1.0)).all())
 
 
-def pixel_by_pixel_strip(image: np.ndarray, frames: int) -> np.ndarray:
-    """Canvases of a raster-order sampler after 0, ..., all pixels: a sampled PixelCNN image with
-    the not-yet-drawn pixels blank. Exact, because raster sampling never revisits a pixel.
-    image: (1, H, W) -> (frames, 1, H, W)."""
-    flat = image.reshape(-1)
-    counts = np.linspace(0, flat.size, frames).round().astype(int)
-    return np.stack([np.where(np.arange(flat.size) < k, flat, 0).reshape(image.shape) for k in counts])
-
-
 def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist", data_dir=None, seed: int = 0,
         metric_samples: int | None = None, yardstick_epochs: int = 3, eval_n: int = 500,
         progress: bool = True) -> dict:
@@ -90,7 +83,9 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     from minigen import data as mdata
     from minigen.errors import MinigenError
     from minigen.metrics import fid_mnist, label_accuracy, yardstick
+    from minigen.animate import save_gif
     from minigen.plots import save_rows
+    from minigen.report import write_tour_report
 
     if not minutes > 0:
         raise MinigenError(f"tour: --minutes must be positive, got {minutes}")
@@ -116,7 +111,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     digits = np.arange(10)
     metric_labels = np.arange(metric_samples) % 10
     rows, table, all_samples = {}, [], {}
-    strips = {}
+    strips, animations = {}, {}
     for family, title, share, config in FAMILIES:
         bar.set_description(f"tour: training {family}")
         model, summary = _train_family(family, config, train_seconds * share, out_dir, dataset, data_dir, seed,
@@ -140,9 +135,11 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
         })
         if family == "pixelcnn":
             strips["PixelCNN, pixel by pixel"] = pixel_by_pixel_strip(samples[7], 10)
+            animations["tour_pixelcnn.gif"] = model.generation_frames(samples=samples[:10])
         if family == "ddpm":
-            _, snapshots = model.sample_trajectory(1, labels=np.array([7]), generator=Generator(seed + 11), frames=10)
-            strips["DDPM, noise to digit"] = snapshots[:, 0]
+            frames = model.generation_frames(generator=Generator(seed + 11), frames=19)
+            strips["DDPM, noise to digit"] = frames.images[::2, 7]       # 10 of the 19 frames, the 7's column
+            animations["tour_ddpm.gif"] = frames
         bar.update(1)
 
     bar.set_description("tour: figures")
@@ -150,22 +147,28 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
                             title="one sample per family (rows) for each requested digit (columns)")
     strips_png = save_rows(strips, os.path.join(out_dir, "tour_strips.png"),
                            title="generating a 7: diffusion denoises everything at once, PixelCNN goes pixel by pixel")
+    gifs = [save_gif(frames, os.path.join(out_dir, name)) for name, frames in animations.items()]
     result = {"minutes": minutes, "seconds": time.perf_counter() - started, "dataset": dataset,
               "test_source": test.source, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
               "metric_samples": metric_samples, "families": table,
-              "figures": {"samples": samples_png, "strips": strips_png}}
+              "figures": {"samples": samples_png, "strips": strips_png, "animations": gifs}}
     from minigen.serialize import atomic_write
     atomic_write(os.path.join(out_dir, "tour.json"), lambda f: f.write(json.dumps(result, indent=2).encode()))
+    report = write_tour_report(out_dir, result, [samples_png, strips_png, *gifs],
+                               [os.path.join(out_dir, family) for family, *_ in FAMILIES])
     bar.update(1)
     bar.close()
     print(format_table(result))
-    print(f"\nfigures: {samples_png}, {strips_png}; table: {os.path.join(out_dir, 'tour.json')}")
+    print(f"\nfigures: {samples_png}, {strips_png}, {', '.join(gifs)}; table: {os.path.join(out_dir, 'tour.json')}; "
+          f"report: {report}")
     return {**result, "samples": all_samples}
 
 
-def format_table(result: dict) -> str:
-    """The tour's table as aligned text (also used for the README)."""
-    header = ["family", "params", "train s", "sample s/img", "likelihood", "FID-MNIST", "label acc", "module"]
+TABLE_HEADER = ["family", "params", "train s", "sample s/img", "likelihood", "FID-MNIST", "label acc", "module"]
+
+
+def table_rows(result: dict) -> list[list[str]]:
+    """The tour's table as rows of text cells under TABLE_HEADER (the printed table and the HTML report)."""
     lines = []
     for r in result["families"]:
         lik = r["likelihood"]
@@ -174,6 +177,12 @@ def format_table(result: dict) -> str:
         lines.append([r["family"], f"{r['parameters']:,}", f"{r['train_seconds']:.0f}",
                       f"{r['sample_seconds_per_image']:.4f}", lik_text, f"{r['fid_mnist']:.2f}",
                       f"{r['label_accuracy']:.0%}", r["module"]])
+    return lines
+
+
+def format_table(result: dict) -> str:
+    """The tour's table as aligned text (also used for the README)."""
+    header, lines = TABLE_HEADER, table_rows(result)
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]

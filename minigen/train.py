@@ -6,6 +6,8 @@ A run directory holds everything about one training run:
     metrics.jsonl    one JSON line per logged step and per finished epoch
     checkpoint.npz   model, optimisers, EMA, RNG and data-loader state, epoch/step
     samples.png      the latest samples; loss.png the loss curve; plus each family's figures
+    generation.gif   how the family generates, animated (the families that have an animation)
+    index.html       the run on one page (minigen/report.py), with curves.png of every logged number
 
 Checkpoints are written atomically (temp file, fsync, rename), at the end of
 every epoch and when the run is interrupted, so `--resume RUN_DIR` continues
@@ -64,6 +66,7 @@ class TrainOptions:
     n_samples: int = 40
     detect_anomaly: bool = False
     progress: bool = True
+    command: str | None = None           # the command line that started the run (for its report)
 
     def check(self) -> None:
         for name in ("epochs", "log_every"):
@@ -281,6 +284,8 @@ def train(opts: TrainOptions, resume: bool = False):
                "parameters": model.num_parameters()}
     summary.update(_finish(opts, model, history))
     _write_json(os.path.join(opts.out, "summary.json"), summary)
+    from minigen.report import write_run_report
+    write_run_report(opts.out)
     return model, summary
 
 
@@ -305,7 +310,18 @@ def _finish(opts: TrainOptions, model, history) -> dict:
         results["sample_seconds_per_image"] = (time.perf_counter() - t0) / opts.n_samples
         save_grid(samples, os.path.join(opts.out, "samples.png"), nrow=10,
                   title=f"{opts.model} samples" + (" (columns: digits 0-9)" if model.conditional else ""))
+        _animation(model, os.path.join(opts.out, "generation.gif"), gen)
     return results
+
+
+def _animation(model, path: str, generator) -> None:
+    """generation.gif for the families that have an animation; a notice where this run has none to show."""
+    from minigen.animate import animate, animated_families
+    if model.family in animated_families():
+        try:
+            animate(model, path, generator=generator)
+        except MinigenError as e:
+            print(f"minigen: no generation.gif: {e}", file=sys.stderr)
 
 
 class _Progress:

@@ -32,8 +32,13 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     assert likelihoods["GAN (DCGAN)"] is None
     saved = json.loads((tmp_path / "tour" / "tour.json").read_text())
     assert len(saved["families"]) == len(families)
-    for name in ("tour_samples.png", "tour_strips.png"):
+    for name in ("tour_samples.png", "tour_strips.png", "tour_ddpm.gif", "tour_pixelcnn.gif"):
         assert (tmp_path / "tour" / name).stat().st_size > 1000
+    page = (tmp_path / "tour" / "index.html").read_text()          # the whole lecture on one page
+    for name in ("tour_samples.png", "tour_ddpm.gif", "tour_pixelcnn.gif", "gan/index.html"):
+        assert f'"{name}"' in page
+    for family in families:
+        assert (tmp_path / "tour" / family / "index.html").is_file()
 
 
 def test_a_rerun_replaces_only_what_a_tour_made(tmp_path):

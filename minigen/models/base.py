@@ -181,6 +181,13 @@ class GenerativeModel(Module):
     def load_extra_state(self, state: dict) -> None:
         pass
 
+    def generation_frames(self, generator=None, **options):
+        """How this family generates, frame by frame: a minigen.animate.Frames (a row of images per frame)
+        for `minigen sample --animate` and the run's generation.gif. Families without one raise."""
+        from minigen.animate import animated_families
+        raise MinigenError(f"{self.family}: nothing to animate; the families with an animation are: "
+                           f"{', '.join(animated_families())}")
+
     def figures(self, out_dir: str, x: np.ndarray, y: np.ndarray, generator=None) -> list[str]:
         """Write the family's own pictures (reconstructions, strips, ...) into out_dir; return their paths."""
         return []

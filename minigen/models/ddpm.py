@@ -409,6 +409,17 @@ class DDPM(GenerativeModel):
         """
         return self.sample_trajectory(n, labels, generator, 0, method, steps, eta, guidance)[0]
 
+    def generation_frames(self, generator=None, frames: int = 20, method=None, steps=None, guidance=None):
+        """The reverse process of 10 samples side by side (the digits 0-9 when conditional), from
+        pure noise to the samples: a minigen.animate.Frames of `frames` frames (at most one more than
+        the sampler has steps)."""
+        from minigen.animate import Frames
+        labels = np.arange(10) if self.conditional else None
+        _, snaps = self.sample_trajectory(10, labels, generator, frames, method=method, steps=steps,
+                                          guidance=guidance)
+        captions = [f"denoising: {round(100 * i / max(len(snaps) - 1, 1))}% of the steps" for i in range(len(snaps))]
+        return Frames(snaps, captions, None if labels is None else list(labels), "DDPM: noise to digit")
+
     # --- evaluation, checkpoints, pictures --------------------------------------------------------
     def evaluate(self, x, y, generator=None) -> dict[str, float]:
         """The EMA network's denoising loss E_{t, eps} ||eps - eps_theta(x_t, t)||^2 on the first

@@ -337,12 +337,27 @@ class RealNVP(GenerativeModel):
         """n images (n, 1, 28, 28) in [0, 1]: z ~ N(0, temperature^2 I), x = inverse(z), rounded to
         the 256 pixel levels. Temperatures below 1 trade variety for cleaner digits."""
         labels = condition_labels("RealNVP.sample", labels, n, self.conditional, self.num_classes)
+        return self.images_from_latent(resolve(generator).normal((n, *self.latent_shape)) * np.float32(temperature),
+                                       labels)
+
+    def images_from_latent(self, z: np.ndarray, labels=None) -> np.ndarray:
+        """x = inverse(z) rounded to the 256 pixel levels: z (n, *latent_shape) -> (n, 1, 28, 28) in [0, 1]."""
         self.eval()
         with no_grad():
-            z = Tensor(resolve(generator).normal((n, *self.latent_shape)) * np.float32(temperature))
-            v = self.inverse(z, labels).data
+            v = self.inverse(Tensor(z), labels).data
         pixels = np.floor(v * 256).clip(0, 255)      # v is (pixel + u) / 256
         return (pixels / 255).astype(np.float32)
+
+    def generation_frames(self, generator=None, frames: int = 16, max_temperature: float = 1.2):
+        """The temperature sweep: one z per column (the digits 0-9 when conditional) scaled by a
+        temperature from 0 (the mode) to max_temperature: a minigen.animate.Frames."""
+        from minigen.animate import Frames
+        labels = np.arange(10) if self.conditional else None
+        z = resolve(generator).normal((10, *self.latent_shape))
+        temperatures = np.linspace(0, max_temperature, frames, dtype=np.float32)
+        images = np.stack([self.images_from_latent(z * t, labels) for t in temperatures])
+        return Frames(images, [f"temperature {t:.2f}" for t in temperatures],
+                      None if labels is None else list(labels), "Flow: the same z at rising temperature")
 
     # --- evaluation -----------------------------------------------------------------------
     def evaluate(self, x, y, generator=None) -> dict:

@@ -160,6 +160,9 @@ class GAN(GenerativeModel):
             # noise and warn if fewer than `collapse_min_digits` different digits appear (0: never)
             "collapse_check_every": 500, "collapse_samples": 100, "collapse_min_digits": 5,
             "eval_examples": 1000,     # real test images (and as many fakes) for evaluate()
+            # the training animation: every this many steps, G's images of 10 fixed noise vectors
+            # (0: never); at most snapshot_frames kept (then every other one goes and the interval doubles)
+            "snapshot_every": 50, "snapshot_frames": 24,
         }
 
     def __init__(self, config: dict, generator=None):
@@ -172,6 +175,9 @@ class GAN(GenerativeModel):
         self.D = DCGANDiscriminator(classes, generator)
         dcgan_init(self.G, generator)
         dcgan_init(self.D, generator)
+        self.snapshots = np.zeros((0, 10, 1, 28, 28), np.float32)   # (S, 10, 1, 28, 28) fixed-noise images
+        self.snapshot_steps = np.zeros(0, np.int64)
+        self.snapshot_every = int(config["snapshot_every"])
 
     def make_optimizers(self):
         betas = (self.config["beta1"], self.config["beta2"])
@@ -217,6 +223,8 @@ class GAN(GenerativeModel):
         every = int(self.config["collapse_check_every"])
         if every and optimizers["generator"].step_count % every == 0:
             self.warn_if_collapsed(optimizers["generator"].step_count)
+        if self.snapshot_every and optimizers["generator"].step_count % self.snapshot_every == 0:
+            self.take_snapshot(optimizers["generator"].step_count)
         return {"loss": stats["d_loss"], "g_loss": g_loss, **stats}
 
     def warn_if_collapsed(self, step: int) -> int | None:
@@ -233,6 +241,37 @@ class GAN(GenerativeModel):
                           f"{self.config['collapse_min_digits']}). Try a lower lr or restart with another seed.",
                           stacklevel=2)
         return count
+
+    def take_snapshot(self, step: int) -> None:
+        """Keep G's images of 10 fixed noise vectors (their own seed: training's random stream is
+        untouched; the digits 0-9 when conditional) for the training animation. Cheap: 10 images."""
+        z = Generator(1).normal((10, self.latent_dim))
+        images = self.generate(z, np.arange(10) if self.conditional else None)
+        self.snapshots = np.concatenate([self.snapshots, images[None]])
+        self.snapshot_steps = np.append(self.snapshot_steps, step)
+        if len(self.snapshots) > int(self.config["snapshot_frames"]):     # thin out evenly: every other one
+            self.snapshots, self.snapshot_steps = self.snapshots[1::2], self.snapshot_steps[1::2]
+            self.snapshot_every *= 2
+
+    def generation_frames(self, generator=None):
+        """G's images of the same 10 noise vectors across training (kept by take_snapshot): a
+        minigen.animate.Frames. `generator` is unused: the frames were drawn during training."""
+        from minigen.animate import Frames
+        if len(self.snapshots) == 0:
+            raise MinigenError("gan: this run kept no fixed-noise snapshots (it trained fewer than "
+                               f"snapshot_every={self.config['snapshot_every']} steps, or snapshot_every is 0)")
+        return Frames(self.snapshots, [f"after {s} generator steps" for s in self.snapshot_steps],
+                      list(range(10)) if self.conditional else None, "GAN: the same noise across training")
+
+    def extra_state(self) -> dict:
+        return {"snapshots": self.snapshots, "snapshot_steps": self.snapshot_steps,
+                "snapshot_every": self.snapshot_every}
+
+    def load_extra_state(self, state: dict) -> None:
+        if "snapshots" in state:                  # checkpoints from before the animation have none
+            self.snapshots = np.asarray(state["snapshots"], np.float32)
+            self.snapshot_steps = np.asarray(state["snapshot_steps"], np.int64)
+            self.snapshot_every = int(state["snapshot_every"])
 
     def sample(self, n, labels=None, generator=None, temperature: float = 1.0, **unknown):
         """n images (n, 1, 28, 28) in [0, 1] from z ~ N(0, temperature^2 I) (temperature < 1 trades

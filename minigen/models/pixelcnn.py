@@ -129,6 +129,15 @@ class ConditionalConv(Module):
 
 
 # --- the model -----------------------------------------------------------------------------------
+def pixel_by_pixel_strip(image: np.ndarray, frames: int) -> np.ndarray:
+    """Canvases of a raster-order sampler after 0, ..., all pixels: a sampled image with the
+    not-yet-drawn pixels blank. Exact, because raster sampling never revisits a pixel.
+    image: (1, H, W) -> (frames, 1, H, W)."""
+    flat = image.reshape(-1)
+    counts = np.linspace(0, flat.size, frames).round().astype(int)
+    return np.stack([np.where(np.arange(flat.size) < k, flat, 0).reshape(image.shape) for k in counts])
+
+
 @register_family("pixelcnn")
 class PixelCNN(GenerativeModel):
     """PixelCNN on binarized ("bernoulli") or 256-level ("categorical256") MNIST.
@@ -277,6 +286,18 @@ class PixelCNN(GenerativeModel):
             logits = at(self.output, np.maximum(h, 0))
             x_pad[:, 0, i + 3, j + 3] = draw_pixel(logits, uniforms[:, t], temperature, self.config["output"])
         return x_pad[:, :, 3:-3, 3:-3].copy()
+
+    def generation_frames(self, generator=None, frames: int = 29, temperature: float = 1.0, samples=None):
+        """10 samples (the digits 0-9 when conditional) drawn pixel by pixel: a minigen.animate.Frames.
+        samples: (10, 1, S, S) already drawn by this model (skips sampling them again)."""
+        from minigen.animate import Frames
+        labels = np.arange(10) if self.conditional else None
+        if samples is None:
+            samples = self.sample(10, labels, generator, temperature=temperature)
+        canvases = np.stack([pixel_by_pixel_strip(image, frames) for image in samples], axis=1)
+        pixels = np.linspace(0, self.image_size ** 2, frames).round().astype(int)
+        return Frames(canvases, [f"{p} of {self.image_size ** 2} pixels drawn" for p in pixels],
+                      None if labels is None else list(labels), "PixelCNN: one pixel at a time")
 
     def figures(self, out_dir, x, y, generator=None) -> list:
         """A grid of samples: one row per digit for a conditional model."""

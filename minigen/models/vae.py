@@ -198,6 +198,20 @@ class VAE(GenerativeModel):
             probs = ops.sigmoid(self.decode(z, labels)).data
         return generator.bernoulli(probs) if binary else probs
 
+    def generation_frames(self, generator=None, frames: int = 24):
+        """The latent walk: 10 straight lines in z between two prior draws each (one column per digit
+        0-9 when conditional), decoded at `frames` points: a minigen.animate.Frames."""
+        from minigen.animate import Frames
+        generator = resolve(generator)
+        labels = np.arange(10) if self.conditional else None
+        a, b = generator.normal((2, 10, self.latent_dim))
+        steps = np.linspace(0, 1, frames, dtype=np.float32)
+        self.eval()
+        with no_grad():
+            images = np.stack([ops.sigmoid(self.decode(Tensor((1 - t) * a + t * b), labels)).data for t in steps])
+        return Frames(images, [f"z = (1 - t) z_a + t z_b, t = {t:.2f}" for t in steps],
+                      None if labels is None else list(labels), "VAE: a walk in latent space")
+
     # --- evaluation -----------------------------------------------------------------------
     def iw_log_likelihood(self, x: np.ndarray, y, k: int, generator=None) -> tuple[np.ndarray, np.ndarray]:
         """Importance-weighted log p(x) with k samples, and the ELBO, per example: x (N, 1, 28, 28) in {0, 1}.

@@ -7,6 +7,7 @@
     minigen bench [ops|models] ...                  minigen vs PyTorch benchmarks
     minigen demo ar-vs-nar                          the lecture's AR vs NAR figure
     minigen tour                                    every family, trained briefly, side by side
+    minigen sweep SPEC.toml --out DIR [--workers N]  a grid of training runs (Dask or local processes)
 
 Every bad input ends with one line `minigen: error: ...` and exit status 2.
 """
@@ -144,8 +145,18 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)
     p.add_argument("--seed", type=_non_negative_int, default=0)
 
+    p = sub.add_parser("sweep", help="a grid of training runs from a TOML spec, in parallel")
+    p.add_argument("spec", help="the sweep's TOML file (see `python -m pydoc minigen.sweep`)")
+    p.add_argument("--out", required=True, help="the sweep's folder: one run directory per run, results, plots")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=1, help="runs at the same time on this machine")
+    where.add_argument("--scheduler", default=None, help="a Dask scheduler, e.g. tcp://HOST:8786")
+    p.add_argument("--timeout", type=float, default=None, help="seconds before a run is stopped (default: none)")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("assign", help="teachers: make a student copy with lines to write, or grade one")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="make --topics T1,T2 --out DIR | check DIR [--topic T]")
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="make --topics T1,T2 --out DIR | check DIR [--topic T] | grade DIR --out gradebook.csv")
     return parser
 
 
@@ -265,13 +276,27 @@ def cmd_tour(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from minigen.sweep import run_sweep
+    if args.timeout is not None and not args.timeout > 0:
+        raise _UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    rows = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
+                     progress=not args.no_progress)
+    failed = [r for r in rows if r["status"] != "done"]
+    for row in failed:
+        print(f"minigen sweep: {row['name']}: {row['status']}: {row['error']}", file=sys.stderr)
+    print(f"results: {os.path.join(args.out, 'results.csv')} (and .json), plots in {os.path.join(args.out, 'plots')}")
+    return 1 if failed else 0
+
+
 def cmd_assign(args) -> int:
     from minigen import assign
     return assign.main(args.rest)
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
-            "demo": cmd_demo, "tour": cmd_tour, "assign": cmd_assign}
+            "demo": cmd_demo, "tour": cmd_tour, "sweep": cmd_sweep,
+            "assign": cmd_assign}
 
 
 def main(argv=None) -> int:

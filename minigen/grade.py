@@ -39,9 +39,8 @@ from dataclasses import dataclass, field
 from minigen.errors import MinigenError
 from minigen.jobs import run_jobs, run_limited
 
-__all__ = ["Submission", "read_submission", "teacher_tests", "grade_submission", "grade_class", "STATUSES"]
+__all__ = ["Submission", "read_submission", "teacher_tests", "expected_tests", "grade_submission", "grade_class"]
 
-STATUSES = ("graded", "timeout", "out-of-memory", "crashed", "malformed")
 MANIFEST = "assignment.json"
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grade_runner.py")
 # files inside a submission's minigen/ that could change how pytest or Python start: never taken
@@ -235,11 +234,12 @@ def _run_in_scratch(job: dict, result: dict) -> None:
         for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             if name in os.environ:
                 env[name] = os.environ[name]
-        orders = {"token": token, "fd": write_end, "memory_mb": job.get("memory_mb"), "scratch": scratch,
+        orders = {"token": token, "fd": write_end, "scratch": scratch,
                   "tests": tests, "pytest_args": args + node_ids}
         try:
             done = run_limited([sys.executable, "-I", os.path.join(private, "runner.py")], timeout=job.get("timeout"),
-                               cwd=scratch, env=env, stdin_text=json.dumps(orders) + "\n", pass_fds=(write_end,))
+                               memory_mb=job.get("memory_mb"), cwd=scratch, env=env,
+                               stdin_text=json.dumps(orders) + "\n", pass_fds=(write_end,))
         finally:
             os.close(write_end)
             reader.join(timeout=30)

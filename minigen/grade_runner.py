@@ -4,7 +4,7 @@ Run as a script, never imported: `python -I grade_runner.py`, started by minigen
 process `import minigen` is the STUDENT's package, so this file imports nothing from minigen.
 It reads its orders as one JSON line on stdin, before any student code exists in the process:
 
-    {"token": secret, "fd": results pipe, "memory_mb": limit or null, "scratch": folder holding the
+    {"token": secret, "fd": results pipe, "scratch": folder holding the
      student's minigen/ and the teacher's tests/, "tests": {relpath: source text}, "pytest_args": [...]}
 
 Three defences against a submission that tries to score what it did not earn:
@@ -125,10 +125,6 @@ class Reporter:
 
 def main() -> int:
     orders = json.loads(sys.stdin.readline())
-    if orders.get("memory_mb"):
-        import resource
-        limit = int(orders["memory_mb"]) * 1024 * 1024
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     out = os.fdopen(orders["fd"], "w", encoding="utf-8")
     scratch = orders["scratch"]
     sys.path[:] = [scratch] + [p for p in sys.path if p and os.path.abspath(p) != os.path.dirname(__file__)]

@@ -40,35 +40,61 @@ class Finished:
     output: str          # stdout and stderr together, the last 20,000 characters
 
 
-# Sets the address-space limit, then becomes the command (exec). A preexec_fn would do the same, but
-# it is not safe in a threaded parent such as a Dask worker.
-_LIMIT_THEN_EXEC = ("import os, resource, sys; limit = int(sys.argv[1]) * 1024 * 1024; "
-                    "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); os.execvp(sys.argv[2], sys.argv[2:])")
+# Runs first in the job's process, then becomes the command (exec): asks Linux to send it a signal
+# when its supervisor dies (so killing a sweep or a grader leaves no orphan training or grading),
+# and caps the address space, so an allocation past the limit fails (MemoryError) instead of
+# swapping the machine. A preexec_fn could do the same, but it is not safe in a threaded parent
+# such as a Dask worker.
+_SUPERVISED = """
+import ctypes, os, resource, sys
+parent, signum, memory_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+try:
+    ctypes.CDLL(None, use_errno=True).prctl(1, signum)      # 1: PR_SET_PDEATHSIG
+except (AttributeError, OSError):
+    pass                                                     # not Linux: no parent-death signal
+if os.getppid() != parent:
+    sys.exit(128 + signum)                                   # the supervisor died before prctl
+if memory_mb:
+    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
+os.execvp(sys.argv[4], sys.argv[4:])
+"""
 
 
 def run_limited(argv: list[str], *, timeout: float | None = None, memory_mb: int | None = None, cwd: str | None = None,
-                env: dict | None = None, stdin_text: str | None = None, pass_fds=()) -> Finished:
+                env: dict | None = None, stdin_text: str | None = None, pass_fds=(),
+                on_parent_death: int = signal.SIGKILL, log: str | None = None) -> Finished:
     """Run argv in a new session (its own process group) with the limits; on timeout, SIGKILL the
-    whole group, so no child it started outlives it."""
-    if memory_mb:   # cap the address space: an allocation past it fails (MemoryError) instead of swapping
-        argv = [sys.executable, "-c", _LIMIT_THEN_EXEC, str(int(memory_mb)), *argv]
+    whole group, so no child it started outlives it. If this (supervising) process dies first, the
+    command gets the signal on_parent_death (SIGTERM lets a training run save a checkpoint).
+    log: a file its output is appended to as it runs (else it is only collected)."""
+    argv = [sys.executable, "-c", _SUPERVISED, str(os.getpid()), str(int(on_parent_death)), str(int(memory_mb or 0)),
+            *argv]
+    sink = open(log, "a") if log else subprocess.PIPE
+    start = sink.tell() if log else 0
     started = time.perf_counter()
-    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if stdin_text is not None else
-                            subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, pass_fds=pass_fds)
     try:
-        output, _ = proc.communicate(stdin_text, timeout=timeout)
-        how = "exited" if proc.returncode >= 0 else "killed"
-    except subprocess.TimeoutExpired:
-        how = "timeout"
-        output = ""
-    finally:
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.PIPE if stdin_text is not None else
+                                subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, pass_fds=pass_fds)
         try:
-            os.killpg(proc.pid, signal.SIGKILL)      # the group: children it left behind, or all of it on timeout
-        except ProcessLookupError:
-            pass
-    if how == "timeout":
-        output, _ = proc.communicate()
+            output, _ = proc.communicate(stdin_text, timeout=timeout)
+            how = "exited" if proc.returncode >= 0 else "killed"
+        except subprocess.TimeoutExpired:
+            how = "timeout"
+        finally:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)      # the group: children it left behind, or all of it on timeout
+            except ProcessLookupError:
+                pass
+        if how == "timeout":
+            output, _ = proc.communicate()
+    finally:
+        if log:
+            sink.close()
+    if log:
+        with open(log, errors="replace") as f:
+            f.seek(start)
+            output = f.read()
     return Finished(how, proc.returncode, time.perf_counter() - started, (output or "")[-20000:])
 
 

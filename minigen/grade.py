@@ -238,19 +238,23 @@ def _run_in_scratch(job: dict, result: dict) -> None:
                   "tests": tests, "pytest_args": args + node_ids}
         try:
             done = run_limited([sys.executable, "-I", os.path.join(private, "runner.py")], timeout=job.get("timeout"),
-                               memory_mb=job.get("memory_mb"), cwd=scratch, env=env,
+                               memory_mb=job.get("memory_mb"), cwd=scratch, env=env, log=os.path.join(private, "log"),
                                stdin_text=json.dumps(orders) + "\n", pass_fds=(write_end,))
         finally:
             os.close(write_end)
             reader.join(timeout=30)
         result["seconds"] = round(done.seconds, 2)
-        result["tampered"] = sorted(p for p, text in tests.items() if _read(os.path.join(scratch, p)) != text)
+        result["tampered"] = sorted({p for p, text in tests.items() if _read(os.path.join(scratch, p)) != text} |
+                                    {p for r in records if r.get("kind") == "restored" for p in r["paths"]})
     result["topics"], collect_error = _scores(job["expected"], records)
     ended = any(r.get("kind") == "end" for r in records)
     out_of_memory = "MemoryError" in done.output or any("MemoryError" in (r.get("message") or "") for r in records)
-    if done.how == "timeout":
+    wrong_minigen = next((r["message"] for r in records if r.get("kind") == "wrong-minigen"), None)
+    if wrong_minigen:
+        result.update(status="crashed", note=f"grader error: {wrong_minigen}")
+    elif done.how == "timeout":
         unfinished = [t for t, s in result["topics"].items() if any(m == NOT_RUN for _, m in s["failed"])]
-        result.update(status="timeout", note=f"stopped after {job['timeout']:g} s; unfinished: {', '.join(unfinished)}")
+        result.update(status="timeout", note=f"stopped after {job['timeout']:g} s; unfinished: {', '.join(unfinished) or 'none'}")
     elif out_of_memory:
         result.update(status="out-of-memory", note=f"ran out of memory (limit {job.get('memory_mb')} MB)")
     elif not ended or done.how == "killed":
@@ -260,7 +264,7 @@ def _run_in_scratch(job: dict, result: dict) -> None:
         result.update(status="crashed", note=f"the tests could not load the submission: {collect_error}")
     if result["status"] != "graded":         # only the topics whose tests did not all run are zeroed
         for score in result["topics"].values():
-            if any(m == NOT_RUN for _, m in score["failed"]) or result["status"] == "malformed":
+            if any(m == NOT_RUN for _, m in score["failed"]):
                 score["passed"] = 0
     if result["tampered"]:
         result["note"] = (result["note"] + "; " if result["note"] else "") + \

@@ -75,8 +75,10 @@ class TeacherTests(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         module.__file__ = origin
         exec(compile(tree, origin, "exec", dont_inherit=True), module.__dict__)
 
-    def restore(self) -> None:
-        """Put back any teacher file that was changed or removed on disk (pytest finds tests by path)."""
+    def restore(self) -> list:
+        """Put back any teacher file that was changed or removed on disk (pytest finds tests by path);
+        returns the ones put back."""
+        restored = []
         for relpath, text in self.sources.items():
             path = os.path.join(self.scratch, relpath)
             try:
@@ -92,6 +94,8 @@ class TeacherTests(importlib.abc.MetaPathFinder, importlib.abc.Loader):
                 os.unlink(path)
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
+            restored.append(relpath)
+        return restored
 
 
 class Reporter:
@@ -111,7 +115,9 @@ class Reporter:
         sys.meta_path.insert(0, self.tests)         # ahead of pytest's own assertion-rewriting importer
 
     def pytest_collectstart(self, collector):
-        self.tests.restore()
+        restored = self.tests.restore()
+        if restored:
+            self.send(kind="restored", paths=restored)
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -130,6 +136,11 @@ def main() -> int:
     sys.path[:] = [scratch] + [p for p in sys.path if p and os.path.abspath(p) != os.path.dirname(__file__)]
     tests = TeacherTests(scratch, orders["tests"], None)
     reporter = Reporter(out, orders["token"], tests)
+    found = importlib.util.find_spec("minigen")      # where `import minigen` goes, found without running it
+    origin = os.path.realpath(found.origin) if found and found.origin else "nothing"
+    if not origin.startswith(os.path.realpath(scratch) + os.sep):   # e.g. an editable install's finder won
+        reporter.send(kind="wrong-minigen", message=f"`import minigen` finds {origin}, not the submission")
+        return 3
     import pytest
     status = pytest.main(orders["pytest_args"], plugins=[reporter])
     reporter.send(kind="end", status=int(status))

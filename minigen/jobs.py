@@ -91,10 +91,10 @@ def run_limited(argv: list[str], *, timeout: float | None = None, memory_mb: int
     finally:
         if log:
             sink.close()
-    if log:
-        with open(log, errors="replace") as f:
-            f.seek(start)
-            output = f.read()
+    if log:                     # only the tail: a job that printed gigabytes must not fill this process
+        with open(log, "rb") as f:
+            f.seek(max(start, f.seek(0, os.SEEK_END) - 20000))
+            output = f.read().decode("utf-8", errors="replace")
     return Finished(how, proc.returncode, time.perf_counter() - started, (output or "")[-20000:])
 
 

@@ -115,6 +115,12 @@ def load_spec(path: str) -> dict:
         if len(set(map(repr, checked))) != len(checked):
             raise MinigenError(f"{path}: [grid] {key}: the values repeat ({values!r}); each run must differ")
         checked_grid[key] = checked
+    here = os.path.dirname(os.path.abspath(path))      # a relative data_dir: relative to the spec, on any worker
+    if "data_dir" in checked_train:
+        checked_train["data_dir"] = os.path.join(here, checked_train["data_dir"])
+    if "data_dir" in checked_grid:
+        raise MinigenError(f"{path}: [grid] data_dir: a folder cannot name a run; set data_dir in [train], "
+                           f"or make one sweep per data folder")
     both = sorted(set(checked_train) & set(checked_grid))
     if both:
         raise MinigenError(f"{path}: {', '.join(both)} in both [train] and [grid]; keep each in one place")
@@ -183,8 +189,10 @@ def run_one(job: dict) -> dict:
         log = os.path.join(out, "logs", run["name"] + ".log")
         with open(log, "a") as f:
             f.write(f"$ minigen {' '.join(argv)}\n")
-        done = run_limited([sys.executable, "-m", "minigen", *argv], timeout=job.get("timeout"), env=env,
-                           on_parent_death=signal.SIGTERM, log=log)   # a killed sweep: the run checkpoints, stops
+        # -P: a minigen/ folder in the worker's current folder is never imported instead of the installed one;
+        # SIGTERM if the sweep is killed: the run saves a checkpoint and stops
+        done = run_limited([sys.executable, "-P", "-m", "minigen", *argv], timeout=job.get("timeout"), env=env,
+                           on_parent_death=signal.SIGTERM, log=log)
         result["wall_seconds"] = round(done.seconds, 3)
         if done.how == "exited" and done.returncode == 0:
             result["status"] = "done"

@@ -161,3 +161,12 @@ def test_a_malformed_submission_and_bad_options_are_clear(tmp_path, capsys):
         "malformed", "0", "no minigen/__init__.py: not a copy made by `minigen assign make`")
     assert cli_main(["assign", "grade", str(tmp_path / "nope"), "--out", str(tmp_path / "g.csv")]) == 2
     assert "is not a folder of submissions" in capsys.readouterr().err
+
+
+def test_a_submission_past_the_memory_limit_is_out_of_memory(blank, tmp_path, capsys):
+    """2.4 GB in every optimizer step: fine on this machine, past a 1000 MB limit."""
+    optim = reference_optim().replace(LOOP, LOOP + "        waste = np.ones(3 * 10**8)\n")
+    folder = student(blank, str(tmp_path), "hungry", optim=optim)
+    scores = assign.check(folder, memory_mb=1000)
+    assert scores["optim"]["passed"] == 0
+    assert "out-of-memory: ran out of memory (limit 1000 MB)" in capsys.readouterr().out

@@ -56,6 +56,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def _label(text: str) -> int:
     try:
         value = int(text)
@@ -102,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model hyper-parameter, e.g. --set variant=conv --set latent_dim=2")
     p.add_argument("--train-n", type=_positive_int, help="use only the first N training images")
     p.add_argument("--max-steps", type=_positive_int, help="stop after this many steps")
+    p.add_argument("--max-seconds", type=_positive_float, help="stop after this much training time (a budget)")
     p.add_argument("--eval-n", type=_non_negative_int, default=1000, help="test images to evaluate on (0: skip)")
     p.add_argument("--detect-anomaly", action="store_true", help="name the op that first makes a NaN/Inf gradient")
     p.add_argument("--no-progress", action="store_true")
@@ -151,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, default=1, help="runs at the same time on this machine")
     where.add_argument("--scheduler", default=None, help="a Dask scheduler, e.g. tcp://HOST:8786")
-    p.add_argument("--timeout", type=float, default=None, help="seconds before a run is stopped (default: none)")
+    p.add_argument("--timeout", type=_positive_float, default=None, help="seconds before a run is stopped (default: none)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("assign", help="teachers: make a student copy with lines to write, or grade one")
@@ -178,6 +189,7 @@ def cmd_train(args) -> int:
         if args.epochs:
             opts.epochs = args.epochs
         opts.max_steps = args.max_steps
+        opts.max_seconds = args.max_seconds
         opts.progress = not args.no_progress
         _, summary = train(opts, resume=True)
     else:
@@ -187,6 +199,7 @@ def cmd_train(args) -> int:
                             dataset=args.dataset or "mnist", data_dir=args.data_dir, epochs=args.epochs or 5,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, conditional=args.conditional,
                             model_config=dict(args.set), train_n=args.train_n, max_steps=args.max_steps,
+                            max_seconds=args.max_seconds,
                             eval_n=args.eval_n,
                             detect_anomaly=args.detect_anomaly, progress=not args.no_progress)
         _, summary = train(opts)
@@ -278,8 +291,6 @@ def cmd_tour(args) -> int:
 
 def cmd_sweep(args) -> int:
     from minigen.sweep import run_sweep
-    if args.timeout is not None and not args.timeout > 0:
-        raise _UsageError(f"--timeout must be a positive number of seconds, got {args.timeout}")
     rows = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
                      progress=not args.no_progress)
     failed = [r for r in rows if r["status"] != "done"]

@@ -20,6 +20,9 @@ A spec (read with Python's tomllib):
     "set.latent_dim" = [2, 8]
     replicate = [0, 1]          # only tells runs apart, so each gets its own seed
 
+Options: model, dataset, data_dir (relative to the spec), epochs, batch_size, lr, conditional,
+train_n, max_steps, max_seconds (a training-time budget), eval_n, threads, replicate, set.NAME.
+
 A run is named after its grid values, e.g. DIR/lr=0.001,latent_dim=2,replicate=0. Rerunning the
 same command skips finished runs (summary.json present), resumes interrupted ones from their last
 checkpoint and starts the rest. At the end: DIR/results.csv and DIR/results.json (one row per run:
@@ -59,6 +62,7 @@ OPTIONS = {
     "conditional": (bool, lambda v: True, "true or false"),
     "train_n": (int, lambda v: v > 0, "a positive integer"),
     "max_steps": (int, lambda v: v > 0, "a positive integer"),
+    "max_seconds": (float, lambda v: v > 0, "a positive number of seconds (a training-time budget)"),
     "eval_n": (int, lambda v: v >= 0, "a non-negative integer"),
     "threads": (int, lambda v: v > 0, "a positive integer"),
     "replicate": (int, lambda v: v >= 0, "a non-negative integer"),
@@ -178,8 +182,8 @@ def run_one(job: dict) -> dict:
         options = run["options"]
         if os.path.exists(os.path.join(run_dir, CHECKPOINT)):
             argv = ["train", "--resume", run_dir, "--no-progress"]
-            argv += ["--max-steps", str(options["max_steps"])] if "max_steps" in options else []
-            argv += ["--epochs", str(options["epochs"])] if "epochs" in options else []
+            for key in ("max_steps", "max_seconds", "epochs"):     # what `--resume` does not read back
+                argv += [f"--{key.replace('_', '-')}", str(options[key])] if key in options else []
         else:
             argv = train_argv(options, run["seed"], run_dir)
         env = dict(os.environ)

@@ -87,7 +87,7 @@ def read_rows(path):
 
 def test_a_class_on_a_local_dask_cluster_gives_exactly_the_expected_gradebook(klass, tmp_path):
     out = tmp_path / "gradebook.csv"
-    assert cli_main(["assign", "grade", klass, "--out", str(out), "--workers", "2", "--timeout", "20"]) == 0
+    assert cli_main(["assign", "grade", klass, "--out", str(out), "--workers", "2", "--timeout", "15"]) == 0
     rows = read_rows(out)
     got = {name: (r["status"], r["optim passed"], r["optim total"], r["optim score"]) for name, r in rows.items()}
     assert got == EXPECTED

@@ -131,3 +131,15 @@ def test_a_folder_of_another_sweep_is_refused(swept, tmp_path):
     other.write_text(SPEC.replace("seed = 3", "seed = 4"))
     with pytest.raises(MinigenError, match="holds a different sweep"):
         sweep.run_sweep(str(other), swept[0], progress=False)
+
+
+def test_a_time_budget_stops_training(tmp_path):
+    """--max-seconds (the sweep's max_seconds): a budget far below one step's time stops after one step."""
+    run = str(tmp_path / "run")
+    assert cli_main(["train", "vae", "--out", run, "--dataset", "mnist-5k", "--train-n", "128", "--epochs", "50",
+                     "--max-seconds", "0.001", "--eval-n", "0", "--set", "variant=mlp", "--no-progress"]) == 0
+    with open(os.path.join(run, "summary.json")) as f:
+        assert json.load(f)["steps"] == 1
+    assert "--max-seconds" in sweep.train_argv({"model": "vae", "max_seconds": 30.0}, 0, run)
+    with pytest.raises(SystemExit, match="2"):
+        cli_main(["train", "vae", "--max-seconds", "0"])

@@ -279,11 +279,14 @@ def check(student_dir: str, topic=None, verbose: bool = False, timeout: float | 
     from minigen.grade import expected_tests, grade_submission, read_submission, summarize_ignored, teacher_tests
     student_dir = os.path.abspath(student_dir)
     submission = read_submission(student_dir)
-    if not os.path.isdir(os.path.join(student_dir, "minigen")) or not os.path.exists(os.path.join(student_dir, MANIFEST)):
+    if not os.path.isdir(os.path.join(student_dir, "minigen")) or \
+            not os.path.exists(os.path.join(student_dir, MANIFEST)):
         raise MinigenError(f"{student_dir} is not a copy made by `minigen assign make` (no minigen/ or {MANIFEST})")
+    if submission.malformed:
+        raise MinigenError(f"{student_dir}: {submission.malformed}")
     if topic is None:
         topics = submission.topics
-        if not topics and not submission.malformed:
+        if not topics:
             raise MinigenError(f"{student_dir} holds the reference solution (no topics); name one with --topic")
     else:
         topics = parse_topics(topic)
@@ -291,8 +294,6 @@ def check(student_dir: str, topic=None, verbose: bool = False, timeout: float | 
     result = grade_submission({"submission": submission, "tests": tests, "ini": ini,
                                "expected": expected_tests(topics, ini),
                                "timeout": timeout, "memory_mb": memory_mb})
-    if result["status"] == "malformed":
-        raise MinigenError(f"{student_dir}: {result['note']}")
     if submission.ignored:
         print(f"ignored (only minigen/ is graded): {summarize_ignored(submission.ignored)}", flush=True)
     if result["status"] != "graded" or result["tampered"]:
@@ -304,7 +305,7 @@ def check(student_dir: str, topic=None, verbose: bool = False, timeout: float | 
     return result["topics"]
 
 
-# --- command line: `minigen assign make|check ...` ---------------------------------------------
+# --- command line: `minigen assign make|check|grade ...` ---------------------------------------
 def _positive_float(text: str) -> float:
     try:
         value = float(text)

@@ -31,6 +31,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import sys
 import tempfile
 import threading
@@ -38,6 +39,7 @@ from dataclasses import dataclass, field
 
 from minigen.errors import MinigenError
 from minigen.jobs import run_jobs, run_limited
+from minigen.serialize import atomic_write
 
 __all__ = ["Submission", "read_submission", "teacher_tests", "expected_tests", "grade_submission", "grade_class"]
 
@@ -78,11 +80,15 @@ def read_submission(folder: str) -> Submission:
         sub.malformed = "not a folder"
         return sub
     for relpath, path in _walk(folder):
-        taken = relpath.startswith("minigen/") and not os.path.islink(path) and os.path.isfile(path) and \
-            os.path.basename(path) not in NEVER_TAKEN and not path.endswith((".pth", ".pyc", ".pyo"))
+        regular = not os.path.islink(path) and stat.S_ISREG(os.lstat(path).st_mode)   # no links, FIFOs, devices
+        taken = regular and relpath.startswith("minigen/") and os.path.basename(path) not in NEVER_TAKEN \
+            and not path.endswith((".pth", ".pyc", ".pyo"))
         try:
-            with open(path, "rb") as f:
-                data = f.read() if not os.path.islink(path) else os.readlink(path).encode()
+            if regular:
+                with open(path, "rb") as f:
+                    data = f.read()
+            else:
+                data = os.readlink(path).encode() if os.path.islink(path) else b""
         except OSError:
             data = b""
         digest.update(relpath.encode() + b"\0" + hashlib.sha256(data).digest())
@@ -113,8 +119,8 @@ def summarize_ignored(ignored: list[str]) -> str:
 
 
 def teacher_tests(root: str | None = None) -> tuple[dict, str]:
-    """The reference's tests/ folder as {relpath: text} and its pytest ini text (markers only:
-    never the project's addopts or testpaths)."""
+    """The reference's tests/*.py as {relpath: text} and its pytest ini text (markers only: never
+    the project's addopts or testpaths)."""
     from minigen.assign import source_root
     root = root or source_root()
     tests = os.path.join(root, "tests")
@@ -123,12 +129,14 @@ def teacher_tests(root: str | None = None) -> tuple[dict, str]:
                            f"its source checkout (`pip install -e .`)")
     sources = {}
     for relpath, path in _walk(tests):
-        with open(path, encoding="utf-8") as f:
-            sources["tests/" + relpath] = f.read()
+        if relpath.endswith(".py"):          # the tests are Python modules (served from memory, minigen.grade_runner)
+            with open(path, encoding="utf-8") as f:
+                sources["tests/" + relpath] = f.read()
     parser = configparser.RawConfigParser()
     parser.read(os.path.join(root, "setup.cfg"))
     markers = parser.get("tool:pytest", "markers", fallback="").strip()
-    ini = "[pytest]\naddopts =\n" + (f"markers =\n    {markers.replace(chr(10), chr(10) + '    ')}\n" if markers else "")
+    indented = markers.replace("\n", "\n    ")
+    ini = "[pytest]\naddopts =\n" + (f"markers =\n    {indented}\n" if markers else "")
     return sources, ini
 
 
@@ -143,7 +151,8 @@ def expected_tests(topics: list[str], ini: str) -> dict:
             f.write(ini)
         env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "PYTHONDONTWRITEBYTECODE": "1"}
         done = run_limited([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                            "-c", config, "--rootdir", source_root(), *node_ids], timeout=300, cwd=source_root(), env=env)
+                            "-c", config, "--rootdir", source_root(), *node_ids], timeout=300, cwd=source_root(),
+                           env=env)
     found = [line.strip() for line in done.output.splitlines() if "::" in line and not line.startswith(" ")]
     expected = {}
     for topic in topics:
@@ -254,7 +263,8 @@ def _run_in_scratch(job: dict, result: dict) -> None:
         result.update(status="crashed", note=f"grader error: {wrong_minigen}")
     elif done.how == "timeout":
         unfinished = [t for t, s in result["topics"].items() if any(m == NOT_RUN for _, m in s["failed"])]
-        result.update(status="timeout", note=f"stopped after {job['timeout']:g} s; unfinished: {', '.join(unfinished) or 'none'}")
+        result.update(status="timeout",
+                      note=f"stopped after {job['timeout']:g} s; unfinished: {', '.join(unfinished) or 'none'}")
     elif out_of_memory:
         result.update(status="out-of-memory", note=f"ran out of memory (limit {job.get('memory_mb')} MB)")
     elif not ended or done.how == "killed":
@@ -319,19 +329,8 @@ def _row(result: dict, topics: list[str], key: str) -> dict:
 
 
 def _write_atomically(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _write_gradebook(path: str, rows: dict, topics: list[str]) -> None:

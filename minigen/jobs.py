@@ -140,7 +140,7 @@ def _run_on_dask(function, items, workers, scheduler):
     if scheduler:
         try:
             client = Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as e:
+        except (OSError, TimeoutError, ValueError) as e:
             raise MinigenError(f"--scheduler {scheduler}: no Dask scheduler answers there ({e})") from None
         cluster = None
     else:

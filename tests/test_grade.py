@@ -14,12 +14,14 @@ pytest.importorskip("dask.distributed")     # the test extra installs it; the fa
 OPTIM = "minigen/optim.py"
 WRONG = ("m *= beta1\n", "m *= beta2\n")                  # a plausible slip: the wrong decay for m
 LOOP = "def step(self) -> None:\n"                               # every step() of every optimizer spins forever
-CONFTEST_TRICK = "import pytest\n\n@pytest.hookimpl(tryfirst=True)\ndef pytest_pyfunc_call(pyfuncitem):\n    return True\n"
+CONFTEST_TRICK = ("import pytest\n\n@pytest.hookimpl(tryfirst=True)\n"
+                  "def pytest_pyfunc_call(pyfuncitem):\n    return True\n")
 TAMPER = '''
 import os as _os, pathlib as _pathlib
 for _p in _pathlib.Path(_os.getcwd(), "tests").glob("test_*.py"):   # delete every test, rewrite one
     _p.unlink()
-(_pathlib.Path(_os.getcwd(), "tests") / "test_nn_optim.py").write_text("def test_adam_matches_hand_computation(): pass\\n")
+_fake = "def test_adam_matches_hand_computation(): pass\\n"
+(_pathlib.Path(_os.getcwd(), "tests") / "test_nn_optim.py").write_text(_fake)
 '''
 
 
@@ -66,7 +68,8 @@ def klass(blank, tmp_path_factory):
     student(blank, root, "loops", optim=right.replace(LOOP, LOOP + "        while True:\n            pass\n"))
     student(blank, root, "raises", optim=right, init=lambda text: "raise RuntimeError('boom at import')\n" + text)
     student(blank, root, "cheats", extra={
-        "conftest.py": CONFTEST_TRICK, "minigen/conftest.py": CONFTEST_TRICK, "pytest.ini": "[pytest]\naddopts = -p no:python\n",
+        "conftest.py": CONFTEST_TRICK, "minigen/conftest.py": CONFTEST_TRICK,
+        "pytest.ini": "[pytest]\naddopts = -p no:python\n",
         "tests/test_nn_optim.py": "def test_adam_matches_hand_computation(): pass\n"})
     return root
 

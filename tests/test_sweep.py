@@ -143,3 +143,9 @@ def test_a_time_budget_stops_training(tmp_path):
     assert "--max-seconds" in sweep.train_argv({"model": "vae", "max_seconds": 30.0}, 0, run)
     with pytest.raises(SystemExit, match="2"):
         cli_main(["train", "vae", "--max-seconds", "0"])
+
+
+def test_the_example_spec_is_valid():
+    runs = sweep.plan(sweep.load_spec(os.path.join(os.path.dirname(__file__), "..", "examples", "sweep.toml")))
+    assert len(runs) == 12 and runs[0]["name"] == "lr=0.001,latent_dim=2,replicate=0"
+    assert len({r["seed"] for r in runs}) == 12

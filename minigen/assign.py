@@ -17,9 +17,12 @@ Two commands make and grade an assignment:
         marker comments go. DIR/README.md tells the student what to write; DIR/assignment.json
         records the topics.
     minigen assign check DIR [--topic vae]
-        runs each topic's subset of the project's own tests (TOPIC_TESTS) against the copy in a
-        fresh Python whose `import minigen` is the student's (checked, not assumed), and prints
-        a score per topic: tests passed / tests run.
+        runs each topic's subset of the teacher's tests (TOPIC_TESTS, from the installed minigen's
+        checkout) against only the copy's minigen/ folder, in a scratch folder and a fresh Python
+        whose `import minigen` is the student's (checked, not assumed), and prints a score per
+        topic: tests passed / tests run. The copy's tests/, conftest.py etc. are ignored (minigen.grade).
+    minigen assign grade SUBMISSIONS --out gradebook.csv [--workers N | --scheduler ADDRESS]
+        the same for every student's folder, in parallel, with time and memory limits (minigen.grade).
 
 A copy made with no topics is the reference solution: every topic's tests pass on it.
 '''
@@ -30,10 +33,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
-import tempfile
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
 from minigen.errors import MinigenError
@@ -270,77 +270,62 @@ def _student_readme(topics: list[str], todo: list[Solution]) -> str:
     return "\n".join(lines)
 
 
-# --- check -------------------------------------------------------------------------------------
-def _student_env(student_dir: str) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([student_dir] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    return env
-
-
-def _imported_minigen(student_dir: str, env: dict) -> str:
-    """The file `import minigen` finds in the subprocess the tests will run in."""
-    out = subprocess.run([sys.executable, "-c", "import minigen; print(minigen.__file__)"], cwd=student_dir,
-                         env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise MinigenError(f"the student copy in {student_dir} does not import: "
-                           f"{out.stderr.strip().splitlines()[-1] if out.stderr.strip() else 'no message'}")
-    return out.stdout.strip()
-
-
-def _run_topic(student_dir: str, topic: str, env: dict) -> dict:
-    """Run the topic's tests in the copy; {passed, total, failed: [test names], output}."""
-    with tempfile.TemporaryDirectory() as tmp:
-        report = os.path.join(tmp, "report.xml")
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=",
-                               f"--junitxml={report}", *TOPIC_TESTS[topic]],
-                              cwd=student_dir, env=env, capture_output=True, text=True)
-        cases = ET.parse(report).getroot().iter("testcase") if os.path.exists(report) else []
-        passed, failed = 0, []
-        for case in cases:
-            name = f"{case.get('classname', '')}::{case.get('name', '')}"
-            if any(child.tag in ("failure", "error", "skipped") for child in case):
-                failed.append(name)
-            else:
-                passed += 1
-    total = passed + len(failed)
-    if total == 0:          # nothing ran: a test id is missing, or the copy does not even collect
-        raise MinigenError(f"assign check {topic}: pytest ran no tests (exit status {proc.returncode}):\n"
-                           + "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:]))
-    return {"passed": passed, "total": total, "failed": failed, "output": proc.stdout[-4000:]}
-
-
-def check(student_dir: str, topic=None, verbose: bool = False) -> dict:
-    """Run the tests of `topic` ('a,b', a list, or None: the assignment's topics) against the copy
-    in student_dir; print and return {topic: {"passed", "total", "failed", "output"}}."""
+# --- check: one copy, on the safe path of minigen.grade -----------------------------------------
+def check(student_dir: str, topic=None, verbose: bool = False, timeout: float | None = None,
+          memory_mb: int | None = None) -> dict:
+    """Run the teacher's tests of `topic` ('a,b', a list, or None: the assignment's topics) against
+    only the minigen/ folder of the copy in student_dir (minigen.grade); print and return
+    {topic: {"passed", "total", "failed": [(test, first error line)]}}."""
+    from minigen.grade import expected_tests, grade_submission, read_submission, summarize_ignored, teacher_tests
     student_dir = os.path.abspath(student_dir)
-    manifest = os.path.join(student_dir, MANIFEST)
-    if not os.path.isdir(os.path.join(student_dir, "minigen")) or not os.path.exists(manifest):
+    submission = read_submission(student_dir)
+    if not os.path.isdir(os.path.join(student_dir, "minigen")) or \
+            not os.path.exists(os.path.join(student_dir, MANIFEST)):
         raise MinigenError(f"{student_dir} is not a copy made by `minigen assign make` (no minigen/ or {MANIFEST})")
+    if submission.malformed:
+        raise MinigenError(f"{student_dir}: {submission.malformed}")
     if topic is None:
-        with open(manifest) as f:
-            topics = json.load(f)["topics"]
+        topics = submission.topics
         if not topics:
             raise MinigenError(f"{student_dir} holds the reference solution (no topics); name one with --topic")
     else:
         topics = parse_topics(topic)
-    env = _student_env(student_dir)
-    found = os.path.realpath(_imported_minigen(student_dir, env))
-    if not found.startswith(os.path.realpath(student_dir) + os.sep):
-        raise MinigenError(f"in {student_dir}, `import minigen` finds {found} instead of the student's copy")
-    scores = {}
-    for t in topics:
-        scores[t] = result = _run_topic(student_dir, t, env)
-        print(f"{t:<10} {result['passed']:>3}/{result['total']:<3} passed", flush=True)
-        for name in result["failed"] if verbose else []:
-            print(f"    failed: {name}")
-    return scores
+    tests, ini = teacher_tests()
+    result = grade_submission({"submission": submission, "tests": tests, "ini": ini,
+                               "expected": expected_tests(topics, ini),
+                               "timeout": timeout, "memory_mb": memory_mb})
+    if submission.ignored:
+        print(f"ignored (only minigen/ is graded): {summarize_ignored(submission.ignored)}", flush=True)
+    if result["status"] != "graded" or result["tampered"]:
+        print(f"{result['status']}: {result['note']}", flush=True)
+    for t, score in result["topics"].items():
+        print(f"{t:<10} {score['passed']:>3}/{score['total']:<3} passed", flush=True)
+        for name, message in score["failed"] if verbose else []:
+            print(f"    failed: {name}: {message}")
+    return result["topics"]
 
 
-# --- command line: `minigen assign make|check ...` ---------------------------------------------
+# --- command line: `minigen assign make|check|grade ...` ---------------------------------------
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The options of `minigen assign make|check` (also `python -m minigen.assign ...`)."""
+    """The options of `minigen assign make|check|grade` (also `python -m minigen.assign ...`)."""
     parser = argparse.ArgumentParser(prog="minigen assign", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="action", required=True, metavar="make|check")
+    sub = parser.add_subparsers(dest="action", required=True, metavar="make|check|grade")
     p = sub.add_parser("make", help="write a student copy with the topics' marked lines removed")
     p.add_argument("--topics", required=True, help=f"comma-separated, from: {','.join(TOPIC_TESTS)}")
     p.add_argument("--out", required=True, help="a new folder for the student copy")
@@ -348,17 +333,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("student_dir")
     p.add_argument("--topic", default=None, help="only this topic (or a comma-separated list)")
     p.add_argument("-v", "--verbose", action="store_true", help="list the failed tests")
+    p = sub.add_parser("grade", help="grade a folder of student copies into a gradebook")
+    p.add_argument("submissions_dir", help="one subfolder per student, each made by `minigen assign make`")
+    p.add_argument("--out", required=True, help="the gradebook CSV (feedback/ is written next to it)")
+    p.add_argument("--topics", default=None, help="comma-separated (default: every topic the copies name)")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default 1)")
+    where.add_argument("--scheduler", default=None, help="a Dask scheduler, e.g. tcp://HOST:8786")
+    p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per submission (default 300)")
+    p.add_argument("--memory-limit", type=_positive_int, default=4096, help="MB per submission (default 4096)")
     return parser
 
 
+def _grade(args) -> int:
+    from minigen.grade import grade_class
+    from minigen.jobs import dask_available
+    print(f"grading {args.submissions_dir} on "
+          + (f"the Dask cluster at {args.scheduler}" if args.scheduler else
+             f"{args.workers or 1} worker(s){' (Dask LocalCluster)' if dask_available() else ''}"), flush=True)
+
+    def show(result):
+        scores = ", ".join(f"{t} {s['passed']}/{s['total']}" for t, s in result["topics"].items())
+        print(f"{result['student']:<20} {result['status']:<13} {scores}"
+              + (f"  ({result['note']})" if result["note"] else ""), flush=True)
+    rows = grade_class(args.submissions_dir, args.out, topics=args.topics, workers=args.workers or 1,
+                       scheduler=args.scheduler, timeout=args.timeout, memory_mb=args.memory_limit, progress=show)
+    print(f"wrote the gradebook of {len(rows)} submission(s) to {args.out}")
+    return 0
+
+
 def main(argv=None) -> int:
-    """Exit status: 0 done (make) or every test passed (check); 1 some test failed; 2 bad input."""
+    """Exit status: 0 done (make, grade) or every test passed (check); 1 some test failed; 2 bad input."""
     args = build_parser().parse_args(argv)
     try:
         if args.action == "make":
             out = make(args.topics, args.out)
             print(f"wrote the student copy to {out} (instructions: {os.path.join(out, 'README.md')})")
             return 0
+        if args.action == "grade":
+            return _grade(args)
         scores = check(args.student_dir, args.topic, verbose=args.verbose)
     except MinigenError as e:
         print(f"minigen assign: error: {e}", file=sys.stderr)

@@ -8,6 +8,7 @@
     minigen demo ar-vs-nar                          the lecture's AR vs NAR figure
     minigen tour                                    every family, trained briefly, side by side
     minigen report RUN_DIR [RUN_DIR ...] --out DIR  several runs side by side in one HTML page
+    minigen sweep SPEC.toml --out DIR [--workers N]  a grid of training runs (Dask or local processes)
 
 Every bad input ends with one line `minigen: error: ...` and exit status 2.
 """
@@ -57,6 +58,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {value}")
+    return value
+
+
 def _label(text: str) -> int:
     try:
         value = int(text)
@@ -103,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a model hyper-parameter, e.g. --set variant=conv --set latent_dim=2")
     p.add_argument("--train-n", type=_positive_int, help="use only the first N training images")
     p.add_argument("--max-steps", type=_positive_int, help="stop after this many steps")
+    p.add_argument("--max-seconds", type=_positive_float, help="stop after this much training time (a budget)")
     p.add_argument("--eval-n", type=_non_negative_int, default=1000, help="test images to evaluate on (0: skip)")
     p.add_argument("--detect-anomaly", action="store_true", help="name the op that first makes a NaN/Inf gradient")
     p.add_argument("--no-progress", action="store_true")
@@ -151,8 +163,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, help="folder for the page (index.html)")
 
+    p = sub.add_parser("sweep", help="a grid of training runs from a TOML spec, in parallel")
+    p.add_argument("spec", help="the sweep's TOML file (see `python -m pydoc minigen.sweep`)")
+    p.add_argument("--out", required=True, help="the sweep's folder: one run directory per run, results, plots")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, default=1, help="runs at the same time on this machine")
+    where.add_argument("--scheduler", default=None, help="a Dask scheduler, e.g. tcp://HOST:8786")
+    p.add_argument("--timeout", type=_positive_float, default=None,
+                   help="seconds before a run is stopped (default: none)")
+    p.add_argument("--no-progress", action="store_true")
+
     p = sub.add_parser("assign", help="teachers: make a student copy with lines to write, or grade one")
-    p.add_argument("rest", nargs=argparse.REMAINDER, help="make --topics T1,T2 --out DIR | check DIR [--topic T]")
+    p.add_argument("rest", nargs=argparse.REMAINDER,
+                   help="make --topics T1,T2 --out DIR | check DIR [--topic T] | grade DIR --out gradebook.csv")
     return parser
 
 
@@ -174,6 +197,7 @@ def cmd_train(args) -> int:
         if args.epochs:
             opts.epochs = args.epochs
         opts.max_steps = args.max_steps
+        opts.max_seconds = args.max_seconds
         opts.progress = not args.no_progress
         _, summary = train(opts, resume=True)
     else:
@@ -183,7 +207,7 @@ def cmd_train(args) -> int:
                             dataset=args.dataset or "mnist", data_dir=args.data_dir, epochs=args.epochs or 5,
                             batch_size=args.batch_size, lr=args.lr, seed=args.seed, conditional=args.conditional,
                             model_config=dict(args.set), train_n=args.train_n, max_steps=args.max_steps,
-                            eval_n=args.eval_n, detect_anomaly=args.detect_anomaly,
+                            max_seconds=args.max_seconds, eval_n=args.eval_n, detect_anomaly=args.detect_anomaly,
                             progress=not args.no_progress, command=shlex.join(["minigen", *args.argv]))
         _, summary = train(opts)
     print(json.dumps(summary, indent=2))
@@ -293,6 +317,17 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from minigen.sweep import run_sweep
+    rows = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
+                     progress=not args.no_progress)
+    failed = [r for r in rows if r["status"] != "done"]
+    for row in failed:
+        print(f"minigen sweep: {row['name']}: {row['status']}: {row['error']}", file=sys.stderr)
+    print(f"results: {os.path.join(args.out, 'results.csv')} (and .json), plots in {os.path.join(args.out, 'plots')}")
+    return 1 if failed else 0
+
+
 def cmd_assign(args) -> int:
     from minigen import assign
     return assign.main(args.rest)
@@ -300,7 +335,7 @@ def cmd_assign(args) -> int:
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "data": cmd_data, "bench": cmd_bench,
             "demo": cmd_demo, "tour": cmd_tour, "assign": cmd_assign,
-            "report": cmd_report}
+            "report": cmd_report, "sweep": cmd_sweep}
 
 
 def main(argv=None) -> int:

@@ -130,11 +130,11 @@ def test_check_refuses_a_folder_that_is_not_a_student_copy(tmp_path):
         assign.check(str(tmp_path))
 
 
-def test_check_refuses_a_copy_whose_minigen_is_not_imported(tmp_path):
+def test_check_refuses_a_copy_whose_minigen_is_not_a_package(tmp_path):
     """No minigen/__init__.py: `import minigen` would find the installed package, and check says so."""
     (tmp_path / "minigen").mkdir()
     (tmp_path / assign.MANIFEST).write_text(json.dumps({"topics": ["vae"], "todo": []}))
-    with pytest.raises(MinigenError, match="finds .* instead of the student's copy"):
+    with pytest.raises(MinigenError, match="no minigen/__init__.py: not a copy made by `minigen assign make`"):
         assign.check(str(tmp_path))
 
 

@@ -1,0 +1,343 @@
+"""`minigen sweep SPEC.toml --out DIR [--workers N | --scheduler tcp://HOST:8786]`: a grid of
+`minigen train` runs, each an ordinary run directory DIR/NAME (so `minigen eval`, `sample` and
+`train --resume` work on it), run as independent jobs on Dask or local processes (minigen.jobs).
+
+A spec (read with Python's tomllib):
+
+    seed = 0                    # the sweep's seed: each run's training seed is derived from it and
+                                # the run's name, so every run has its own random stream and the
+                                # same spec and seed give the same numbers
+    [train]                     # options every run shares: the long options of `minigen train`
+    model = "vae"
+    dataset = "mnist-5k"
+    train_n = 256
+    max_steps = 50
+    threads = 1                 # threads per run (numba and BLAS), so parallel runs do not fight
+    [train.set]                 # model hyper-parameters shared by every run (--set KEY=VALUE)
+    variant = "mlp"
+    [grid]                      # each key a list; the runs are every combination
+    lr = [0.001, 0.003]
+    "set.latent_dim" = [2, 8]
+    replicate = [0, 1]          # only tells runs apart, so each gets its own seed
+
+Options: model, dataset, data_dir (relative to the spec), epochs, batch_size, lr, conditional,
+train_n, max_steps, max_seconds (a training-time budget), eval_n, threads, replicate, set.NAME.
+
+A run is named after its grid values, e.g. DIR/lr=0.001,latent_dim=2,replicate=0. Rerunning the
+same command skips finished runs (summary.json present), resumes interrupted ones from their last
+checkpoint and starts the rest. At the end: DIR/results.csv and DIR/results.json (one row per run:
+its grid values, seed, status, final metrics and timings) and DIR/plots/METRIC.png.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import sys
+import time
+import tomllib
+
+from minigen.errors import MinigenError
+from minigen.jobs import run_jobs, run_limited
+
+__all__ = ["load_spec", "plan", "run_sweep", "run_one", "derive_seed"]
+
+SPEC_COPY, RESULTS = "sweep.json", "results"
+FAMILIES = ("vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier")
+DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
+# option -> (type, check, what it must be); the keys of [train] and [grid]
+OPTIONS = {
+    "model": (str, lambda v: v in FAMILIES, f"one of {', '.join(FAMILIES)}"),
+    "dataset": (str, lambda v: v in DATASETS, f"one of {', '.join(DATASETS)}"),
+    "data_dir": (str, lambda v: bool(v), "a folder"),
+    "epochs": (int, lambda v: v > 0, "a positive integer"),
+    "batch_size": (int, lambda v: v > 0, "a positive integer"),
+    "lr": (float, lambda v: v > 0, "a positive number"),
+    "conditional": (bool, lambda v: True, "true or false"),
+    "train_n": (int, lambda v: v > 0, "a positive integer"),
+    "max_steps": (int, lambda v: v > 0, "a positive integer"),
+    "max_seconds": (float, lambda v: v > 0, "a positive number of seconds (a training-time budget)"),
+    "eval_n": (int, lambda v: v >= 0, "a non-negative integer"),
+    "threads": (int, lambda v: v > 0, "a positive integer"),
+    "replicate": (int, lambda v: v >= 0, "a non-negative integer"),
+}
+THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def _check_value(where: str, key: str, value):
+    if key.startswith("set."):
+        if not key[4:] or not isinstance(value, (bool, int, float, str)):
+            raise MinigenError(f"{where} {key}: a model hyper-parameter must be a number, string or boolean, "
+                               f"got {value!r}")
+        return value
+    if key not in OPTIONS:
+        raise MinigenError(f"{where}: unknown option {key!r}; expected one of: {', '.join(OPTIONS)}, or set.NAME "
+                           f"for a model hyper-parameter" + (" (training seeds are derived from the top-level seed)"
+                                                             if key == "seed" else ""))
+    kind, ok, what = OPTIONS[key]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)) or not ok(value):
+        raise MinigenError(f"{where} {key}: expected {what}, got {value!r}")
+    return value
+
+
+def load_spec(path: str) -> dict:
+    """Read and check a sweep spec; returns {"seed", "train": {option: value}, "grid": {option: [values]}}.
+    Every mistake is one MinigenError naming the file, the key and what was expected."""
+    try:
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise MinigenError(f"sweep spec {path} not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise MinigenError(f"{path} is not valid TOML: {e}") from None
+    unknown = sorted(set(raw) - {"seed", "train", "grid"})
+    if unknown:
+        raise MinigenError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected seed, [train], [grid]")
+    seed = raw.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise MinigenError(f"{path}: seed: expected a non-negative integer, got {seed!r}")
+    train, grid = dict(raw.get("train", {})), dict(raw.get("grid", {}))
+    for name, table in (("[train]", train), ("[grid]", grid)):
+        if not isinstance(table, dict):
+            raise MinigenError(f"{path}: {name} must be a table")
+    shared = {f"set.{k}": v for k, v in train.pop("set", {}).items()}
+    shared.update(train)
+    checked_train = {k: _check_value(f"{path}: [train]", k, v) for k, v in shared.items()}
+    checked_grid = {}
+    for key, values in grid.items():
+        if not isinstance(values, list) or not values:
+            raise MinigenError(f"{path}: [grid] {key}: expected a non-empty list of values, got {values!r}")
+        checked = [_check_value(f"{path}: [grid]", key, v) for v in values]
+        if len(set(map(repr, checked))) != len(checked):
+            raise MinigenError(f"{path}: [grid] {key}: the values repeat ({values!r}); each run must differ")
+        checked_grid[key] = checked
+    here = os.path.dirname(os.path.abspath(path))      # a relative data_dir: relative to the spec, on any worker
+    if "data_dir" in checked_train:
+        checked_train["data_dir"] = os.path.join(here, checked_train["data_dir"])
+    if "data_dir" in checked_grid:
+        raise MinigenError(f"{path}: [grid] data_dir: a folder cannot name a run; set data_dir in [train], "
+                           f"or make one sweep per data folder")
+    both = sorted(set(checked_train) & set(checked_grid))
+    if both:
+        raise MinigenError(f"{path}: {', '.join(both)} in both [train] and [grid]; keep each in one place")
+    if "model" not in checked_train and "model" not in checked_grid:
+        raise MinigenError(f"{path}: no model: set [train] model = \"vae\" (or list models in [grid])")
+    return {"seed": seed, "train": checked_train, "grid": checked_grid}
+
+
+def derive_seed(sweep_seed: int, name: str) -> int:
+    """The training seed of the run `name`: a hash of the sweep's seed and the name (stable across
+    machines and orders), so no two runs share a stream and reruns give the same numbers."""
+    digest = hashlib.sha256(f"{sweep_seed}/{name}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") % (2 ** 31)
+
+
+def plan(spec: dict) -> list[dict]:
+    """The runs: [{"name", "grid": {key: value}, "options": {key: value}, "seed"}], in grid order."""
+    keys = list(spec["grid"])
+    runs = []
+    for values in itertools.product(*(spec["grid"][k] for k in keys)):
+        grid = dict(zip(keys, values))
+        name = ",".join(f"{k.removeprefix('set.')}={v}" for k, v in grid.items()) or "run"
+        if "/" in name or name.startswith("."):
+            raise MinigenError(f"run name {name!r} is not a folder name: grid values may not contain '/'")
+        runs.append({"name": name, "grid": grid, "options": {**spec["train"], **grid},
+                     "seed": derive_seed(spec["seed"], name)})
+    return runs
+
+
+def train_argv(options: dict, seed: int, run_dir: str) -> list[str]:
+    """The `minigen train` command line of one run (what you would type to make it by hand)."""
+    argv = ["train", options["model"], "--out", run_dir, "--seed", str(seed), "--no-progress"]
+    for key, value in sorted(options.items()):
+        if key in ("model", "threads", "replicate"):
+            continue
+        if key.startswith("set."):
+            argv += ["--set", f"{key[4:]}={json.dumps(value)}"]
+        elif key == "conditional":
+            argv += ["--conditional"] if value else []
+        else:
+            argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
+def run_one(job: dict) -> dict:
+    """One run, in a subprocess `python -m minigen train ...` (a job for minigen.jobs.run_jobs; never
+    raises). Starts it, or resumes it from its checkpoint; its output goes to DIR/logs/NAME.log."""
+    from minigen.train import CHECKPOINT, CONFIG
+    run, out = job["run"], job["out"]
+    run_dir = os.path.join(out, run["name"])
+    result = {"name": run["name"], "status": "failed", "wall_seconds": None, "error": ""}
+    try:
+        if os.path.exists(os.path.join(run_dir, CONFIG)) and not os.path.exists(os.path.join(run_dir, CHECKPOINT)):
+            shutil.rmtree(run_dir)            # died before its first checkpoint: nothing to resume
+        options = run["options"]
+        if os.path.exists(os.path.join(run_dir, CHECKPOINT)):
+            argv = ["train", "--resume", run_dir, "--no-progress"]
+            for key in ("max_steps", "max_seconds", "epochs"):     # what `--resume` does not read back
+                argv += [f"--{key.replace('_', '-')}", str(options[key])] if key in options else []
+        else:
+            argv = train_argv(options, run["seed"], run_dir)
+        env = dict(os.environ)
+        if "threads" in options:
+            env.update({name: str(options["threads"]) for name in THREAD_VARIABLES})
+        os.makedirs(os.path.join(out, "logs"), exist_ok=True)
+        log = os.path.join(out, "logs", run["name"] + ".log")
+        with open(log, "a") as f:
+            f.write(f"$ minigen {' '.join(argv)}\n")
+        # -P: a minigen/ folder in the worker's current folder is never imported instead of the installed one;
+        # SIGTERM if the sweep is killed: the run saves a checkpoint and stops
+        done = run_limited([sys.executable, "-P", "-m", "minigen", *argv], timeout=job.get("timeout"), env=env,
+                           on_parent_death=signal.SIGTERM, log=log)
+        result["wall_seconds"] = round(done.seconds, 3)
+        if done.how == "exited" and done.returncode == 0:
+            result["status"] = "done"
+        else:
+            lines = [line for line in done.output.splitlines() if line.strip()]
+            result["error"] = f"{done.how} (status {done.returncode}): {lines[-1] if lines else 'no output'}"[:300]
+    except Exception as e:                    # this run's trouble, never the sweep's
+        result["error"] = f"{type(e).__name__}: {e}"
+    return result
+
+
+def _flatten(prefix: str, value, into: dict) -> None:
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _flatten(f"{prefix}.{k}" if prefix else k, v, into)
+    else:
+        into[prefix] = value
+
+
+def _write_atomically(path: str, text: str) -> None:
+    from minigen.serialize import atomic_write
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _table(out: str, runs: list[dict], outcomes: dict) -> tuple[list[dict], list[str]]:
+    """One row per run: name, grid values, seed, status, wall_seconds, error, then its summary.json
+    flattened (test.neg_elbo, train_seconds, ...). Also returns the numeric summary keys: the metrics."""
+    rows, metrics = [], []
+    for run in runs:
+        outcome = outcomes.get(run["name"], {})
+        row = {"name": run["name"], **run["grid"], "seed": run["seed"], "status": outcome.get("status", "not run"),
+               "wall_seconds": outcome.get("wall_seconds"), "error": outcome.get("error", "")}
+        summary_path = os.path.join(out, run["name"], "summary.json")
+        if os.path.exists(summary_path):
+            with open(summary_path) as f:
+                summary = {}
+                _flatten("", json.load(f), summary)
+            row.update(summary, status="done")
+            metrics += [k for k, v in summary.items() if k not in metrics and isinstance(v, (int, float))
+                        and not isinstance(v, bool)]
+        rows.append(row)
+    return rows, metrics + ["wall_seconds"]
+
+
+def _write_table(out: str, rows: list[dict]) -> None:
+    columns = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    _write_atomically(os.path.join(out, RESULTS + ".json"), json.dumps(rows, indent=2))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomically(os.path.join(out, RESULTS + ".csv"), buffer.getvalue())
+
+
+def _plot(out: str, rows: list[dict], metrics: list[str]) -> list[str]:
+    """One bar chart per metric across the finished runs: DIR/plots/METRIC.png (constant ones skipped)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from minigen.plots import _save_figure
+    done = [r for r in rows if r["status"] == "done"]
+    os.makedirs(os.path.join(out, "plots"), exist_ok=True)
+    written = []
+    for metric in metrics:
+        values = [r.get(metric) for r in done]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or \
+                (len(values) > 1 and len(set(values)) == 1):
+            continue                      # a missing or constant number (steps, examples) is no comparison
+        fig = plt.figure(figsize=(max(4.0, 0.6 * len(done) + 2), 3.2))
+        plt.bar(range(len(done)), values)
+        plt.xticks(range(len(done)), [r["name"] for r in done], rotation=30, ha="right", fontsize=7)
+        plt.title(metric, fontsize=9)
+        path = os.path.join(out, "plots", metric + ".png")
+        _save_figure(fig, path)
+        written.append(path)
+    return written
+
+
+def _claim(out: str, spec: dict) -> None:
+    """DIR belongs to this spec: a new or empty folder, or one an earlier run of the same spec made."""
+    marker = os.path.join(out, SPEC_COPY)
+    if os.path.exists(marker):
+        with open(marker) as f:
+            earlier = json.load(f)
+        if earlier != json.loads(json.dumps(spec)):
+            raise MinigenError(f"--out {out} holds a different sweep (its spec is in {marker}); "
+                               f"choose another --out or restore that spec")
+        return
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise MinigenError(f"--out {out} already exists and is not a sweep folder; choose a new one")
+    os.makedirs(out, exist_ok=True)
+    _write_atomically(marker, json.dumps(spec, indent=2))
+
+
+def run_sweep(spec_path: str, out: str, *, workers: int = 1, scheduler: str | None = None,
+              timeout: float | None = None, use_dask: bool | None = None, progress: bool = True) -> list[dict]:
+    """Run (or finish) the sweep; returns the table's rows."""
+    spec = load_spec(spec_path)
+    runs = plan(spec)
+    _claim(out, spec)
+    finished = {r["name"] for r in runs if os.path.exists(os.path.join(out, r["name"], "summary.json"))}
+    todo = [r for r in runs if r["name"] not in finished]
+    outcomes = {}
+    previous = os.path.join(out, RESULTS + ".json")
+    if os.path.exists(previous):           # keep the timings of runs an earlier invocation finished
+        with open(previous) as f:
+            outcomes = {r["name"]: {"status": "done", "wall_seconds": r.get("wall_seconds")} for r in json.load(f)
+                        if r["name"] in finished}
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(runs), initial=len(finished), desc="sweep", unit="run", file=sys.stderr,
+                   dynamic_ncols=True)
+    counts = {"done": 0, "failed": 0}
+
+    def show():
+        if bar is not None:
+            left = len(todo) - counts["done"] - counts["failed"]
+            bar.set_postfix(done=len(finished) + counts["done"], running=left if scheduler else min(workers, left),
+                            failed=counts["failed"])
+    show()
+    jobs = [{"run": r, "out": os.path.abspath(out), "timeout": timeout} for r in todo]
+    started = time.perf_counter()
+    try:
+        for _, result in run_jobs(run_one, jobs, workers=workers, scheduler=scheduler, use_dask=use_dask):
+            outcomes[result["name"]] = result
+            counts[result["status"]] += 1
+            show()
+            if bar is not None:
+                bar.update(1)
+            _write_table(out, _table(out, runs, outcomes)[0])     # after every run: an interrupt keeps the table
+    finally:
+        if bar is not None:
+            bar.close()
+    rows, metrics = _table(out, runs, outcomes)
+    _write_table(out, rows)
+    _plot(out, rows, metrics)
+    if todo:
+        print(f"minigen sweep: {counts['done']} run(s) finished, {counts['failed']} failed, "
+              f"{len(finished)} already done, in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return rows

@@ -91,8 +91,9 @@ def spread(values: list[float]) -> dict:
 def summarize(rounds: dict[str, list[dict]]) -> dict:
     """Per-framework results of one case over rounds (worker outputs) -> its summary.
 
-    Timing: {framework: {"median_s", "min_s", "max_s", "rounds_s", "first_s"}, "ratio",
-    "ratio_min", "ratio_max"}; a round's value is the median of its timed calls times the scale.
+    Timing: {framework: {"median_s", "min_s", "max_s", "rounds_s", "first_s" (set-up + first call),
+    "since_spawn_s" (process start to first result)}, "ratio", "ratio_min", "ratio_max"}; a round's
+    value is the median of its timed calls times the scale; first_s and since_spawn_s are medians.
     Memory: {framework: {"step_mb", "peak_mb", "before_mb"}, "ratio"} (step_mb ratio).
     A framework whose worker failed gets {"error": message} and no ratio."""
     out = {}
@@ -110,6 +111,8 @@ def summarize(rounds: dict[str, list[dict]]) -> dict:
         s = spread(values)
         out[framework] = {"median_s": s["median"], "min_s": s["min"], "max_s": s["max"], "rounds_s": values,
                           "first_s": statistics.median(r["first_s"] for r in results)}
+        if all("since_spawn_s" in r for r in results):
+            out[framework]["since_spawn_s"] = statistics.median(r["since_spawn_s"] for r in results)
     m, t = out.get("minigen", {}), out.get("torch", {})
     if "median_s" in m and "median_s" in t:
         out["ratio"] = m["median_s"] / t["median_s"]

@@ -61,7 +61,8 @@ def _how(res: dict) -> str:
 
 
 def ops_section(ops: dict) -> list[str]:
-    out = [f"### Single ops, forward + backward at batch {ops.get('batch', 128)} (`{ops.get('command', 'python benchmarks/ops.py')}`)", "",
+    command = ops.get("command", "python benchmarks/ops.py")
+    out = [f"### Single ops, forward + backward at batch {ops.get('batch', 128)} (`{command}`)", "",
            machine_line(ops["machine"], ops.get("load_average")) + "; " + _how(ops) + ". The conv rows are "
            "every conv call of the model variants' default configs, listed from the models.", ""]
     out += _table(["op", "used by", "minigen ms", "PyTorch ms", "ratio", "target", "minigen GFLOP/s", "% of peak"],
@@ -78,14 +79,15 @@ def ops_section(ops: dict) -> list[str]:
 def models_section(res: dict) -> list[str]:
     out = [f"### The model families (`{res['command']}`)", "", machine_line(res["machine"], res.get("load_average"))
            + "; " + _how(res) + ".", "",
-           f"Training step at batch {res.get('batch', 128)} (seconds), time to first result (set-up + first step, "
-           "JIT compilation included), achieved GFLOP/s (3 x forward matmul/conv FLOPs), and peak memory growth "
+           f"Training step at batch {res.get('batch', 128)} (seconds), time to first result (from the start of "
+           "a fresh process: imports, set-up and the first step, JIT compilation included), achieved GFLOP/s (3 x forward matmul/conv FLOPs), and peak memory growth "
            "of a training step (each framework alone in a process):", ""]
     rows = []
     for r in res["models"]:
         mem, step = r.get("memory", {}), r["step"]
         rows.append([r["model"], f"{r['parameters']:,}", _spread(step.get("minigen")), _spread(step.get("torch")),
-                     _ratio(step), (step.get("minigen") or {}).get("first_s"), (step.get("torch") or {}).get("first_s"),
+                     _ratio(step), (step.get("minigen") or {}).get("since_spawn_s"),
+                     (step.get("torch") or {}).get("since_spawn_s"),
                      r.get("minigen_gflops"), (mem.get("minigen") or {}).get("step_mb"),
                      (mem.get("torch") or {}).get("step_mb"), mem.get("ratio")])
     out += _table(["model", "params", "minigen s", "PyTorch s", "ratio", "minigen first s", "PyTorch first s",

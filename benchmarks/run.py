@@ -424,12 +424,13 @@ def report(results: dict) -> None:
     rows = []
     for r in results["models"]:
         mem = r.get("memory", {})
-        rows.append({"model": r["model"], "params": r["parameters"], "minigen s": format_spread(r["step"]["minigen"], "s"),
+        rows.append({"model": r["model"], "params": r["parameters"],
+                     "minigen s": format_spread(r["step"]["minigen"], "s"),
                      "torch s": format_spread(r["step"].get("torch"), "s"), "ratio": format_ratio(r["step"]),
-                     "first s": r["step"]["minigen"].get("first_s"), "GFLOP/s": r.get("minigen_gflops"),
+                     "first result s": r["step"]["minigen"].get("since_spawn_s"), "GFLOP/s": r.get("minigen_gflops"),
                      "mem ratio": mem.get("ratio")})
     print(f"\ntraining step, batch {results['batch']} (seconds)")
-    print_table(rows, ["model", "params", "minigen s", "torch s", "ratio", "first s", "GFLOP/s", "mem ratio"])
+    print_table(rows, ["model", "params", "minigen s", "torch s", "ratio", "first result s", "GFLOP/s", "mem ratio"])
     print("\nsampling (seconds)")
     print_table([{"model": r["model"], "what": s["what"], "minigen s": format_spread(s["minigen"], "s"),
                   "torch s": format_spread(s.get("torch"), "s"), "ratio": format_ratio(s)}

@@ -6,7 +6,7 @@
 
 The request: {"framework", "threads", "spawned_at" (time.time() when the parent started us),
 "cases": [harness.Case as a dict, ...]}. The last line printed is the answer:
-{"framework", "threads", "cases": {name: result}} where a timing result is
+{"framework", "threads", "pools" (thread counts in force), "cases": {name: result}} where a timing result is
 {"times_s": [...], "scale", "setup_s", "first_s" (set-up + first call: the time to first
 result, JIT compilation included), "since_spawn_s" (process start to this case's first result)},
 a memory result {"before_mb", "peak_mb", "step_mb"}, and a failed case {"error": "..."}.
@@ -93,7 +93,16 @@ def run_request(request: dict) -> dict:
         except Exception as e:  # one failing case must not hide the others' results
             traceback.print_exc()
             results[case["name"]] = {"error": f"{type(e).__name__}: {e}"}
-    return {"framework": framework, "threads": threads, "cases": results}
+    return {"framework": framework, "threads": threads, "pools": thread_pools(), "cases": results}
+
+
+def thread_pools() -> dict:
+    """The thread counts actually in force: Numba's, and PyTorch's in a PyTorch process."""
+    import numba
+    pools = {"numba": numba.get_num_threads()}
+    if "torch" in sys.modules:
+        pools["torch"] = sys.modules["torch"].get_num_threads()
+    return pools
 
 
 def main(argv: list[str]) -> int:

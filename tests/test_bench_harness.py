@@ -162,6 +162,8 @@ def test_worker_times_a_case_and_reports_a_failing_one(framework):
     out = run_worker_raw(framework, [Case("tiny", "tests.test_bench_harness:tiny_case", {"size": 4}, 3, 2),
                                      Case("broken", "tests.test_bench_harness:failing_case")])
     assert out["framework"] == framework and out["threads"] == 1
+    assert out["pools"]["numba"] == 1 and out["pools"].get("torch", 1) == 1
+    assert ("torch" in out["pools"]) == (framework == "torch")     # a minigen process never imports torch
     tiny = out["cases"]["tiny"]
     assert len(tiny["times_s"]) == 3 and all(t > 0 for t in tiny["times_s"])
     assert 0 < tiny["setup_s"] <= tiny["first_s"]

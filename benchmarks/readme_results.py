@@ -174,6 +174,10 @@ def main(argv=None) -> int:
                 loaded[path] = json.load(f)
         else:
             print(f"skipping {path}: not found", file=sys.stderr)
+    for path in (args.ops, args.models):
+        if path in loaded and "rounds" not in loaded[path]:
+            raise SystemExit(f"{path} was written by the old same-process benchmark (no 'rounds'); "
+                             f"rerun benchmarks/ops.py --full and benchmarks/run.py --full first")
     lines = targets_section(loaded.get(args.ops), loaded.get(args.models))
     for path, section in ((args.tour, tour_section), (args.ops, ops_section), (args.models, models_section),
                           (args.scaling, scaling_section), (args.quality, quality_section)):

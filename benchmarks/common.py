@@ -1,7 +1,7 @@
-"""Shared benchmark plumbing: thread settings, timing, machine facts, the practical FLOP peak.
+"""Shared benchmark plumbing: thread settings, the model variants, machine facts, the practical FLOP peak.
 
-Both frameworks run in the same process with the same thread count, so ratios
-compare like with like on a shared, noisy machine.
+The timing itself is benchmarks/harness.py: each framework alone in a fresh process of its own
+(benchmarks/worker.py), all with the same thread count.
 """
 from __future__ import annotations
 
@@ -16,8 +16,24 @@ import numpy as np
 THREADS = int(os.environ.get("MINIGEN_BENCH_THREADS", os.cpu_count() or 1))
 
 
-def set_threads(threads: int = THREADS):
-    """Same thread count for NumPy's BLAS (via threadpoolctl when present), Numba and PyTorch."""
+# The model variants the benchmarks measure: (name, family, config overrides). The conv VAE and the
+# conv flow are variants of their families' default configs.
+VARIANTS = [("vae", "vae", {}), ("vae-conv", "vae", {"variant": "conv"}), ("flow", "flow", {}),
+            ("flow-conv", "flow", {"variant": "conv"}), ("nar", "nar", {}), ("pixelcnn", "pixelcnn", {}),
+            ("ddpm", "ddpm", {}), ("gan", "gan", {})]
+
+
+def variant(name: str) -> tuple[str, dict]:
+    """A variant's (family, config overrides)."""
+    for v, family, config in VARIANTS:
+        if v == name:
+            return family, config
+    raise KeyError(f"unknown model variant {name!r}; expected one of {', '.join(v for v, _, _ in VARIANTS)}")
+
+
+def set_threads(threads: int = THREADS, framework: str = "minigen"):
+    """Same thread count for NumPy's BLAS (via threadpoolctl when present), Numba and, in a
+    PyTorch process, PyTorch (a minigen process never imports it)."""
     import numba
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
@@ -25,8 +41,8 @@ def set_threads(threads: int = THREADS):
         threadpool_limits(threads)
     except ImportError:
         pass
-    torch = try_torch()
-    if torch is not None:
+    if framework == "torch":
+        import torch
         torch.set_num_threads(threads)
 
 
@@ -81,12 +97,12 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info() -> dict:
+def machine_info(threads: int = THREADS) -> dict:
     import numba
-    torch = try_torch()
-    return {"cpu": cpu_model(), "threads": THREADS, "python": platform.python_version(),
-            "numpy": np.__version__, "numba": numba.__version__,
-            "torch": torch.__version__ if torch is not None else None,
+
+    from benchmarks.harness import torch_version
+    return {"cpu": cpu_model(), "threads": threads, "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version(),
             "numpy_matmul_gflops": round(numpy_matmul_gflops(), 1)}
 
 

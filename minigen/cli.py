@@ -4,7 +4,7 @@
     minigen sample RUN_DIR [--label 7] [--n 64]     draw samples from a trained run
     minigen eval RUN_DIR [--fid]                    test-set metrics of a trained run
     minigen data info|fetch NAME                    what a dataset holds / download it
-    minigen bench [ops|models] ...                  minigen vs PyTorch benchmarks
+    minigen bench [ops|models] ...                  minigen vs PyTorch, each in processes of its own
     minigen demo ar-vs-nar                          the lecture's AR vs NAR figure
     minigen tour                                    every family, trained briefly, side by side
     minigen report RUN_DIR [RUN_DIR ...] --out DIR  several runs side by side in one HTML page
@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=DATASETS)
     p.add_argument("--data-dir", default=None)
 
-    p = sub.add_parser("bench", help="minigen vs PyTorch benchmarks (source checkout only)")
+    p = sub.add_parser("bench", help="minigen vs PyTorch benchmarks, each framework alone in fresh processes, "
+                                     "alternating rounds (benchmarks/harness.py; source checkout only)")
     p.add_argument("what", nargs="?", default="models", choices=["ops", "models"])
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark script")
 

@@ -1,0 +1,181 @@
+"""The benchmark harness's pure parts, its worker process, and the conv shapes listed from the models."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+
+import numpy as np
+import pytest
+
+from benchmarks import harness, ops, readme_results
+from benchmarks.harness import Case, alternation, spread, summarize
+
+HAS_TORCH = importlib.util.find_spec("torch") is not None
+
+
+def tiny_case(framework: str, size: int = 8):
+    """A few elementwise ops forward + backward: the smallest case a worker can run."""
+    x = np.linspace(-1, 1, size, dtype=np.float32)
+    if framework == "torch":
+        import torch
+        leaf = torch.from_numpy(x).requires_grad_()
+    else:
+        from minigen.tensor import Tensor
+        leaf = Tensor(x, requires_grad=True)
+
+    def step():
+        (leaf * 2.0 + 1.0).sum().backward()
+        leaf.grad = None
+    return step
+
+
+def failing_case(framework: str):
+    raise ValueError("this case fails on purpose")
+
+
+def timed(times, scale=1.0, first=0.5):
+    return {"times_s": times, "scale": scale, "first_s": first}
+
+
+# --- pure parts --------------------------------------------------------------------------------
+def test_spread_is_median_min_max():
+    assert spread([3.0, 1.0, 2.0, 10.0]) == {"median": 2.5, "min": 1.0, "max": 10.0}
+    with pytest.raises(ValueError):
+        spread([])
+
+
+def test_summarize_takes_each_rounds_median_then_median_and_spread_over_rounds():
+    rounds = {"minigen": [timed([1.0, 3.0, 2.0]), timed([4.0]), timed([6.0, 6.0])],
+              "torch": [timed([2.0]), timed([1.0]), timed([3.0])]}
+    s = summarize(rounds)
+    assert s["minigen"]["rounds_s"] == [2.0, 4.0, 6.0]
+    assert (s["minigen"]["median_s"], s["minigen"]["min_s"], s["minigen"]["max_s"]) == (4.0, 2.0, 6.0)
+    assert s["torch"]["median_s"] == 2.0
+    assert s["ratio"] == 2.0                         # ratio of the medians, 4 / 2
+    assert (s["ratio_min"], s["ratio_max"]) == (1.0, 4.0)   # per-round pairs: 2/2, 4/1, 6/3
+    assert s["minigen"]["first_s"] == 0.5
+
+
+def test_summarize_applies_the_scale_and_reports_failures_without_a_ratio():
+    s = summarize({"minigen": [timed([0.1], scale=50.0)], "torch": [{"error": "boom"}]})
+    assert s["minigen"]["median_s"] == pytest.approx(5.0)
+    assert s["torch"] == {"error": "boom"}
+    assert "ratio" not in s
+
+
+def test_summarize_memory_ratio_of_step_growth():
+    mem = lambda step: {"step_mb": step, "peak_mb": 100.0 + step, "before_mb": 100.0}  # noqa: E731
+    s = summarize({"minigen": [mem(30.0)], "torch": [mem(20.0)]})
+    assert s["ratio"] == pytest.approx(1.5)
+    assert s["minigen"]["peak_mb"] == 130.0
+
+
+def test_alternation_runs_minigen_then_torch_for_every_group_round_after_round():
+    order = list(alternation(groups=2, rounds=3))
+    assert order[:4] == [(0, 0, "minigen"), (0, 0, "torch"), (0, 1, "minigen"), (0, 1, "torch")]
+    assert len(order) == 12
+    for group in (0, 1):
+        assert [fw for _, g, fw in order if g == group] == ["minigen", "torch"] * 3
+    assert [r for r, _, _ in order] == sorted(r for r, _, _ in order)
+
+
+def test_worker_env_sets_every_thread_pool_alike():
+    env = harness.worker_env(3)
+    assert all(env[name] == "3" for name in harness.THREAD_VARIABLES)
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == harness.ROOT
+
+
+def test_targets_section_judges_the_median_ratio():
+    summary = {"ratio": 0.9, "ratio_min": 0.7, "ratio_max": 1.2}
+    ops_json = {"ops": [{"op": "conv2d a", "target": 1.0, **summary}, {"op": "conv2d b", "target": 0.8, **summary},
+                        {"op": "no torch", "target": 1.0, "ratio": None}]}
+    rows = readme_results.targets_section(ops_json, None)
+    assert "| ops: conv2d a <= 1.0 | 0.90 (0.70-1.20) | met |" in rows
+    assert "| ops: conv2d b <= 0.8 | 0.90 (0.70-1.20) | **missed** |" in rows
+    assert not any("no torch" in r for r in rows)
+
+
+# --- the conv shapes, from the models -----------------------------------------------------------
+def test_recorder_sees_geometry_mask_and_input_grad_and_restores_the_ops():
+    from minigen import ops as mops
+    from minigen.tensor import Tensor
+    originals = {name: getattr(mops, name) for name in ops.CONV_OPS}
+    x = Tensor(np.zeros((2, 3, 8, 8), np.float32), requires_grad=True)
+    calls = ops.record_conv_calls(lambda: (
+        mops.conv2d(x, np.zeros((4, 3, 3, 3), np.float32), None, 2, 1),
+        mops.masked_conv2d(np.zeros((2, 3, 8, 8), np.float32), np.zeros((5, 3, 7, 7), np.float32), None, "A"),
+        mops.conv_transpose2d(x, np.zeros((3, 6, 4, 4), np.float32), None, stride=2, padding=1)))
+    assert [getattr(mops, name) for name in ops.CONV_OPS] == list(originals.values())
+    conv, masked, transposed = calls
+    assert (conv["c_in"], conv["c_out"], conv["stride"], conv["padding"]) == (3, 4, [2, 2], [1, 1])
+    assert conv["input_grad"] is True
+    assert (masked["mask"], masked["kernel"], masked["padding"], masked["input_grad"]) == ("A", [7, 7], [3, 3], False)
+    assert (transposed["op"], transposed["c_out"], ops.conv_out_hw(transposed)) == ("conv_transpose2d", 6, (16, 16))
+    assert ops.conv_name(transposed) == "conv_transpose2d 3->6 8->16 k4 s2 p1"
+
+
+@pytest.fixture(scope="module")
+def ddpm_gan_shapes():
+    variants = [v for v in ops.VARIANTS if v[0] in ("ddpm", "gan")]
+    return {ops.conv_name(s): s for s in ops.model_conv_shapes(variants)}
+
+
+def test_model_shapes_include_the_unets_3x3_convs_and_the_gans_transposed_convs(ddpm_gan_shapes):
+    names = ddpm_gan_shapes
+    assert "conv2d 64->64 14x14 k3 s1 p1" in names and "conv2d 32->32 28x28 k3 s1 p1" in names
+    assert "conv2d 32->32 28->14 k3 s2 p1" in names                       # the U-Net's downsampling
+    assert "conv_transpose2d 128->64 7->14 k4 s2 p1" in names and "conv_transpose2d 64->1 14->28 k4 s2 p1" in names
+    assert names["conv2d 64->64 14x14 k3 s1 p1"]["families"] == ["ddpm"]
+    assert "conv2d 2->64 28->14 k4 s2 p1" in names                        # the conditional discriminator's input
+    assert names["conv2d 1->32 28x28 k3 s1 p1"]["input_grad"] is False    # data: no input gradient
+    assert ops.conv_target(names["conv2d 64->64 14x14 k3 s1 p1"]) == 0.8
+    assert ops.conv_target(names["conv2d 1->32 28x28 k3 s1 p1"]) == 1.0
+    assert ops.conv_target(names["conv_transpose2d 128->64 7->14 k4 s2 p1"]) == 1.0
+    assert len({ops.shape_key(s) for s in names.values()}) == len(names)  # deduplicated
+
+
+@pytest.mark.parametrize("framework", ["minigen", pytest.param("torch", marks=pytest.mark.skipif(
+    not HAS_TORCH, reason="PyTorch not installed"))])
+def test_conv_case_runs_every_kind_of_conv(framework):
+    base = {"n": 2, "c_in": 3, "h": 6, "w": 6, "c_out": 4, "kernel": [3, 3], "stride": [1, 1], "padding": [1, 1],
+            "dilation": [1, 1], "groups": 1, "output_padding": [0, 0], "mask": None, "bias": True,
+            "input_grad": True, "op": "conv2d"}
+    for shape in (base, {**base, "op": "masked_conv2d", "mask": "B", "input_grad": False},
+                  {**base, "op": "conv_transpose2d", "kernel": [4, 4], "stride": [2, 2], "bias": False}):
+        ops.conv_case(framework, shape, batch=2)()
+
+
+# --- the worker: a fresh process, JSON out ------------------------------------------------------
+def run_worker_raw(framework, cases):
+    request = {"framework": framework, "threads": 1, "spawned_at": 0.0, "cases": [asdict(c) for c in cases]}
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", framework], input=json.dumps(request),
+                          capture_output=True, text=True, timeout=300, env=harness.worker_env(1), cwd=harness.ROOT)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("framework", ["minigen", pytest.param("torch", marks=pytest.mark.skipif(
+    not HAS_TORCH, reason="PyTorch not installed"))])
+def test_worker_times_a_case_and_reports_a_failing_one(framework):
+    out = run_worker_raw(framework, [Case("tiny", "tests.test_bench_harness:tiny_case", {"size": 4}, 3, 2),
+                                     Case("broken", "tests.test_bench_harness:failing_case")])
+    assert out["framework"] == framework and out["threads"] == 1
+    assert out["pools"]["numba"] == 1 and out["pools"].get("torch", 1) == 1
+    assert ("torch" in out["pools"]) == (framework == "torch")     # a minigen process never imports torch
+    tiny = out["cases"]["tiny"]
+    assert len(tiny["times_s"]) == 3 and all(t > 0 for t in tiny["times_s"])
+    assert 0 < tiny["setup_s"] <= tiny["first_s"]
+    assert out["cases"]["broken"] == {"error": "ValueError: this case fails on purpose"}
+
+
+def test_run_cases_end_to_end_minigen_only():
+    cases = [Case("tiny", "tests.test_bench_harness:tiny_case", {}, 2, 1)]
+    lines = []
+    result = harness.run_cases([cases], rounds=2, frameworks=["minigen"], threads=1, progress=lines.append)
+    assert len(result["tiny"]["minigen"]["rounds_s"]) == 2 and "ratio" not in result["tiny"]
+    assert len(lines) == 2 and "round 2/2 minigen" in lines[1]
+    memory = harness.run_memory([Case("tiny memory", "tests.test_bench_harness:tiny_case", {}, 2, 0, measure="memory")],
+                                frameworks=["minigen"], threads=1, progress=None)
+    assert memory["tiny memory"]["minigen"]["step_mb"] >= 0

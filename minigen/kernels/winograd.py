@@ -1,0 +1,349 @@
+"""Winograd minimal filtering for stride-1 3x3 convolutions (Lavin & Gray, "Fast Algorithms
+for Convolutional Neural Networks", 2016): the same outputs as im2col, with fewer multiplies.
+
+1. One dimension: F(2, 3)
+-------------------------
+Two outputs of a 3-tap correlation of the inputs d0..d3 with the filter g0..g2,
+
+    y0 = d0*g0 + d1*g1 + d2*g2
+    y1 = d1*g0 + d2*g1 + d3*g2          (6 multiplies, done directly),
+
+take only 4 multiplies once the filter is pre-combined (g is fixed, so its sums are free):
+
+    m1 = (d0 - d2) * g0                 m2 = (d1 + d2) * (g0 + g1 + g2) / 2
+    m4 = (d1 - d3) * g2                 m3 = (d2 - d1) * (g0 - g1 + g2) / 2
+    y0 = m1 + m2 + m3                   y1 = m2 - m3 - m4
+
+(expand m1 + m2 + m3: the d1*g0 and d2*g0 terms cancel; check y1 the same way). In matrices,
+y = A^T [ (G g) * (B^T d) ] with an elementwise product in the middle:
+
+          [1  0 -1  0]           [ 1    0    0 ]
+    B^T = [0  1  1  0]       G = [1/2  1/2  1/2]      A^T = [1  1  1  0]
+          [0 -1  1  0]           [1/2 -1/2  1/2]            [0  1 -1 -1]
+          [0  1  0 -1]           [ 0    0    1 ]
+
+B^T takes the 4 inputs to 4 "Winograd-domain" values, G the 3 taps to 4, and A^T the 4
+products back to 2 outputs. F(m, 3) in general: m outputs from a = m + 2 inputs with a
+multiplies; F(4, 3) (its matrices are `F4_3` below, from the paper) gives 4 outputs with 6.
+
+2. Two dimensions: F(2x2, 3x3), by nesting
+------------------------------------------
+Apply the 1-D algorithm along rows and then columns. An input tile d (4x4) gives a 2x2
+output tile
+
+    Y = A^T [ (G w G^T) * (B^T d B) ] A        U = G w G^T: (4, 4); V = B^T d B: (4, 4)
+
+with 16 multiplies instead of 2*2*9 = 36: 2.25x fewer (F(4x4, 3x3): 36 instead of
+16*9 = 144, 4x fewer). Tiles: output tile (ty, tx) covers output rows 2ty..2ty+1 and columns
+2tx..2tx+1 and reads input rows 2ty-1..2ty+2 (padding 1): neighbouring input tiles OVERLAP by
+r - 1 = 2 rows/columns. An image of H x W has ceil(H/2) x ceil(W/2) tiles; when H or W is odd
+the last tiles hang over the edge (read zeros there, and their extra outputs are dropped).
+
+3. Many channels: the products become matrix products
+-----------------------------------------------------
+A conv sums over C_in channels, and A^T [.] A is linear, so sum first, transform back once:
+
+    U[xi, o, c] = (G w[o, c] G^T)[xi]       (16, C_out, C_in)   once per weight
+    V[xi, c, t] = (B^T d[c, t] B)[xi]       (16, C_in, T)       every channel of every tile t
+    M[xi]       = U[xi] @ V[xi]             (16, C_out, T)      16 ordinary matrix products (BLAS)
+    Y[o, t]     = A^T M[:, o, t] A          (C_out, T, 2, 2)
+
+where xi runs over the 16 positions of a 4x4 Winograd-domain tile. Almost all the work is
+the 16 products, and they are 16/36 of im2col's single product (C_out, 9 C_in) @ (9 C_in, T*4).
+
+4. Gradients
+------------
+* Input gradient: the adjoint of a stride-1, pad-1 3x3 conv is again one, with the kernel
+  flipped in both spatial axes and C_in / C_out swapped (w'[c, o] = w[o, c, ::-1, ::-1]): the
+  same forward code.
+* Weight gradient: the forward is linear in U, so dU[xi] = sum over tiles of
+  (A dY A^T)[xi] * V[xi]: one (C_out, T) @ (T, C_in) product per xi, and dw = G^T dU G.
+  This is exactly the adjoint of the forward computation, with the same 2.25x saving.
+
+5. Fast path: fused and cache-blocked
+-------------------------------------
+Done as whole-tensor passes, V and M for a batch of 128 64-channel 28x28 images are 100 MB
+each and every pass streams them through memory. Instead the tiles go in blocks of a few
+hundred: input transform into a small V buffer (Numba), the 16 products (BLAS), output
+transform (Numba), all while the block is still in the core's L2 cache. Each worker thread
+of `conv.py`'s pool takes whole runs of blocks, with BLAS held to one thread, like the
+im2col kernel.
+
+6. float32 error
+----------------
+The transforms add and subtract before multiplying, so the rounding differs from a direct
+sum; with F(2x2, 3x3)'s coefficients (0, +-1, +-1/2) it stays within a small factor of
+im2col's. F(4x4, 3x3)'s larger coefficients (up to 8 in A^T, 5 in B^T) amplify it by about
+an order of magnitude. The bounds tested in tests/test_winograd.py, as the relative error
+||y32 - y64|| / ||y64|| against the float64 direct conv, are in `FLOAT32_ERROR_BOUND`.
+Measured on this machine (64 -> 64 channels, batch 128, 28x28, forward + backward, 2 threads),
+F(4x4, 3x3) was not faster than F(2x2, 3x3) (its 36 positions make 36 smaller products and its
+6x6 transforms cost more per output), so the fast path uses F(2x2, 3x3); see `applies` for the
+measured table behind the dispatch rule.
+
+Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3); b (C_out,) or None; stride 1, padding 1,
+dilation 1, groups 1; float32 or float64. Output (N, C_out, H, W).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+from numba import njit
+
+from minigen.kernels import conv as _conv
+
+__all__ = ["applies", "conv2d_forward", "conv2d_backward", "conv2d_reference", "F2_3", "F4_3",
+           "FLOAT32_ERROR_BOUND"]
+
+
+class Transform(NamedTuple):
+    """The matrices of F(m, 3): bt (a, a), g (a, 3), at (m, a), with a = m + 2."""
+    bt: np.ndarray
+    g: np.ndarray
+    at: np.ndarray
+
+    @property
+    def m(self) -> int:
+        return self.at.shape[0]
+
+
+F2_3 = Transform(
+    bt=np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], np.float64),
+    g=np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], np.float64),
+    at=np.array([[1, 1, 1, 0], [0, 1, -1, -1]], np.float64))
+
+F4_3 = Transform(
+    bt=np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], np.float64),
+    g=np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
+    at=np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64))
+
+# Tested float32 relative error bounds, ||y32 - y64|| / ||y64|| against the float64 direct
+# conv, for unit-normal data with up to 64 input channels (measured values ~4-10x below).
+FLOAT32_ERROR_BOUND = {
+    (2, "forward"): 3e-6, (2, "input_grad"): 3e-6, (2, "weight_grad"): 3e-6,
+    (4, "forward"): 3e-5, (4, "input_grad"): 3e-5, (4, "weight_grad"): 3e-5,
+}
+
+# Elements of V + M one block of tiles may use: 256K floats = 1 MB of float32, one core's L2.
+BLOCK_BUDGET = 1 << 18
+
+# The fast path takes convs with at least this many input and output channels (see `applies`).
+MIN_CHANNELS = 16
+
+
+# --- plain NumPy reference: the algorithm written out, one whole tensor at a time ------------
+def _tiles(x, m):
+    """The overlapping (m+2) x (m+2) input tiles of x (N, C, H, W) padded by 1 (and by zeros
+    where the last tiles overhang): (N, C, tiles_h, tiles_w, m+2, m+2)."""
+    n, c, h, w = x.shape
+    th, tw = -(-h // m), -(-w // m)
+    xp = np.zeros((n, c, th * m + 2, tw * m + 2), x.dtype)
+    xp[:, :, 1:h + 1, 1:w + 1] = x
+    rows = np.arange(th)[:, None] * m + np.arange(m + 2)          # (th, a) padded row indices
+    cols = np.arange(tw)[:, None] * m + np.arange(m + 2)
+    return xp[:, :, rows[:, None, :, None], cols[None, :, None, :]]
+
+
+def conv2d_reference(x, w, b=None, transform: Transform = F2_3):
+    """Winograd conv of x (N, C_in, H, W) with w (C_out, C_in, 3, 3), stride 1, padding 1,
+    written directly from the module docstring (whole tensors, no blocking)."""
+    bt, g, at = transform
+    m = transform.m
+    n, _, h, w_ = x.shape
+    u = np.einsum("ai,ocij,bj->aboc", g, w, g)                     # G w G^T: (a, a, C_out, C_in)
+    v = np.einsum("ai,nctsij,bj->abncts", bt, _tiles(x, m), bt)  # (a, a, N, C_in, th, tw)
+    mm = np.einsum("aboc,abncts->abnots", u, v)                    # the a*a matrix products
+    y = np.einsum("ia,abnots,jb->notsij", at, mm, at)              # A^T M A: (N, C_out, th, tw, m, m)
+    y = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, -1, y.shape[2] * m, y.shape[3] * m)[:, :, :h, :w_]
+    return y if b is None else y + np.asarray(b).reshape(-1, 1, 1)
+
+
+# --- fast path: F(2x2, 3x3), Numba transforms + BLAS products, one cache-sized block at a time ---
+@njit(cache=True, nogil=True, inline="always")
+def _tile_origin(t, tiles_h, tiles_w):
+    """Image, top input row and left input column of tile t (tiles run image by image, row by row)."""
+    n = t // (tiles_h * tiles_w)
+    r = t - n * tiles_h * tiles_w
+    ty = r // tiles_w
+    return n, 2 * ty - 1, 2 * (r - ty * tiles_w) - 1
+
+
+@njit(cache=True, nogil=True)
+def _input_transform(x, t0, tiles_hw, v):
+    """v (16, C, nt) = B^T d B for the 4x4 input tiles d of tiles t0 .. t0+nt-1 of x (N, C, H, W)
+    (zeros outside the image). B^T's rows are (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+    _, c_in, h, w = x.shape
+    nt = v.shape[2]
+    d = np.zeros((4, 4), x.dtype)
+    for k in range(nt):
+        n, y0, x0 = _tile_origin(t0 + k, tiles_hw[0], tiles_hw[1])
+        inside = y0 >= 0 and x0 >= 0 and y0 + 4 <= h and x0 + 4 <= w
+        for c in range(c_in):
+            if inside:
+                for i in range(4):
+                    for j in range(4):
+                        d[i, j] = x[n, c, y0 + i, x0 + j]
+            else:
+                for i in range(4):
+                    for j in range(4):
+                        yy, xx = y0 + i, x0 + j
+                        d[i, j] = x[n, c, yy, xx] if 0 <= yy < h and 0 <= xx < w else 0
+            for j in range(4):                       # B^T d: combine rows, column by column
+                d0, d1, d2, d3 = d[0, j], d[1, j], d[2, j], d[3, j]
+                d[0, j], d[1, j], d[2, j], d[3, j] = d0 - d2, d1 + d2, d2 - d1, d1 - d3
+            for i in range(4):                       # (B^T d) B: combine columns, row by row
+                e0, e1, e2, e3 = d[i, 0], d[i, 1], d[i, 2], d[i, 3]
+                v[4 * i, c, k] = e0 - e2
+                v[4 * i + 1, c, k] = e1 + e2
+                v[4 * i + 2, c, k] = e2 - e1
+                v[4 * i + 3, c, k] = e1 - e3
+
+
+@njit(cache=True, nogil=True)
+def _output_transform(mm, t0, tiles_hw, out, bias):
+    """out[n, o, 2ty:2ty+2, 2tx:2tx+2] = A^T M A (+ bias[o]) for tiles t0 .. t0+nt-1, from
+    mm (16, C_out, nt); the rows/columns of overhanging tiles that fall outside are dropped."""
+    _, c_out, h, w = out.shape
+    nt = mm.shape[2]
+    s = np.empty((2, 4), mm.dtype)
+    for k in range(nt):
+        n, y0, x0 = _tile_origin(t0 + k, tiles_hw[0], tiles_hw[1])
+        y0, x0 = y0 + 1, x0 + 1                      # output tile origin
+        rows, cols = min(2, h - y0), min(2, w - x0)
+        for o in range(c_out):
+            for j in range(4):                       # A^T M: rows (M0 + M1 + M2, M1 - M2 - M3)
+                m1, m2 = mm[4 + j, o, k], mm[8 + j, o, k]
+                s[0, j] = mm[j, o, k] + m1 + m2
+                s[1, j] = m1 - m2 - mm[12 + j, o, k]
+            add = 0.0 if bias is None else bias[o]
+            for i in range(rows):
+                out[n, o, y0 + i, x0] = s[i, 0] + s[i, 1] + s[i, 2] + add
+                if cols == 2:
+                    out[n, o, y0 + i, x0 + 1] = s[i, 1] - s[i, 2] - s[i, 3] + add
+
+
+@njit(cache=True, nogil=True)
+def _grad_transform(grad, t0, tiles_hw, gm):
+    """gm (16, C_out, nt) = A dY A^T for the 2x2 output-gradient tiles dY of grad (N, C_out, H, W)
+    (zeros where a tile overhangs): the adjoint of `_output_transform`. A's rows are
+    (g0, g0 + g1, g0 - g1, -g1)."""
+    _, c_out, h, w = grad.shape
+    nt = gm.shape[2]
+    s = np.empty((4, 2), grad.dtype)
+    for k in range(nt):
+        n, y0, x0 = _tile_origin(t0 + k, tiles_hw[0], tiles_hw[1])
+        y0, x0 = y0 + 1, x0 + 1
+        rows, cols = min(2, h - y0), min(2, w - x0)
+        for o in range(c_out):
+            g00 = grad[n, o, y0, x0]
+            g01 = grad[n, o, y0, x0 + 1] if cols == 2 else 0
+            g10 = grad[n, o, y0 + 1, x0] if rows == 2 else 0
+            g11 = grad[n, o, y0 + 1, x0 + 1] if rows == 2 and cols == 2 else 0
+            # dY A^T, row by row (stored transposed: s[:, r] is row r)
+            s[0, 0], s[1, 0], s[2, 0], s[3, 0] = g00, g00 + g01, g00 - g01, -g01
+            s[0, 1], s[1, 1], s[2, 1], s[3, 1] = g10, g10 + g11, g10 - g11, -g11
+            for i in range(4):                                      # A (dY A^T), column i
+                a, b = s[i, 0], s[i, 1]
+                gm[i, o, k] = a
+                gm[4 + i, o, k] = a + b
+                gm[8 + i, o, k] = a - b
+                gm[12 + i, o, k] = -b
+
+
+# --- the block loop ----------------------------------------------------------------------------
+class _Plan(NamedTuple):
+    """How the tiles of one conv are cut up: tiles_hw per image, `units` of work ([t0, t1) tile
+    ranges a worker takes whole) each walked in blocks of at most `block` tiles."""
+    tiles_hw: tuple
+    block: int
+    units: list
+
+
+def _plan(shape, channels: int, max_units: int = 16) -> _Plan:
+    """Tiles of images `shape` (N, C, H, W); a block's V and M (16 * channels * block elements,
+    channels = C_in + C_out) fit in BLOCK_BUDGET."""
+    tiles_hw = (-(-shape[2] // 2), -(-shape[3] // 2))
+    total = shape[0] * tiles_hw[0] * tiles_hw[1]
+    block = max(16, BLOCK_BUDGET // (16 * channels))
+    blocks = -(-total // block)
+    per_unit = -(-blocks // max_units) * block
+    return _Plan(tiles_hw, block, [(t0, min(total, t0 + per_unit)) for t0 in range(0, total, per_unit)])
+
+
+def _products(a, b, out):
+    """out[xi] = a[xi] @ b[xi] for the 16 Winograd positions, as 2-D BLAS calls."""
+    return _conv._grouped_matmul(a, b, out)
+
+
+def _forward(x, u, bias, out):
+    """out (N, C_out, H, W) = Winograd conv of x (N, C_in, H, W) with u = G w G^T (16, C_out, C_in)."""
+    c_in, c_out = x.shape[1], u.shape[1]
+    plan = _plan(x.shape, c_in + c_out)
+
+    def task(t0, t1, scratch):
+        for b0 in range(t0, t1, plan.block):
+            nt = min(plan.block, t1 - b0)
+            v = _conv._buffer(scratch, "v", 16 * c_in * plan.block, x.dtype)[:16 * c_in * nt].reshape(16, c_in, nt)
+            mm = _conv._buffer(scratch, "m", 16 * c_out * plan.block, x.dtype)[:16 * c_out * nt].reshape(16, c_out, nt)
+            _input_transform(x, b0, plan.tiles_hw, v)
+            _products(u, v, mm)
+            _output_transform(mm, b0, plan.tiles_hw, out, bias)
+    _conv._for_each_chunk(plan.units, task)
+    return out
+
+
+def _weight_grad(grad, x):
+    """dU (16, C_out, C_in) = sum over tiles of (A dY A^T)[xi] (B^T d B)[xi]^T, one partial sum
+    per unit added up in unit order (the same bits whichever worker ran which unit)."""
+    c_in, c_out = x.shape[1], grad.shape[1]
+    plan = _plan(x.shape, c_in + c_out)
+
+    def task(t0, t1, scratch):
+        total = np.zeros((16, c_out, c_in), x.dtype)
+        part = _conv._buffer(scratch, "part", total.size, x.dtype).reshape(total.shape)
+        for b0 in range(t0, t1, plan.block):
+            nt = min(plan.block, t1 - b0)
+            v = _conv._buffer(scratch, "v", 16 * c_in * plan.block, x.dtype)[:16 * c_in * nt].reshape(16, c_in, nt)
+            gm = _conv._buffer(scratch, "m", 16 * c_out * plan.block, x.dtype)[:16 * c_out * nt].reshape(16, c_out, nt)
+            _input_transform(x, b0, plan.tiles_hw, v)
+            _grad_transform(grad, b0, plan.tiles_hw, gm)
+            total += _products(gm, v.transpose(0, 2, 1), part)
+        scratch.setdefault("du", {})[t0] = total
+    parts = {t0: part for s in _conv._for_each_chunk(plan.units, task) for t0, part in s.get("du", {}).items()}
+    return sum(parts[t0] for t0 in sorted(parts))
+
+
+def _weight_transform(w):
+    """U = G w G^T: (16, C_out, C_in) from w (C_out, C_in, 3, 3)."""
+    g = F2_3.g.astype(w.dtype)
+    return np.ascontiguousarray(np.einsum("ai,ocij,bj->aboc", g, w, g).reshape(16, *w.shape[:2]))
+
+
+# --- entry points, called by conv.py's conv2d_forward / conv2d_backward ---------------------
+def applies(geo, c_in: int, c_out: int) -> bool:
+    """True when the Winograd fast path takes this conv (geometry from conv.py)."""
+    return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.padding == (1, 1) and geo.dilation == (1, 1)
+            and geo.groups == 1 and min(c_in, c_out) >= MIN_CHANNELS)
+
+
+def conv2d_forward(x, w, b=None):
+    """x (N, C_in, H, W), w (C_out, C_in, 3, 3), b (C_out,) or None -> (N, C_out, H, W); stride 1, pad 1.
+    Arguments already checked (and contiguous) by conv.conv2d_forward."""
+    out = np.empty((x.shape[0], w.shape[0]) + x.shape[2:], x.dtype)
+    return _forward(x, _weight_transform(w), b, out)
+
+
+def conv2d_backward(grad_out, x, w, input_grad=True, weight_grad=True):
+    """(dx, dw, db) of `conv2d_forward` (dx / dw None when not asked for); grad_out (N, C_out, H, W)."""
+    dx = dw = None
+    if input_grad:      # the adjoint: a 3x3 conv with the kernel flipped and the channels swapped
+        w_adjoint = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        dx = conv2d_forward(grad_out, w_adjoint)
+    if weight_grad:
+        g = F2_3.g.astype(w.dtype)
+        du = _weight_grad(grad_out, x).reshape(4, 4, *w.shape[:2])
+        dw = np.ascontiguousarray(np.einsum("ai,aboc,bj->ocij", g, du, g))     # G^T dU G
+    return dx, dw, grad_out.sum(axis=(0, 2, 3))

@@ -162,95 +162,116 @@ def conv2d_reference(x, w, b=None, transform: Transform = F2_3):
 
 
 # --- fast path: F(2x2, 3x3), Numba transforms + BLAS products, one cache-sized block at a time ---
-@njit(cache=True, nogil=True, inline="always")
-def _tile_origin(t, tiles_h, tiles_w):
-    """Image, top input row and left input column of tile t (tiles run image by image, row by row)."""
-    n = t // (tiles_h * tiles_w)
-    r = t - n * tiles_h * tiles_w
-    ty = r // tiles_w
-    return n, 2 * ty - 1, 2 * (r - ty * tiles_w) - 1
+@njit(cache=True, nogil=True)
+def _tile_runs(t0, nt, tiles_hw):
+    """The tiles t0 .. t0+nt-1 (numbered image by image, row by row) as runs along tile rows:
+    (runs, 5) ints (image n, tile row ty, first tile column tx0, end column tx1, block index k0
+    of tile (ty, tx0))."""
+    tiles_h, tiles_w = tiles_hw
+    runs = np.empty((nt // tiles_w + 2, 5), np.int64)
+    count, k = 0, 0
+    while k < nt:
+        n, r = divmod(t0 + k, tiles_h * tiles_w)
+        ty, tx0 = divmod(r, tiles_w)
+        tx1 = min(tiles_w, tx0 + nt - k)
+        runs[count, 0], runs[count, 1], runs[count, 2], runs[count, 3], runs[count, 4] = n, ty, tx0, tx1, k
+        count += 1
+        k += tx1 - tx0
+    return runs[:count]
 
 
 @njit(cache=True, nogil=True)
-def _input_transform(x, t0, tiles_hw, v):
-    """v (16, C, nt) = B^T d B for the 4x4 input tiles d of tiles t0 .. t0+nt-1 of x (N, C, H, W)
-    (zeros outside the image). B^T's rows are (d0 - d2, d1 + d2, d2 - d1, d1 - d3)."""
+def _input_transform(x, runs, v):
+    """v (16, C, nt) = B^T d B for the 4x4 input tiles d of the tiles in `runs` (see `_tile_runs`)
+    of x (N, C, H, W): tile (ty, tx) reads rows 2ty-1 .. 2ty+2 and columns 2tx-1 .. 2tx+2, zeros
+    outside the image. B^T's rows are (d0 - d2, d1 + d2, d2 - d1, d1 - d3).
+
+    Row by row of tiles: first the four input rows are combined (B^T d, whole rows at a time,
+    which vectorizes), then each tile's four columns of those (the trailing B)."""
     _, c_in, h, w = x.shape
-    nt = v.shape[2]
-    d = np.zeros((4, 4), x.dtype)
-    for k in range(nt):
-        n, y0, x0 = _tile_origin(t0 + k, tiles_hw[0], tiles_hw[1])
-        inside = y0 >= 0 and x0 >= 0 and y0 + 4 <= h and x0 + 4 <= w
-        for c in range(c_in):
-            if inside:
-                for i in range(4):
-                    for j in range(4):
-                        d[i, j] = x[n, c, y0 + i, x0 + j]
-            else:
-                for i in range(4):
-                    for j in range(4):
-                        yy, xx = y0 + i, x0 + j
-                        d[i, j] = x[n, c, yy, xx] if 0 <= yy < h and 0 <= xx < w else 0
-            for j in range(4):                       # B^T d: combine rows, column by column
-                d0, d1, d2, d3 = d[0, j], d[1, j], d[2, j], d[3, j]
-                d[0, j], d[1, j], d[2, j], d[3, j] = d0 - d2, d1 + d2, d2 - d1, d1 - d3
-            for i in range(4):                       # (B^T d) B: combine columns, row by row
-                e0, e1, e2, e3 = d[i, 0], d[i, 1], d[i, 2], d[i, 3]
-                v[4 * i, c, k] = e0 - e2
-                v[4 * i + 1, c, k] = e1 + e2
-                v[4 * i + 2, c, k] = e2 - e1
-                v[4 * i + 3, c, k] = e1 - e3
+    width = 2 * (w // 2 + 1) + 2                     # padded row: one zero left, >= 1 zero right
+    rows = np.zeros((4, width), x.dtype)
+    comb = np.empty((4, width), x.dtype)
+    for c in range(c_in):                            # channel outer: v is written along k
+        for run in range(runs.shape[0]):
+            n, ty, tx0, tx1, k0 = runs[run]
+            for i in range(4):
+                yy = 2 * ty - 1 + i
+                if 0 <= yy < h:
+                    rows[i, 1:w + 1] = x[n, c, yy]
+                else:
+                    rows[i, :] = 0
+            for col in range(2 * tx0, 2 * tx1 + 2):  # B^T d: combine the rows
+                r0, r1, r2, r3 = rows[0, col], rows[1, col], rows[2, col], rows[3, col]
+                comb[0, col], comb[1, col], comb[2, col], comb[3, col] = r0 - r2, r1 + r2, r2 - r1, r1 - r3
+            for i in range(4):                       # (B^T d) B: combine each tile's columns
+                for tx in range(tx0, tx1):
+                    e0, e1, e2, e3 = comb[i, 2 * tx], comb[i, 2 * tx + 1], comb[i, 2 * tx + 2], comb[i, 2 * tx + 3]
+                    k = k0 + tx - tx0
+                    v[4 * i, c, k] = e0 - e2
+                    v[4 * i + 1, c, k] = e1 + e2
+                    v[4 * i + 2, c, k] = e2 - e1
+                    v[4 * i + 3, c, k] = e1 - e3
 
 
 @njit(cache=True, nogil=True)
-def _output_transform(mm, t0, tiles_hw, out, bias):
-    """out[n, o, 2ty:2ty+2, 2tx:2tx+2] = A^T M A (+ bias[o]) for tiles t0 .. t0+nt-1, from
-    mm (16, C_out, nt); the rows/columns of overhanging tiles that fall outside are dropped."""
+def _output_transform(mm, runs, out, bias):
+    """out[n, o, 2ty:2ty+2, 2tx:2tx+2] = A^T M A (+ bias[o]) for the tiles in `runs`, from
+    mm (16, C_out, nt); A^T's rows are (M0 + M1 + M2, M1 - M2 - M3). Each tile's columns are
+    combined first (M A), then the rows, whole output rows at a time. Rows and columns of
+    overhanging tiles that fall outside the image are dropped."""
     _, c_out, h, w = out.shape
-    nt = mm.shape[2]
-    s = np.empty((2, 4), mm.dtype)
-    for k in range(nt):
-        n, y0, x0 = _tile_origin(t0 + k, tiles_hw[0], tiles_hw[1])
-        y0, x0 = y0 + 1, x0 + 1                      # output tile origin
-        rows, cols = min(2, h - y0), min(2, w - x0)
-        for o in range(c_out):
-            for j in range(4):                       # A^T M: rows (M0 + M1 + M2, M1 - M2 - M3)
-                m1, m2 = mm[4 + j, o, k], mm[8 + j, o, k]
-                s[0, j] = mm[j, o, k] + m1 + m2
-                s[1, j] = m1 - m2 - mm[12 + j, o, k]
-            add = 0.0 if bias is None else bias[o]
-            for i in range(rows):
-                out[n, o, y0 + i, x0] = s[i, 0] + s[i, 1] + s[i, 2] + add
-                if cols == 2:
-                    out[n, o, y0 + i, x0 + 1] = s[i, 1] - s[i, 2] - s[i, 3] + add
+    width = 2 * (w // 2 + 1)
+    comb = np.empty((4, width), mm.dtype)
+    for o in range(c_out):
+        add = 0.0 if bias is None else bias[o]
+        for run in range(runs.shape[0]):
+            n, ty, tx0, tx1, k0 = runs[run]
+            for i in range(4):                       # M A: combine each tile's columns
+                for tx in range(tx0, tx1):
+                    k = k0 + tx - tx0
+                    m0, m1, m2, m3 = mm[4 * i, o, k], mm[4 * i + 1, o, k], mm[4 * i + 2, o, k], mm[4 * i + 3, o, k]
+                    comb[i, 2 * tx] = m0 + m1 + m2
+                    comb[i, 2 * tx + 1] = m1 - m2 - m3
+            lo, hi = 2 * tx0, min(w, 2 * tx1)
+            row = out[n, o, 2 * ty]                  # A^T (M A): combine the rows
+            for col in range(lo, hi):
+                row[col] = comb[0, col] + comb[1, col] + comb[2, col] + add
+            if 2 * ty + 1 < h:
+                row = out[n, o, 2 * ty + 1]
+                for col in range(lo, hi):
+                    row[col] = comb[1, col] - comb[2, col] - comb[3, col] + add
 
 
 @njit(cache=True, nogil=True)
-def _grad_transform(grad, t0, tiles_hw, gm):
+def _grad_transform(grad, runs, gm):
     """gm (16, C_out, nt) = A dY A^T for the 2x2 output-gradient tiles dY of grad (N, C_out, H, W)
-    (zeros where a tile overhangs): the adjoint of `_output_transform`. A's rows are
-    (g0, g0 + g1, g0 - g1, -g1)."""
+    of the tiles in `runs` (zeros where a tile overhangs): the adjoint of `_output_transform`.
+    A's rows are (g0, g0 + g1, g0 - g1, -g1): the two rows are combined first, then each tile's
+    two columns."""
     _, c_out, h, w = grad.shape
-    nt = gm.shape[2]
-    s = np.empty((4, 2), grad.dtype)
-    for k in range(nt):
-        n, y0, x0 = _tile_origin(t0 + k, tiles_hw[0], tiles_hw[1])
-        y0, x0 = y0 + 1, x0 + 1
-        rows, cols = min(2, h - y0), min(2, w - x0)
-        for o in range(c_out):
-            g00 = grad[n, o, y0, x0]
-            g01 = grad[n, o, y0, x0 + 1] if cols == 2 else 0
-            g10 = grad[n, o, y0 + 1, x0] if rows == 2 else 0
-            g11 = grad[n, o, y0 + 1, x0 + 1] if rows == 2 and cols == 2 else 0
-            # dY A^T, row by row (stored transposed: s[:, r] is row r)
-            s[0, 0], s[1, 0], s[2, 0], s[3, 0] = g00, g00 + g01, g00 - g01, -g01
-            s[0, 1], s[1, 1], s[2, 1], s[3, 1] = g10, g10 + g11, g10 - g11, -g11
-            for i in range(4):                                      # A (dY A^T), column i
-                a, b = s[i, 0], s[i, 1]
-                gm[i, o, k] = a
-                gm[4 + i, o, k] = a + b
-                gm[8 + i, o, k] = a - b
-                gm[12 + i, o, k] = -b
+    width = 2 * (w // 2 + 1)
+    rows = np.zeros((2, width), grad.dtype)
+    comb = np.empty((4, width), grad.dtype)
+    for o in range(c_out):
+        for run in range(runs.shape[0]):
+            n, ty, tx0, tx1, k0 = runs[run]
+            rows[0, :w] = grad[n, o, 2 * ty]
+            if 2 * ty + 1 < h:
+                rows[1, :w] = grad[n, o, 2 * ty + 1]
+            else:
+                rows[1, :] = 0
+            for col in range(2 * tx0, 2 * tx1):      # A dY: combine the rows
+                a, b = rows[0, col], rows[1, col]
+                comb[0, col], comb[1, col], comb[2, col], comb[3, col] = a, a + b, a - b, -b
+            for i in range(4):                       # (A dY) A^T: combine each tile's columns
+                for tx in range(tx0, tx1):
+                    p, q = comb[i, 2 * tx], comb[i, 2 * tx + 1]
+                    k = k0 + tx - tx0
+                    gm[4 * i, o, k] = p
+                    gm[4 * i + 1, o, k] = p + q
+                    gm[4 * i + 2, o, k] = p - q
+                    gm[4 * i + 3, o, k] = -q
 
 
 # --- the block loop ----------------------------------------------------------------------------
@@ -288,9 +309,10 @@ def _forward(x, u, bias, out):
             nt = min(plan.block, t1 - b0)
             v = _conv._buffer(scratch, "v", 16 * c_in * plan.block, x.dtype)[:16 * c_in * nt].reshape(16, c_in, nt)
             mm = _conv._buffer(scratch, "m", 16 * c_out * plan.block, x.dtype)[:16 * c_out * nt].reshape(16, c_out, nt)
-            _input_transform(x, b0, plan.tiles_hw, v)
+            runs = _tile_runs(b0, nt, plan.tiles_hw)
+            _input_transform(x, runs, v)
             _products(u, v, mm)
-            _output_transform(mm, b0, plan.tiles_hw, out, bias)
+            _output_transform(mm, runs, out, bias)
     _conv._for_each_chunk(plan.units, task)
     return out
 
@@ -308,8 +330,9 @@ def _weight_grad(grad, x):
             nt = min(plan.block, t1 - b0)
             v = _conv._buffer(scratch, "v", 16 * c_in * plan.block, x.dtype)[:16 * c_in * nt].reshape(16, c_in, nt)
             gm = _conv._buffer(scratch, "m", 16 * c_out * plan.block, x.dtype)[:16 * c_out * nt].reshape(16, c_out, nt)
-            _input_transform(x, b0, plan.tiles_hw, v)
-            _grad_transform(grad, b0, plan.tiles_hw, gm)
+            runs = _tile_runs(b0, nt, plan.tiles_hw)
+            _input_transform(x, runs, v)
+            _grad_transform(grad, runs, gm)
             total += _products(gm, v.transpose(0, 2, 1), part)
         scratch.setdefault("du", {})[t0] = total
     parts = {t0: part for s in _conv._for_each_chunk(plan.units, task) for t0, part in s.get("du", {}).items()}

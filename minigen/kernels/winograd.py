@@ -76,10 +76,12 @@ sum; with F(2x2, 3x3)'s coefficients (0, +-1, +-1/2) it stays within a small fac
 im2col's. F(4x4, 3x3)'s larger coefficients (up to 8 in A^T, 5 in B^T) amplify it by about
 an order of magnitude. The bounds tested in tests/test_winograd.py, as the relative error
 ||y32 - y64|| / ||y64|| against the float64 direct conv, are in `FLOAT32_ERROR_BOUND`.
-Measured on this machine (64 -> 64 channels, batch 128, 28x28, forward + backward, 2 threads),
-F(4x4, 3x3) was not faster than F(2x2, 3x3) (its 36 positions make 36 smaller products and its
-6x6 transforms cost more per output), so the fast path uses F(2x2, 3x3); see `applies` for the
-measured table behind the dispatch rule.
+Measured before choosing (thread CPU time, 16 images, one thread): F(4x4, 3x3)'s 36 products
+take 2.2 ms against F(2x2, 3x3)'s 3.9 ms at 64 -> 64 channels, 28x28 (0.8 against 1.1 ms at 14x14,
+where 4x4 output tiles overhang by 2 and waste 31%); but F(2x2, 3x3)'s transforms already take
+4.3 ms of its 8 ms forward. Even with transforms no dearer per output, F(4x4, 3x3) would save
+about 20% of the forward at 28x28 and 13% at 14x14, for 5x the float32 error: the fast path
+uses F(2x2, 3x3). `conv2d_reference` runs either.
 
 Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3); b (C_out,) or None; stride 1, padding 1,
 dilation 1, groups 1; float32 or float64. Output (N, C_out, H, W).
@@ -120,15 +122,16 @@ F4_3 = Transform(
                 [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], np.float64),
     at=np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64))
 
-# Tested float32 relative error bounds, ||y32 - y64|| / ||y64|| against the float64 direct
-# conv, for unit-normal data with up to 64 input channels (measured values ~4-10x below).
-FLOAT32_ERROR_BOUND = {
-    (2, "forward"): 3e-6, (2, "input_grad"): 3e-6, (2, "weight_grad"): 3e-6,
-    (4, "forward"): 3e-5, (4, "input_grad"): 3e-5, (4, "weight_grad"): 3e-5,
-}
+# float32 relative error bounds, ||y32 - y64|| / ||y64|| against the float64 direct conv, tested
+# in tests/test_winograd.py (unit-normal data, weights scaled by 1/sqrt(9 C_in), 16-128 channels).
+# Measured there: the fast path 1.6e-7 - 3.2e-7 (im2col: 1.0e-7 - 2.8e-7); F(4x4, 3x3) in float32
+# (the NumPy reference) 1.1e-6 - 1.2e-6, about 5x more.
+FLOAT32_ERROR_BOUND = {"forward": 1e-6, "input_grad": 1e-6, "weight_grad": 1e-6, "F(4x4,3x3) forward": 5e-6}
 
-# Elements of V + M one block of tiles may use: 256K floats = 1 MB of float32, one core's L2.
-BLOCK_BUDGET = 1 << 18
+# Elements of V + M one block of tiles may use: 512K (2 MB of float32, 128 tiles of 64 -> 64 channels).
+# Measured forward and weight gradient at 32-128 channels, one thread: 64K 10-25% slower, 128K and
+# 256K 3-10% slower, 1M as fast or up to 50% slower.
+BLOCK_BUDGET = 1 << 19
 
 # The fast path takes convs with at least this many input channels (see `applies`).
 MIN_IN_CHANNELS = 16
@@ -150,7 +153,7 @@ def _tiles(x, m):
 def conv2d_reference(x, w, b=None, transform: Transform = F2_3):
     """Winograd conv of x (N, C_in, H, W) with w (C_out, C_in, 3, 3), stride 1, padding 1,
     written directly from the module docstring (whole tensors, no blocking)."""
-    bt, g, at = transform
+    bt, g, at = (matrix.astype(x.dtype) for matrix in transform)   # float32 data: float32 arithmetic
     m = transform.m
     n, _, h, w_ = x.shape
     u = np.einsum("ai,ocij,bj->aboc", g, w, g)                     # G w G^T: (a, a, C_out, C_in)
@@ -208,13 +211,12 @@ def _input_transform(x, runs, v):
                     r0, r1, r2, r3 = rows[0, col], rows[1, col], rows[2, col], rows[3, col]
                     comb[0, half], comb[1, half], comb[2, half], comb[3, half] = r0 - r2, r1 + r2, r2 - r1, r1 - r3
             for i in range(4):                       # (B^T d) B: combine each tile's columns
-                for tx in range(tx0, tx1):
-                    e0, e1, e2, e3 = even[i, tx], odd[i, tx], even[i, tx + 1], odd[i, tx + 1]
-                    k = k0 + tx - tx0
-                    v[4 * i, c, k] = e0 - e2
-                    v[4 * i + 1, c, k] = e1 + e2
-                    v[4 * i + 2, c, k] = e2 - e1
-                    v[4 * i + 3, c, k] = e1 - e3
+                ev, od = even[i, tx0:tx1 + 1], odd[i, tx0:tx1 + 1]      # 1-D views: simple inner loop
+                k1 = k0 + tx1 - tx0
+                v0, v1, v2, v3 = v[4 * i, c, k0:k1], v[4 * i + 1, c, k0:k1], v[4 * i + 2, c, k0:k1], v[4 * i + 3, c, k0:k1]
+                for k in range(tx1 - tx0):
+                    e0, e1, e2, e3 = ev[k], od[k], ev[k + 1], od[k + 1]
+                    v0[k], v1[k], v2[k], v3[k] = e0 - e2, e1 + e2, e2 - e1, e1 - e3
 
 
 @njit(cache=True, nogil=True)

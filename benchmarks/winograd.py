@@ -1,13 +1,14 @@
 """Winograd vs im2col vs PyTorch on the DDPM U-Net's stride-1 3x3 convs, forward + backward.
 
-    python benchmarks/winograd.py [--rounds 3] [--repeats 5] [--batch 128] [--only 64-64]
+    python benchmarks/winograd.py [--rounds 3] [--repeats 5] [--batch 128] [--only 64-64] [--ddpm]
 
 Each of minigen-winograd, minigen-im2col and PyTorch runs alone in a fresh process of its
 own (same thread count, benchmarks/common.py), alternating for several rounds; every
 process times every shape (median of --repeats after a warm-up). Reported: per shape the
 median over rounds of each (ms, with the min-max spread) and the ratios winograd/im2col and
 winograd/PyTorch. First layers (1 input channel) see data, so no side computes their input
-gradient. This table is what `minigen.kernels.winograd.applies` is decided from.
+gradient. This table is what `minigen.kernels.winograd.applies` is decided from. --ddpm
+times the whole DDPM training step (batch 128, benchmarks/run.py's) instead of single convs.
 """
 from __future__ import annotations
 
@@ -54,12 +55,17 @@ def _step(impl, c_in, c_out, hw, batch):
     return step
 
 
-def child(impl, shapes, batch, repeats) -> dict:
+def child(impl, shapes, batch, repeats, ddpm=False) -> dict:
     from benchmarks.common import median_seconds, set_threads, settle_interpreter
     set_threads()
     if impl != "torch":                  # force the path under test, whatever the dispatch rule says
         from minigen.kernels import winograd
         winograd.applies = (lambda geo, c_in, c_out: impl == "winograd" and winograd.fits(geo))
+    if ddpm:
+        from benchmarks.run import training_step
+        step = training_step("ddpm", "torch" if impl == "torch" else "minigen")
+        settle_interpreter()
+        return {"DDPM training step": 1e3 * median_seconds(step, repeats)}
     settle_interpreter()
     return {f"{c_in}-{c_out}@{hw}": 1e3 * median_seconds(_step(impl, c_in, c_out, hw, batch), repeats)
             for c_in, c_out, hw in shapes}
@@ -71,17 +77,18 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--only", default="", help="only shapes whose name (e.g. 64-64@14) contains this text")
+    p.add_argument("--ddpm", action="store_true", help="time the DDPM training step instead of single convs")
     p.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     shapes = [s for s in SHAPES if args.only in f"{s[0]}-{s[1]}@{s[2]}"]
     if args.child:
-        print(json.dumps(child(args.child, shapes, args.batch, args.repeats)))
+        print(json.dumps(child(args.child, shapes, args.batch, args.repeats, args.ddpm)))
         return 0
     times = {impl: [] for impl in IMPLS}
     for r in range(args.rounds):
         for impl in IMPLS:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--batch", str(args.batch),
-                   "--repeats", str(args.repeats), "--only", args.only]
+                   "--repeats", str(args.repeats), "--only", args.only] + (["--ddpm"] if args.ddpm else [])
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             times[impl].append(json.loads(out.strip().splitlines()[-1]))
             print(f"round {r + 1} {impl} done", file=sys.stderr, flush=True)

@@ -63,18 +63,20 @@ the 16 products, and they are 16/36 of im2col's single product (C_out, 9 C_in) @
 5. Fast path: fused and cache-blocked
 -------------------------------------
 Done as whole-tensor passes, V and M for a batch of 128 64-channel 28x28 images are 100 MB
-each and every pass streams them through memory. Instead the tiles go in blocks of a few
-hundred: input transform into a small V buffer (Numba), the 16 products (BLAS), output
-transform (Numba), all while the block is still in the core's L2 cache. Each worker thread
-of `conv.py`'s pool takes whole runs of blocks, with BLAS held to one thread, like the
-im2col kernel.
+each and every pass streams them through memory. Instead the tiles (numbered image by image,
+row by row) go in blocks of a few hundred (`BLOCK_BUDGET`): input transform into a small V
+buffer (Numba), the 16 products (one stacked NumPy matmul, BLAS), output transform (Numba),
+all while the block is still in cache. Each worker thread of `conv.py`'s pool takes whole
+runs of blocks (`_plan`), with BLAS held to one thread, like the im2col kernel. Inside a
+block the transforms walk along rows of tiles: they first combine whole image rows (the
+B^T / A^T applied across rows, which vectorizes), then each tile's columns. Input and output
+stay NCHW like the rest of minigen.
 
 6. float32 error
 ----------------
 The transforms add and subtract before multiplying, so the rounding differs from a direct
 sum; with F(2x2, 3x3)'s coefficients (0, +-1, +-1/2) it stays within a small factor of
-im2col's. F(4x4, 3x3)'s larger coefficients (up to 8 in A^T, 5 in B^T) amplify it by about
-an order of magnitude. The bounds tested in tests/test_winograd.py, as the relative error
+im2col's. F(4x4, 3x3)'s larger coefficients (up to 8 in A^T, 5 in B^T) amplify it about 5x. The bounds tested in tests/test_winograd.py, as the relative error
 ||y32 - y64|| / ||y64|| against the float64 direct conv, are in `FLOAT32_ERROR_BOUND`.
 Measured before choosing (thread CPU time, 16 images, one thread): F(4x4, 3x3)'s 36 products
 take 2.2 ms against F(2x2, 3x3)'s 3.9 ms at 64 -> 64 channels, 28x28 (0.8 against 1.1 ms at 14x14,
@@ -128,7 +130,7 @@ F4_3 = Transform(
 # (the NumPy reference) 1.1e-6 - 1.2e-6, about 5x more.
 FLOAT32_ERROR_BOUND = {"forward": 1e-6, "input_grad": 1e-6, "weight_grad": 1e-6, "F(4x4,3x3) forward": 5e-6}
 
-# Elements of V + M one block of tiles may use: 512K (2 MB of float32, 128 tiles of 64 -> 64 channels).
+# Elements of V + M one block of tiles may use: 512K (2 MB of float32, 256 tiles of 64 -> 64 channels).
 # Measured forward and weight gradient at 32-128 channels, one thread: 64K 10-25% slower, 128K and
 # 256K 3-10% slower, 1M as fast or up to 50% slower.
 BLOCK_BUDGET = 1 << 19

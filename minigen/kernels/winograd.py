@@ -371,7 +371,7 @@ def conv2d_forward(x, w, b=None):
     """x (N, C_in, H, W), w (C_out, C_in, 3, 3), b (C_out,) or None -> (N, C_out, H, W); stride 1, pad 1.
     Arguments already checked (and contiguous) by conv.conv2d_forward."""
     out = np.empty((x.shape[0], w.shape[0]) + x.shape[2:], x.dtype)
-    return _forward(x, _weight_transform(w), b, out)
+    return _forward(x, _weight_transform(w), None if b is None else np.ascontiguousarray(b), out)
 
 
 def conv2d_backward(grad_out, x, w, input_grad=True, weight_grad=True):

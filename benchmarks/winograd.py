@@ -1,6 +1,6 @@
 """Winograd vs im2col vs PyTorch on the DDPM U-Net's stride-1 3x3 convs, forward + backward.
 
-    python benchmarks/winograd.py [--rounds 3] [--repeats 5] [--batch 128] [--only 64-64] [--ddpm]
+    python benchmarks/winograd.py [--rounds 3] [--repeats 5] [--batch 128] [--only 64-64] [--shapes 8-64@14] [--ddpm]
 
 Each of minigen-winograd, minigen-im2col and PyTorch runs alone in a fresh process of its
 own (same thread count, benchmarks/common.py), alternating for several rounds; every
@@ -77,10 +77,13 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--only", default="", help="only shapes whose name (e.g. 64-64@14) contains this text")
+    p.add_argument("--shapes", default="", help="other convs instead, e.g. 4-64@14,8-64@14 (C_in-C_out@H=W)")
     p.add_argument("--ddpm", action="store_true", help="time the DDPM training step instead of single convs")
     p.add_argument("--child", choices=IMPLS, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    shapes = [s for s in SHAPES if args.only in f"{s[0]}-{s[1]}@{s[2]}"]
+    shapes = [tuple(int(v) for v in s.replace("@", "-").split("-")) for s in args.shapes.split(",")] \
+        if args.shapes else SHAPES
+    shapes = [s for s in shapes if args.only in f"{s[0]}-{s[1]}@{s[2]}"]
     if args.child:
         print(json.dumps(child(args.child, shapes, args.batch, args.repeats, args.ddpm)))
         return 0
@@ -88,7 +91,8 @@ def main(argv=None) -> int:
     for r in range(args.rounds):
         for impl in IMPLS:
             cmd = [sys.executable, os.path.abspath(__file__), "--child", impl, "--batch", str(args.batch),
-                   "--repeats", str(args.repeats), "--only", args.only] + (["--ddpm"] if args.ddpm else [])
+                   "--repeats", str(args.repeats), "--only", args.only, "--shapes", args.shapes] + \
+                (["--ddpm"] if args.ddpm else [])
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             times[impl].append(json.loads(out.strip().splitlines()[-1]))
             print(f"round {r + 1} {impl} done", file=sys.stderr, flush=True)

@@ -135,7 +135,25 @@ FLOAT32_ERROR_BOUND = {"forward": 1e-6, "input_grad": 1e-6, "weight_grad": 1e-6,
 # 256K 3-10% slower, 1M as fast or up to 50% slower.
 BLOCK_BUDGET = 1 << 19
 
-# The fast path takes convs with at least this many input channels (see `applies`).
+# The fast path takes convs with at least this many input channels. Measured with
+# benchmarks/winograd.py (each path and PyTorch alone in fresh processes, alternating, 3 rounds,
+# medians; 2 threads, batch 128, forward + backward, on the shared 2-core machine at load ~14, so
+# the absolute ms are inflated, PyTorch's most: read the winograd / im2col column):
+#
+#   | conv (C_in-C_out@H=W) | winograd ms | im2col ms | PyTorch ms | wino/im2col | wino/PyTorch |
+#   | 1-32@28    |  115.9 |   89.2 |  198.2 | 1.30 | 0.61 |   <- one input channel: im2col
+#   | 32-32@28   |  299.7 |  495.4 |  488.7 | 0.66 | 0.62 |
+#   | 96-32@28   |  775.0 | 1521.1 |  863.1 | 0.51 | 0.71 |
+#   | 32-64@14   |  157.3 |  219.7 |  225.9 | 0.72 | 0.64 |
+#   | 64-64@14   |  200.8 |  381.9 |  411.6 | 0.61 | 0.56 |
+#   | 128-64@14  |  305.3 |  722.6 |  504.0 | 0.41 | 0.63 |
+#   | 64-64@7    |   80.0 |   96.1 |  297.4 | 0.81 | 0.35 |
+#   | 128-64@7   |  159.7 |  204.9 |  308.0 | 0.71 | 0.48 |
+#   | 64-64@28   |  793.4 | 1317.2 |  774.4 | 0.62 | 0.85 |
+#   | 32-1@28    |  142.9 |  380.0 |  257.9 | 0.38 | 0.55 |   <- one output channel: Winograd
+#
+# With one input channel V has a single row and each of the 16 products is a rank-1 update that
+# BLAS runs far below peak, while im2col makes one (C_out, 9) @ (9, N*H*W) product.
 MIN_IN_CHANNELS = 16
 
 
@@ -307,6 +325,14 @@ def _products(a, b, out):
     return np.matmul(a, b, out=out)
 
 
+def _block_buffers(scratch, block, nt, c_in, c_out, dtype):
+    """The worker's V (16, C_in, nt) and M (16, C_out, nt) buffers for a block of nt <= block
+    tiles, each contiguous (the last block of a unit is shorter), reused across blocks."""
+    v = _conv._buffer(scratch, "v", 16 * c_in * block, dtype)[:16 * c_in * nt]
+    mm = _conv._buffer(scratch, "m", 16 * c_out * block, dtype)[:16 * c_out * nt]
+    return v.reshape(16, c_in, nt), mm.reshape(16, c_out, nt)
+
+
 def _forward(x, u, bias, out):
     """out (N, C_out, H, W) = Winograd conv of x (N, C_in, H, W) with u = G w G^T (16, C_out, C_in)."""
     c_in, c_out = x.shape[1], u.shape[1]
@@ -315,8 +341,7 @@ def _forward(x, u, bias, out):
     def task(t0, t1, scratch):
         for b0 in range(t0, t1, plan.block):
             nt = min(plan.block, t1 - b0)
-            v = _conv._buffer(scratch, "v", 16 * c_in * plan.block, x.dtype)[:16 * c_in * nt].reshape(16, c_in, nt)
-            mm = _conv._buffer(scratch, "m", 16 * c_out * plan.block, x.dtype)[:16 * c_out * nt].reshape(16, c_out, nt)
+            v, mm = _block_buffers(scratch, plan.block, nt, c_in, c_out, x.dtype)
             runs = _tile_runs(b0, nt, plan.tiles_hw)
             _input_transform(x, runs, v)
             _products(u, v, mm)
@@ -336,8 +361,7 @@ def _weight_grad(grad, x):
         part = _conv._buffer(scratch, "part", total.size, x.dtype).reshape(total.shape)
         for b0 in range(t0, t1, plan.block):
             nt = min(plan.block, t1 - b0)
-            v = _conv._buffer(scratch, "v", 16 * c_in * plan.block, x.dtype)[:16 * c_in * nt].reshape(16, c_in, nt)
-            gm = _conv._buffer(scratch, "m", 16 * c_out * plan.block, x.dtype)[:16 * c_out * nt].reshape(16, c_out, nt)
+            v, gm = _block_buffers(scratch, plan.block, nt, c_in, c_out, x.dtype)
             runs = _tile_runs(b0, nt, plan.tiles_hw)
             _input_transform(x, runs, v)
             _grad_transform(grad, runs, gm)

@@ -127,6 +127,7 @@ def spy(monkeypatch):
     (16, (4, 16, 3, 3), dict(padding=1), True),
     (32, (1, 32, 3, 3), dict(padding=(1, 1), stride=1, dilation=1), True),
     (1, (32, 1, 3, 3), dict(padding=1), False),                      # C_in < 16: im2col measured faster
+    (16, (64, 16, 3, 3), dict(padding=1), False),                    # C_in < C_out / 2: im2col too
     (16, (4, 16, 3, 3), dict(padding=1, stride=2), False),
     (16, (4, 16, 3, 3), dict(padding=0), False),
     (16, (4, 16, 3, 3), dict(padding=2, dilation=2), False),

@@ -135,7 +135,7 @@ FLOAT32_ERROR_BOUND = {"forward": 1e-6, "input_grad": 1e-6, "weight_grad": 1e-6,
 # 256K 3-10% slower, 1M as fast or up to 50% slower.
 BLOCK_BUDGET = 1 << 19
 
-# The fast path takes convs with at least this many input channels. Measured with
+# The fast path takes convs with at least this many input channels (and C_in >= C_out / 2). Measured with
 # benchmarks/winograd.py (each path and PyTorch alone in fresh processes, alternating, 3 rounds,
 # medians; 2 threads, batch 128, forward + backward, on the shared 2-core machine at load ~14, so
 # the absolute ms are inflated, PyTorch's most: read the winograd / im2col column):
@@ -152,8 +152,15 @@ BLOCK_BUDGET = 1 << 19
 #   | 64-64@28   |  793.4 | 1317.2 |  774.4 | 0.62 | 0.85 |
 #   | 32-1@28    |  142.9 |  380.0 |  257.9 | 0.38 | 0.55 |   <- one output channel: Winograd
 #
-# With one input channel V has a single row and each of the 16 products is a rank-1 update that
-# BLAS runs far below peak, while im2col makes one (C_out, 9) @ (9, N*H*W) product.
+# Where few input channels meet many output channels, the transforms (whose cost grows with
+# C_in + C_out) outweigh the saved multiplies (C_in * C_out): the input gradient, itself a Winograd
+# conv from C_out to C_in channels, is then mostly transforms. So convs with C_in < 16 or
+# C_in < C_out / 2 stay with im2col. Measured single-threaded (thread CPU time, so less disturbed by
+# the shared machine; median of 9; batch 32, forward + backward), winograd / im2col:
+#   1-32@28 1.68   2-32@28 1.14   4-32@28 1.74   8-32@28 1.05-1.14   12-32@28 0.90   16-32@28 0.78-0.81
+#   16-16@28 0.64  32-32@28 0.67  8-64@14 1.73   16-64@14 1.18-1.26  24-64@14 1.00   32-64@14 0.89
+#   32-1@28 0.42   64-1@28 0.42   64-64@7 1.37 (but 0.81-0.96 at batch 128 on 2 threads, above, where
+#   im2col splits 128 images into two uneven chunks)
 MIN_IN_CHANNELS = 16
 
 
@@ -386,9 +393,9 @@ def fits(geo) -> bool:
 
 
 def applies(geo, c_in: int, c_out: int) -> bool:
-    """True when the fast path takes this conv: it fits, and has enough input channels to be
-    faster than im2col (measured, see MIN_IN_CHANNELS)."""
-    return fits(geo) and c_in >= MIN_IN_CHANNELS
+    """True when the fast path takes this conv: it fits, and has enough input channels, also
+    relative to its output channels, to be faster than im2col (measured, see MIN_IN_CHANNELS)."""
+    return fits(geo) and c_in >= MIN_IN_CHANNELS and 2 * c_in >= c_out
 
 
 def conv2d_forward(x, w, b=None):

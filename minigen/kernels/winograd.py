@@ -219,24 +219,26 @@ def _input_transform(x, runs, v):
     Row by row of tiles: first the four input rows are combined (B^T d, whole rows at a time,
     which vectorizes), then each tile's four columns of those (the trailing B)."""
     _, c_in, h, w = x.shape
-    width = 2 * (w // 2 + 1) + 2                     # padded row: one zero left, >= 1 zero right
-    rows = np.zeros((4, width), x.dtype)
-    even = np.empty((4, width // 2), x.dtype)        # the combined rows' even and odd columns apart,
-    odd = np.empty((4, width // 2), x.dtype)         # so each tile loop below reads contiguously
+    half_width = w // 2 + 2                          # tile columns + 1, over the padded row
+    even = np.empty((4, half_width), x.dtype)        # the combined rows' even and odd padded columns
+    odd = np.empty((4, half_width), x.dtype)         # apart, so each tile loop below reads contiguously
+    zeros = np.zeros(w, x.dtype)                     # stands in for rows above or below the image
     for c in range(c_in):                            # channel outer: v is written along k
         for run in range(runs.shape[0]):
             n, ty, tx0, tx1, k0 = runs[run]
-            for i in range(4):
-                yy = 2 * ty - 1 + i
-                if 0 <= yy < h:
-                    rows[i, 1:w + 1] = x[n, c, yy]
-                else:
-                    rows[i, :] = 0
+            top = 2 * ty - 1                         # rows top .. top+3; top + 1 is always inside
+            row0 = x[n, c, top] if top >= 0 else zeros
+            row1 = x[n, c, top + 1]
+            row2 = x[n, c, top + 2] if top + 2 < h else zeros
+            row3 = x[n, c, top + 3] if top + 3 < h else zeros
             for half in range(tx0, tx1 + 1):         # B^T d: combine the rows
                 for parity, comb in ((0, even), (1, odd)):
-                    col = 2 * half + parity
-                    r0, r1, r2, r3 = rows[0, col], rows[1, col], rows[2, col], rows[3, col]
-                    comb[0, half], comb[1, half], comb[2, half], comb[3, half] = r0 - r2, r1 + r2, r2 - r1, r1 - r3
+                    col = 2 * half + parity - 1      # padded column 2 * half + parity
+                    if 0 <= col < w:
+                        r0, r1, r2, r3 = row0[col], row1[col], row2[col], row3[col]
+                        comb[0, half], comb[1, half], comb[2, half], comb[3, half] = r0 - r2, r1 + r2, r2 - r1, r1 - r3
+                    else:
+                        comb[0, half] = comb[1, half] = comb[2, half] = comb[3, half] = 0
             for i in range(4):                       # (B^T d) B: combine each tile's columns
                 ev, od = even[i, tx0:tx1 + 1], odd[i, tx0:tx1 + 1]      # 1-D views: simple inner loop
                 k1 = k0 + tx1 - tx0
@@ -256,15 +258,16 @@ def _output_transform(mm, runs, out, bias):
     width = 2 * (w // 2 + 1)
     comb = np.empty((4, width), mm.dtype)
     for o in range(c_out):
-        add = 0.0 if bias is None else bias[o]
+        add = out.dtype.type(0) if bias is None else bias[o]     # in out's dtype: float32 stays float32
         for run in range(runs.shape[0]):
             n, ty, tx0, tx1, k0 = runs[run]
+            k1 = k0 + tx1 - tx0
             for i in range(4):                       # M A: combine each tile's columns
-                for tx in range(tx0, tx1):
-                    k = k0 + tx - tx0
-                    m0, m1, m2, m3 = mm[4 * i, o, k], mm[4 * i + 1, o, k], mm[4 * i + 2, o, k], mm[4 * i + 3, o, k]
-                    comb[i, 2 * tx] = m0 + m1 + m2
-                    comb[i, 2 * tx + 1] = m1 - m2 - m3
+                mm0, mm1, mm2, mm3 = mm[4 * i, o, k0:k1], mm[4 * i + 1, o, k0:k1], mm[4 * i + 2, o, k0:k1], mm[4 * i + 3, o, k0:k1]
+                line = comb[i, 2 * tx0:2 * tx1]
+                for k in range(tx1 - tx0):
+                    m0, m1, m2, m3 = mm0[k], mm1[k], mm2[k], mm3[k]
+                    line[2 * k], line[2 * k + 1] = m0 + m1 + m2, m1 - m2 - m3
             lo, hi = 2 * tx0, min(w, 2 * tx1)
             row = out[n, o, 2 * ty]                  # A^T (M A): combine the rows
             for col in range(lo, hi):
@@ -282,20 +285,18 @@ def _grad_transform(grad, runs, gm):
     A's rows are (g0, g0 + g1, g0 - g1, -g1): the two rows are combined first, then each tile's
     two columns."""
     _, c_out, h, w = grad.shape
-    width = 2 * (w // 2 + 1)
-    rows = np.zeros((2, width), grad.dtype)
-    comb = np.empty((4, width), grad.dtype)
+    comb = np.empty((4, 2 * (w // 2 + 1)), grad.dtype)
+    zeros = np.zeros(w, grad.dtype)                  # stands in for the row below the image
     for o in range(c_out):
         for run in range(runs.shape[0]):
             n, ty, tx0, tx1, k0 = runs[run]
-            rows[0, :w] = grad[n, o, 2 * ty]
-            if 2 * ty + 1 < h:
-                rows[1, :w] = grad[n, o, 2 * ty + 1]
-            else:
-                rows[1, :] = 0
-            for col in range(2 * tx0, 2 * tx1):      # A dY: combine the rows
-                a, b = rows[0, col], rows[1, col]
+            row0 = grad[n, o, 2 * ty]
+            row1 = grad[n, o, 2 * ty + 1] if 2 * ty + 1 < h else zeros
+            for col in range(2 * tx0, min(2 * tx1, w)):   # A dY: combine the rows
+                a, b = row0[col], row1[col]
                 comb[0, col], comb[1, col], comb[2, col], comb[3, col] = a, a + b, a - b, -b
+            if 2 * tx1 > w:                          # the last tile hangs over the right edge
+                comb[:, w] = 0
             for i in range(4):                       # (A dY) A^T: combine each tile's columns
                 for tx in range(tx0, tx1):
                     p, q = comb[i, 2 * tx], comb[i, 2 * tx + 1]

@@ -137,29 +137,30 @@ BLOCK_BUDGET = 1 << 19
 
 # The fast path takes convs with at least this many input channels (and C_in >= C_out / 2). Measured with
 # benchmarks/winograd.py (each path and PyTorch alone in fresh processes, alternating, 3 rounds,
-# medians; 2 threads, batch 128, forward + backward, on the shared 2-core machine at load ~14, so
+# medians; 2 threads, batch 128, forward + backward, on the shared 2-core machine at load ~15, so
 # the absolute ms are inflated, PyTorch's most: read the winograd / im2col column):
 #
 #   | conv (C_in-C_out@H=W) | winograd ms | im2col ms | PyTorch ms | wino/im2col | wino/PyTorch |
-#   | 1-32@28    |  115.9 |   89.2 |  198.2 | 1.30 | 0.61 |   <- one input channel: im2col
-#   | 32-32@28   |  299.7 |  495.4 |  488.7 | 0.66 | 0.62 |
-#   | 96-32@28   |  775.0 | 1521.1 |  863.1 | 0.51 | 0.71 |
-#   | 32-64@14   |  157.3 |  219.7 |  225.9 | 0.72 | 0.64 |
-#   | 64-64@14   |  200.8 |  381.9 |  411.6 | 0.61 | 0.56 |
-#   | 128-64@14  |  305.3 |  722.6 |  504.0 | 0.41 | 0.63 |
-#   | 64-64@7    |   80.0 |   96.1 |  297.4 | 0.81 | 0.35 |
-#   | 128-64@7   |  159.7 |  204.9 |  308.0 | 0.71 | 0.48 |
-#   | 64-64@28   |  793.4 | 1317.2 |  774.4 | 0.62 | 0.85 |
-#   | 32-1@28    |  142.9 |  380.0 |  257.9 | 0.38 | 0.55 |   <- one output channel: Winograd
+#   | 1-32@28    |   72.3 |   74.9 |  137.7 | 0.93 | 0.54 |   <- one input channel: im2col (see below)
+#   | 32-32@28   |  170.9 |  365.9 |  256.1 | 0.47 | 0.64 |
+#   | 96-32@28   |  443.2 | 1078.0 |  535.9 | 0.41 | 0.78 |
+#   | 32-64@14   |   86.3 |  135.0 |  258.2 | 0.64 | 0.33 |
+#   | 64-64@14   |  156.0 |  261.7 |  278.9 | 0.59 | 0.57 |
+#   | 128-64@14  |  247.6 |  528.1 |  338.4 | 0.48 | 0.77 |
+#   | 64-64@7    |   51.0 |   75.9 |  231.7 | 0.75 | 0.25 |
+#   | 128-64@7   |   89.6 |  144.3 |  118.4 | 0.59 | 0.68 |
+#   | 64-64@28   |  517.2 |  932.9 |  596.0 | 0.54 | 0.87 |
+#   | 32-1@28    |   91.8 |  273.6 |  252.0 | 0.34 | 0.34 |   <- one output channel: Winograd
 #
 # Where few input channels meet many output channels, the transforms (whose cost grows with
 # C_in + C_out) outweigh the saved multiplies (C_in * C_out): the input gradient, itself a Winograd
 # conv from C_out to C_in channels, is then mostly transforms. So convs with C_in < 16 or
 # C_in < C_out / 2 stay with im2col. Measured single-threaded (thread CPU time, so less disturbed by
-# the shared machine; median of 9; batch 32, forward + backward), winograd / im2col:
+# the shared machine; median of 9; batch 32, forward + backward; before the transforms were made
+# ~35% faster, so these favour im2col a little), winograd / im2col:
 #   1-32@28 1.68   2-32@28 1.14   4-32@28 1.74   8-32@28 1.05-1.14   12-32@28 0.90   16-32@28 0.78-0.81
 #   16-16@28 0.64  32-32@28 0.67  8-64@14 1.73   16-64@14 1.18-1.26  24-64@14 1.00   32-64@14 0.89
-#   32-1@28 0.42   64-1@28 0.42   64-64@7 1.37 (but 0.81-0.96 at batch 128 on 2 threads, above, where
+#   32-1@28 0.42   64-1@28 0.42   64-64@7 1.37 (but 0.75 at batch 128 on 2 threads, above, where
 #   im2col splits 128 images into two uneven chunks)
 MIN_IN_CHANNELS = 16
 

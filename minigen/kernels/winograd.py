@@ -158,12 +158,11 @@ BLOCK_BUDGET = 1 << 19
 # C_in + C_out) outweigh the saved multiplies (C_in * C_out): the input gradient, itself a Winograd
 # conv from C_out to C_in channels, is then mostly transforms. So convs with C_in < 16 or
 # C_in < C_out / 2 stay with im2col. Measured single-threaded (thread CPU time, so less disturbed by
-# the shared machine; median of 9; batch 32, forward + backward; before the transforms were made
-# ~35% faster, so these favour im2col a little), winograd / im2col:
-#   1-32@28 1.68   2-32@28 1.14   4-32@28 1.74   8-32@28 1.05-1.14   12-32@28 0.90   16-32@28 0.78-0.81
-#   16-16@28 0.64  32-32@28 0.67  8-64@14 1.73   16-64@14 1.18-1.26  24-64@14 1.00   32-64@14 0.89
-#   32-1@28 0.42   64-1@28 0.42   64-64@7 1.37 (but 0.75 at batch 128 on 2 threads, above, where
-#   im2col splits 128 images into two uneven chunks)
+# the shared machine; median of 9; batch 32, forward + backward), winograd / im2col:
+#   1-32@28 1.47   4-32@28 0.55 (im2col's time there is erratic: 5-13 ms)   8-32@28 0.92
+#   12-32@28 0.80  16-32@28 0.68  8-64@14 1.39  16-64@14 1.02  24-64@14 0.86  32-64@14 0.73
+#   64-64@7 1.16 (but 0.75 at batch 128 on 2 threads, above, where im2col splits 128 images into
+#   two uneven chunks). 16 keeps a margin: 8-15 input channels are close to even.
 MIN_IN_CHANNELS = 16
 
 

@@ -60,7 +60,7 @@ def child(impl, shapes, batch, repeats, ddpm=False) -> dict:
     set_threads()
     if impl != "torch":                  # force the path under test, whatever the dispatch rule says
         from minigen.kernels import winograd
-        winograd.applies = (lambda geo, c_in, c_out: impl == "winograd" and winograd.fits(geo))
+        winograd.applies = (lambda geo, w: impl == "winograd" and winograd.fits(geo))
     if ddpm:
         from benchmarks.run import training_step
         step = training_step("ddpm", "torch" if impl == "torch" else "minigen")

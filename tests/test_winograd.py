@@ -128,6 +128,7 @@ def spy(monkeypatch):
     (32, (1, 32, 3, 3), dict(padding=(1, 1), stride=1, dilation=1), True),
     (1, (32, 1, 3, 3), dict(padding=1), False),                      # C_in < 16: im2col measured faster
     (16, (64, 16, 3, 3), dict(padding=1), False),                    # C_in < C_out / 2: im2col too
+    (16, (16, 16, 3, 3), dict(padding=1, mask="B"), False),          # masked taps: exact zeros in im2col
     (16, (4, 16, 3, 3), dict(padding=1, stride=2), False),
     (16, (4, 16, 3, 3), dict(padding=0), False),
     (16, (4, 16, 3, 3), dict(padding=2, dilation=2), False),
@@ -137,10 +138,13 @@ def spy(monkeypatch):
 ])
 def test_dispatch_takes_only_what_the_fast_path_can_do(monkeypatch, c_in, w_shape, kwargs, taken):
     """conv2d_forward / conv2d_backward go to Winograd exactly for stride-1, pad-1, 3x3, one-group
-    convs with enough input channels; everything else falls back to im2col, and both are right."""
+    convs with enough input channels and no masked-out tap; everything else falls back to im2col,
+    and both are right."""
     calls = spy(monkeypatch)
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((2, c_in, 6, 7)), rng.standard_normal(w_shape)
+    if "mask" in kwargs:
+        w = w * ops.causal_mask(3, 3, kwargs["mask"], w.dtype)
     geo = tuple(kwargs.get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)))
     ref_geo = tuple(pair(v, "test", "geometry") for v in geo[:3]) + (geo[3],)
     y = K.conv2d_forward(x, w, None, *geo)
@@ -150,6 +154,23 @@ def test_dispatch_takes_only_what_the_fast_path_can_do(monkeypatch, c_in, w_shap
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
     # (the backward's input gradient is itself a Winograd forward, so that is called twice)
     assert sorted(set(calls)) == (["conv2d_backward", "conv2d_forward"] if taken else [])
+
+
+def test_masked_convs_stay_exactly_causal():
+    """A PixelCNN mask-B conv wide enough for Winograd: no output sees a later pixel, not even by
+    rounding (the dispatch keeps masked kernels on im2col, whose zero taps contribute exact zeros)."""
+    rng = np.random.default_rng(5)
+    c, size = 32, 6
+    x = Tensor(rng.standard_normal((1, c, size, size)).astype(np.float32), requires_grad=True)
+    w = Tensor(rng.standard_normal((c, c, 3, 3)).astype(np.float32))
+    for i, j in [(0, 0), (2, 3), (5, 5)]:
+        x.grad = None
+        y = ops.masked_conv2d(x, w, None, "B")
+        g = np.zeros(y.shape, np.float32)
+        g[0, :, i, j] = 1
+        y.backward(g)
+        later = (np.arange(size)[:, None] * size + np.arange(size)) > i * size + j
+        assert np.all(x.grad[0][:, later] == 0)
 
 
 def test_bad_input_still_gets_the_usual_errors():

@@ -388,7 +388,7 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
-    if winograd.applies(geo, x.shape[1], w.shape[0]):        # stride-1 3x3: fewer multiplies
+    if winograd.applies(geo, w):        # stride-1 3x3: fewer multiplies
         return winograd.conv2d_forward(x, w, b)
     out = np.empty((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
     _conv_chunks(x, w, geo, out, b)
@@ -407,7 +407,7 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     grad_out = np.ascontiguousarray(grad_out)
     geo = _conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups)
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
-    if winograd.applies(geo, x.shape[1], w.shape[0]):
+    if winograd.applies(geo, w):
         return winograd.conv2d_backward(grad_out, x, w, input_grad, weight_grad)
     dx = np.empty_like(x) if input_grad else None
     dw = _conv_grad_chunks(grad_out, x if weight_grad else None, w, geo, dx)

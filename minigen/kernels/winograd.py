@@ -395,10 +395,18 @@ def fits(geo) -> bool:
             and geo.groups == 1)
 
 
-def applies(geo, c_in: int, c_out: int) -> bool:
-    """True when the fast path takes this conv: it fits, and has enough input channels, also
-    relative to its output channels, to be faster than im2col (measured, see MIN_IN_CHANNELS)."""
-    return fits(geo) and c_in >= MIN_IN_CHANNELS and 2 * c_in >= c_out
+def applies(geo, w) -> bool:
+    """True when the fast path takes the conv with weight w (C_out, C_in, 3, 3): it fits, has
+    enough input channels, also relative to its output channels, to be faster than im2col
+    (measured, see MIN_IN_CHANNELS), and no tap of the kernel is zero in every channel.
+
+    Such a tap is a mask (PixelCNN's causal convs): im2col multiplies it by exact zeros, while
+    G w G^T and the output transform mix it with the other taps, and the rounding then leaks
+    ~1e-9 of the masked-out pixels into the output (measured through a 16-channel PixelCNN),
+    which breaks exact causality."""
+    c_out, c_in = w.shape[:2]
+    return (fits(geo) and c_in >= MIN_IN_CHANNELS and 2 * c_in >= c_out
+            and bool(w.reshape(c_out * c_in, -1).any(axis=0).all()))
 
 
 def conv2d_forward(x, w, b=None):

@@ -244,7 +244,8 @@ def _input_transform(x, runs, v):
             for i in range(4):                       # (B^T d) B: combine each tile's columns
                 ev, od = even[i, tx0:tx1 + 1], odd[i, tx0:tx1 + 1]      # 1-D views: simple inner loop
                 k1 = k0 + tx1 - tx0
-                v0, v1, v2, v3 = v[4 * i, c, k0:k1], v[4 * i + 1, c, k0:k1], v[4 * i + 2, c, k0:k1], v[4 * i + 3, c, k0:k1]
+                v0, v1 = v[4 * i, c, k0:k1], v[4 * i + 1, c, k0:k1]
+                v2, v3 = v[4 * i + 2, c, k0:k1], v[4 * i + 3, c, k0:k1]
                 for k in range(tx1 - tx0):
                     e0, e1, e2, e3 = ev[k], od[k], ev[k + 1], od[k + 1]
                     v0[k], v1[k], v2[k], v3[k] = e0 - e2, e1 + e2, e2 - e1, e1 - e3
@@ -265,7 +266,8 @@ def _output_transform(mm, runs, out, bias):
             n, ty, tx0, tx1, k0 = runs[run]
             k1 = k0 + tx1 - tx0
             for i in range(4):                       # M A: combine each tile's columns
-                mm0, mm1, mm2, mm3 = mm[4 * i, o, k0:k1], mm[4 * i + 1, o, k0:k1], mm[4 * i + 2, o, k0:k1], mm[4 * i + 3, o, k0:k1]
+                mm0, mm1 = mm[4 * i, o, k0:k1], mm[4 * i + 1, o, k0:k1]
+                mm2, mm3 = mm[4 * i + 2, o, k0:k1], mm[4 * i + 3, o, k0:k1]
                 line = comb[i, 2 * tx0:2 * tx1]
                 for k in range(tx1 - tx0):
                     m0, m1, m2, m3 = mm0[k], mm1[k], mm2[k], mm3[k]

@@ -5,6 +5,7 @@ Pure functions on float32 / float64 NumPy arrays, each forward beside its backwa
 NumPy versions the tests compare them against.
 
 conv.py  conv2d, conv_transpose2d (im2col + BLAS matmul), and the shared argument checks
+winograd.py  stride-1 3x3 conv2d by Winograd F(2x2, 3x3) (conv.py sends those convs there)
 pool.py  max / average pooling, nearest upsampling
 norm.py  batch, group and layer normalization
 """

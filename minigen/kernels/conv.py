@@ -44,6 +44,7 @@ except ImportError:                   # pragma: no cover
     ThreadpoolController = None
 
 from minigen.errors import DTypeError, ShapeError
+from minigen.kernels import winograd      # (winograd.py imports this module back: it uses its worker pool)
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
            "conv_output_size", "conv_transpose_output_size"]
@@ -273,11 +274,11 @@ def _single_threaded_blas():
     return _BLAS.limit(limits=1, user_api="blas") if _BLAS is not None else contextlib.nullcontext()
 
 
-def _for_each_chunk(geo: ConvGeometry, task) -> list:
-    """Call task(n0, n1, scratch) for every batch chunk [n0, n1) and return the workers' scratch
-    dicts. Workers (as many as Numba's thread count) claim the next chunk as they finish one;
-    each keeps its own scratch (buffers, partial sums) across its chunks."""
-    chunks = iter(geo.chunks())
+def _for_each_chunk(chunk_list: list, task) -> list:
+    """Call task(n0, n1, scratch) for every chunk [n0, n1) (of a batch, or of Winograd tiles)
+    and return the workers' scratch dicts. Workers (as many as Numba's thread count) claim the
+    next chunk as they finish one; each keeps its own scratch (buffers, partial sums) across its chunks."""
+    chunks = iter(chunk_list)
     lock = threading.Lock()
 
     def worker():
@@ -289,7 +290,7 @@ def _for_each_chunk(geo: ConvGeometry, task) -> list:
                 return scratch
             task(*chunk, scratch)
 
-    workers = min(numba.get_num_threads(), len(geo.chunks()))
+    workers = min(numba.get_num_threads(), len(chunk_list))
     if workers == 1:                                     # nothing to share out: BLAS may use every thread
         return [worker()]
     with _single_threaded_blas():
@@ -330,7 +331,7 @@ def _conv_chunks(x, w, geo: ConvGeometry, out, bias):
         _unfold(x[n0:n1], cols.reshape(geo.rows, width), *geo.window)
         _grouped_matmul(w3, cols.reshape(g, geo.rows // g, width), y.reshape(g, c_out // g, width))
         _to_batch_major(y.reshape(c_out, width), out[n0:n1].reshape(n1 - n0, c_out, plane), bias)
-    _for_each_chunk(geo, task)
+    _for_each_chunk(geo.chunks(), task)
 
 
 def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
@@ -357,7 +358,7 @@ def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
         if dx is not None:
             _grouped_matmul(w3.transpose(0, 2, 1), g_chunk, cols)       # cols now holds dcols
             _fold(cols.reshape(geo.rows, width), dx[n0:n1], *geo.window)
-    scratches = _for_each_chunk(geo, task)
+    scratches = _for_each_chunk(geo.chunks(), task)
     if x is None:
         return None
     parts = {n0: part for s in scratches for n0, part in s.get("dw", {}).items()}
@@ -387,6 +388,8 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
+    if winograd.applies(geo, w):        # stride-1 3x3: fewer multiplies
+        return winograd.conv2d_forward(x, w, b)
     out = np.empty((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
     _conv_chunks(x, w, geo, out, b)
     return out
@@ -404,6 +407,8 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     grad_out = np.ascontiguousarray(grad_out)
     geo = _conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups)
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
+    if winograd.applies(geo, w):
+        return winograd.conv2d_backward(grad_out, x, w, input_grad, weight_grad)
     dx = np.empty_like(x) if input_grad else None
     dw = _conv_grad_chunks(grad_out, x if weight_grad else None, w, geo, dx)
     return dx, dw, grad_out.sum(axis=(0, 2, 3))

@@ -55,6 +55,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+MAX_SAMPLES = 1000   # `minigen sample --n`: a grid of more is unreadable, and a DDPM batch of more needs GiBs
+
+
+def _sample_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} samples, got {value}")
+    return value
+
+
 def _label(text: str) -> int:
     try:
         value = int(text)
@@ -94,7 +104,8 @@ class _TrainHelp(argparse.Action):
                 "\n  ".join(lines) + "\n"
         else:
             text += "\n`minigen train MODEL --help` also lists MODEL's hyper-parameters.\n"
-        parser.exit(0, text)
+        sys.stdout.write(text)
+        parser.exit(0)
 
 
 def _data_args(p):
@@ -130,13 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run_dir")
     p.add_argument("--label", type=_label, help="digit to generate (conditional models)")
-    p.add_argument("--n", type=_positive_int, default=64)
+    p.add_argument("--n", type=_sample_count, default=64, help=f"how many (1..{MAX_SAMPLES}, default 64)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/sample.png)")
     p.add_argument("--method", choices=["ancestral", "ddim"], help="DDPM: the sampler (default: the run's config)")
-    p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, e.g. 50")
-    p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale")
-    p.add_argument("--temperature", type=float, help="flow / VAE: prior temperature")
+    p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, 1..T (e.g. 50)")
+    p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale, finite and >= 0")
+    p.add_argument("--temperature", type=float, help="flow / VAE / GAN / PixelCNN: temperature, finite and > 0")
 
     p = sub.add_parser("eval", help="test-set metrics of a trained run")
     p.add_argument("run_dir")

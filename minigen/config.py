@@ -223,8 +223,9 @@ def _show(value) -> str:
 
 # --- memory: refuse what cannot fit, before allocating any of it ----------------------------------
 def available_memory_bytes() -> int | None:
-    """Memory this process may still use: MemAvailable (Linux) capped by an address-space limit; None if unknown."""
-    limits = []
+    """Memory this process may still use: MemAvailable (Linux), capped by an address-space limit and by
+    MINIGEN_MEMORY_LIMIT; None if none of them is known."""
+    limits = [] if (cap := memory_limit_from_env()) is None else [cap]
     try:
         with open("/proc/meminfo") as f:
             for line in f:

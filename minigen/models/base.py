@@ -19,7 +19,8 @@ from minigen.nn import Module
 from minigen.optim import Optimizer, clip_grad_norm
 
 __all__ = ["GenerativeModel", "FAMILIES", "register_family", "get_family", "NUM_CLASSES",
-           "check_images", "check_labels", "condition_labels", "labels_for_sampling", "evaluation_subset", "one_hot"]
+           "check_images", "check_labels", "condition_labels", "labels_for_sampling", "evaluation_subset", "one_hot",
+           "check_temperature", "check_guidance"]
 
 FAMILIES: dict[str, type] = {}
 
@@ -95,6 +96,28 @@ def labels_for_sampling(where: str, n, labels, conditional: bool, num_classes: i
     if conditional and labels is None:
         return np.arange(n) % num_classes
     return condition_labels(where, labels, n, conditional, num_classes)
+
+
+def check_temperature(where: str, temperature) -> float:
+    """A sampling temperature: a finite number > 0 (it scales the noise or divides the logits), as a float."""
+    value = _finite_number(temperature)
+    if value is None or value <= 0:
+        raise MinigenError(f"{where}: temperature must be a finite number > 0, got {temperature!r}")
+    return value
+
+
+def check_guidance(where: str, guidance) -> float:
+    """A classifier-free guidance scale: a finite number >= 0 (1: no guidance), as a float."""
+    value = _finite_number(guidance)
+    if value is None or value < 0:
+        raise MinigenError(f"{where}: guidance must be a finite number >= 0 (1: no guidance), got {guidance!r}")
+    return value
+
+
+def _finite_number(value) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return None
+    return float(value) if math.isfinite(value) else None
 
 
 def evaluation_subset(x: np.ndarray, y: np.ndarray, n: int | None):

@@ -37,7 +37,7 @@ import numpy as np
 from minigen import ops
 from minigen.config import HyperParameters, batch_size_knob, conditional_knob, excluded, grad_clip_knob, knob, lr_knob
 from minigen.errors import ConfigError, MinigenError, ShapeError
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels,
+from minigen.models.base import (GenerativeModel, check_guidance, check_images, check_labels, condition_labels,
                                  register_family)
 from minigen.nn import Conv2d, Embedding, GroupNorm, Linear, Module, Upsample
 from minigen.optim import EMA, Adam
@@ -414,7 +414,7 @@ class DDPM(GenerativeModel):
         method = cfg["sample_method"] if method is None else method
         steps = (cfg["sample_steps"] if method == "ddim" else None) if steps is None else steps
         eta = cfg["eta"] if eta is None else float(eta)
-        guidance = cfg["guidance"] if guidance is None else float(guidance)
+        guidance = cfg["guidance"] if guidance is None else check_guidance("ddpm.sample", guidance)
         if guidance != 1 and not self.conditional:
             raise MinigenError(f"ddpm: guidance={guidance} needs a conditional model (config 'conditional': true)")
         if not isinstance(n, (int, np.integer)) or n < 1:

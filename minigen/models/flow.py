@@ -61,7 +61,7 @@ from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, 
                             grad_clip_knob, knob, lr_knob, seed_knob)
 from minigen.errors import ConfigError, MinigenError
 from minigen.data import dequantize_uniform
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels,
+from minigen.models.base import (GenerativeModel, check_images, check_labels, check_temperature, condition_labels,
                                  one_hot, register_family)
 from minigen.nn import Buffer, Conv2d, Linear, Module, Parameter
 from minigen.optim import Adam
@@ -355,6 +355,7 @@ class RealNVP(GenerativeModel):
     def sample(self, n: int, labels=None, generator=None, temperature: float = 1.0) -> np.ndarray:
         """n images (n, 1, 28, 28) in [0, 1]: z ~ N(0, temperature^2 I), x = inverse(z), rounded to
         the 256 pixel levels. Temperatures below 1 trade variety for cleaner digits."""
+        temperature = check_temperature("RealNVP.sample", temperature)
         labels = condition_labels("RealNVP.sample", labels, n, self.conditional, self.num_classes)
         self.eval()
         with no_grad():

@@ -36,7 +36,7 @@ import numpy as np
 from minigen import ops
 from minigen.config import HyperParameters, batch_size_knob, conditional_knob, excluded, knob, lr_knob
 from minigen.errors import MinigenError
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels,
+from minigen.models.base import (GenerativeModel, check_images, check_labels, check_temperature, condition_labels,
                                  register_family)
 from minigen.nn import BatchNorm, Conv2d, ConvTranspose2d, Embedding, Linear, Module, init
 from minigen.optim import Adam
@@ -261,6 +261,7 @@ class GAN(GenerativeModel):
             raise MinigenError(f"gan.sample: unknown options {sorted(unknown)}; the GAN takes only 'temperature'")
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise MinigenError(f"gan: number of samples must be a positive integer, got {n!r}")
+        temperature = check_temperature("gan.sample", temperature)
         labels = condition_labels("gan.sample", labels, n, self.conditional, self.num_classes)
         return self.generate(resolve(generator).normal((n, self.latent_dim), std=float(temperature)), labels)
 

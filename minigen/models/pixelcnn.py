@@ -50,7 +50,7 @@ from minigen.config import HyperParameters, batch_size_knob, conditional_knob, e
 from minigen.data import binarize_dynamic, binarize_fixed
 from minigen.errors import MinigenError
 from minigen.models.base import (NUM_CLASSES, GenerativeModel, check_images, check_labels, evaluation_subset,
-                                 labels_for_sampling, register_family)
+                                 check_temperature, labels_for_sampling, register_family)
 from minigen.nn import MaskedConv2d, Module, Parameter
 from minigen.optim import Adam
 from minigen.plots import save_grid
@@ -115,8 +115,7 @@ def draw_pixel(logits: np.ndarray, u: np.ndarray, temperature: float, output: st
 def sample_labels(n, labels, temperature: float, conditional: bool):
     """Check sample()'s arguments; the labels to use (0..9 repeated by default; None if unconditional)."""
     labels = labels_for_sampling("pixelcnn.sample", n, labels, conditional)
-    if not temperature > 0:
-        raise MinigenError(f"pixelcnn.sample: temperature must be positive, got {temperature}")
+    check_temperature("pixelcnn.sample", temperature)
     return labels
 
 

@@ -43,8 +43,8 @@ from minigen import ops
 from minigen.data import binarize_dynamic, binarize_fixed
 from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, knob,
                             lr_knob, seed_knob)
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, one_hot,
-                                 register_family)
+from minigen.models.base import (GenerativeModel, check_images, check_labels, check_temperature, condition_labels,
+                                 one_hot, register_family)
 from minigen.nn import Conv2d, ConvTranspose2d, Linear
 from minigen.optim import Adam
 from minigen.random import resolve
@@ -206,6 +206,7 @@ class VAE(GenerativeModel):
         binary=False returns the Bernoulli means sigmoid(logits) (the usual picture); binary=True
         draws the 0/1 pixels themselves. labels: (n,) ints, required for a conditional model.
         """
+        temperature = check_temperature("VAE.sample", temperature)
         labels = condition_labels("VAE.sample", labels, n, self.conditional, self.num_classes)
         generator = resolve(generator)
         self.eval()

@@ -31,10 +31,12 @@ json_values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text("abc[]{},.:-01e \"'", max_size=8),
     st.lists(st.integers(-2, 70), max_size=4).map(json.dumps),
-    st.sampled_from(["mlp", "conv", "linear", "cosine", "bernoulli", "ddim", "ancestral", "[8]", "[[1]]", '{"a": 1}']),
+    st.sampled_from(["mlp", "conv", "linear", "cosine", "bernoulli", "ddim", "ancestral", "[8]", "[[1]]",
+                     '{"a": 1}']),
 )
 set_options = st.lists(st.tuples(st.sampled_from(KNOBS + ["nosuch", ""]), json_values.map(str)), max_size=3)
-numbers_as_text = st.one_of(st.integers(-5, 100).map(str), st.sampled_from(["nan", "inf", "-1e9", "1e9", "x", "", "0x1"]))
+numbers_as_text = st.one_of(st.integers(-5, 100).map(str),
+                            st.sampled_from(["nan", "inf", "-1e9", "1e9", "x", "", "0x1"]))
 
 
 @st.composite

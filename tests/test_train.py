@@ -22,7 +22,8 @@ from minigen.models import get_family
 from minigen.models.base import FAMILIES, GenerativeModel, register_family
 from minigen.serialize import save
 from minigen.tensor import Tensor
-from minigen.train import CHECKPOINT, LOCK, METRICS, RunLock, TrainingStopped, TrainOptions, load_run, read_metrics, train
+from minigen.train import (CHECKPOINT, LOCK, METRICS, RunLock, TrainingStopped, TrainOptions, load_run, read_metrics,
+                           train)
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 DATA_DIR = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None

@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigen import ops
-from minigen.config import HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, lr_knob
+from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob,
+                            lr_knob)
 from minigen.errors import MinigenError
 from minigen.models.base import (GenerativeModel, check_images, check_labels, evaluation_subset,
                                  register_family)
@@ -33,7 +34,7 @@ __all__ = ["Classifier", "ClassifierConfig", "FEATURE_DIM"]
 FEATURE_DIM = 128
 EVAL_BATCH = 500
 
-# --- the hyper-parameters (`minigen train classifier --help` lists them; --set KEY=VALUE changes one) ------------------------------
+# --- the hyper-parameters (`minigen train classifier --help` lists them; --set KEY=VALUE changes one) -------
 @dataclass(frozen=True)
 class ClassifierConfig(HyperParameters):
     lr: float = lr_knob(1e-3)

@@ -35,7 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigen import ops
-from minigen.config import HyperParameters, batch_size_knob, conditional_knob, excluded, grad_clip_knob, knob, lr_knob
+from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, excluded, grad_clip_knob, knob,
+                            lr_knob)
 from minigen.errors import ConfigError, MinigenError, ShapeError
 from minigen.models.base import (GenerativeModel, check_guidance, check_images, check_labels, condition_labels,
                                  register_family)
@@ -47,7 +48,7 @@ from minigen.tensor import Tensor, no_grad
 __all__ = ["NoiseSchedule", "timestep_embedding", "ResBlock", "UNet", "DDPM", "DDPMConfig"]
 
 
-# --- the hyper-parameters (`minigen train ddpm --help` lists them; --set KEY=VALUE changes one) ------------------------------------
+# --- the hyper-parameters (`minigen train ddpm --help` lists them; --set KEY=VALUE changes one) -------------
 @dataclass(frozen=True)
 class DDPMConfig(HyperParameters):
     lr: float = lr_knob(2e-4)

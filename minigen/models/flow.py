@@ -59,7 +59,7 @@ import numpy as np
 from minigen import ops
 from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, excluded,
                             grad_clip_knob, knob, lr_knob, seed_knob)
-from minigen.errors import ConfigError, MinigenError
+from minigen.errors import ConfigError
 from minigen.data import dequantize_uniform
 from minigen.models.base import (GenerativeModel, check_images, check_labels, check_temperature, condition_labels,
                                  one_hot, register_family)
@@ -74,7 +74,7 @@ __all__ = ["RealNVP", "FlowConfig", "LogitTransform", "ActNorm", "AffineCoupling
 IMAGE_SHAPE = (1, 28, 28)
 
 
-# --- the hyper-parameters (`minigen train flow --help` lists them; --set KEY=VALUE changes one) ------------------------------------
+# --- the hyper-parameters (`minigen train flow --help` lists them; --set KEY=VALUE changes one) -------------
 @dataclass(frozen=True)
 class FlowConfig(HyperParameters):
     variant: str = knob("mlp", doc="mlp: checkerboard couplings; conv: checkerboard, squeeze, channel",

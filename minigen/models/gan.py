@@ -46,7 +46,7 @@ from minigen.tensor import Tensor, no_grad
 __all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "GAN", "GANConfig"]
 
 
-# --- the hyper-parameters (`minigen train gan --help` lists them; --set KEY=VALUE changes one) -------------------------------------
+# --- the hyper-parameters (`minigen train gan --help` lists them; --set KEY=VALUE changes one) --------------
 @dataclass(frozen=True)
 class GANConfig(HyperParameters):
     lr: float = lr_knob(2e-4)
@@ -69,7 +69,9 @@ class GANConfig(HyperParameters):
         generator = (self.latent_dim + label) * 6272 + 16 * 128 * 64 + 16 * 64
         discriminator = 16 * 2 * 64 + 16 * 64 * 128 + 6272 + (784 * self.num_classes if self.conditional else 0)
         # the generator's activations, then the discriminator's on real and fake images
-        activations = 2 * (self.latent_dim + label + 3 * 6272 + 3 * 64 * 196 + 2 * 784) + 2 * 2 * (784 + 3 * 64 * 196 + 3 * 6272)
+        generator_maps = self.latent_dim + label + 3 * 6272 + 3 * 64 * 196 + 2 * 784
+        discriminator_maps = 784 + 3 * 64 * 196 + 3 * 6272
+        activations = 2 * generator_maps + 2 * 2 * discriminator_maps
         return generator + discriminator, activations
 
 

@@ -29,7 +29,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigen import ops
-from minigen.config import HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, knob, lr_knob, seed_knob
+from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob,
+                            knob, lr_knob, seed_knob)
 from minigen.data import binarize_dynamic, binarize_fixed
 from minigen.models.base import (NUM_CLASSES, GenerativeModel, check_images, check_labels, evaluation_subset,
                                  labels_for_sampling, register_family)
@@ -44,7 +45,7 @@ __all__ = ["NAR", "NARConfig"]
 IMAGE_SIZE = 28
 
 
-# --- the hyper-parameters (`minigen train nar --help` lists them; --set KEY=VALUE changes one) -------------------------------------
+# --- the hyper-parameters (`minigen train nar --help` lists them; --set KEY=VALUE changes one) --------------
 @dataclass(frozen=True)
 class NARConfig(HyperParameters):
     lr: float = lr_knob(1e-3)

@@ -46,9 +46,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from minigen import ops
-from minigen.config import HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, knob, lr_knob, seed_knob
+from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob,
+                            knob, lr_knob, seed_knob)
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.errors import MinigenError
 from minigen.models.base import (NUM_CLASSES, GenerativeModel, check_images, check_labels, evaluation_subset,
                                  check_temperature, labels_for_sampling, register_family)
 from minigen.nn import MaskedConv2d, Module, Parameter
@@ -64,7 +64,7 @@ EVAL_BATCH = 250
 SAMPLE_CHUNK = 128
 
 
-# --- the hyper-parameters (`minigen train pixelcnn --help` lists them; --set KEY=VALUE changes one) --------------------------------
+# --- the hyper-parameters (`minigen train pixelcnn --help` lists them; --set KEY=VALUE changes one) ---------
 @dataclass(frozen=True)
 class PixelCNNConfig(HyperParameters):
     lr: float = lr_knob(1e-3)

@@ -41,8 +41,8 @@ import numpy as np
 
 from minigen import ops
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, knob,
-                            lr_knob, seed_knob)
+from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob,
+                            knob, lr_knob, seed_knob)
 from minigen.models.base import (GenerativeModel, check_images, check_labels, check_temperature, condition_labels,
                                  one_hot, register_family)
 from minigen.nn import Conv2d, ConvTranspose2d, Linear
@@ -56,7 +56,7 @@ IMAGE_SHAPE = (1, 28, 28)
 NUM_PIXELS = 784
 
 
-# --- the hyper-parameters (`minigen train vae --help` lists them; --set KEY=VALUE changes one) ---------
+# --- the hyper-parameters (`minigen train vae --help` lists them; --set KEY=VALUE changes one) --------------
 @dataclass(frozen=True)
 class VAEConfig(HyperParameters):
     variant: str = knob("mlp", doc="mlp: 784-hidden-latent; conv: two stride-2 convolutions down to 7x7",

@@ -147,7 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", choices=["ancestral", "ddim"], help="DDPM: the sampler (default: the run's config)")
     p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, 1..T (e.g. 50)")
     p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale, finite and >= 0")
-    p.add_argument("--temperature", type=float, help="flow / VAE / GAN / PixelCNN: temperature, finite and > 0")
+    p.add_argument("--temperature", type=float, help="flow / VAE / GAN: scales the latent noise, finite, >= 0 "
+                                                     "(0: the mode); PixelCNN: divides the logits, finite, > 0")
 
     p = sub.add_parser("eval", help="test-set metrics of a trained run")
     p.add_argument("run_dir")

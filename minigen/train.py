@@ -129,8 +129,8 @@ class RunLock:
 def _prepare_run_dir(out: str, model: str, resuming: bool) -> RunLock:
     """Create `out` (or check the one we resume) without ever overwriting another run, and lock it.
 
-    Returns the held RunLock. Holding it, we also clear what a killed process may have left: temp files
-    of an unfinished atomic write, and metrics logged after the last checkpoint."""
+    Returns the held RunLock. Holding it, we also remove what a process killed in an atomic write leaves:
+    its temp file (train() then cuts metrics logged after the last checkpoint: _cut_metrics_to)."""
     config_path = os.path.join(out, CONFIG)
     if resuming and not os.path.exists(config_path):
         raise MinigenError(f"--resume {out}: no {CONFIG} there, so it is not a minigen run directory")

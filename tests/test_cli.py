@@ -11,6 +11,8 @@ import pytest
 
 from minigen.cli import main
 from minigen.data import write_idx
+from minigen.errors import MinigenError
+from minigen.models.pixelcnn import PixelCNN
 from minigen.train import load_run
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
@@ -206,9 +208,9 @@ def tiny_runs(tmp_path_factory):
 
 
 @pytest.mark.parametrize("family, options, pattern", [
-    ("vae", ["--temperature", "-1"], "VAE.sample: temperature must be a finite number > 0, got -1.0"),
-    ("vae", ["--temperature", "nan"], "VAE.sample: temperature must be a finite number > 0, got nan"),
-    ("vae", ["--temperature", "inf"], "temperature must be a finite number > 0, got inf"),
+    ("vae", ["--temperature", "-1"], "VAE.sample: temperature must be a finite number >= 0 (0: the mode), got -1.0"),
+    ("vae", ["--temperature", "nan"], "VAE.sample: temperature must be a finite number >= 0 (0: the mode), got nan"),
+    ("vae", ["--temperature", "inf"], "temperature must be a finite number >= 0 (0: the mode), got inf"),
     ("vae", ["--n", "1001"], "argument --n: expected at most 1000 samples, got 1001"),
     ("ddpm", ["--guidance", "nan"], "ddpm.sample: guidance must be a finite number >= 0 (1: no guidance), got nan"),
     ("ddpm", ["--guidance", "-2"], "guidance must be a finite number >= 0"),
@@ -225,3 +227,10 @@ def test_good_sampling_options_still_work(tiny_runs, tmp_path, capsys):
         code, _, err = run_cli(capsys, "sample", str(tiny_runs / family), "--n", "4", "--out", str(tmp_path / "g.png"),
                                *options)
         assert code == 0 and (tmp_path / "g.png").exists(), err
+
+
+def test_pixelcnn_temperature_must_be_above_zero():
+    model = PixelCNN({"channels": 4, "num_blocks": 0, "image_size": 8})
+    for bad in (0.0, -1.0, float("nan"), float("inf"), "1"):
+        with pytest.raises(MinigenError, match=r"pixelcnn.sample: temperature must be a finite number > 0, got"):
+            model.sample(2, temperature=bad)

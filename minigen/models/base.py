@@ -98,11 +98,14 @@ def labels_for_sampling(where: str, n, labels, conditional: bool, num_classes: i
     return condition_labels(where, labels, n, conditional, num_classes)
 
 
-def check_temperature(where: str, temperature) -> float:
-    """A sampling temperature: a finite number > 0 (it scales the noise or divides the logits), as a float."""
+def check_temperature(where: str, temperature, scales_noise: bool) -> float:
+    """A sampling temperature as a float: finite and > 0, or >= 0 where it scales the latent noise
+    (scales_noise: VAE, flow, GAN), since there 0 is meaningful: z = 0, the mode. Where it divides
+    logits (PixelCNN), 0 is not."""
     value = _finite_number(temperature)
-    if value is None or value <= 0:
-        raise MinigenError(f"{where}: temperature must be a finite number > 0, got {temperature!r}")
+    if value is None or value < 0 or (value == 0 and not scales_noise):
+        allowed = ">= 0 (0: the mode)" if scales_noise else "> 0"
+        raise MinigenError(f"{where}: temperature must be a finite number {allowed}, got {temperature!r}")
     return value
 
 

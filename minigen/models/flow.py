@@ -355,7 +355,7 @@ class RealNVP(GenerativeModel):
     def sample(self, n: int, labels=None, generator=None, temperature: float = 1.0) -> np.ndarray:
         """n images (n, 1, 28, 28) in [0, 1]: z ~ N(0, temperature^2 I), x = inverse(z), rounded to
         the 256 pixel levels. Temperatures below 1 trade variety for cleaner digits."""
-        temperature = check_temperature("RealNVP.sample", temperature)
+        temperature = check_temperature("RealNVP.sample", temperature, scales_noise=True)
         labels = condition_labels("RealNVP.sample", labels, n, self.conditional, self.num_classes)
         self.eval()
         with no_grad():

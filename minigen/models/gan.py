@@ -263,7 +263,7 @@ class GAN(GenerativeModel):
             raise MinigenError(f"gan.sample: unknown options {sorted(unknown)}; the GAN takes only 'temperature'")
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise MinigenError(f"gan: number of samples must be a positive integer, got {n!r}")
-        temperature = check_temperature("gan.sample", temperature)
+        temperature = check_temperature("gan.sample", temperature, scales_noise=True)
         labels = condition_labels("gan.sample", labels, n, self.conditional, self.num_classes)
         return self.generate(resolve(generator).normal((n, self.latent_dim), std=float(temperature)), labels)
 

@@ -115,7 +115,7 @@ def draw_pixel(logits: np.ndarray, u: np.ndarray, temperature: float, output: st
 def sample_labels(n, labels, temperature: float, conditional: bool):
     """Check sample()'s arguments; the labels to use (0..9 repeated by default; None if unconditional)."""
     labels = labels_for_sampling("pixelcnn.sample", n, labels, conditional)
-    check_temperature("pixelcnn.sample", temperature)
+    check_temperature("pixelcnn.sample", temperature, scales_noise=False)
     return labels
 
 

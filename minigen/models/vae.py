@@ -206,7 +206,7 @@ class VAE(GenerativeModel):
         binary=False returns the Bernoulli means sigmoid(logits) (the usual picture); binary=True
         draws the 0/1 pixels themselves. labels: (n,) ints, required for a conditional model.
         """
-        temperature = check_temperature("VAE.sample", temperature)
+        temperature = check_temperature("VAE.sample", temperature, scales_noise=True)
         labels = condition_labels("VAE.sample", labels, n, self.conditional, self.num_classes)
         generator = resolve(generator)
         self.eval()

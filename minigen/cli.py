@@ -68,6 +68,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+MAX_SAMPLES = 1000   # `minigen sample --n`: a grid of more is unreadable, and a DDPM batch of more needs GiBs
+
+
+def _sample_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_SAMPLES:
+        raise argparse.ArgumentTypeError(f"expected at most {MAX_SAMPLES} samples, got {value}")
+    return value
+
+
 def _label(text: str) -> int:
     try:
         value = int(text)
@@ -89,6 +99,28 @@ def _key_value(text: str):
         return key, value
 
 
+class _TrainHelp(argparse.Action):
+    """`minigen train MODEL --help`: the usual help, then MODEL's hyper-parameters (its declaration's
+    names, defaults, allowed values and reasons), which --set changes."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show this help (with MODEL: its hyper-parameters) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from minigen.models import get_family
+        text = parser.format_help()
+        model = getattr(namespace, "model", None)
+        if model:
+            lines = get_family(model).Config.help_lines()
+            text += f"\nhyper-parameters of {model} (--set KEY=VALUE; default, then what is allowed):\n  " + \
+                "\n  ".join(lines) + "\n"
+        else:
+            text += "\n`minigen train MODEL --help` also lists MODEL's hyper-parameters.\n"
+        sys.stdout.write(text)
+        parser.exit(0)
+
+
 def _data_args(p):
     p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="training data (default mnist; falls back to the bundled mnist-5k offline)")
@@ -100,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a model family")
+    p = sub.add_parser("train", help="train a model family", add_help=False)
+    p.add_argument("-h", "--help", action=_TrainHelp)
     p.add_argument("model", nargs="?", choices=FAMILY_NAMES, help="model family (omit with --resume)")
     p.add_argument("--out", help="run directory to create (default runs/MODEL)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or finished run")
@@ -122,13 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run_dir")
     p.add_argument("--label", type=_label, help="digit to generate (conditional models)")
-    p.add_argument("--n", type=_positive_int, default=64)
+    p.add_argument("--n", type=_sample_count, default=64, help=f"how many (1..{MAX_SAMPLES}, default 64)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/sample.png)")
     p.add_argument("--method", choices=["ancestral", "ddim"], help="DDPM: the sampler (default: the run's config)")
-    p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, e.g. 50")
-    p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale")
-    p.add_argument("--temperature", type=float, help="flow / VAE: prior temperature")
+    p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, 1..T (e.g. 50)")
+    p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale, finite and >= 0")
+    p.add_argument("--temperature", type=float, help="flow / VAE / GAN: scales the latent noise, finite, >= 0 "
+                                                     "(0: the mode); PixelCNN: divides the logits, finite, > 0")
     p.add_argument("--animate", metavar="GIF", help="instead: write an animation of how this family generates")
 
     p = sub.add_parser("eval", help="test-set metrics of a trained run")

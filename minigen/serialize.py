@@ -19,9 +19,10 @@ import numpy as np
 
 from minigen.errors import CheckpointError
 
-__all__ = ["save", "load", "atomic_write", "FORMAT_VERSION"]
+__all__ = ["save", "load", "atomic_write", "FORMAT_VERSION", "TEMP_PREFIX"]
 
 FORMAT_VERSION = 1
+TEMP_PREFIX = ".tmp-"      # atomic_write's temp files: one left behind can only be from a killed process
 _SEP = "/"
 
 
@@ -60,7 +61,7 @@ def atomic_write(path, write_fn) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise CheckpointError(f"cannot write {path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.basename(path), dir=folder)
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)

@@ -5,6 +5,7 @@ A run directory holds everything about one training run:
     config.json      what was asked for (model, its hyper-parameters, data, seed)
     metrics.jsonl    one JSON line per logged step and per finished epoch
     checkpoint.npz   model, optimisers, EMA, RNG and data-loader state, epoch/step
+    train.lock       who trains here now (pid, host); held with flock, so a killed process frees it
     samples.png      the latest samples; loss.png the loss curve; plus each family's figures
     generation.gif   how the family generates, animated (the families that have an animation)
     index.html       the run on one page (minigen/report.py), with curves.png of every logged number
@@ -12,6 +13,8 @@ A run directory holds everything about one training run:
 Checkpoints are written atomically (temp file, fsync, rename), at the end of
 every epoch and when the run is interrupted, so `--resume RUN_DIR` continues
 exactly where it stopped: the same next batch, the same noise, bit for bit.
+A crash (kill -9, a power cut) can leave metrics.jsonl ahead of the checkpoint;
+resuming first cuts it back to the checkpoint's step, so no step is logged twice.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import json
 import math
 import os
 import signal
+import socket
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,14 +31,15 @@ import numpy as np
 
 import minigen
 from minigen import data as mdata
-from minigen.errors import CheckpointError, MinigenError
+from minigen.errors import CheckpointError, ConfigError, MinigenError
 from minigen.models import get_family
 from minigen.random import Generator, default_generator, manual_seed
-from minigen.serialize import atomic_write, load, save
+from minigen.serialize import TEMP_PREFIX, atomic_write, load, save
 
-__all__ = ["TrainOptions", "train", "load_run", "TrainingStopped", "CONFIG", "METRICS", "CHECKPOINT"]
+__all__ = ["TrainOptions", "train", "load_run", "read_metrics", "RunLock", "TrainingStopped", "CONFIG", "METRICS",
+           "CHECKPOINT", "LOCK"]
 
-CONFIG, METRICS, CHECKPOINT = "config.json", "metrics.jsonl", "checkpoint.npz"
+CONFIG, METRICS, CHECKPOINT, LOCK = "config.json", "metrics.jsonl", "checkpoint.npz", "train.lock"
 
 
 class TrainingStopped(MinigenError):
@@ -84,28 +89,96 @@ class TrainOptions:
 
 
 # --- the run directory ---------------------------------------------------------------
-def _prepare_run_dir(out: str, model: str, resuming: bool) -> None:
-    """Create `out` (or check the one we resume) without ever overwriting another run."""
+class RunLock:
+    """While held, no other process trains in the run directory: `train.lock` there, flock()ed and holding
+    {"pid", "host"} of its owner for the message a second process gets. The kernel drops an flock when its
+    process dies, however it dies, so a lock left by a crashed run is simply taken over by the next one.
+    The file itself stays (deleting it would let two processes lock two different files)."""
+
+    def __init__(self, run_dir: str):
+        import fcntl
+        self.path = os.path.join(run_dir, LOCK)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise MinigenError(f"run directory {run_dir} is in use: {self._owner()} is training there "
+                               f"(lock {self.path}); wait for it to finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname()}).encode())
+        self.fd = fd
+
+    def _owner(self) -> str:
+        try:
+            with open(self.path) as f:
+                owner = json.load(f)
+            return f"process {owner['pid']} on {owner['host']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "another process"
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)          # closing the last descriptor drops the flock
+            self.fd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+
+def _prepare_run_dir(out: str, model: str, resuming: bool) -> RunLock:
+    """Create `out` (or check the one we resume) without ever overwriting another run, and lock it.
+
+    Returns the held RunLock. Holding it, we also remove what a process killed in an atomic write leaves:
+    its temp file (train() then cuts metrics logged after the last checkpoint: _cut_metrics_to)."""
     config_path = os.path.join(out, CONFIG)
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            owner = json.load(f).get("model")
-        if owner != model:
-            raise MinigenError(f"run directory {out} belongs to a '{owner}' run, not '{model}'; "
-                               f"choose another --out")
-        if not resuming:
-            raise MinigenError(f"run directory {out} already holds a '{model}' run; continue it with "
-                               f"`minigen train --resume {out}` or choose another --out")
-    elif resuming:
+    if resuming and not os.path.exists(config_path):
         raise MinigenError(f"--resume {out}: no {CONFIG} there, so it is not a minigen run directory")
     try:
         os.makedirs(out, exist_ok=True)
-        probe = os.path.join(out, ".write-test")
-        with open(probe, "w"):
-            pass
-        os.unlink(probe)
+        lock = RunLock(out)
     except OSError as e:
         raise MinigenError(f"cannot write to run directory {out}: {e.strerror}") from None
+    try:
+        if os.path.exists(config_path):
+            with open(config_path) as f:
+                owner = json.load(f).get("model")
+            if owner != model:
+                raise MinigenError(f"run directory {out} belongs to a '{owner}' run, not '{model}'; "
+                                   f"choose another --out")
+            if not resuming:
+                raise MinigenError(f"run directory {out} already holds a '{model}' run; continue it with "
+                                   f"`minigen train --resume {out}` or choose another --out")
+        for name in os.listdir(out):
+            if name.startswith(TEMP_PREFIX):
+                os.unlink(os.path.join(out, name))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _cut_metrics_to(run_dir: str, step: int) -> None:
+    """Make metrics.jsonl agree with a checkpoint taken at `step`: drop the records of later steps (logged
+    before a crash, and about to be logged again) and a line torn by the crash. Atomic, like every write."""
+    path = os.path.join(run_dir, METRICS)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        lines = f.readlines()
+    kept = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue                   # a line cut short by the crash
+        if isinstance(record, dict) and record.get("step", 0) <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if kept != lines:
+        atomic_write(path, lambda f: f.write("".join(kept).encode()))
 
 
 def _write_json(path: str, obj) -> None:
@@ -152,7 +225,11 @@ def load_run(run_dir: str):
     if ckpt.get("model_family") != config["model"]:
         raise CheckpointError(f"{os.path.join(run_dir, CHECKPOINT)} holds a '{ckpt.get('model_family')}' model "
                               f"but {config_path} says '{config['model']}'")
-    model = get_family(config["model"])(config["model_config"])
+    try:
+        model = get_family(config["model"])(config["model_config"])
+    except ConfigError as e:      # e.g. a run written by a minigen whose hyper-parameters differ from ours
+        raise ConfigError(f"{config_path} (written by minigen {config.get('minigen_version', '?')}) does not fit "
+                          f"this minigen {minigen.__version__}: {e}") from None
     model.load_state_dict(ckpt["model"])
     model.load_extra_state(ckpt["extra"])
     return model, config, ckpt
@@ -203,26 +280,32 @@ def _non_finite(model, metrics: dict) -> str | None:
 def train(opts: TrainOptions, resume: bool = False):
     """Train (or, with resume=True, continue) the run in `opts.out`. Returns (model, summary dict)."""
     opts.check()
-    _prepare_run_dir(opts.out, opts.model, resume)
-    family = get_family(opts.model)
-    if resume:
-        model, saved, ckpt = load_run(opts.out)
-        config = saved["model_config"]
-    else:
-        config = {**family.default_config(), **opts.model_config, "conditional": opts.conditional}
+    if not resume:
+        config = {**opts.model_config, "conditional": opts.conditional}
         for key, value in (("batch_size", opts.batch_size), ("lr", opts.lr)):
             if value is not None:
                 config[key] = value
         manual_seed(opts.seed)                       # model initialisation draws from it
-        model = family(config)
+        # checks the hyper-parameters and the memory they need before the run directory is made
+        model = get_family(opts.model)(config)
         ckpt = None
+    with _prepare_run_dir(opts.out, opts.model, resume):
+        if resume:
+            model, _, ckpt = load_run(opts.out)
+            _cut_metrics_to(opts.out, int(ckpt["step"]))
+        return _train_locked(opts, model, ckpt)
+
+
+def _train_locked(opts: TrainOptions, model, ckpt):
+    """train(), holding the run directory's lock: the model is built, `ckpt` is None for a fresh run."""
+    if ckpt is None:
         _write_json(os.path.join(opts.out, CONFIG),
-                    {"model": opts.model, "model_config": config, "minigen_version": minigen.__version__,
+                    {"model": opts.model, "model_config": model.config, "minigen_version": minigen.__version__,
                      "train": {k: v for k, v in asdict(opts).items() if k not in ("model_config", "progress")}})
 
     train_set = mdata.load(opts.dataset, "train", opts.data_dir)
     x_train, y_train = mdata.to_float(train_set.images[:opts.train_n]), train_set.labels[:opts.train_n]
-    loader = mdata.DataLoader(x_train, y_train, int(config["batch_size"]), shuffle=True, drop_last=True,
+    loader = mdata.DataLoader(x_train, y_train, model.config["batch_size"], shuffle=True, drop_last=True,
                               generator=Generator(opts.seed + 1))   # its own stream: data order
     optimizers = model.make_optimizers()
     epoch = step = 0

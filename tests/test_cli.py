@@ -11,6 +11,8 @@ import pytest
 
 from minigen.cli import main
 from minigen.data import write_idx
+from minigen.errors import MinigenError
+from minigen.models.pixelcnn import PixelCNN
 from minigen.train import load_run
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
@@ -18,7 +20,10 @@ DATA = ["--dataset", "mnist-5k"] + (["--data-dir", SHARED_MNIST] if os.path.isdi
 
 
 def run_cli(capsys, *argv):
-    code = main(list(argv))
+    try:
+        code = main(list(argv))
+    except SystemExit as e:           # argparse's own usage errors
+        code = e.code
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -133,3 +138,99 @@ def test_train_classifier_writes_no_sample_grid(tmp_path, capsys):
                              "--no-progress", *DATA)
     assert code == 0, err
     assert '"accuracy"' in out and not (run / "samples.png").exists()
+
+
+# --- hyper-parameters and sampling options are checked (issue 15's table, one test per row) ----------
+@pytest.mark.parametrize("family, setting, pattern", [
+    ("vae", "latent_dim=abc", 'vae: latent_dim="abc" is not allowed; expected an integer in 1..4096'),
+    ("vae", "latent_dim=-5", "vae: latent_dim=-5 is not allowed; expected an integer in 1..4096"),
+    ("vae", "hidden_dim=0", "vae: hidden_dim=0 is not allowed; expected an integer in 1..16384"),
+    ("ddpm", "channels=[0]", "ddpm: channels=[0] is not allowed; expected a list of 1..3 entries, each an integer"),
+    ("gan", "latent_dim=1e9", "gan: latent_dim=1000000000.0 is not allowed; expected an integer in 1..4096"),
+])
+def test_bad_hyper_parameter_is_one_line_and_nothing_is_written(tmp_path, capsys, family, setting, pattern):
+    out = tmp_path / "run"
+    one_line_error(capsys, "train", family, "--out", str(out), "--set", setting, "--no-progress", *DATA,
+                   pattern=pattern)
+    assert not out.exists()
+
+
+def test_a_table_row_in_a_real_process_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "minigen", "train", "vae", "--set", "latent_dim=abc",
+                           "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ['minigen: error: vae: latent_dim="abc" is not allowed; '
+                                                'expected an integer in 1..4096']
+
+
+@pytest.mark.parametrize("family, settings, pattern", [
+    ("ddpm", ["groups=5"], "groups=5 does not divide channels=[32, 64, 64]"),
+    ("ddpm", ["T=10", "sample_steps=50"], "sample_steps=50 is more than T=10"),
+    ("flow", ["variant=conv", "num_couplings=3"], "num_couplings=3 must be even for variant=conv"),
+    ("vae", ["latnet_dim=2"], "vae: unknown hyper-parameter 'latnet_dim'; expected some of: variant,"),
+    ("vae", ["lr=NaN"], "vae: lr=NaN is not allowed; expected a number in (0, 10]"),
+    ("ddpm", ["clip_denoised=1"], "ddpm: clip_denoised=1 is not allowed; expected true or false"),
+    ("gan", ["latent_dim=[1, 2]"], "gan: latent_dim=[1, 2] is not allowed"),
+])
+def test_impossible_combinations_and_wrong_types_are_one_line(tmp_path, capsys, family, settings, pattern):
+    args = [a for s in settings for a in ("--set", s)]
+    one_line_error(capsys, "train", family, "--out", str(tmp_path / "run"), *args, *DATA, pattern=pattern)
+
+
+def test_a_model_too_big_for_memory_is_refused_with_the_estimate(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("MINIGEN_MEMORY_LIMIT", str(50 * 2**20))
+    one_line_error(capsys, "train", "gan", "--out", str(tmp_path / "run"), *DATA,
+                   pattern="gan: training this model would need about 350.8 MiB (898,688 parameters, 345,160 "
+                           "activation floats per example, batch_size=128), but only 50.0 MiB is available")
+    assert run_cli(capsys, "train", "gan", "--out", str(tmp_path / "run"), "--batch-size", "2", "--max-steps", "1",
+                   "--eval-n", "0", "--no-progress", *DATA)[0] == 0      # a smaller batch fits
+
+
+def test_train_model_help_lists_its_hyper_parameters(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", "ddpm", "--help"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0 and "hyper-parameters of ddpm" in out
+    line = next(line for line in out.splitlines() if line.split()[:1] == ["groups"])
+    assert "8" in line and "an integer in 1..1024" in line and "must divide every entry of channels" in line
+
+
+@pytest.fixture(scope="module")
+def tiny_runs(tmp_path_factory):
+    """A one-step VAE and a one-step DDPM (T=20) to sample from."""
+    root = tmp_path_factory.mktemp("runs")
+    common = ["--max-steps", "1", "--eval-n", "0", "--no-progress", "--train-n", "64", "--batch-size", "16", *DATA]
+    assert main(["train", "vae", "--out", str(root / "vae"), "--set", "hidden_dim=16", *common]) == 0
+    assert main(["train", "ddpm", "--out", str(root / "ddpm"), "--conditional", "--set", "channels=[8]",
+                 "--set", "groups=4", "--set", "time_dim=8", "--set", "T=20", "--set", "sample_steps=5",
+                 *common]) == 0
+    return root
+
+
+@pytest.mark.parametrize("family, options, pattern", [
+    ("vae", ["--temperature", "-1"], "VAE.sample: temperature must be a finite number >= 0 (0: the mode), got -1.0"),
+    ("vae", ["--temperature", "nan"], "VAE.sample: temperature must be a finite number >= 0 (0: the mode), got nan"),
+    ("vae", ["--temperature", "inf"], "temperature must be a finite number >= 0 (0: the mode), got inf"),
+    ("vae", ["--n", "1001"], "argument --n: expected at most 1000 samples, got 1001"),
+    ("ddpm", ["--guidance", "nan"], "ddpm.sample: guidance must be a finite number >= 0 (1: no guidance), got nan"),
+    ("ddpm", ["--guidance", "-2"], "guidance must be a finite number >= 0"),
+    ("ddpm", ["--steps", "21"], "DDIM steps must be in [1, 20], got 21"),
+])
+def test_bad_sampling_options_are_one_line_and_write_no_grid(tiny_runs, tmp_path, capsys, family, options, pattern):
+    grid = tmp_path / "g.png"
+    one_line_error(capsys, "sample", str(tiny_runs / family), "--out", str(grid), *options, pattern=pattern)
+    assert not grid.exists()
+
+
+def test_good_sampling_options_still_work(tiny_runs, tmp_path, capsys):
+    for family, options in (("vae", ["--temperature", "0.5"]), ("ddpm", ["--guidance", "2", "--steps", "3"])):
+        code, _, err = run_cli(capsys, "sample", str(tiny_runs / family), "--n", "4", "--out", str(tmp_path / "g.png"),
+                               *options)
+        assert code == 0 and (tmp_path / "g.png").exists(), err
+
+
+def test_pixelcnn_temperature_must_be_above_zero():
+    model = PixelCNN({"channels": 4, "num_blocks": 0, "image_size": 8})
+    for bad in (0.0, -1.0, float("nan"), float("inf"), "1"):
+        with pytest.raises(MinigenError, match=r"pixelcnn.sample: temperature must be a finite number > 0, got"):
+            model.sample(2, temperature=bad)

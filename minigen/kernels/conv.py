@@ -133,16 +133,27 @@ class ConvGeometry(NamedTuple):
     padding: tuple
     dilation: tuple
     groups: int
+    taps: tuple | None = None        # the kernel taps (i, j) in use, row-major; None: all kH*kW
+
+    @property
+    def tap_list(self) -> tuple:
+        return self.taps if self.taps is not None else tuple(np.ndindex(*self.kernel))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(T, 2) int64: where each tap reads, relative to the window's corner output*stride."""
+        return np.array([(i * self.dilation[0] - self.padding[0], j * self.dilation[1] - self.padding[1])
+                         for i, j in self.tap_list], np.int64).reshape(-1, 2)
 
     @property
     def window(self):
         """The arguments `_unfold` and `_fold` take after the arrays."""
-        return self.out_hw, self.kernel, self.stride, self.padding, self.dilation
+        return self.out_hw, self.offsets, self.stride
 
     @property
     def rows(self) -> int:
-        """Rows of cols: C_in*kH*kW."""
-        return self.image[1] * self.kernel[0] * self.kernel[1]
+        """Rows of cols: C_in*T (T = kH*kW unless only some taps are used)."""
+        return self.image[1] * len(self.tap_list)
 
     def chunks(self):
         """Batch ranges [n0, n1) whose im2col buffer fits in COLS_BUDGET elements."""
@@ -180,17 +191,19 @@ def _valid_range(size, out_size, offset, stride):
 
 
 @njit(cache=True, nogil=True)
-def _unfold(x, cols, out_hw, kernel, stride, padding, dilation):
-    """im2col: copy the windows of x (Nc, C, H, W) into cols (C*kH*kW, Nc*H_out*W_out), with 0
-    where a window hangs over the padding. Row (c, i, j) holds tap (i, j) of every window."""
+def _unfold(x, cols, out_hw, offsets, stride):
+    """im2col: copy the windows of x (Nc, C, H, W) into cols (C*T, Nc*H_out*W_out), with 0 where
+    a window hangs over the padding. Row (c, t) holds tap t of every window: output (oh, ow)
+    reads x[n, c, oh*stride_h + offsets[t, 0], ow*stride_w + offsets[t, 1]]. A plain conv's
+    taps are all (i*dilation - padding, j*dilation - padding); `masked.py` and `subpixel.py`
+    pass other tap lists."""
     nc, c_in, h, w = x.shape
-    kh, kw = kernel
+    taps = len(offsets)
     h_out, w_out = out_hw
     plane = h_out * w_out
-    for row in range(c_in * kh * kw):
-        c, i, j = row // (kh * kw), (row // kw) % kh, row % kw
-        off_h = i * dilation[0] - padding[0]
-        off_w = j * dilation[1] - padding[1]
+    for row in range(c_in * taps):
+        c, t = row // taps, row % taps
+        off_h, off_w = offsets[t, 0], offsets[t, 1]
         lo_h, hi_h = _valid_range(h, h_out, off_h, stride[0])
         lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
         for n in range(nc):
@@ -207,28 +220,26 @@ def _unfold(x, cols, out_hw, kernel, stride, padding, dilation):
 
 
 @njit(cache=True, nogil=True)
-def _fold(cols, image, out_hw, kernel, stride, padding, dilation):
+def _fold(cols, image, out_hw, offsets, stride):
     """col2im, the adjoint of `_unfold`: image (Nc, C, H, W) = every window of
-    cols (C*kH*kW, Nc*H_out*W_out) added back where it came from (overlaps add up)."""
+    cols (C*T, Nc*H_out*W_out) added back where it came from (overlaps add up)."""
     nc, c_in, h, w = image.shape
-    kh, kw = kernel
+    taps = len(offsets)
     h_out, w_out = out_hw
     plane = h_out * w_out
     image[:] = 0
     for n in range(nc):
         for c in range(c_in):
             dst = image[n, c]
-            for i in range(kh):
-                off_h = i * dilation[0] - padding[0]
+            for t in range(taps):
+                off_h, off_w = offsets[t, 0], offsets[t, 1]
                 lo_h, hi_h = _valid_range(h, h_out, off_h, stride[0])
-                for j in range(kw):
-                    off_w = j * dilation[1] - padding[1]
-                    lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
-                    src = cols[(c * kh + i) * kw + j, n * plane:(n + 1) * plane]
-                    for oh in range(lo_h, hi_h):
-                        line = dst[oh * stride[0] + off_h]
-                        for ow in range(lo_w, hi_w):
-                            line[ow * stride[1] + off_w] += src[oh * w_out + ow]
+                lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
+                src = cols[c * taps + t, n * plane:(n + 1) * plane]
+                for oh in range(lo_h, hi_h):
+                    line = dst[oh * stride[0] + off_h]
+                    for ow in range(lo_w, hi_w):
+                        line[ow * stride[1] + off_w] += src[oh * w_out + ow]
 
 
 @njit(cache=True, nogil=True)
@@ -322,12 +333,13 @@ def _conv_chunks(x, w, geo: ConvGeometry, out, bias):
     plane = geo.out_hw[0] * geo.out_hw[1]
     w3 = w.reshape(g, c_out // g, geo.rows // g)
     most = geo.chunks()[0][1] * plane                       # the widest chunk's columns
+    window = geo.window
 
     def task(n0, n1, scratch):
         width = (n1 - n0) * plane
         cols = _buffer(scratch, "cols", geo.rows * most, x.dtype)[:geo.rows * width]
         y = _buffer(scratch, "y", c_out * most, x.dtype)[:c_out * width]
-        _unfold(x[n0:n1], cols.reshape(geo.rows, width), *geo.window)
+        _unfold(x[n0:n1], cols.reshape(geo.rows, width), *window)
         _grouped_matmul(w3, cols.reshape(g, geo.rows // g, width), y.reshape(g, c_out // g, width))
         _to_batch_major(y.reshape(c_out, width), out[n0:n1].reshape(n1 - n0, c_out, plane), bias)
     _for_each_chunk(geo, task)
@@ -342,6 +354,7 @@ def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
     plane = geo.out_hw[0] * geo.out_hw[1]
     w3 = w.reshape(g, c_out // g, geo.rows // g)
     most = geo.chunks()[0][1] * plane
+    window = geo.window
 
     def task(n0, n1, scratch):
         width = (n1 - n0) * plane
@@ -350,13 +363,13 @@ def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
         g_chunk = g_chunk.reshape(g, c_out // g, width)
         cols = _buffer(scratch, "cols", geo.rows * most, w.dtype)[:geo.rows * width].reshape(g, -1, width)
         if x is not None:
-            _unfold(x[n0:n1], cols.reshape(geo.rows, width), *geo.window)
+            _unfold(x[n0:n1], cols.reshape(geo.rows, width), *window)
             # one partial sum per chunk, added up in chunk order below: which worker ran which
             # chunk varies from run to run, and float addition must not (same seed, same bits)
             scratch.setdefault("dw", {})[n0] = _grouped_matmul(g_chunk, cols.transpose(0, 2, 1))
         if dx is not None:
             _grouped_matmul(w3.transpose(0, 2, 1), g_chunk, cols)       # cols now holds dcols
-            _fold(cols.reshape(geo.rows, width), dx[n0:n1], *geo.window)
+            _fold(cols.reshape(geo.rows, width), dx[n0:n1], *window)
     scratches = _for_each_chunk(geo, task)
     if x is None:
         return None

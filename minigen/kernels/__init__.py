@@ -5,9 +5,11 @@ Pure functions on float32 / float64 NumPy arrays, each forward beside its backwa
 NumPy versions the tests compare them against.
 
 conv.py  conv2d, conv_transpose2d (im2col + BLAS matmul), and the shared argument checks
+masked.py  PixelCNN's masked conv over the mask's nonzero taps only
 pool.py  max / average pooling, nearest upsampling
 norm.py  batch, group and layer normalization
 """
 from minigen.kernels.conv import *  # noqa: F401,F403
+from minigen.kernels.masked import *  # noqa: F401,F403
 from minigen.kernels.pool import *  # noqa: F401,F403
 from minigen.kernels.norm import *  # noqa: F401,F403

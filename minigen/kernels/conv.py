@@ -400,6 +400,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
+    from minigen.kernels import pointwise
+    if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
+        return pointwise.conv1x1_forward(x, w, b)
     out = np.empty((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
     _conv_chunks(x, w, geo, out, b)
     return out
@@ -417,6 +420,14 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     grad_out = np.ascontiguousarray(grad_out)
     geo = _conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups)
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
+    from minigen.kernels import pointwise, subpixel
+    if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
+        return pointwise.conv1x1_backward(grad_out, x, w, input_grad, weight_grad) + (grad_out.sum(axis=(0, 2, 3)),)
+    if input_grad and subpixel.applies(geo.stride, geo.dilation, geo.groups):
+        # a strided conv's input gradient is a transposed conv: sub-pixel phases, no col2im
+        dx = subpixel.conv_transpose2d_subpixel(grad_out, w, geo.stride, geo.padding, x.shape[2:])
+        dw = _conv_grad_chunks(grad_out, x, w, geo, None) if weight_grad else None
+        return dx, dw, grad_out.sum(axis=(0, 2, 3))
     dx = np.empty_like(x) if input_grad else None
     dw = _conv_grad_chunks(grad_out, x if weight_grad else None, w, geo, dx)
     return dx, dw, grad_out.sum(axis=(0, 2, 3))
@@ -469,6 +480,9 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv_transpose2d_geometry("conv_transpose2d", x, w, b, stride, padding, output_padding, dilation, groups)
+    from minigen.kernels import subpixel
+    if subpixel.applies(geo.stride, geo.dilation, geo.groups):
+        return subpixel.conv_transpose2d_subpixel(x, w, geo.stride, geo.padding, geo.image[2:], b)
     out = np.empty(geo.image, x.dtype)
     _conv_grad_chunks(x, None, w, geo, out)
     if b is not None:

@@ -50,6 +50,14 @@ __all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "con
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Work too small to share: below these sizes a kernel runs on the calling thread alone (Numba
+# loops and BLAS both), because handing work to a second thread means waiting for it to be
+# scheduled, which on a busy 2-core machine took longer than the work (a 16x64x28x28 group
+# norm: ~0.15 ms on one thread, 20 ms when its parallel loop waited for the other). Sizes
+# count elements an elementwise kernel touches, or a conv's multiply-adds.
+SERIAL_ELEMENTS = 1 << 22
+SERIAL_MULTIPLY_ADDS = 1 << 27
+
 # Size of each worker's im2col buffer, in elements (2M float32 = 8 MB: two workers'
 # buffers fit in this machine's 32 MB L3 cache).
 COLS_BUDGET = 1 << 21
@@ -284,11 +292,31 @@ def _single_threaded_blas():
     return _BLAS.limit(limits=1, user_api="blas") if _BLAS is not None else contextlib.nullcontext()
 
 
-def _for_each_chunk(geo: ConvGeometry, task) -> list:
+@contextlib.contextmanager
+def serial_below(size: int, threshold: int):
+    """Within the block, Numba's parallel loops and BLAS use the calling thread only, if
+    size < threshold (see SERIAL_ELEMENTS); otherwise nothing changes."""
+    if size >= threshold:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with _single_threaded_blas():
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _for_each_chunk(geo: ConvGeometry, task, c_out: int, chunks=None) -> list:
     """Call task(n0, n1, scratch) for every batch chunk [n0, n1) and return the workers' scratch
     dicts. Workers (as many as Numba's thread count) claim the next chunk as they finish one;
-    each keeps its own scratch (buffers, partial sums) across its chunks."""
-    chunks = iter(geo.chunks())
+    each keeps its own scratch (buffers, partial sums) across its chunks. A conv of fewer than
+    SERIAL_MULTIPLY_ADDS (geo's im2col size times c_out) runs on the calling thread alone.
+    chunks: the [n0, n1) ranges, if not geo.chunks()."""
+    chunks = geo.chunks() if chunks is None else chunks
+    count = len(chunks)
+    chunks = iter(chunks)
     lock = threading.Lock()
 
     def worker():
@@ -300,9 +328,11 @@ def _for_each_chunk(geo: ConvGeometry, task) -> list:
                 return scratch
             task(*chunk, scratch)
 
-    workers = min(numba.get_num_threads(), len(geo.chunks()))
-    if workers == 1:                                     # nothing to share out: BLAS may use every thread
-        return [worker()]
+    workers = min(numba.get_num_threads(), count)
+    multiply_adds = geo.image[0] * geo.rows * geo.out_hw[0] * geo.out_hw[1] * c_out
+    if workers == 1 or multiply_adds < SERIAL_MULTIPLY_ADDS:   # nothing (worth) sharing out
+        with serial_below(multiply_adds, SERIAL_MULTIPLY_ADDS):   # small: BLAS on this thread too
+            return [worker()]
     with _single_threaded_blas():
         futures = [_workers().submit(worker) for _ in range(workers)]
         return [f.result() for f in futures]
@@ -342,7 +372,7 @@ def _conv_chunks(x, w, geo: ConvGeometry, out, bias):
         _unfold(x[n0:n1], cols.reshape(geo.rows, width), *window)
         _grouped_matmul(w3, cols.reshape(g, geo.rows // g, width), y.reshape(g, c_out // g, width))
         _to_batch_major(y.reshape(c_out, width), out[n0:n1].reshape(n1 - n0, c_out, plane), bias)
-    _for_each_chunk(geo, task)
+    _for_each_chunk(geo, task, c_out)
 
 
 def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
@@ -370,7 +400,7 @@ def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
         if dx is not None:
             _grouped_matmul(w3.transpose(0, 2, 1), g_chunk, cols)       # cols now holds dcols
             _fold(cols.reshape(geo.rows, width), dx[n0:n1], *window)
-    scratches = _for_each_chunk(geo, task)
+    scratches = _for_each_chunk(geo, task, c_out)
     if x is None:
         return None
     parts = {n0: part for s in scratches for n0, part in s.get("dw", {}).items()}

@@ -14,6 +14,9 @@ The backward of a normalisation whose statistics came from x itself is, per set
 of M elements that share them (with gx = grad * weight):
     dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat)).
 
+Below conv.SERIAL_ELEMENTS elements the parallel loops run on the calling thread alone
+(`serial_below`): waiting for a second thread cost more than such work.
+
 Statistics (mean, var, rstd) are float64 arrays; sums accumulate in float64.
 Reductions use fastmath "reassoc" so Numba can vectorise them (NaNs still propagate).
 """
@@ -25,7 +28,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigen.errors import ShapeError
-from minigen.kernels.conv import check_float, check_grad
+from minigen.kernels.conv import SERIAL_ELEMENTS, check_float, check_grad, serial_below
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "group_norm_forward", "group_norm_backward",
            "layer_norm_forward", "layer_norm_backward"]
@@ -117,7 +120,8 @@ def batch_norm_forward(x, weight=None, bias=None, eps=1e-5, mean=None, var=None)
     if mean is None:
         if x3.shape[0] * x3.shape[2] < 2:
             raise ShapeError(f"batch_norm: training needs more than one value per channel, got input shape {x.shape}")
-        mean, var = _channel_moments(x3)
+        with serial_below(x3.size, SERIAL_ELEMENTS):
+            mean, var = _channel_moments(x3)
     else:
         mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
         for name, v in (("mean", mean), ("var", var)):
@@ -125,7 +129,8 @@ def batch_norm_forward(x, weight=None, bias=None, eps=1e-5, mean=None, var=None)
                 raise ShapeError(f"batch_norm: running {name} must have shape ({x3.shape[1]},), got {v.shape}")
     scale = weight / np.sqrt(var + eps)
     out = np.empty_like(x3)
-    _channel_affine(x3, scale.astype(x3.dtype), (bias - mean * scale).astype(x3.dtype), out)
+    with serial_below(x3.size, SERIAL_ELEMENTS):
+        _channel_affine(x3, scale.astype(x3.dtype), (bias - mean * scale).astype(x3.dtype), out)
     return out.reshape(np.shape(x)), mean, var
 
 
@@ -139,7 +144,8 @@ def batch_norm_backward(grad_out, x, weight, mean, var, eps=1e-5, batch_stats=Tr
     check_grad("batch_norm_backward", np.asarray(grad_out), np.shape(x), x3.dtype)
     g3 = np.ascontiguousarray(grad_out).reshape(x3.shape)
     rstd = 1.0 / np.sqrt(var + eps)
-    sum_g, sum_gx = _channel_grad_sums(g3, x3, mean)
+    with serial_below(x3.size, SERIAL_ELEMENTS):
+        sum_g, sum_gx = _channel_grad_sums(g3, x3, mean)
     a = weight * rstd                                       # dx = a*g + b*x + shift
     if batch_stats:
         m = x3.shape[0] * x3.shape[2]
@@ -148,7 +154,8 @@ def batch_norm_backward(grad_out, x, weight, mean, var, eps=1e-5, batch_stats=Tr
     else:
         b = shift = np.zeros_like(a)
     dx = np.empty_like(x3)
-    _channel_combine(g3, x3, a.astype(x3.dtype), b.astype(x3.dtype), shift.astype(x3.dtype), dx)
+    with serial_below(x3.size, SERIAL_ELEMENTS):
+        _channel_combine(g3, x3, a.astype(x3.dtype), b.astype(x3.dtype), shift.astype(x3.dtype), dx)
     dweight = (sum_gx * rstd).astype(x3.dtype)
     return dx.reshape(np.shape(x)), dweight, sum_g.astype(x3.dtype)
 
@@ -235,7 +242,8 @@ def group_norm_forward(x, groups, weight=None, bias=None, eps=1e-5):
     x4, weight, bias = _grouped("group_norm", x, groups, weight, bias)
     out = np.empty_like(x4)
     mean, rstd = np.empty(x4.shape[:2]), np.empty(x4.shape[:2])
-    _group_norm(x4, weight, bias, eps, out, mean, rstd)
+    with serial_below(x4.size, SERIAL_ELEMENTS):          # small work: no thread hand-off
+        _group_norm(x4, weight, bias, eps, out, mean, rstd)
     return out.reshape(np.shape(x)), mean, rstd
 
 
@@ -250,7 +258,8 @@ def group_norm_backward(grad_out, x, groups, weight, mean, rstd):
     dx = np.empty_like(x4)
     dweight_parts = np.empty((x4.shape[0], weight.size))
     dbias_parts = np.empty((x4.shape[0], weight.size))
-    _group_norm_backward(g4, x4, weight, mean, rstd, dx, dweight_parts, dbias_parts)
+    with serial_below(x4.size, SERIAL_ELEMENTS):
+        _group_norm_backward(g4, x4, weight, mean, rstd, dx, dweight_parts, dbias_parts)
     return (dx.reshape(np.shape(x)), dweight_parts.sum(axis=0).astype(x4.dtype),
             dbias_parts.sum(axis=0).astype(x4.dtype))
 

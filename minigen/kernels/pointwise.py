@@ -21,6 +21,7 @@ about 1e-6 relative, tested).
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 from minigen.kernels import conv as C
@@ -32,10 +33,13 @@ def applies(kernel, stride, padding, groups) -> bool:
     return tuple(kernel) == (1, 1) and tuple(stride) == (1, 1) and tuple(padding) == (0, 0) and groups == 1
 
 
-def _chunks_geometry(x):
-    """A stand-in geometry that makes `conv.py`'s worker loop split the batch into chunks of
-    about COLS_BUDGET elements of x (rows C_in, positions H*W)."""
-    return C.ConvGeometry(x.shape, x.shape[2:], (1, 1), (1, 1), (0, 0), (1, 1), 1)
+def _for_each_chunk(x, c_out, task):
+    """Run task(n0, n1, scratch) over the batch of x in `conv.py`'s workers: there is no im2col
+    buffer to keep small, so just a few chunks per thread (to balance them)."""
+    geo = C.ConvGeometry(x.shape, x.shape[2:], (1, 1), (1, 1), (0, 0), (1, 1), 1)
+    n = x.shape[0]
+    step = max(1, -(-n // (2 * numba.get_num_threads())))
+    return C._for_each_chunk(geo, task, c_out, [(n0, min(n, n0 + step)) for n0 in range(0, n, step)])
 
 
 def conv1x1_forward(x, w, b=None):
@@ -49,7 +53,7 @@ def conv1x1_forward(x, w, b=None):
         np.matmul(w2, x3[n0:n1], out=out[n0:n1])
         if bias is not None:
             out[n0:n1] += bias
-    C._for_each_chunk(_chunks_geometry(x), task)
+    _for_each_chunk(x, len(w), task)
     return out.reshape(n, len(w), h, wd)
 
 
@@ -69,7 +73,7 @@ def conv1x1_backward(grad_out, x, w, input_grad=True, weight_grad=True):
             for i in range(n0, n1):
                 part += g3[i] @ x3[i].T
             scratch.setdefault("dw", {})[n0] = part
-    scratches = C._for_each_chunk(_chunks_geometry(x), task)
+    scratches = _for_each_chunk(x, c_out, task)
     dw = None
     if weight_grad:
         parts = {n0: part for s in scratches for n0, part in s.get("dw", {}).items()}

@@ -126,5 +126,5 @@ def conv_transpose2d_subpixel(x, w, stride, padding, out_hw, bias=None):
             C._unfold(x[n0:n1], cols, (hp, wp), offsets, (1, 1))
             np.matmul(w_phase, cols, out=y)
             _to_phase(y, out[n0:n1], rh, rw, stride, bias)
-    C._for_each_chunk(geo, task)
+    C._for_each_chunk(geo, task, c_out)
     return out

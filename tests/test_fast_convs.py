@@ -245,3 +245,32 @@ def test_serial_below_switches_only_small_work_and_restores_on_error():
         with conv_module.serial_below(10, 100):
             raise RuntimeError("inside")
     assert numba.get_num_threads() == threads
+
+
+# --- GroupNorm + SiLU fused ---------------------------------------------------------------------
+@SETTINGS
+@given(st.integers(1, 3), st.sampled_from([(1, 1), (2, 1), (2, 3), (4, 2)]), st.sampled_from([(), (3,), (2, 5)]),
+       st.integers(0, 2**16))
+def test_group_norm_silu_matches_reference(n, groups_cg, spatial, seed):
+    groups, cg = groups_cg
+    rng = np.random.default_rng(seed)
+    c = groups * cg
+    x, w, b = rng.standard_normal((n, c) + spatial), rng.standard_normal(c), rng.standard_normal(c)
+    y, mean, rstd = K.group_norm_forward(x, groups, w, b, 1e-5, silu=True)
+    h = R.group_norm(x, groups, w, b, 1e-5)
+    close(y, R.silu(h))
+    g = rng.standard_normal(x.shape)
+    got = K.group_norm_backward(g, x, groups, w, mean, rstd, b, silu=True)
+    for a, e in zip(got, R.group_norm_backward(R.silu_backward(g, h), x, groups, w, 1e-5)):
+        close(a, e, 1e-9)
+
+
+def test_gradcheck_group_norm_silu_and_its_float32_bound():
+    rng = np.random.default_rng(11)
+    t = lambda *shape: Tensor(rng.standard_normal(shape), requires_grad=True)   # noqa: E731
+    assert gradcheck(lambda x, w, b: ops.group_norm(x, 2, w, b, silu=True), t(2, 4, 3, 3), t(4), t(4))
+    x, w, b = rng.standard_normal((4, 64, 14, 14)) * 3 + 5, rng.standard_normal(64), rng.standard_normal(64)
+    x32, w32, b32 = (v.astype(np.float32) for v in (x, w, b))
+    got = K.group_norm_forward(x32, 8, w32, b32, silu=True)[0]
+    want = R.silu(R.group_norm(x, 8, w, b, 1e-5))
+    assert got.dtype == np.float32 and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()

@@ -86,7 +86,7 @@ def test_masked_conv_errors():
 # --- sub-pixel transposed convs ------------------------------------------------------------
 @st.composite
 def strided_cases(draw):
-    """A transposed conv the sub-pixel path takes: groups 1, dilation 1, some stride > 1."""
+    """A transposed conv the sub-pixel path takes: groups 1, dilation 1, some stride > 1, C_out > C_in."""
     kernel, stride = pairs(draw, 1, 5), pairs(draw, 1, 3)
     if stride == (1, 1):
         stride = (2, draw(st.integers(1, 3)))
@@ -94,7 +94,8 @@ def strided_cases(draw):
     output_padding = tuple(draw(st.integers(0, s - 1)) for s in stride)
     hw = tuple(max(1, -(-(2 * p - k + 1 - o) // s) + 1) + draw(st.integers(0, 3))
                for k, s, p, o in zip(kernel, stride, padding, output_padding))
-    n, c_in, c_out = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    n, c_in = draw(st.integers(1, 2)), draw(st.integers(1, 3))
+    c_out = c_in + draw(st.integers(1, 2))
     return (n, c_in) + hw, (c_in, c_out) + kernel, stride, padding, output_padding
 
 
@@ -102,7 +103,7 @@ def strided_cases(draw):
 @given(strided_cases(), st.booleans(), st.integers(0, 2**16))
 def test_subpixel_conv_transpose_matches_reference(case, use_bias, seed):
     x_shape, w_shape, stride, padding, output_padding = case
-    assert subpixel.applies(stride, (1, 1), 1)
+    assert subpixel.applies(stride, (1, 1), 1, w_shape[0], w_shape[1])
     rng = np.random.default_rng(seed)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     b = rng.standard_normal(w_shape[1]) if use_bias else None
@@ -116,8 +117,8 @@ def test_subpixel_conv_transpose_matches_reference(case, use_bias, seed):
     close(dw, rdw)
 
 
-def test_subpixel_phases_of_the_family_shapes():
-    """k=4, s=2, p=1: four 2x2 phases; k=3, s=2, p=1 (DDPM's downsampler's gradient): 1 and 2 taps."""
+def test_subpixel_phases_as_the_docstring_teaches():
+    """Per axis, k=4, s=2, p=1: two phases of 2 taps each; k=3, s=2, p=1: phases of 1 and 2 taps."""
     assert [(n, t, d) for n, t, d in subpixel._axis_phases(14, 4, 2, 1)] == [(7, [1, 3], [0, -1]), (7, [0, 2], [1, 0])]
     assert [(n, t, d) for n, t, d in subpixel._axis_phases(28, 3, 2, 1)] == [(14, [1], [0]), (14, [0, 2], [1, 0])]
 
@@ -156,12 +157,17 @@ def test_pointwise_conv_matches_reference(n, c_in, c_out, hw, use_bias, seed):
      "subpixel.conv_transpose2d_subpixel", False),
     (lambda: K.conv_transpose2d_forward(np.ones((2, 3, 5, 5)), np.ones((3, 4, 3, 3)), None, 1, 1),
      "subpixel.conv_transpose2d_subpixel", False),
-    (lambda: K.conv2d_backward(np.ones((2, 4, 2, 2)), np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), 2),
+    (lambda: K.conv_transpose2d_forward(np.ones((2, 4, 5, 5)), np.ones((4, 3, 4, 4)), None, 2, 1),
+     "subpixel.conv_transpose2d_subpixel", False),
+    (lambda: K.conv2d_backward(np.ones((2, 4, 2, 2)), np.ones((2, 5, 5, 5)), np.ones((4, 5, 3, 3)), 2),
      "subpixel.conv_transpose2d_subpixel", True),
-    (lambda: K.conv2d_backward(np.ones((2, 4, 2, 2)), np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), 2,
+    (lambda: K.conv2d_backward(np.ones((2, 4, 2, 2)), np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), 2),
+     "subpixel.conv_transpose2d_subpixel", False),
+    (lambda: K.conv2d_backward(np.ones((2, 4, 2, 2)), np.ones((2, 5, 5, 5)), np.ones((4, 5, 3, 3)), 2,
                                input_grad=False), "subpixel.conv_transpose2d_subpixel", False),
 ], ids=["1x1", "1x1-padded", "1x1-groups", "1x1-strided", "transposed-s2", "transposed-groups",
-        "transposed-dilated", "transposed-s1", "strided-dx", "strided-no-dx"])
+        "transposed-dilated", "transposed-s1", "transposed-narrowing", "strided-dx", "strided-dx-narrowing",
+        "strided-no-dx"])
 def test_dispatch_takes_the_fast_path_only_where_it_applies(monkeypatch, call, fast, taken):
     """Each fast path is used exactly when it applies; otherwise the general kernel runs (and the
     hypothesis tests in test_kernels.py check its answers over every geometry)."""
@@ -184,8 +190,8 @@ def test_gradcheck_ops_on_fast_paths(name):
         "masked-A-7x7": (lambda x, w, b: ops.masked_conv2d(x, w, b, "A"), (t(2, 2, 7, 6), t(3, 2, 7, 7), t(3))),
         "masked-B-3x3": (lambda x, w, b: ops.masked_conv2d(x, w, b, "B"), (t(2, 2, 5, 4), t(3, 2, 3, 3), t(3))),
         "conv1x1": (lambda x, w, b: ops.conv2d(x, w, b), (t(2, 3, 4, 3), t(2, 3, 1, 1), t(2))),
-        "conv-k4s2": (lambda x, w, b: ops.conv2d(x, w, b, 2, 1), (t(2, 2, 6, 7), t(3, 2, 4, 4), t(3))),
-        "conv-k3s2": (lambda x, w, b: ops.conv2d(x, w, b, 2, 1), (t(2, 2, 6, 5), t(3, 2, 3, 3), t(3))),
+        "conv-k4s2": (lambda x, w, b: ops.conv2d(x, w, b, 2, 1), (t(2, 3, 6, 7), t(2, 3, 4, 4), t(2))),
+        "conv-k3s2": (lambda x, w, b: ops.conv2d(x, w, b, 2, 1), (t(2, 3, 6, 5), t(2, 3, 3, 3), t(2))),
         "transposed-k4s2": (lambda x, w, b: ops.conv_transpose2d(x, w, b, 2, 1), (t(2, 2, 3, 4), t(2, 3, 4, 4), t(3))),
     }[name]
     assert gradcheck(fn, *inputs)
@@ -207,13 +213,13 @@ def test_float32_error_bound_against_float64_reference(case):
     elif case == "conv1x1":
         got, want = K.conv2d_forward(*f32(x, w1)), R.conv2d(x, w1, None, (1, 1), (0, 0), (1, 1), 1)
     elif case == "transposed-k4s2":
-        w = rng.standard_normal((32, 16, 4, 4))
+        x, w = x[:, :16], rng.standard_normal((16, 32, 4, 4))          # channels grow: the sub-pixel path
         got, want = K.conv_transpose2d_forward(*f32(x, w), None, 2, 1), R.conv_transpose2d(x, w, None, (2, 2), (1, 1),
                                                                                            (0, 0), (1, 1), 1)
     else:
-        g = rng.standard_normal((4, 32, 7, 7))
-        got = K.conv2d_backward(*f32(g, x, w3), 2, 1)[0]
-        want = R.conv2d_backward(g, x, w3, (2, 2), (1, 1), (1, 1), 1)[0]
+        g, w = rng.standard_normal((4, 16, 7, 7)), w3[:16]               # its dx grows 16 -> 32: sub-pixel
+        got = K.conv2d_backward(*f32(g, x, w), 2, 1)[0]
+        want = R.conv2d_backward(g, x, w, (2, 2), (1, 1), (1, 1), 1)[0]
     assert got.dtype == np.float32
     assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 

@@ -453,7 +453,7 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     from minigen.kernels import pointwise, subpixel
     if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
         return pointwise.conv1x1_backward(grad_out, x, w, input_grad, weight_grad) + (grad_out.sum(axis=(0, 2, 3)),)
-    if input_grad and subpixel.applies(geo.stride, geo.dilation, geo.groups):
+    if input_grad and subpixel.applies(geo.stride, geo.dilation, geo.groups, w.shape[0], x.shape[1]):
         # a strided conv's input gradient is a transposed conv: sub-pixel phases, no col2im
         dx = subpixel.conv_transpose2d_subpixel(grad_out, w, geo.stride, geo.padding, x.shape[2:])
         dw = _conv_grad_chunks(grad_out, x, w, geo, None) if weight_grad else None
@@ -511,7 +511,7 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv_transpose2d_geometry("conv_transpose2d", x, w, b, stride, padding, output_padding, dilation, groups)
     from minigen.kernels import subpixel
-    if subpixel.applies(geo.stride, geo.dilation, geo.groups):
+    if subpixel.applies(geo.stride, geo.dilation, geo.groups, x.shape[1], geo.image[1]):
         return subpixel.conv_transpose2d_subpixel(x, w, geo.stride, geo.padding, geo.image[2:], b)
     out = np.empty(geo.image, x.dtype)
     _conv_grad_chunks(x, None, w, geo, out)

@@ -41,7 +41,16 @@ output's scale (tested at 1e-5).
 The other directions need no decomposition: a strided conv's forward and weight gradient
 already read only real pixels with im2col (its phases are just a reordering of cols' rows),
 and so do the transposed conv's input and weight gradients (strided convs themselves).
-`conv.py` sends the col2im cases here: groups == 1, dilation 1, stride > 1 (`applies`).
+
+When it pays. Per image, the decomposition's im2col writes C_in*T elements per phase
+position (C_in*kH*kW per input pixel in all), where col2im reads and adds back C_out*kH*kW per
+input pixel: equal FLOPs, so the cheaper memory pass wins, and measured it does - this path
+is faster when the channels grow (C_out > C_in), slower when they shrink. `conv.py` sends the
+col2im cases here when `applies`: groups == 1, dilation 1, stride > 1, C_out > C_in. (The five
+model families' stride-2 layers all shrink the channels on their col2im side - GAN and VAE
+decoders 128->64->1, 64->32->1; the input gradients of the discriminator's and encoder's
+64->128 and 32->64 convs run 128->64 and 64->32; DDPM's downsamplers keep 32 and 64 - so
+they keep the col2im path.)
 """
 from __future__ import annotations
 
@@ -55,9 +64,13 @@ from minigen.kernels import conv as C
 __all__ = ["applies", "conv_transpose2d_subpixel"]
 
 
-def applies(stride, dilation, groups) -> bool:
-    """Whether `conv.py` should use the decomposition (the measured cases: see the benchmarks)."""
-    return groups == 1 and tuple(dilation) == (1, 1) and max(stride) > 1
+def applies(stride, dilation, groups, c_in, c_out) -> bool:
+    """Whether `conv.py` should use the decomposition for a transposed conv from c_in to c_out
+    channels. Measured (benchmarks/fast_paths.py, k=4, s=2, batch 128): it is faster only when
+    the channels grow - 0.4-0.8x the col2im path's time for 32->128 and 16->64, even at 64->64,
+    1.0-1.5x slower for 128->64 and 64->32 - because it copies C_in*T input rows per phase where
+    col2im adds up C_out*kH*kW output rows: the smaller side wins."""
+    return groups == 1 and tuple(dilation) == (1, 1) and max(stride) > 1 and c_out > c_in
 
 
 def _axis_phases(out_size, kernel, stride, padding):

@@ -93,15 +93,15 @@ def _conv_step(lib, kind, c_in, c_out, hw, k, stride, padding, input_grad):
 
 
 def _ddim_step(lib):
-    import numpy as np
     from minigen.models.ddpm import DDPM
+    from minigen.random import Generator
     model = DDPM({})
     if lib == "torch":
         sys.path.insert(0, os.path.dirname(HERE))
         from benchmarks.twins import ddpm as twin
         torch_model = twin.build(model)
-        return lambda: twin.sample(torch_model, 16, generator=np.random.default_rng(0), method="ddim", steps=5)
-    return lambda: model.sample(16, generator=np.random.default_rng(0), method="ddim", steps=5)
+        return lambda: twin.sample(torch_model, 16, generator=Generator(0), method="ddim", steps=5)
+    return lambda: model.sample(16, generator=Generator(0), method="ddim", steps=5)
 
 
 def run_one(lib, name, repeats):

@@ -6,6 +6,8 @@ NumPy versions the tests compare them against.
 
 conv.py  conv2d, conv_transpose2d (im2col + BLAS matmul), and the shared argument checks
 masked.py  PixelCNN's masked conv over the mask's nonzero taps only
+pointwise.py  1x1 convs as matrix products on the images (no im2col)
+subpixel.py  transposed convs (and strided convs' input gradients) as interleaved phase convs
 pool.py  max / average pooling, nearest upsampling
 norm.py  batch, group and layer normalization
 """

@@ -21,6 +21,12 @@ on a busy 2-core machine, that is several times faster than alternating between
 Numba's parallel loops and OpenBLAS's own threads, whose every hand-over waits for
 a descheduled thread (one thread per matmul was 3-4x faster than two there).
 
+Some shapes take a faster route, chosen where they measured faster (benchmarks/fast_paths.py):
+1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's input gradient,
+whose channels grow runs as interleaved sub-pixel phase convs with no col2im (`subpixel.py`);
+PixelCNN's masked convs (`masked.py`) reuse the chunk loops below over the kept taps only.
+Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`).
+
 Shapes follow PyTorch: x (N, C_in, H, W); conv weight (C_out, C_in/groups, kH, kW);
 transposed-conv weight (C_in, C_out/groups, kH, kW). float32 or float64.
 

@@ -2,7 +2,7 @@
 and DDPM DDIM sampling of 16 images: minigen (this tree), minigen (another tree, e.g. the code
 before a change) and PyTorch, each in a fresh process of its own, alternating, several rounds.
 
-    python benchmarks/fast_paths.py [--old PATH_TO_OLD_TREE] [--rounds 3] [--threads 2] [--only TEXT]
+    python benchmarks/fast_paths.py [--old PATH_TO_OLD_TREE] [--rounds 3] [--threads 2] [--only TEXT,TEXT]
 
 Each process runs one case: forward + backward at batch 128 (first layers: no input
 gradient, as in the models), median of `--repeats` after a warm-up; the driver prints each
@@ -127,7 +127,7 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--only", default="", help="run the cases whose name contains this text")
+    p.add_argument("--only", default="", help="run the cases whose name contains one of these comma-separated texts")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -143,7 +143,7 @@ def main(argv=None) -> int:
     print(f"{'case':34s} " + " ".join(f"{label + ' ms (min-max)':>24s}" for label, _, _ in runs)
           + "  new/torch" + ("  old/torch  new/old" if args.old else ""))
     for name in CASES:
-        if args.only not in name:
+        if not any(part in name for part in args.only.split(",")):
             continue
         times = {label: [] for label, _, _ in runs}
         for _ in range(args.rounds):

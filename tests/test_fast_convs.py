@@ -203,7 +203,8 @@ def test_float32_error_bound_against_float64_reference(case):
     """Stated bound: each fast path's float32 result is within 1e-5 of the float64 reference,
     relative to the largest output (the sums are reordered, never approximated)."""
     rng = np.random.default_rng(7)
-    x, w3, w1 = rng.standard_normal((4, 32, 14, 14)), rng.standard_normal((32, 32, 3, 3)), rng.standard_normal((16, 32, 1, 1))
+    x, w3 = rng.standard_normal((4, 32, 14, 14)), rng.standard_normal((32, 32, 3, 3))
+    w1 = rng.standard_normal((16, 32, 1, 1))
     f32 = lambda *a: [v.astype(np.float32) for v in a]   # noqa: E731
     if case.startswith("masked"):
         k = 7 if case == "masked-A" else 3

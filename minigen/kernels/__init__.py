@@ -6,9 +6,13 @@ NumPy versions the tests compare them against.
 
 conv.py  conv2d, conv_transpose2d (im2col + BLAS matmul), and the shared argument checks
 winograd.py  stride-1 3x3 conv2d by Winograd F(2x2, 3x3) (conv.py sends those convs there)
+masked.py  PixelCNN's masked conv over the mask's nonzero taps only
+pointwise.py  1x1 convs as matrix products on the images (no im2col)
+subpixel.py  transposed convs (and strided convs' input gradients) as interleaved phase convs
 pool.py  max / average pooling, nearest upsampling
 norm.py  batch, group and layer normalization
 """
 from minigen.kernels.conv import *  # noqa: F401,F403
+from minigen.kernels.masked import *  # noqa: F401,F403
 from minigen.kernels.pool import *  # noqa: F401,F403
 from minigen.kernels.norm import *  # noqa: F401,F403

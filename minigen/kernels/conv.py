@@ -21,6 +21,12 @@ on a busy 2-core machine, that is several times faster than alternating between
 Numba's parallel loops and OpenBLAS's own threads, whose every hand-over waits for
 a descheduled thread (one thread per matmul was 3-4x faster than two there).
 
+Some shapes take a faster route, chosen where they measured faster (benchmarks/fast_paths.py):
+1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's input gradient,
+whose channels grow runs as interleaved sub-pixel phase convs with no col2im (`subpixel.py`);
+PixelCNN's masked convs (`masked.py`) reuse the chunk loops below over the kept taps only.
+Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`).
+
 Shapes follow PyTorch: x (N, C_in, H, W); conv weight (C_out, C_in/groups, kH, kW);
 transposed-conv weight (C_in, C_out/groups, kH, kW). float32 or float64.
 
@@ -50,6 +56,14 @@ __all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "con
            "conv_output_size", "conv_transpose_output_size"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+# Work too small to share: below these sizes a kernel runs on the calling thread alone (Numba
+# loops and BLAS both), because handing work to a second thread means waiting for it to be
+# scheduled, which on a busy 2-core machine took longer than the work (a 16x64x28x28 group
+# norm: ~0.15 ms on one thread, 20 ms when its parallel loop waited for the other). Sizes
+# count elements an elementwise kernel touches, or a conv's multiply-adds.
+SERIAL_ELEMENTS = 1 << 22
+SERIAL_MULTIPLY_ADDS = 1 << 27
 
 # Size of each worker's im2col buffer, in elements (2M float32 = 8 MB: two workers'
 # buffers fit in this machine's 32 MB L3 cache).
@@ -134,16 +148,27 @@ class ConvGeometry(NamedTuple):
     padding: tuple
     dilation: tuple
     groups: int
+    taps: tuple | None = None        # the kernel taps (i, j) in use, row-major; None: all kH*kW
+
+    @property
+    def tap_list(self) -> tuple:
+        return self.taps if self.taps is not None else tuple(np.ndindex(*self.kernel))
+
+    @property
+    def offsets(self) -> np.ndarray:
+        """(T, 2) int64: where each tap reads, relative to the window's corner output*stride."""
+        return np.array([(i * self.dilation[0] - self.padding[0], j * self.dilation[1] - self.padding[1])
+                         for i, j in self.tap_list], np.int64).reshape(-1, 2)
 
     @property
     def window(self):
         """The arguments `_unfold` and `_fold` take after the arrays."""
-        return self.out_hw, self.kernel, self.stride, self.padding, self.dilation
+        return self.out_hw, self.offsets, self.stride
 
     @property
     def rows(self) -> int:
-        """Rows of cols: C_in*kH*kW."""
-        return self.image[1] * self.kernel[0] * self.kernel[1]
+        """Rows of cols: C_in*T (T = kH*kW unless only some taps are used)."""
+        return self.image[1] * len(self.tap_list)
 
     def chunks(self):
         """Batch ranges [n0, n1) whose im2col buffer fits in COLS_BUDGET elements."""
@@ -181,17 +206,19 @@ def _valid_range(size, out_size, offset, stride):
 
 
 @njit(cache=True, nogil=True)
-def _unfold(x, cols, out_hw, kernel, stride, padding, dilation):
-    """im2col: copy the windows of x (Nc, C, H, W) into cols (C*kH*kW, Nc*H_out*W_out), with 0
-    where a window hangs over the padding. Row (c, i, j) holds tap (i, j) of every window."""
+def _unfold(x, cols, out_hw, offsets, stride):
+    """im2col: copy the windows of x (Nc, C, H, W) into cols (C*T, Nc*H_out*W_out), with 0 where
+    a window hangs over the padding. Row (c, t) holds tap t of every window: output (oh, ow)
+    reads x[n, c, oh*stride_h + offsets[t, 0], ow*stride_w + offsets[t, 1]]. A plain conv's
+    taps are all (i*dilation - padding, j*dilation - padding); `masked.py` and `subpixel.py`
+    pass other tap lists."""
     nc, c_in, h, w = x.shape
-    kh, kw = kernel
+    taps = len(offsets)
     h_out, w_out = out_hw
     plane = h_out * w_out
-    for row in range(c_in * kh * kw):
-        c, i, j = row // (kh * kw), (row // kw) % kh, row % kw
-        off_h = i * dilation[0] - padding[0]
-        off_w = j * dilation[1] - padding[1]
+    for row in range(c_in * taps):
+        c, t = row // taps, row % taps
+        off_h, off_w = offsets[t, 0], offsets[t, 1]
         lo_h, hi_h = _valid_range(h, h_out, off_h, stride[0])
         lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
         for n in range(nc):
@@ -208,28 +235,26 @@ def _unfold(x, cols, out_hw, kernel, stride, padding, dilation):
 
 
 @njit(cache=True, nogil=True)
-def _fold(cols, image, out_hw, kernel, stride, padding, dilation):
+def _fold(cols, image, out_hw, offsets, stride):
     """col2im, the adjoint of `_unfold`: image (Nc, C, H, W) = every window of
-    cols (C*kH*kW, Nc*H_out*W_out) added back where it came from (overlaps add up)."""
+    cols (C*T, Nc*H_out*W_out) added back where it came from (overlaps add up)."""
     nc, c_in, h, w = image.shape
-    kh, kw = kernel
+    taps = len(offsets)
     h_out, w_out = out_hw
     plane = h_out * w_out
     image[:] = 0
     for n in range(nc):
         for c in range(c_in):
             dst = image[n, c]
-            for i in range(kh):
-                off_h = i * dilation[0] - padding[0]
+            for t in range(taps):
+                off_h, off_w = offsets[t, 0], offsets[t, 1]
                 lo_h, hi_h = _valid_range(h, h_out, off_h, stride[0])
-                for j in range(kw):
-                    off_w = j * dilation[1] - padding[1]
-                    lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
-                    src = cols[(c * kh + i) * kw + j, n * plane:(n + 1) * plane]
-                    for oh in range(lo_h, hi_h):
-                        line = dst[oh * stride[0] + off_h]
-                        for ow in range(lo_w, hi_w):
-                            line[ow * stride[1] + off_w] += src[oh * w_out + ow]
+                lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
+                src = cols[c * taps + t, n * plane:(n + 1) * plane]
+                for oh in range(lo_h, hi_h):
+                    line = dst[oh * stride[0] + off_h]
+                    for ow in range(lo_w, hi_w):
+                        line[ow * stride[1] + off_w] += src[oh * w_out + ow]
 
 
 @njit(cache=True, nogil=True)
@@ -274,10 +299,33 @@ def _single_threaded_blas():
     return _BLAS.limit(limits=1, user_api="blas") if _BLAS is not None else contextlib.nullcontext()
 
 
-def _for_each_chunk(chunk_list: list, task) -> list:
+@contextlib.contextmanager
+def serial_below(size: int, threshold: int):
+    """Within the block, Numba's parallel loops and BLAS use the calling thread only, if
+    size < threshold (see SERIAL_ELEMENTS); otherwise nothing changes."""
+    if size >= threshold:
+        yield
+        return
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with _single_threaded_blas():
+            yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def conv_multiply_adds(geo: ConvGeometry, c_out: int) -> int:
+    """The multiply-adds of a conv's im2col product: geo's im2col size times c_out."""
+    return geo.image[0] * geo.rows * geo.out_hw[0] * geo.out_hw[1] * c_out
+
+
+def _for_each_chunk(chunk_list: list, task, multiply_adds: int) -> list:
     """Call task(n0, n1, scratch) for every chunk [n0, n1) (of a batch, or of Winograd tiles)
     and return the workers' scratch dicts. Workers (as many as Numba's thread count) claim the
-    next chunk as they finish one; each keeps its own scratch (buffers, partial sums) across its chunks."""
+    next chunk as they finish one; each keeps its own scratch (buffers, partial sums) across its
+    chunks. Work of fewer than SERIAL_MULTIPLY_ADDS runs on the calling thread alone."""
+    count = len(chunk_list)
     chunks = iter(chunk_list)
     lock = threading.Lock()
 
@@ -290,9 +338,10 @@ def _for_each_chunk(chunk_list: list, task) -> list:
                 return scratch
             task(*chunk, scratch)
 
-    workers = min(numba.get_num_threads(), len(chunk_list))
-    if workers == 1:                                     # nothing to share out: BLAS may use every thread
-        return [worker()]
+    workers = min(numba.get_num_threads(), count)
+    if workers == 1 or multiply_adds < SERIAL_MULTIPLY_ADDS:   # nothing (worth) sharing out
+        with serial_below(multiply_adds, SERIAL_MULTIPLY_ADDS):   # small: BLAS on this thread too
+            return [worker()]
     with _single_threaded_blas():
         futures = [_workers().submit(worker) for _ in range(workers)]
         return [f.result() for f in futures]
@@ -323,15 +372,16 @@ def _conv_chunks(x, w, geo: ConvGeometry, out, bias):
     plane = geo.out_hw[0] * geo.out_hw[1]
     w3 = w.reshape(g, c_out // g, geo.rows // g)
     most = geo.chunks()[0][1] * plane                       # the widest chunk's columns
+    window = geo.window
 
     def task(n0, n1, scratch):
         width = (n1 - n0) * plane
         cols = _buffer(scratch, "cols", geo.rows * most, x.dtype)[:geo.rows * width]
         y = _buffer(scratch, "y", c_out * most, x.dtype)[:c_out * width]
-        _unfold(x[n0:n1], cols.reshape(geo.rows, width), *geo.window)
+        _unfold(x[n0:n1], cols.reshape(geo.rows, width), *window)
         _grouped_matmul(w3, cols.reshape(g, geo.rows // g, width), y.reshape(g, c_out // g, width))
         _to_batch_major(y.reshape(c_out, width), out[n0:n1].reshape(n1 - n0, c_out, plane), bias)
-    _for_each_chunk(geo.chunks(), task)
+    _for_each_chunk(geo.chunks(), task, conv_multiply_adds(geo, c_out))
 
 
 def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
@@ -343,6 +393,7 @@ def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
     plane = geo.out_hw[0] * geo.out_hw[1]
     w3 = w.reshape(g, c_out // g, geo.rows // g)
     most = geo.chunks()[0][1] * plane
+    window = geo.window
 
     def task(n0, n1, scratch):
         width = (n1 - n0) * plane
@@ -351,14 +402,14 @@ def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
         g_chunk = g_chunk.reshape(g, c_out // g, width)
         cols = _buffer(scratch, "cols", geo.rows * most, w.dtype)[:geo.rows * width].reshape(g, -1, width)
         if x is not None:
-            _unfold(x[n0:n1], cols.reshape(geo.rows, width), *geo.window)
+            _unfold(x[n0:n1], cols.reshape(geo.rows, width), *window)
             # one partial sum per chunk, added up in chunk order below: which worker ran which
             # chunk varies from run to run, and float addition must not (same seed, same bits)
             scratch.setdefault("dw", {})[n0] = _grouped_matmul(g_chunk, cols.transpose(0, 2, 1))
         if dx is not None:
             _grouped_matmul(w3.transpose(0, 2, 1), g_chunk, cols)       # cols now holds dcols
-            _fold(cols.reshape(geo.rows, width), dx[n0:n1], *geo.window)
-    scratches = _for_each_chunk(geo.chunks(), task)
+            _fold(cols.reshape(geo.rows, width), dx[n0:n1], *window)
+    scratches = _for_each_chunk(geo.chunks(), task, conv_multiply_adds(geo, c_out))
     if x is None:
         return None
     parts = {n0: part for s in scratches for n0, part in s.get("dw", {}).items()}
@@ -390,6 +441,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
     if winograd.applies(geo, w):        # stride-1 3x3: fewer multiplies
         return winograd.conv2d_forward(x, w, b)
+    from minigen.kernels import pointwise
+    if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
+        return pointwise.conv1x1_forward(x, w, b)
     out = np.empty((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
     _conv_chunks(x, w, geo, out, b)
     return out
@@ -409,6 +463,14 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
     if winograd.applies(geo, w):
         return winograd.conv2d_backward(grad_out, x, w, input_grad, weight_grad)
+    from minigen.kernels import pointwise, subpixel
+    if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
+        return pointwise.conv1x1_backward(grad_out, x, w, input_grad, weight_grad) + (grad_out.sum(axis=(0, 2, 3)),)
+    if input_grad and subpixel.applies(geo.stride, geo.dilation, geo.groups, w.shape[0], x.shape[1]):
+        # a strided conv's input gradient is a transposed conv: sub-pixel phases, no col2im
+        dx = subpixel.conv_transpose2d_subpixel(grad_out, w, geo.stride, geo.padding, x.shape[2:])
+        dw = _conv_grad_chunks(grad_out, x, w, geo, None) if weight_grad else None
+        return dx, dw, grad_out.sum(axis=(0, 2, 3))
     dx = np.empty_like(x) if input_grad else None
     dw = _conv_grad_chunks(grad_out, x if weight_grad else None, w, geo, dx)
     return dx, dw, grad_out.sum(axis=(0, 2, 3))
@@ -461,6 +523,9 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv_transpose2d_geometry("conv_transpose2d", x, w, b, stride, padding, output_padding, dilation, groups)
+    from minigen.kernels import subpixel
+    if subpixel.applies(geo.stride, geo.dilation, geo.groups, x.shape[1], geo.image[1]):
+        return subpixel.conv_transpose2d_subpixel(x, w, geo.stride, geo.padding, geo.image[2:], b)
     out = np.empty(geo.image, x.dtype)
     _conv_grad_chunks(x, None, w, geo, out)
     if b is not None:

@@ -14,6 +14,14 @@ The backward of a normalisation whose statistics came from x itself is, per set
 of M elements that share them (with gx = grad * weight):
     dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat)).
 
+Group norm can apply SiLU in the same pass (silu=True), as the DDPM U-Net's blocks do:
+y = silu(h), h = xhat * weight + bias; backward recomputes h from x and the statistics and
+sends the gradient through silu'(h) = s * (1 + h * (1 - s)), s = sigmoid(h), before the
+normalisation's backward - one pass and no h-sized temporaries instead of two ops.
+
+Below conv.SERIAL_ELEMENTS elements the parallel loops run on the calling thread alone
+(`serial_below`): waiting for a second thread cost more than such work.
+
 Statistics (mean, var, rstd) are float64 arrays; sums accumulate in float64.
 Reductions use fastmath "reassoc" so Numba can vectorise them (NaNs still propagate).
 """
@@ -25,7 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigen.errors import ShapeError
-from minigen.kernels.conv import check_float, check_grad
+from minigen.kernels.conv import SERIAL_ELEMENTS, check_float, check_grad, serial_below
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "group_norm_forward", "group_norm_backward",
            "layer_norm_forward", "layer_norm_backward"]
@@ -117,7 +125,8 @@ def batch_norm_forward(x, weight=None, bias=None, eps=1e-5, mean=None, var=None)
     if mean is None:
         if x3.shape[0] * x3.shape[2] < 2:
             raise ShapeError(f"batch_norm: training needs more than one value per channel, got input shape {x.shape}")
-        mean, var = _channel_moments(x3)
+        with serial_below(x3.size, SERIAL_ELEMENTS):
+            mean, var = _channel_moments(x3)
     else:
         mean, var = np.asarray(mean, np.float64), np.asarray(var, np.float64)
         for name, v in (("mean", mean), ("var", var)):
@@ -125,7 +134,8 @@ def batch_norm_forward(x, weight=None, bias=None, eps=1e-5, mean=None, var=None)
                 raise ShapeError(f"batch_norm: running {name} must have shape ({x3.shape[1]},), got {v.shape}")
     scale = weight / np.sqrt(var + eps)
     out = np.empty_like(x3)
-    _channel_affine(x3, scale.astype(x3.dtype), (bias - mean * scale).astype(x3.dtype), out)
+    with serial_below(x3.size, SERIAL_ELEMENTS):
+        _channel_affine(x3, scale.astype(x3.dtype), (bias - mean * scale).astype(x3.dtype), out)
     return out.reshape(np.shape(x)), mean, var
 
 
@@ -139,7 +149,8 @@ def batch_norm_backward(grad_out, x, weight, mean, var, eps=1e-5, batch_stats=Tr
     check_grad("batch_norm_backward", np.asarray(grad_out), np.shape(x), x3.dtype)
     g3 = np.ascontiguousarray(grad_out).reshape(x3.shape)
     rstd = 1.0 / np.sqrt(var + eps)
-    sum_g, sum_gx = _channel_grad_sums(g3, x3, mean)
+    with serial_below(x3.size, SERIAL_ELEMENTS):
+        sum_g, sum_gx = _channel_grad_sums(g3, x3, mean)
     a = weight * rstd                                       # dx = a*g + b*x + shift
     if batch_stats:
         m = x3.shape[0] * x3.shape[2]
@@ -148,15 +159,29 @@ def batch_norm_backward(grad_out, x, weight, mean, var, eps=1e-5, batch_stats=Tr
     else:
         b = shift = np.zeros_like(a)
     dx = np.empty_like(x3)
-    _channel_combine(g3, x3, a.astype(x3.dtype), b.astype(x3.dtype), shift.astype(x3.dtype), dx)
+    with serial_below(x3.size, SERIAL_ELEMENTS):
+        _channel_combine(g3, x3, a.astype(x3.dtype), b.astype(x3.dtype), shift.astype(x3.dtype), dx)
     dweight = (sum_gx * rstd).astype(x3.dtype)
     return dx.reshape(np.shape(x)), dweight, sum_g.astype(x3.dtype)
 
 
 # --- group norm (and layer norm): statistics per (sample, group) -------------------------------
+@njit(cache=True, inline="always")
+def _silu(h):
+    return h / (1.0 + math.exp(-h))
+
+
+@njit(cache=True, inline="always")
+def _silu_grad(h):
+    """d silu / dh = s * (1 + h * (1 - s)), s = sigmoid(h)."""
+    s = 1.0 / (1.0 + math.exp(-h))
+    return s * (1.0 + h * (1.0 - s))
+
+
 @njit(cache=True, parallel=True, fastmath=REDUCE)
-def _group_norm(x, weight, bias, eps, out, mean, rstd):
-    """x, out (N, G, Cg, L); weight, bias (G*Cg,); fills out and the (N, G) mean and rstd."""
+def _group_norm(x, weight, bias, eps, out, mean, rstd, silu):
+    """x, out (N, G, Cg, L); weight, bias (G*Cg,); fills out and the (N, G) mean and rstd.
+    silu: out = silu(normalised x) instead, in the same pass (GroupNorm + SiLU fused)."""
     n, groups, cg, l = x.shape
     count = cg * l
     for task in prange(n * groups):
@@ -178,13 +203,17 @@ def _group_norm(x, weight, bias, eps, out, mean, rstd):
             a = weight[gr * cg + c] * r
             b = bias[gr * cg + c] - m * a
             for j in range(l):
-                out[i, gr, c, j] = block[c, j] * a + b
+                h = block[c, j] * a + b
+                out[i, gr, c, j] = _silu(h) if silu else h
 
 
 @njit(cache=True, parallel=True, fastmath=REDUCE)
-def _group_norm_backward(g, x, weight, mean, rstd, dx, dweight_parts, dbias_parts):
+def _group_norm_backward(g, x, weight, bias, mean, rstd, dx, dweight_parts, dbias_parts, silu):
     """Fills dx (N, G, Cg, L) and, per sample, the per-channel sums of g * xhat and g (N, G*Cg)
-    (the caller adds those over the samples: each task only writes its own sample's row)."""
+    (the caller adds those over the samples: each task only writes its own sample's row).
+    silu: the forward was silu(group norm): the gradient first goes back through the SiLU,
+    with h = xhat * weight + bias recomputed (the forward kept no copy of it); dx holds that
+    gradient g_h between the two passes."""
     n, groups, cg, l = x.shape
     count = cg * l
     for task in prange(n * groups):
@@ -195,8 +224,13 @@ def _group_norm_backward(g, x, weight, mean, rstd, dx, dweight_parts, dbias_part
             ch = gr * cg + c
             s, sx = 0.0, 0.0
             for j in range(l):
-                s += g[i, gr, c, j]
-                sx += g[i, gr, c, j] * (x[i, gr, c, j] - m)
+                d = x[i, gr, c, j] - m
+                gh = g[i, gr, c, j]
+                if silu:
+                    gh = gh * _silu_grad(d * r * weight[ch] + bias[ch])
+                    dx[i, gr, c, j] = gh
+                s += gh
+                sx += gh * d
             dbias_parts[i, ch], dweight_parts[i, ch] = s, sx * r
             sum_gx += weight[ch] * s
             sum_gx_xhat += weight[ch] * sx * r
@@ -205,7 +239,8 @@ def _group_norm_backward(g, x, weight, mean, rstd, dx, dweight_parts, dbias_part
             a = weight[gr * cg + c] * r          # dx = r * (w*g - mean_gx - xhat * mean_gx_xhat)
             b = r * r * mean_gx_xhat
             for j in range(l):
-                dx[i, gr, c, j] = a * g[i, gr, c, j] - b * (x[i, gr, c, j] - m) - r * mean_gx
+                gh = dx[i, gr, c, j] if silu else g[i, gr, c, j]
+                dx[i, gr, c, j] = a * gh - b * (x[i, gr, c, j] - m) - r * mean_gx
 
 
 def _grouped(op, x, groups, weight, bias):
@@ -225,9 +260,9 @@ def _grouped(op, x, groups, weight, bias):
     return x.reshape(x.shape[0], groups, c // groups, -1), weight, bias
 
 
-def group_norm_forward(x, groups, weight=None, bias=None, eps=1e-5):
+def group_norm_forward(x, groups, weight=None, bias=None, eps=1e-5, silu=False):
     """Normalise each sample's groups of C/groups channels (and all their pixels), then
-    y = xhat * weight[c] + bias[c].
+    y = xhat * weight[c] + bias[c]; with silu=True, y = silu(that) in the same pass.
 
     x: (N, C, *); weight, bias: (C,) or None (1 and 0). Returns (y, mean, rstd), the
     statistics float64 (N, groups).
@@ -235,13 +270,15 @@ def group_norm_forward(x, groups, weight=None, bias=None, eps=1e-5):
     x4, weight, bias = _grouped("group_norm", x, groups, weight, bias)
     out = np.empty_like(x4)
     mean, rstd = np.empty(x4.shape[:2]), np.empty(x4.shape[:2])
-    _group_norm(x4, weight, bias, eps, out, mean, rstd)
+    with serial_below(x4.size, SERIAL_ELEMENTS):          # small work: no thread hand-off
+        _group_norm(x4, weight, bias, eps, out, mean, rstd, bool(silu))
     return out.reshape(np.shape(x)), mean, rstd
 
 
-def group_norm_backward(grad_out, x, groups, weight, mean, rstd):
-    """Gradients of group_norm_forward: returns (dx, dweight, dbias)."""
-    x4, weight, _ = _grouped("group_norm_backward", x, groups, weight, None)
+def group_norm_backward(grad_out, x, groups, weight, mean, rstd, bias=None, silu=False):
+    """Gradients of group_norm_forward: returns (dx, dweight, dbias). With silu=True (the
+    forward's silu), the forward's bias is needed too (None meaning 0)."""
+    x4, weight, bias = _grouped("group_norm_backward", x, groups, weight, bias)
     check_grad("group_norm_backward", np.asarray(grad_out), np.shape(x), x4.dtype)
     if np.shape(mean) != x4.shape[:2] or np.shape(rstd) != x4.shape[:2]:
         raise ShapeError(f"group_norm_backward: mean and rstd must have shape {x4.shape[:2]}, "
@@ -250,7 +287,8 @@ def group_norm_backward(grad_out, x, groups, weight, mean, rstd):
     dx = np.empty_like(x4)
     dweight_parts = np.empty((x4.shape[0], weight.size))
     dbias_parts = np.empty((x4.shape[0], weight.size))
-    _group_norm_backward(g4, x4, weight, mean, rstd, dx, dweight_parts, dbias_parts)
+    with serial_below(x4.size, SERIAL_ELEMENTS):
+        _group_norm_backward(g4, x4, weight, bias, mean, rstd, dx, dweight_parts, dbias_parts, bool(silu))
     return (dx.reshape(np.shape(x)), dweight_parts.sum(axis=0).astype(x4.dtype),
             dbias_parts.sum(axis=0).astype(x4.dtype))
 

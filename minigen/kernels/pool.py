@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigen.errors import ShapeError
-from minigen.kernels.conv import check_4d, check_float, check_grad, check_window, pair
+from minigen.kernels.conv import SERIAL_ELEMENTS, check_4d, check_float, check_grad, check_window, pair, serial_below
 
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
            "upsample_nearest_forward", "upsample_nearest_backward"]
@@ -82,7 +82,8 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0):
     out_hw, kernel, stride, padding = _pool_geometry("max_pool2d", x.shape, kernel_size, stride, padding)
     out = np.empty(x.shape[:2] + out_hw, x.dtype)
     argmax = np.empty(out.shape, np.int32)
-    _max_pool(x, out, argmax, kernel, stride, padding)
+    with serial_below(x.size, SERIAL_ELEMENTS):
+        _max_pool(x, out, argmax, kernel, stride, padding)
     return out, argmax
 
 
@@ -94,7 +95,8 @@ def max_pool2d_backward(grad_out, argmax, input_shape):
                          f"and input shape {tuple(input_shape)} do not belong together")
     check_float("max_pool2d_backward", grad_out=grad_out)
     dx = np.empty(input_shape, grad_out.dtype)
-    _max_pool_backward(grad_out, argmax, dx)
+    with serial_below(dx.size, SERIAL_ELEMENTS):
+        _max_pool_backward(grad_out, argmax, dx)
     return dx
 
 
@@ -143,7 +145,8 @@ def avg_pool2d_forward(x, kernel_size, stride=None, padding=0):
     _check_input("avg_pool2d", x)
     out_hw, kernel, stride, padding = _pool_geometry("avg_pool2d", x.shape, kernel_size, stride, padding)
     out = np.empty(x.shape[:2] + out_hw, x.dtype)
-    _avg_pool(x, out, kernel, stride, padding)
+    with serial_below(x.size, SERIAL_ELEMENTS):
+        _avg_pool(x, out, kernel, stride, padding)
     return out
 
 
@@ -156,7 +159,8 @@ def avg_pool2d_backward(grad_out, input_shape, kernel_size, stride=None, padding
     out_hw, kernel, stride, padding = _pool_geometry("avg_pool2d_backward", input_shape, kernel_size, stride, padding)
     check_grad("avg_pool2d_backward", grad_out, tuple(input_shape[:2]) + out_hw, grad_out.dtype)
     dx = np.empty(input_shape, grad_out.dtype)
-    _avg_pool_backward(grad_out, dx, kernel, stride, padding)
+    with serial_below(dx.size, SERIAL_ELEMENTS):
+        _avg_pool_backward(grad_out, dx, kernel, stride, padding)
     return dx
 
 

@@ -221,3 +221,13 @@ def layer_norm_backward(grad_out, x, normalized_shape, weight, eps):
     xhat, _, var = normalize(x, axes, eps)
     dx = normalize_backward(grad_out * weight, xhat, var, axes, eps)
     return dx, (grad_out * xhat).sum(axis=lead), grad_out.sum(axis=lead)
+
+
+def silu(h):
+    """h * sigmoid(h): with group_norm, the reference of the fused group_norm(silu=True)."""
+    return h / (1 + np.exp(-h))
+
+
+def silu_backward(grad_out, h):
+    s = 1 / (1 + np.exp(-h))
+    return grad_out * s * (1 + h * (1 - s))

@@ -337,6 +337,13 @@ def _products(a, b, out):
     return np.matmul(a, b, out=out)
 
 
+def _multiply_adds(x_shape, c_out: int) -> int:
+    """The products' multiply-adds: 16 per 2x2 output tile, i.e. 4 per pixel, per C_in x C_out
+    (what decides whether the work is worth sharing between threads, see conv.serial_below)."""
+    n, c_in, h, w = x_shape
+    return n * 4 * (-(-h // 2)) * (-(-w // 2)) * c_in * c_out
+
+
 def _block_buffers(scratch, block, nt, c_in, c_out, dtype):
     """The worker's V (16, C_in, nt) and M (16, C_out, nt) buffers for a block of nt <= block
     tiles, each contiguous (the last block of a unit is shorter), reused across blocks."""
@@ -358,7 +365,7 @@ def _forward(x, u, bias, out):
             _input_transform(x, runs, v)
             _products(u, v, mm)
             _output_transform(mm, runs, out, bias)
-    _conv._for_each_chunk(plan.units, task)
+    _conv._for_each_chunk(plan.units, task, _multiply_adds(x.shape, c_out))
     return out
 
 
@@ -379,7 +386,8 @@ def _weight_grad(grad, x):
             _grad_transform(grad, runs, gm)
             total += _products(gm, v.transpose(0, 2, 1), part)
         scratch.setdefault("du", {})[t0] = total
-    parts = {t0: part for s in _conv._for_each_chunk(plan.units, task) for t0, part in s.get("du", {}).items()}
+    scratches = _conv._for_each_chunk(plan.units, task, _multiply_adds(x.shape, c_out))
+    parts = {t0: part for s in scratches for t0, part in s.get("du", {}).items()}
     return sum(parts[t0] for t0 in sorted(parts))
 
 

@@ -216,18 +216,18 @@ class ResBlock(Module):
     """
 
     def __init__(self, in_ch: int, out_ch: int, emb_dim: int, groups: int, generator=None):
-        self.norm1 = GroupNorm(groups, in_ch)
+        self.norm1 = GroupNorm(groups, in_ch, silu=True)       # GroupNorm -> SiLU as one fused op
         self.conv1 = Conv2d(in_ch, out_ch, 3, padding=1, generator=generator)
         self.emb_proj = Linear(emb_dim, out_ch, generator=generator)
-        self.norm2 = GroupNorm(groups, out_ch)
+        self.norm2 = GroupNorm(groups, out_ch, silu=True)
         self.conv2 = Conv2d(out_ch, out_ch, 3, padding=1, generator=generator)
         self.skip = Conv2d(in_ch, out_ch, 1, generator=generator) if in_ch != out_ch else None
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        h = self.conv1(ops.silu(self.norm1(x)))
+        h = self.conv1(self.norm1(x))
         # the embedding shifts every channel: this is how each block knows the noise level
         h = h + self.emb_proj(emb).reshape(h.shape[0], -1, 1, 1)
-        h = self.conv2(ops.silu(self.norm2(h)))
+        h = self.conv2(self.norm2(h))
         return h + (x if self.skip is None else self.skip(x))
 
 
@@ -280,7 +280,7 @@ class UNet(Module):
             prev = channels[i]
             if i > 0:
                 self.upsample.append(UpBlock(prev, generator))
-        self.norm_out = GroupNorm(groups, prev)
+        self.norm_out = GroupNorm(groups, prev, silu=True)
         self.conv_out = Conv2d(prev, 1, 3, padding=1, generator=generator)
 
     def forward(self, x: Tensor, t: np.ndarray, labels: np.ndarray | None = None) -> Tensor:
@@ -300,7 +300,7 @@ class UNet(Module):
             h = block(ops.concat([h, skips.pop()], axis=1), emb)
             if i < len(self.upsample):
                 h = self.upsample[i](h)
-        return self.conv_out(ops.silu(self.norm_out(h)))
+        return self.conv_out(self.norm_out(h))
 
 
 # --- 3 and 4. the model: training, sampling, evaluation, pictures -------------------------------

@@ -49,6 +49,7 @@ from minigen import ops
 from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob,
                             knob, lr_knob, seed_knob)
 from minigen.data import binarize_dynamic, binarize_fixed
+from minigen.kernels.conv import SERIAL_MULTIPLY_ADDS, serial_below
 from minigen.models.base import (NUM_CLASSES, GenerativeModel, check_images, check_labels, evaluation_subset,
                                  check_temperature, labels_for_sampling, register_family)
 from minigen.nn import MaskedConv2d, Module, Parameter
@@ -139,15 +140,19 @@ class ConditionalConv(Module):
         return h + self.label_bias[y].reshape(len(y), -1, 1, 1)
 
     # -- the same layer evaluated at one position, for fast sampling --------------------------
-    def weight_matrix(self) -> np.ndarray:
-        """The masked kernel as a (C_in*k*k, C_out) matrix that multiplies one flattened window."""
+    def weight_matrix(self) -> tuple:
+        """(taps, matrix): the kernel taps (rows, cols) the mask keeps, and the weights there as a
+        (C_in*T, C_out) matrix that multiplies those taps of one window (the masked-out taps are
+        zeros, so they are skipped, as minigen/kernels/masked.py does)."""
         w = self.conv.weight.data
-        mask = ops.causal_mask(w.shape[2], w.shape[3], self.conv.mask_type, w.dtype)
-        return (w * mask).reshape(len(w), -1).T
+        taps = np.nonzero(ops.causal_mask(w.shape[2], w.shape[3], self.conv.mask_type, w.dtype))
+        return taps, w[:, :, taps[0], taps[1]].reshape(len(w), -1).T
 
-    def at(self, window: np.ndarray, matrix: np.ndarray, y) -> np.ndarray:
-        """The layer's output at one position. window: (N, C_in, k, k) inputs around it -> (N, C_out)."""
-        h = window.reshape(len(window), -1) @ matrix + self.conv.bias.data
+    def at(self, window: np.ndarray, weights: tuple, y) -> np.ndarray:
+        """The layer's output at one position. window: (N, C_in, k, k) inputs around it,
+        weights: `weight_matrix()` -> (N, C_out)."""
+        taps, matrix = weights
+        h = window[:, :, taps[0], taps[1]].reshape(len(window), -1) @ matrix + self.conv.bias.data
         return h if self.label_bias is None else h + self.label_bias.data[y]
 
 
@@ -284,15 +289,17 @@ class PixelCNN(GenerativeModel):
         def at(layer, window):
             return layer.at(window, matrices[id(layer)], labels)
 
-        for t in range(s * s):
-            i, j = divmod(t, s)
-            h = at(self.input, x_pad[:, :, i:i + 7, j:j + 7])
-            for block, pad in zip(self.blocks, relu_pads):
-                pad[:, :, i + 1, j + 1] = np.maximum(h, 0)
-                h = h + at(block, pad[:, :, i:i + 3, j:j + 3])
-            h = at(self.hidden, np.maximum(h, 0))
-            logits = at(self.output, np.maximum(h, 0))
-            x_pad[:, 0, i + 3, j + 3] = draw_pixel(logits, uniforms[:, t], temperature, self.config["output"])
+        # each step's products are far too small to share between threads (see kernels.conv.serial_below)
+        with serial_below(n * c * c * 9, SERIAL_MULTIPLY_ADDS):
+            for t in range(s * s):
+                i, j = divmod(t, s)
+                h = at(self.input, x_pad[:, :, i:i + 7, j:j + 7])
+                for block, pad in zip(self.blocks, relu_pads):
+                    pad[:, :, i + 1, j + 1] = np.maximum(h, 0)
+                    h = h + at(block, pad[:, :, i:i + 3, j:j + 3])
+                h = at(self.hidden, np.maximum(h, 0)[:, :, None, None])
+                logits = at(self.output, np.maximum(h, 0)[:, :, None, None])
+                x_pad[:, 0, i + 3, j + 3] = draw_pixel(logits, uniforms[:, t], temperature, self.config["output"])
         return x_pad[:, :, 3:-3, 3:-3].copy()
 
     def generation_frames(self, generator=None, frames: int = 29, temperature: float = 1.0, samples=None):

@@ -203,17 +203,18 @@ class BatchNorm(Module):
 
 
 class GroupNorm(Module):
-    """Normalise over groups of channels within each example. x: (N, C, H, W)."""
+    """Normalise over groups of channels within each example. x: (N, C, H, W).
+    silu=True: followed by SiLU, fused into the same kernel."""
 
-    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5):
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, silu: bool = False):
         if num_channels % num_groups:
             raise ShapeError(f"GroupNorm: {num_channels} channels cannot be split into {num_groups} groups")
-        self.num_groups, self.eps = num_groups, eps
+        self.num_groups, self.eps, self.silu = num_groups, eps, silu
         self.weight = Parameter(np.ones(num_channels, np.float32))
         self.bias = Parameter(np.zeros(num_channels, np.float32))
 
     def forward(self, x):
-        return ops.group_norm(x, self.num_groups, self.weight, self.bias, self.eps)
+        return ops.group_norm(x, self.num_groups, self.weight, self.bias, self.eps, self.silu)
 
 
 class LayerNorm(Module):

@@ -101,12 +101,12 @@ def masked_conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, mask_type: str 
         dh, dw_ = pair(dilation, "masked_conv2d", "dilation")
         padding = (dh * (kh // 2), dw_ * (kw // 2))
     mask = causal_mask(kh, kw, mask_type, w.dtype)
-    masked = w.data * mask
     bias = parents[2].data if b is not None else None
-    out = K.conv2d_forward(x.data, masked, bias, stride, padding, dilation)
+    # the kernel reads only the taps the mask keeps (about half): see minigen/kernels/masked.py
+    out = K.masked_conv2d_forward(x.data, w.data, mask, bias, stride, padding, dilation)
 
     def backward(g):
-        dx, dw, db = K.conv2d_backward(g, x.data, masked, stride, padding, dilation,
-                                       input_grad=x.requires_grad, weight_grad=w.requires_grad)
-        return _with_bias(parents, dx, None if dw is None else dw * mask, db)
+        dx, dw, db = K.masked_conv2d_backward(g, x.data, w.data, mask, stride, padding, dilation,
+                                              input_grad=x.requires_grad, weight_grad=w.requires_grad)
+        return _with_bias(parents, dx, dw, db)
     return make_result(out, parents, backward, "masked_conv2d")

@@ -59,13 +59,14 @@ def batch_norm(x: Tensor, weight: Tensor | None = None, bias: Tensor | None = No
 
 @register_op("group_norm")
 def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None,
-               eps: float = 1e-5) -> Tensor:
-    """Normalise each sample's groups of C/num_groups channels. x: (N, C, *); weight, bias: (C,)."""
+               eps: float = 1e-5, silu: bool = False) -> Tensor:
+    """Normalise each sample's groups of C/num_groups channels. x: (N, C, *); weight, bias: (C,).
+    silu=True: return silu(group_norm(...)), fused into one kernel pass forward and backward."""
     x, weight, bias, parents = _parents(x, weight, bias)
-    out, mean, rstd = K.group_norm_forward(x.data, num_groups, _data(weight), _data(bias), eps)
+    out, mean, rstd = K.group_norm_forward(x.data, num_groups, _data(weight), _data(bias), eps, silu)
 
     def backward(g):
-        dx, dw, db = K.group_norm_backward(g, x.data, num_groups, _data(weight), mean, rstd)
+        dx, dw, db = K.group_norm_backward(g, x.data, num_groups, _data(weight), mean, rstd, _data(bias), silu)
         return _grads(weight, bias, dx, dw, db)
     return make_result(out, parents, backward, "group_norm")
 

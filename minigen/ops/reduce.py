@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minigen.kernels.conv import SERIAL_MULTIPLY_ADDS, serial_below
 from minigen.errors import ShapeError
 from minigen.ops.elementwise import _pair
 from minigen.tensor import Tensor, make_result, register_op
@@ -122,7 +123,8 @@ def matmul(a, b) -> Tensor:
     if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
         raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} are not (..., n, k) @ (..., k, m)")
     try:
-        out = np.matmul(a.data, b.data)
+        with serial_below(a.size * b.shape[-1], SERIAL_MULTIPLY_ADDS):    # tiny products: no BLAS threads
+            out = np.matmul(a.data, b.data)
     except ValueError:
         raise ShapeError(f"matmul: batch dimensions of {a.shape} and {b.shape} cannot be broadcast") from None
 

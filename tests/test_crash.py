@@ -79,4 +79,4 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, tiny_data, capsys):
         assert steps == sorted(set(steps)), f"kill {kill}: steps in {METRICS} not strictly increasing: {steps}"
         assert not [n for n in os.listdir(run) if n.startswith(TEMP_PREFIX)], os.listdir(run)
         assert set(os.listdir(run)) <= {"config.json", METRICS, "checkpoint.npz", LOCK, "samples.png", "loss.png",
-                                        "summary.json"}
+                                        "summary.json", "curves.png", "generation.gif", "index.html"}

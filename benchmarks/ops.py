@@ -1,6 +1,7 @@
 """minigen vs PyTorch CPU on single ops, forward + backward, each framework in processes of its own.
 
-    python benchmarks/ops.py [--quick | --full] [--rounds R] [--only TEXT] [--out benchmarks/results/ops.json]
+    python benchmarks/ops.py [--quick | --full] [--rounds R] [--only TEXT] [--no-convs]
+        [--out benchmarks/results/ops.json]
     (or: minigen bench ops ...)
 
 The rows: every convolution the model families call in their default configs (unconditional
@@ -16,7 +17,7 @@ PyTorch of the medians. GFLOP/s count the arithmetic done (forward + the backwar
 needed: first layers see data, so neither side computes their input gradient; masked convs
 counted dense, as PyTorch computes them). Also NumPy's float32 1024^3 matmul GFLOP/s (the
 practical peak) and how long a fresh process takes to its first conv with an empty and a warm
-Numba cache.
+Numba cache (when the table has conv rows).
 
 Targets (issue 13): every conv row <= 1.0; stride-1 3x3 conv2d rows with 32 or more channels in
 and out <= 0.8.
@@ -349,6 +350,8 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=None, help="processes per framework (default 3)")
     p.add_argument("--out", default=os.path.join(HERE, "results", "ops.json"), help="where to write the JSON")
     p.add_argument("--only", default="", help="run only the ops whose name contains this text")
+    p.add_argument("--no-convs", action="store_true", help="only the tiny-op, norm and matmul rows: no conv rows, "
+                                                           "so no listing of the models' convs (seconds, not minutes)")
     p.add_argument("--list", action="store_true", help="print the conv shapes found in the models and exit")
     args = p.parse_args(argv)
     mode = "quick" if args.quick else "full"
@@ -357,7 +360,7 @@ def main(argv=None) -> int:
     if rounds < 1:
         p.error("--rounds must be at least 1")
     started = time.perf_counter()
-    shapes = model_conv_shapes()
+    shapes = [] if args.no_convs else model_conv_shapes()
     rows = [r for r in op_rows(shapes) if args.only in r["op"]]
     if args.list:
         for r in rows:
@@ -387,7 +390,8 @@ def main(argv=None) -> int:
         if row.get("minigen_gflops"):
             row["pct_peak"] = 100 * row["minigen_gflops"] / peak
         results.append(row)
-    starts = start_times()
+    # the start times are about the first conv: measured when the table has conv rows
+    starts = start_times() if any("shape" in r for r in rows) else None
     seconds = time.perf_counter() - started
     print(f"\n{info['cpu']}, {info['threads']} threads; NumPy float32 1024^3 matmul: {peak} GFLOP/s "
           f"(practical peak); load average {os.getloadavg()[0]:.1f}")
@@ -397,8 +401,10 @@ def main(argv=None) -> int:
                   "ratio": format_ratio(r), "target": r["target"], "GFLOP/s": r.get("minigen_gflops"),
                   "% peak": r.get("pct_peak")} for r in results],
                 ["op", "minigen ms", "torch ms", "ratio", "target", "GFLOP/s", "% peak"])
-    print(f"\nfresh process to first conv: {starts['cold_s']} s with an empty Numba cache, "
-          f"{starts['warm_s']} s with a warm one; this run took {seconds:.0f} s")
+    if starts:
+        print(f"\nfresh process to first conv: {starts['cold_s']} s with an empty Numba cache, "
+              f"{starts['warm_s']} s with a warm one")
+    print(f"this run took {seconds:.0f} s")
     write_json(args.out, {"command": "python benchmarks/ops.py " + " ".join(sys.argv[1:] if argv is None else argv),
                           "mode": mode, "machine": info, "rounds": rounds, "iterations": iterations,
                           "min_seconds": min_seconds, "batch": N, "load_average": os.getloadavg(),

@@ -198,7 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--out", required=True, help="folder for the page (index.html)")
 
-    p = sub.add_parser("sweep", help="a grid of training runs from a TOML spec, in parallel")
+    p = sub.add_parser("sweep", help="a grid of training runs from a TOML spec, in parallel "
+                                     "(then its benchmark cases, one at a time)")
     p.add_argument("spec", help="the sweep's TOML file (see `python -m pydoc minigen.sweep`)")
     p.add_argument("--out", required=True, help="the sweep's folder: one run directory per run, results, plots")
     where = p.add_mutually_exclusive_group()
@@ -323,11 +324,9 @@ def cmd_data(args) -> int:
 
 def cmd_bench(args) -> int:
     import runpy
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = os.path.join(here, "benchmarks", "ops.py" if args.what == "ops" else "run.py")
-    if not os.path.exists(script):
-        raise _UsageError(f"the benchmarks live in the source checkout ({script} not found); "
-                          f"clone the repository and install it with `pip install -e .`")
+
+    from minigen.sweep import benchmark_script
+    script = benchmark_script(args.what)
     sys.argv = [script] + args.rest
     runpy.run_path(script, run_name="__main__")
     return 0

@@ -1,6 +1,7 @@
 """`minigen sweep SPEC.toml --out DIR [--workers N | --scheduler tcp://HOST:8786]`: a grid of
 `minigen train` runs, each an ordinary run directory DIR/NAME (so `minigen eval`, `sample` and
-`train --resume` work on it), run as independent jobs on Dask or local processes (minigen.jobs).
+`train --resume` work on it), run as independent jobs on Dask or local processes (minigen.jobs),
+and then the spec's `minigen bench` cases, if any.
 
 A spec (read with Python's tomllib):
 
@@ -19,6 +20,11 @@ A spec (read with Python's tomllib):
     lr = [0.001, 0.003]
     "set.latent_dim" = [2, 8]
     replicate = [0, 1]          # only tells runs apart, so each gets its own seed
+    [[bench]]                   # a `minigen bench` case ([bench] for one, [[bench]] for several)
+    name = "matmul"             # its folder DIR/bench/NAME (default: the suite)
+    suite = "ops"               # `minigen bench ops` (benchmarks/ops.py) or "models" (benchmarks/run.py)
+    options = ["--quick", "--rounds", "1", "--only", "matmul", "--no-convs"]    # the script's own options
+    threads = [1, 2]            # optional: one case per thread count (default: every core)
 
 Options: model, dataset, data_dir (relative to the spec), epochs, batch_size, lr, conditional,
 train_n, max_steps, max_seconds (a training-time budget), eval_n, threads, replicate, set.NAME.
@@ -27,6 +33,20 @@ A run is named after its grid values, e.g. DIR/lr=0.001,latent_dim=2,replicate=0
 same command skips finished runs (summary.json present), resumes interrupted ones from their last
 checkpoint and starts the rest. At the end: DIR/results.csv and DIR/results.json (one row per run:
 its grid values, seed, status, final metrics and timings) and DIR/plots/METRIC.png.
+
+Benchmark cases run after every training run has finished, one at a time, on the machine that runs
+`minigen sweep`, never in parallel and never on the workers, even with --workers N or --scheduler:
+a timing means something only when nothing else runs on the cores. Each case is the suite's script
+from the source checkout (benchmarks/ is not installed with the package), which times minigen and
+PyTorch (when installed; else minigen alone) each in fresh processes of its own, rounds
+alternating (benchmarks/harness.py). Its JSON, log (bench.log) and, once it succeeded, the sweep's
+record bench.json go to DIR/bench/NAME; a rerun skips a case whose bench.json exists. Options of
+a case: ops: --quick, --full, --rounds, --only, --no-convs; models: --quick, --full, --rounds,
+--models, --memory, --scaling, --quality, --quality-epochs (--out is the sweep's). In the table, a
+finished case gives one row per measured line: name bench/NAME, suite, threads, measure (the op, or
+"vae: training step"), status, wall_seconds, minigen_median_s (min, max), torch_median_s, ratio
+(minigen / PyTorch of the medians; empty without PyTorch) with its per-round spread.
+A spec of [bench] cases alone (no [train], no [grid]) trains nothing.
 """
 from __future__ import annotations
 
@@ -68,6 +88,15 @@ OPTIONS = {
     "replicate": (int, lambda v: v >= 0, "a non-negative integer"),
 }
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+# `minigen bench SUITE`: the script in the source checkout's benchmarks/, and the options a sweep passes
+# on to it (--out is the sweep's: DIR/bench/NAME)
+BENCH_SUITES = {
+    "ops": ("ops.py", ("--quick", "--full", "--rounds", "--only", "--no-convs")),
+    "models": ("run.py", ("--quick", "--full", "--rounds", "--models", "--memory", "--scaling", "--quality",
+                          "--quality-epochs")),
+}
+BENCH_KEYS = ("name", "suite", "options", "threads")
+BENCH_DONE = "bench.json"        # the sweep's record of a finished case: its command, time and key numbers
 
 
 def _check_value(where: str, key: str, value):
@@ -98,9 +127,10 @@ def load_spec(path: str) -> dict:
         raise MinigenError(f"sweep spec {path} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise MinigenError(f"{path} is not valid TOML: {e}") from None
-    unknown = sorted(set(raw) - {"seed", "train", "grid"})
+    unknown = sorted(set(raw) - {"seed", "train", "grid", "bench"})
     if unknown:
-        raise MinigenError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected seed, [train], [grid]")
+        raise MinigenError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; expected seed, [train], [grid], "
+                           f"[bench]")
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise MinigenError(f"{path}: seed: expected a non-negative integer, got {seed!r}")
@@ -128,9 +158,54 @@ def load_spec(path: str) -> dict:
     both = sorted(set(checked_train) & set(checked_grid))
     if both:
         raise MinigenError(f"{path}: {', '.join(both)} in both [train] and [grid]; keep each in one place")
-    if "model" not in checked_train and "model" not in checked_grid:
+    bench = _check_bench(path, raw.get("bench", []))
+    if "model" not in checked_train and "model" not in checked_grid and (checked_train or checked_grid or not bench):
         raise MinigenError(f"{path}: no model: set [train] model = \"vae\" (or list models in [grid])")
-    return {"seed": seed, "train": checked_train, "grid": checked_grid}
+    return {"seed": seed, "train": checked_train, "grid": checked_grid, "bench": bench}
+
+
+def _check_bench(path: str, raw) -> list[dict]:
+    """[bench] (one table) or [[bench]] (several) -> the benchmark cases, in order:
+    [{"name", "suite", "options": [str], "threads": int | None}]; a list of threads is one case per count."""
+    tables = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise MinigenError(f"{path}: bench must be a [bench] table or [[bench]] tables")
+    cases = []
+    for table in tables:
+        where = f"{path}: [bench]"
+        unknown = sorted(set(table) - set(BENCH_KEYS))
+        if unknown:
+            raise MinigenError(f"{where}: unknown key(s) {', '.join(unknown)}; expected {', '.join(BENCH_KEYS)}")
+        suite = table.get("suite")
+        if suite not in BENCH_SUITES:
+            raise MinigenError(f"{where} suite: expected one of {', '.join(BENCH_SUITES)} (as in `minigen bench "
+                               f"SUITE`), got {suite!r}")
+        options = table.get("options", [])
+        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+            raise MinigenError(f"{where} options: expected a list of strings such as [\"--quick\"], got {options!r}")
+        allowed = BENCH_SUITES[suite][1]
+        for option in options:
+            if option.startswith("-") and option.split("=")[0] not in allowed:
+                raise MinigenError(f"{where} options: {option!r} is not an option of the {suite} suite here; "
+                                   f"expected some of {', '.join(allowed)} (--out is the sweep's: DIR/bench/NAME)")
+        name = table.get("name", suite)
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise MinigenError(f"{where} name: expected a folder name (no '/', not starting with '.'), got {name!r}")
+        threads = table.get("threads")          # absent: the script's default, every core
+        counts = threads if isinstance(threads, list) else [threads]
+        if threads is not None and (not counts or not all(isinstance(t, int) and not isinstance(t, bool) and t > 0
+                                                          for t in counts)):
+            raise MinigenError(f"{where} threads: expected a positive integer or a non-empty list of them, "
+                               f"got {threads!r}")
+        if len(set(counts)) != len(counts):
+            raise MinigenError(f"{where} threads: the values repeat ({threads!r}); each case must differ")
+        for count in counts:
+            cases.append({"name": f"{name},threads={count}" if isinstance(threads, list) else name, "suite": suite,
+                          "options": options, "threads": count})
+    names = [c["name"] for c in cases]
+    if len(set(names)) != len(names):
+        raise MinigenError(f"{path}: [[bench]] names repeat ({', '.join(names)}); give each [[bench]] its own name")
+    return cases
 
 
 def derive_seed(sweep_seed: int, name: str) -> int:
@@ -141,7 +216,10 @@ def derive_seed(sweep_seed: int, name: str) -> int:
 
 
 def plan(spec: dict) -> list[dict]:
-    """The runs: [{"name", "grid": {key: value}, "options": {key: value}, "seed"}], in grid order."""
+    """The runs: [{"name", "grid": {key: value}, "options": {key: value}, "seed"}], in grid order
+    (none for a spec of benchmark cases alone)."""
+    if not spec["train"] and not spec["grid"]:
+        return []
     keys = list(spec["grid"])
     runs = []
     for values in itertools.product(*(spec["grid"][k] for k in keys)):
@@ -201,9 +279,94 @@ def run_one(job: dict) -> dict:
         if done.how == "exited" and done.returncode == 0:
             result["status"] = "done"
         else:
-            lines = [line for line in done.output.splitlines() if line.strip()]
-            result["error"] = f"{done.how} (status {done.returncode}): {lines[-1] if lines else 'no output'}"[:300]
+            result["error"] = _failure(done)
     except Exception as e:                    # this run's trouble, never the sweep's
+        result["error"] = f"{type(e).__name__}: {e}"
+    return result
+
+
+def _failure(done) -> str:
+    """How a command (a minigen.jobs.Finished) failed, with its last line of output."""
+    lines = [line for line in done.output.splitlines() if line.strip()]
+    return f"{done.how} (status {done.returncode}): {lines[-1] if lines else 'no output'}"[:300]
+
+
+# --- benchmark cases: after the training runs, one at a time, on this machine -------------------------
+def benchmark_script(suite: str) -> str:
+    """The script of `minigen bench SUITE` in the source checkout minigen runs from. benchmarks/ is not
+    part of the installed package: without the checkout, a MinigenError saying so."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "benchmarks", BENCH_SUITES[suite][0])
+    if not os.path.exists(script):
+        raise MinigenError(f"the benchmarks live in the source checkout ({script} not found); "
+                           f"clone the repository and install it with `pip install -e .`")
+    return script
+
+
+def bench_argv(case: dict, case_dir: str) -> list[str]:
+    """The command of one case: the suite's script, the spec's options, --out into DIR/bench/NAME
+    (ops.py takes a file, run.py a folder)."""
+    out = os.path.join(case_dir, "ops.json") if case["suite"] == "ops" else case_dir
+    return [sys.executable, benchmark_script(case["suite"]), *case["options"], "--out", out]
+
+
+def _key_numbers(summary: dict) -> dict:
+    """One benchmark line's numbers (a benchmarks.harness.summarize result): minigen's median and
+    min-max seconds over rounds, PyTorch's median, the ratio minigen / PyTorch of the medians with its
+    per-round spread (None without PyTorch), and a framework's failure, if any."""
+    m, t = summary.get("minigen") or {}, summary.get("torch") or {}
+    errors = [f"{fw}: {s['error']}" for fw, s in (("minigen", m), ("torch", t)) if "error" in s]
+    return {"minigen_median_s": m.get("median_s"), "minigen_min_s": m.get("min_s"), "minigen_max_s": m.get("max_s"),
+            "torch_median_s": t.get("median_s"), "ratio": summary.get("ratio"), "ratio_min": summary.get("ratio_min"),
+            "ratio_max": summary.get("ratio_max"), "error": "; ".join(errors)}
+
+
+def bench_lines(suite: str, case_dir: str) -> list[dict]:
+    """The key numbers of a finished case, from the JSON its script wrote: one dict per measured line
+    ({"measure": "matmul 128x784 @ 784x400", **_key_numbers}; models: each variant's training step and
+    sampling)."""
+    if suite == "ops":
+        with open(os.path.join(case_dir, "ops.json")) as f:
+            return [{"measure": r["op"], **_key_numbers(r)} for r in json.load(f)["ops"]]
+    lines = []
+    for mode in ("quick", "full"):
+        path = os.path.join(case_dir, f"models-{mode}.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                for r in json.load(f)["models"]:
+                    lines.append({"measure": f"{r['model']}: training step", **_key_numbers(r["step"])})
+                    lines += [{"measure": f"{r['model']}: sampling {s['what']}", **_key_numbers(s)}
+                              for s in r["sampling"]]
+    return lines
+
+
+def run_bench(case: dict, out: str, timeout: float | None = None) -> dict:
+    """One benchmark case in a subprocess (the suite's script, which times each framework in fresh
+    processes of its own through benchmarks/harness.py); never raises. Its files and its log
+    (bench.log) go to DIR/bench/NAME; when it succeeds, DIR/bench/NAME/bench.json records its command,
+    wall time and key numbers, and marks it done for reruns."""
+    case_dir = os.path.join(out, "bench", case["name"])
+    result = {"name": case["name"], "status": "failed", "wall_seconds": None, "error": ""}
+    try:
+        argv = bench_argv(case, case_dir)
+        env = dict(os.environ)
+        if case["threads"]:                   # the harness gives every worker MINIGEN_BENCH_THREADS threads
+            env.update({name: str(case["threads"]) for name in (*THREAD_VARIABLES, "MINIGEN_BENCH_THREADS")})
+        os.makedirs(case_dir, exist_ok=True)
+        log = os.path.join(case_dir, "bench.log")
+        with open(log, "a") as f:
+            f.write(f"$ {' '.join(argv)}\n")
+        started_at = time.time()
+        done = run_limited(argv, timeout=timeout, env=env, log=log)
+        result["wall_seconds"] = round(done.seconds, 3)
+        if done.how == "exited" and done.returncode == 0:
+            record = {"command": argv[1:], "threads": case["threads"], "started_at": started_at,
+                      "wall_seconds": result["wall_seconds"], "lines": bench_lines(case["suite"], case_dir)}
+            _write_atomically(os.path.join(case_dir, BENCH_DONE), json.dumps(record, indent=2))
+            result["status"] = "done"
+        else:
+            result["error"] = _failure(done)
+    except Exception as e:                    # this case's trouble, never the sweep's
         result["error"] = f"{type(e).__name__}: {e}"
     return result
 
@@ -241,6 +404,26 @@ def _table(out: str, runs: list[dict], outcomes: dict) -> tuple[list[dict], list
     return rows, metrics + ["wall_seconds"]
 
 
+def _bench_table(out: str, cases: list[dict], outcomes: dict) -> list[dict]:
+    """The benchmark cases' rows: per finished case one row per measured line (name bench/NAME, suite,
+    threads, measure, status, wall_seconds, error, then _key_numbers); a case not finished: one row
+    saying why."""
+    rows = []
+    for case in cases:
+        base = {"name": f"bench/{case['name']}", "suite": case["suite"], "threads": case["threads"]}
+        record_path = os.path.join(out, "bench", case["name"], BENCH_DONE)
+        if os.path.exists(record_path):
+            with open(record_path) as f:
+                record = json.load(f)
+            rows += [{**base, "measure": line["measure"], "status": "done", "wall_seconds": record["wall_seconds"],
+                      **line} for line in record["lines"]]
+        else:
+            outcome = outcomes.get(case["name"], {})
+            rows.append({**base, "measure": "", "status": outcome.get("status", "not run"),
+                         "wall_seconds": outcome.get("wall_seconds"), "error": outcome.get("error", "")})
+    return rows
+
+
 def _write_table(out: str, rows: list[dict]) -> None:
     columns = []
     for row in rows:
@@ -265,7 +448,7 @@ def _plot(out: str, rows: list[dict], metrics: list[str]) -> list[str]:
     written = []
     for metric in metrics:
         values = [r.get(metric) for r in done]
-        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or \
+        if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or \
                 (len(values) > 1 and len(set(values)) == 1):
             continue                      # a missing or constant number (steps, examples) is no comparison
         fig = plt.figure(figsize=(max(4.0, 0.6 * len(done) + 2), 3.2))
@@ -298,7 +481,9 @@ def run_sweep(spec_path: str, out: str, *, workers: int = 1, scheduler: str | No
               timeout: float | None = None, use_dask: bool | None = None, progress: bool = True) -> list[dict]:
     """Run (or finish) the sweep; returns the table's rows."""
     spec = load_spec(spec_path)
-    runs = plan(spec)
+    runs, cases = plan(spec), spec["bench"]
+    for case in cases:                      # before any training: a missing checkout is known at once
+        benchmark_script(case["suite"])
     _claim(out, spec)
     finished = {r["name"] for r in runs if os.path.exists(os.path.join(out, r["name"], "summary.json"))}
     todo = [r for r in runs if r["name"] not in finished]
@@ -330,14 +515,25 @@ def run_sweep(spec_path: str, out: str, *, workers: int = 1, scheduler: str | No
             show()
             if bar is not None:
                 bar.update(1)
-            _write_table(out, _table(out, runs, outcomes)[0])     # after every run: an interrupt keeps the table
+            # after every run: an interrupt keeps the table
+            _write_table(out, _table(out, runs, outcomes)[0] + _bench_table(out, cases, {}))
     finally:
         if bar is not None:
             bar.close()
-    rows, metrics = _table(out, runs, outcomes)
-    _write_table(out, rows)
-    _plot(out, rows, metrics)
     if todo:
         print(f"minigen sweep: {counts['done']} run(s) finished, {counts['failed']} failed, "
               f"{len(finished)} already done, in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-    return rows
+    rows, metrics = _table(out, runs, outcomes)
+    # Timings mean something only with nothing else on the cores: the cases run after every training run,
+    # one at a time, here (never on the workers, whatever --workers or --scheduler say)
+    bench_outcomes = {}
+    for number, case in enumerate(cases, 1):
+        if os.path.exists(os.path.join(out, "bench", case["name"], BENCH_DONE)):
+            continue                          # finished by an earlier invocation
+        print(f"minigen sweep: bench {case['name']} ({number}/{len(cases)}), alone on this machine", file=sys.stderr)
+        bench_outcomes[case["name"]] = run_bench(case, os.path.abspath(out), timeout)
+        _write_table(out, rows + _bench_table(out, cases, bench_outcomes))
+    every_row = rows + _bench_table(out, cases, bench_outcomes)
+    _write_table(out, every_row)
+    _plot(out, rows, metrics)
+    return every_row

@@ -1,7 +1,9 @@
 """`minigen sweep` (minigen.sweep): a 2x2 grid of tiny VAE runs on a local Dask cluster gives the
 numbers of the same runs made one by one; a killed sweep finishes on rerun without retraining."""
+import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -9,6 +11,7 @@ import time
 
 import pytest
 
+from benchmarks import harness
 from minigen import sweep
 from minigen.cli import main as cli_main
 from minigen.errors import MinigenError
@@ -114,6 +117,16 @@ def test_a_killed_sweep_finishes_on_rerun_without_retraining(spec, swept, tmp_pa
     ("[train]\nmodel = 'vae'\nlr = 0.1\n[grid]\nlr = [0.2]\n", "lr in both [train] and [grid]"),
     ("[train\nmodel = 'vae'\n", "is not valid TOML"),
     ("sed = 1\n", "unknown top-level key(s) sed"),
+    ("[bench]\nsuite = 'opz'\n", "[bench] suite: expected one of ops, models"),
+    ("[bench]\nsuite = 'ops'\nrepeat = 2\n", "[bench]: unknown key(s) repeat; expected name, suite, options, threads"),
+    ("[bench]\nsuite = 'ops'\noptions = '--quick'\n", "[bench] options: expected a list of strings"),
+    ("[bench]\nsuite = 'ops'\noptions = ['--out', 'x']\n", "'--out' is not an option of the ops suite here"),
+    ("[bench]\nsuite = 'models'\noptions = ['--no-convs']\n", "expected some of --quick, --full, --rounds, --models"),
+    ("[bench]\nsuite = 'ops'\nthreads = [0]\n", "[bench] threads: expected a positive integer or a non-empty list"),
+    ("[bench]\nsuite = 'ops'\nthreads = [1, 1]\n", "[bench] threads: the values repeat"),
+    ("[[bench]]\nsuite = 'ops'\n[[bench]]\nsuite = 'ops'\n", "names repeat (ops, ops)"),
+    ("[bench]\nsuite = 'ops'\nname = 'a/b'\n", "[bench] name: expected a folder name"),
+    ("[bench]\nsuite = 'ops'\n[train]\nepochs = 1\n", "no model: set [train] model"),
 ])
 def test_a_bad_spec_is_one_clear_error(tmp_path, capsys, text, message):
     path = tmp_path / "spec.toml"
@@ -145,7 +158,83 @@ def test_a_time_budget_stops_training(tmp_path):
         cli_main(["train", "vae", "--max-seconds", "0"])
 
 
-def test_the_example_spec_is_valid():
-    runs = sweep.plan(sweep.load_spec(os.path.join(os.path.dirname(__file__), "..", "examples", "sweep.toml")))
+def test_the_example_spec_is_valid_and_so_is_its_commented_bench_case(tmp_path):
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "sweep.toml")
+    runs = sweep.plan(sweep.load_spec(example))
     assert len(runs) == 12 and runs[0]["name"] == "lr=0.001,latent_dim=2,replicate=0"
     assert len({r["seed"] for r in runs}) == 12
+    text = open(example).read()
+    uncommented = tmp_path / "sweep.toml"
+    uncommented.write_text(text[:text.index("# [[bench]]")] + re.sub(r"(?m)^# ", "", text[text.index("# [[bench]]"):]))
+    assert [(c["name"], c["suite"], c["threads"]) for c in sweep.load_spec(str(uncommented))["bench"]] == \
+        [("vae,threads=1", "models", 1), ("vae,threads=2", "models", 2)]
+
+
+# --- benchmark cases ------------------------------------------------------------------------------
+BENCH_SPEC = """[train]
+model = "vae"
+dataset = "mnist-5k"
+train_n = 128
+max_steps = 1
+eval_n = 16
+threads = 1
+[train.set]
+variant = "mlp"
+[bench]
+suite = "ops"
+options = ["--quick", "--rounds", "1", "--only", "matmul", "--no-convs"]
+threads = [1]
+"""
+MATMUL = "matmul 128x784 @ 784x400"
+
+
+def test_bench_cases_run_after_training_record_their_numbers_and_are_skipped_on_rerun(tmp_path):
+    spec, out = tmp_path / "spec.toml", str(tmp_path / "out")
+    spec.write_text(BENCH_SPEC)
+    rows = sweep.run_sweep(str(spec), out, progress=False)
+    case_dir = os.path.join(out, "bench", "ops,threads=1")
+    with open(os.path.join(case_dir, "ops.json")) as f:
+        written = json.load(f)
+    assert [r["op"] for r in written["ops"]] == [MATMUL] and written["start"] is None    # --no-convs: no convs
+    assert written["machine"]["threads"] == 1
+    with open(os.path.join(case_dir, sweep.BENCH_DONE)) as f:
+        record = json.load(f)
+    assert record["started_at"] >= os.stat(os.path.join(out, "run", "summary.json")).st_mtime   # after training
+    assert [r["name"] for r in rows] == ["run", "bench/ops,threads=1"]
+    with open(os.path.join(out, "results.csv")) as f:
+        bench_row = [r for r in csv.DictReader(f) if r["name"] == "bench/ops,threads=1"]
+    assert len(bench_row) == 1 and bench_row[0]["status"] == "done" and bench_row[0]["measure"] == MATMUL
+    assert float(bench_row[0]["minigen_median_s"]) == pytest.approx(written["ops"][0]["minigen"]["median_s"])
+    if harness.available_frameworks() == ("minigen", "torch"):
+        assert float(bench_row[0]["ratio"]) == pytest.approx(written["ops"][0]["ratio"])
+    else:
+        assert bench_row[0]["ratio"] == ""
+
+    stamp = os.stat(os.path.join(case_dir, sweep.BENCH_DONE)).st_mtime_ns
+    again = sweep.run_sweep(str(spec), out, progress=False)
+    assert os.stat(os.path.join(case_dir, sweep.BENCH_DONE)).st_mtime_ns == stamp          # not run again
+    assert open(os.path.join(case_dir, "bench.log")).read().count("$ ") == 1
+    assert again == rows
+
+
+def test_bench_rows_without_pytorch_give_minigen_alone_and_no_ratio(tmp_path):
+    """What the scripts write when PyTorch is absent (the harness's summarize of minigen rounds alone)."""
+    alone = harness.summarize({"minigen": [{"times_s": [0.2], "first_s": 1.0}, {"times_s": [0.4], "first_s": 1.0}]})
+    (tmp_path / "ops.json").write_text(json.dumps({"ops": [{"op": MATMUL, "minigen": alone["minigen"], "torch": None,
+                                                            "ratio": alone.get("ratio")}]}))
+    (tmp_path / "models-quick.json").write_text(json.dumps({"models": [
+        {"model": "vae", "step": alone, "sampling": [{"what": "1000 images", **alone}]}]}))
+    numbers = {"minigen_median_s": pytest.approx(0.3), "minigen_min_s": 0.2, "minigen_max_s": 0.4,
+               "torch_median_s": None, "ratio": None, "ratio_min": None, "ratio_max": None, "error": ""}
+    assert sweep.bench_lines("ops", str(tmp_path)) == [{"measure": MATMUL, **numbers}]
+    assert sweep.bench_lines("models", str(tmp_path)) == [{"measure": "vae: training step", **numbers},
+                                                          {"measure": "vae: sampling 1000 images", **numbers}]
+
+
+def test_a_sweep_with_bench_cases_needs_the_source_checkout(tmp_path, monkeypatch):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(BENCH_SPEC)
+    monkeypatch.setitem(sweep.BENCH_SUITES, "ops", ("not-in-this-checkout.py", sweep.BENCH_SUITES["ops"][1]))
+    with pytest.raises(MinigenError, match="the benchmarks live in the source checkout"):
+        sweep.run_sweep(str(spec), str(tmp_path / "out"), progress=False)
+    assert not (tmp_path / "out").exists()                 # refused before any training

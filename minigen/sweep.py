@@ -118,7 +118,8 @@ def _check_value(where: str, key: str, value):
 
 
 def load_spec(path: str) -> dict:
-    """Read and check a sweep spec; returns {"seed", "train": {option: value}, "grid": {option: [values]}}.
+    """Read and check a sweep spec; returns {"seed", "train": {option: value}, "grid": {option: [values]},
+    "bench": [case]} (see _check_bench).
     Every mistake is one MinigenError naming the file, the key and what was expected."""
     try:
         with open(path, "rb") as f:
@@ -164,6 +165,15 @@ def load_spec(path: str) -> dict:
     return {"seed": seed, "train": checked_train, "grid": checked_grid, "bench": bench}
 
 
+def _is_option(token: str) -> bool:
+    """'--quick' and '--rounds=2' are options; '2', 'vae' and '-1' are values."""
+    try:
+        float(token)
+        return False
+    except ValueError:
+        return token.startswith("-")
+
+
 def _check_bench(path: str, raw) -> list[dict]:
     """[bench] (one table) or [[bench]] (several) -> the benchmark cases, in order:
     [{"name", "suite", "options": [str], "threads": int | None}]; a list of threads is one case per count."""
@@ -185,7 +195,7 @@ def _check_bench(path: str, raw) -> list[dict]:
             raise MinigenError(f"{where} options: expected a list of strings such as [\"--quick\"], got {options!r}")
         allowed = BENCH_SUITES[suite][1]
         for option in options:
-            if option.startswith("-") and option.split("=")[0] not in allowed:
+            if _is_option(option) and option.split("=")[0] not in allowed:
                 raise MinigenError(f"{where} options: {option!r} is not an option of the {suite} suite here; "
                                    f"expected some of {', '.join(allowed)} (--out is the sweep's: DIR/bench/NAME)")
         name = table.get("name", suite)

@@ -238,3 +238,14 @@ def test_a_sweep_with_bench_cases_needs_the_source_checkout(tmp_path, monkeypatc
     with pytest.raises(MinigenError, match="the benchmarks live in the source checkout"):
         sweep.run_sweep(str(spec), str(tmp_path / "out"), progress=False)
     assert not (tmp_path / "out").exists()                 # refused before any training
+
+
+def test_a_failing_bench_case_is_a_row_saying_why_and_is_retried_on_rerun(tmp_path):
+    spec, out = tmp_path / "spec.toml", str(tmp_path / "out")
+    spec.write_text('[bench]\nname = "bad"\nsuite = "ops"\noptions = ["--no-convs", "--rounds", "-1"]\n')
+    for attempt in (1, 2):
+        [row] = sweep.run_sweep(str(spec), out, progress=False)
+        assert (row["name"], row["status"]) == ("bench/bad", "failed")
+        assert row["error"] == "exited (status 2): ops.py: error: --rounds must be at least 1"
+        assert not os.path.exists(os.path.join(out, "bench", "bad", sweep.BENCH_DONE))
+        assert open(os.path.join(out, "bench", "bad", "bench.log")).read().count("$ ") == attempt

@@ -477,6 +477,7 @@ def _claim(out: str, spec: dict) -> None:
     if os.path.exists(marker):
         with open(marker) as f:
             earlier = json.load(f)
+        earlier.setdefault("bench", [])       # a sweep made before specs had [bench] cases
         if earlier != json.loads(json.dumps(spec)):
             raise MinigenError(f"--out {out} holds a different sweep (its spec is in {marker}); "
                                f"choose another --out or restore that spec")

@@ -249,3 +249,15 @@ def test_a_failing_bench_case_is_a_row_saying_why_and_is_retried_on_rerun(tmp_pa
         assert row["error"] == "exited (status 2): ops.py: error: --rounds must be at least 1"
         assert not os.path.exists(os.path.join(out, "bench", "bad", sweep.BENCH_DONE))
         assert open(os.path.join(out, "bench", "bad", "bench.log")).read().count("$ ") == attempt
+
+
+def test_a_sweep_folder_made_before_bench_cases_existed_is_still_its_own(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC)
+    loaded = sweep.load_spec(str(spec))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / sweep.SPEC_COPY).write_text(json.dumps({k: v for k, v in loaded.items() if k != "bench"}))
+    sweep._claim(str(out), loaded)                                   # no "holds a different sweep"
+    with pytest.raises(MinigenError, match="holds a different sweep"):
+        sweep._claim(str(out), {**loaded, "bench": [{"name": "ops", "suite": "ops", "options": [], "threads": None}]})

@@ -206,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--workers", type=_positive_int, default=1, help="runs at the same time on this machine")
     where.add_argument("--scheduler", default=None, help="a Dask scheduler, e.g. tcp://HOST:8786")
     p.add_argument("--timeout", type=_positive_float, default=None,
-                   help="seconds before a run is stopped (default: none)")
+                   help="seconds before a run (or a bench case) is stopped (default: none)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("assign", help="teachers: make a student copy with lines to write, or grade one")

@@ -23,23 +23,45 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from minigen.random import Generator
 
-__all__ = ["FAMILIES", "run"]
+__all__ = ["FAMILIES", "Recipe", "run"]
 
-# (family, lecture name, share of the training budget, small-but-real config)
+@dataclass(frozen=True)
+class Recipe:
+    """How the tour trains and samples one family on a small time budget (chosen by measurement: see
+    benchmarks/quality_time.py and docs/tour.md).
+
+    share: of the training budget; config: model config over the family's defaults (sized to the
+    steps the share buys); warmup_steps, lr_decay: the TrainOptions lr schedule (a cosine decay
+    ends with the family's time budget); sample_options: keywords of model.sample (temperature);
+    shown: the config keys the table prints beside lr and batch_size; note: the family's role."""
+    family: str
+    title: str
+    share: float
+    config: dict
+    warmup_steps: int = 0
+    lr_decay: str = "cosine"
+    sample_options: dict = field(default_factory=dict)
+    shown: tuple = ()
+    note: str = ""
+
+
 FAMILIES = [
-    ("pixelcnn", "AR (PixelCNN)", 0.20, {"channels": 32, "num_blocks": 5}),
-    ("nar", "NAR (one pass)", 0.04, {}),
-    ("vae", "VAE", 0.10, {"iw_samples": 50}),
-    ("flow", "Flow (RealNVP)", 0.16, {"hidden_dim": 256}),
-    ("ddpm", "Diffusion (DDPM)", 0.32, {"sample_steps": 50}),
-    ("gan", "GAN (DCGAN)", 0.18, {}),
+    Recipe("pixelcnn", "AR (PixelCNN)", 0.20, {"channels": 32, "num_blocks": 5}, shown=("channels", "num_blocks")),
+    Recipe("nar", "NAR (one pass)", 0.04, {}, shown=("hidden",),
+           note="the blurry one-pass baseline: every pixel at once, no pixel sees another"),
+    Recipe("vae", "VAE", 0.10, {"iw_samples": 50}, shown=("hidden_dim", "latent_dim")),
+    Recipe("flow", "Flow (RealNVP)", 0.16, {"hidden_dim": 256}, shown=("hidden_dim",)),
+    Recipe("ddpm", "Diffusion (DDPM)", 0.32, {"sample_steps": 50}, shown=("channels", "guidance", "sample_steps")),
+    Recipe("gan", "GAN (DCGAN)", 0.18, {}, shown=("latent_dim",)),
 ]
 OVERHEAD_FRACTION = 0.25   # of the budget kept for the yardstick, evaluation and sampling
+BUDGET_TOLERANCE = 0.05    # the whole tour must end within its budget + 5%: reported as "within_budget"
 
 
 TOUR_MARK = ".made-by-minigen-tour"
@@ -57,10 +79,11 @@ def claim_run_dir(path: str) -> None:
                            f"choose another --out")
 
 
-def _train_family(family, config, seconds, out_dir, dataset, data_dir, seed, eval_n):
+def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eval_n):
     from minigen.train import TrainOptions, train
-    opts = TrainOptions(model=family, out=os.path.join(out_dir, family), dataset=dataset, data_dir=data_dir,
-                        epochs=10_000, seed=seed, conditional=True, model_config=config, max_seconds=seconds,
+    opts = TrainOptions(model=recipe.family, out=os.path.join(out_dir, recipe.family), dataset=dataset,
+                        data_dir=data_dir, epochs=10_000, seed=seed, conditional=True, model_config=recipe.config,
+                        max_seconds=seconds, warmup_steps=recipe.warmup_steps, lr_decay=recipe.lr_decay,
                         eval_n=eval_n, n_samples=0, progress=False)
     claim_run_dir(opts.out)
     os.makedirs(opts.out)
@@ -117,13 +140,14 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     metric_labels = np.arange(metric_samples) % 10
     rows, table, all_samples = {}, [], {}
     strips = {}
-    for family, title, share, config in FAMILIES:
+    for recipe in FAMILIES:
+        family, title = recipe.family, recipe.title
         bar.set_description(f"tour: training {family}")
-        model, summary = _train_family(family, config, train_seconds * share, out_dir, dataset, data_dir, seed,
-                                        eval_n)
+        model, summary = _train_family(recipe, train_seconds * recipe.share, out_dir, dataset, data_dir, seed, eval_n)
         bar.set_description(f"tour: sampling {family}")
         start = time.perf_counter()
-        samples = model.sample(metric_samples, labels=metric_labels, generator=Generator(seed + 10))
+        samples = model.sample(metric_samples, labels=metric_labels, generator=Generator(seed + 10),
+                               **recipe.sample_options)
         per_image = (time.perf_counter() - start) / metric_samples
         rows[title] = samples[:10]                         # labels 0..9 in order: one per digit
         all_samples[family] = samples
@@ -132,6 +156,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
         table.append({
             "family": title, "module": f"minigen/models/{family}.py", "parameters": model.num_parameters(),
             "train_seconds": round(summary["train_seconds"], 1), "train_steps": summary["steps"],
+            "recipe": recipe_settings(recipe, model.config), "note": recipe.note,
             "sample_seconds_per_image": per_image,
             "likelihood": None if metric is None else {"metric": metric, "value": test_metrics.get(metric)},
             # binary samples (PixelCNN, NAR draws) are compared with binarized test images: like with like
@@ -150,7 +175,9 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
                             title="one sample per family (rows) for each requested digit (columns)")
     strips_png = save_rows(strips, os.path.join(out_dir, "tour_strips.png"),
                            title="generating a 7: diffusion denoises everything at once, PixelCNN goes pixel by pixel")
-    result = {"minutes": minutes, "seconds": time.perf_counter() - started, "dataset": dataset,
+    seconds = time.perf_counter() - started
+    result = {"minutes": minutes, "seconds": seconds,
+              "within_budget": seconds <= budget * (1 + BUDGET_TOLERANCE), "dataset": dataset,
               "test_source": test.source, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
               "metric_samples": metric_samples, "families": table,
               "figures": {"samples": samples_png, "strips": strips_png}}
@@ -163,18 +190,42 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     return {**result, "samples": all_samples}
 
 
+def recipe_settings(recipe: Recipe, config: dict) -> dict:
+    """The recipe's key settings as the trained model used them: lr, batch size, warm-up, the `shown`
+    config keys and the sample options (e.g. the flow's temperature)."""
+    return {"lr": config["lr"], "batch_size": config["batch_size"], "warmup_steps": recipe.warmup_steps,
+            "lr_decay": recipe.lr_decay, **{k: config[k] for k in recipe.shown}, **recipe.sample_options}
+
+
+def _settings_text(settings: dict) -> str:
+    names = {"batch_size": "batch", "warmup_steps": "warm-up", "lr_decay": "decay", "num_blocks": "blocks",
+             "sample_steps": "DDIM steps", "temperature": "T"}
+    text = lambda v: "/".join(map(str, v)) if isinstance(v, list) else f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    return ", ".join(f"{names.get(k, k)} {text(v)}" for k, v in settings.items())
+
+
 def format_table(result: dict) -> str:
-    """The tour's table as aligned text (also used for the README)."""
-    header = ["family", "params", "train s", "sample s/img", "likelihood", "FID-MNIST", "label acc", "module"]
+    """The tour's table as aligned text (also used for the README), a recipe line per family below it,
+    and the budget check."""
+    header = ["family", "params", "steps", "train s", "sample s/img", "likelihood", "FID-MNIST", "label acc",
+              "module"]
     lines = []
     for r in result["families"]:
         lik = r["likelihood"]
         lik_text = "-" if not lik or lik["value"] is None else \
             f"{lik['value']:.3f} {'bits/dim' if lik['metric'] == 'bits_per_dim' else 'nats'}"
-        lines.append([r["family"], f"{r['parameters']:,}", f"{r['train_seconds']:.0f}",
+        lines.append([r["family"], f"{r['parameters']:,}", f"{r['train_steps']:,}", f"{r['train_seconds']:.0f}",
                       f"{r['sample_seconds_per_image']:.4f}", lik_text, f"{r['fid_mnist']:.2f}",
                       f"{r['label_accuracy']:.0%}", r["module"]])
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
+    if all("recipe" in r for r in result["families"]):      # tour.json files before recipes lack them
+        out.append("\nrecipes (chosen by measurement; see docs/tour.md):")
+        out += [f"  {r['family']}: {_settings_text(r['recipe'])}" + (f"  ({r['note']})" if r.get("note") else "")
+                for r in result["families"]]
+    budget = result["minutes"] * 60
+    within = result["seconds"] <= budget * (1 + BUDGET_TOLERANCE)
+    out.append(f"\nwhole tour: {result['seconds']:.0f} s of a {budget:.0f} s budget "
+               f"({'within' if within else 'OVER'} the budget + {BUDGET_TOLERANCE:.0%})")
     return "\n".join(out)

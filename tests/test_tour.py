@@ -17,7 +17,7 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     data_dir = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
     result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="mnist-5k", data_dir=data_dir,
                       metric_samples=10, yardstick_epochs=1, eval_n=100, progress=False)
-    families = [f for f, *_ in tour.FAMILIES]
+    families = [recipe.family for recipe in tour.FAMILIES]
     assert [row["module"] for row in result["families"]] == [f"minigen/models/{f}.py" for f in families]
     for family in families:
         samples = result["samples"][family]

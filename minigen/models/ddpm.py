@@ -38,7 +38,7 @@ from minigen.errors import MinigenError, ShapeError
 from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
                                  register_family)
 from minigen.nn import Conv2d, Embedding, GroupNorm, Linear, Module, Upsample
-from minigen.optim import EMA, Adam
+from minigen.optim import EMA, Adam, ema_decay_at
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
@@ -116,6 +116,19 @@ class NoiseSchedule:
         t = self.check_timesteps(t)
         mean = self._per_image(self.posterior_c1, t) * x0 + self._per_image(self.posterior_c2, t) * xt
         return mean, self._per_image(self.posterior_variance, t)
+
+    def velocity(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
+        """v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022), the target of a
+        v-predicting network. x0, noise: (N, C, H, W) float32; t: (N,) ints -> (N, C, H, W) float32."""
+        t = self.check_timesteps(t)
+        return (self._per_image(np.sqrt(self.alpha_bar), t) * noise
+                - self._per_image(np.sqrt(1 - self.alpha_bar), t) * x0)
+
+    def eps_from_velocity(self, xt: np.ndarray, v: np.ndarray, t) -> np.ndarray:
+        """The noise a predicted v implies: eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v.
+        xt, v: (N, C, H, W) float32; t: one int for the batch, or (N,) ints."""
+        t = np.atleast_1d(self.check_timesteps(t))
+        return self._per_image(np.sqrt(1 - self.alpha_bar), t) * xt + self._per_image(np.sqrt(self.alpha_bar), t) * v
 
     def predict_x0(self, xt: np.ndarray, eps: np.ndarray, t: int) -> np.ndarray:
         """Invert q_sample for a guessed noise: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
@@ -262,6 +275,10 @@ class DDPM(GenerativeModel):
             "schedule": "linear", "T": 1000, "beta_start": 1e-4, "beta_end": 0.02,
             "channels": [32, 64, 64], "time_dim": 128, "groups": 8,
             "p_uncond": 0.1,            # label dropped this often in training (classifier-free guidance)
+            # what the U-Net outputs: "eps" (the noise, as in DDPM) or "v" (sqrt(ab) eps - sqrt(1-ab) x_0,
+            # Salimans & Ho 2022): v keeps a well-scaled target at every noise level, so the x_0 guess of
+            # a short run is not amplified noise at high t; sampling converts either to eps
+            "prediction": "eps",
             "ema_decay": 0.999,
             "grad_clip": 1.0,
             "clip_denoised": True,      # clip the predicted x_0 to [-1, 1] at every sampling step
@@ -275,6 +292,8 @@ class DDPM(GenerativeModel):
         config = merge_config("ddpm", self.default_config(), config)
         if not 0 <= config["p_uncond"] < 1:
             raise MinigenError(f"ddpm: p_uncond must be in [0, 1), got {config['p_uncond']}")
+        if config["prediction"] not in ("eps", "v"):
+            raise MinigenError(f"ddpm: prediction must be 'eps' or 'v', got {config['prediction']!r}")
         super().__init__(config)
         self.schedule = NoiseSchedule(config["schedule"], int(config["T"]), config["beta_start"], config["beta_end"])
         self.num_classes = int(config["num_classes"])
@@ -303,11 +322,12 @@ class DDPM(GenerativeModel):
             drop = generator.uniform((len(x),)) < self.config["p_uncond"]
             labels = np.where(drop, self.num_classes, labels)
         opt = optimizers["model"]
-        loss = ops.mse_loss(self.net(Tensor(xt), t, labels), Tensor(noise))
+        target = noise if self.config["prediction"] == "eps" else self.schedule.velocity(x0, noise, t)
+        loss = ops.mse_loss(self.net(Tensor(xt), t, labels), Tensor(target))
         grad_norm = self.optimize(loss, opt, self.config["grad_clip"])
         # EMA warm-up: average over ~all steps so far while there are few, so short runs are not
         # dominated by the random initial weights
-        self.ema.decay = min(self.config["ema_decay"], (1 + opt.step_count) / (10 + opt.step_count))
+        self.ema.decay = ema_decay_at(opt.step_count, self.config["ema_decay"])
         self.ema.update(self.net)
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
@@ -330,11 +350,14 @@ class DDPM(GenerativeModel):
         a doubled batch (cheaper than two passes)."""
         n = len(xt)
         if labels is None or guidance == 1:
-            return self.net(Tensor(xt), np.full(n, t), labels).data
-        both = self.net(Tensor(np.concatenate([xt, xt])), np.full(2 * n, t),
-                        np.concatenate([labels, np.full(n, self.num_classes)])).data
-        eps_cond, eps_uncond = both[:n], both[n:]
-        return eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond)
+            out = self.net(Tensor(xt), np.full(n, t), labels).data
+        else:
+            both = self.net(Tensor(np.concatenate([xt, xt])), np.full(2 * n, t),
+                            np.concatenate([labels, np.full(n, self.num_classes)])).data
+            cond, uncond = both[:n], both[n:]
+            # eps is linear in the network output at a fixed x_t, so mixing outputs = mixing noises
+            out = uncond + np.float32(guidance) * (cond - uncond)
+        return out if self.config["prediction"] == "eps" else self.schedule.eps_from_velocity(xt, out, t)
 
     def _x0_estimate(self, xt, eps, t):
         x0 = self.schedule.predict_x0(xt, eps, t)
@@ -426,8 +449,10 @@ class DDPM(GenerativeModel):
                 t = generator.integers(0, self.schedule.T, (len(xb),))
                 noise = generator.normal(xb.shape)
                 xt = self.schedule.q_sample(2 * xb - 1, t, noise)
-                eps = self.net(Tensor(xt), t, None if labels is None else labels[start:start + batch]).data
-                total += float(((eps - noise) ** 2).mean()) * len(xb)
+                out = self.net(Tensor(xt), t, None if labels is None else labels[start:start + batch]).data
+                if self.config["prediction"] == "v":    # the loss is reported on the noise either way
+                    out = self.schedule.eps_from_velocity(xt, out, t)
+                total += float(((out - noise) ** 2).mean()) * len(xb)
         return {"loss": total / max(len(x), 1)}
 
     def extra_state(self) -> dict:

@@ -4,7 +4,7 @@
     minigen sample RUN_DIR [--label 7] [--n 64]     draw samples from a trained run
     minigen eval RUN_DIR [--fid]                    test-set metrics of a trained run
     minigen data info|fetch NAME                    what a dataset holds / download it
-    minigen bench [ops|models] ...                  minigen vs PyTorch benchmarks
+    minigen bench [ops|models|quality] ...          minigen vs PyTorch benchmarks (quality: at equal time)
     minigen demo ar-vs-nar                          the lecture's AR vs NAR figure
     minigen tour                                    every family, trained briefly, side by side
 
@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None)
 
     p = sub.add_parser("bench", help="minigen vs PyTorch benchmarks (source checkout only)")
-    p.add_argument("what", nargs="?", default="models", choices=["ops", "models"])
+    p.add_argument("what", nargs="?", default="models", choices=list(BENCH_SCRIPTS))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark script")
 
     p = sub.add_parser("demo", help="lecture demos")
@@ -240,10 +240,13 @@ def cmd_data(args) -> int:
     return 0
 
 
+BENCH_SCRIPTS = {"ops": "ops.py", "models": "run.py", "quality": "quality_time.py"}
+
+
 def cmd_bench(args) -> int:
     import runpy
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = os.path.join(here, "benchmarks", "ops.py" if args.what == "ops" else "run.py")
+    script = os.path.join(here, "benchmarks", BENCH_SCRIPTS[args.what])
     if not os.path.exists(script):
         raise _UsageError(f"the benchmarks live in the source checkout ({script} not found); "
                           f"clone the repository and install it with `pip install -e .`")

@@ -76,6 +76,27 @@ def _key_value(text: str):
         return key, value
 
 
+class _TrainHelp(argparse.Action):
+    """`minigen train MODEL --help`: the usual help, then MODEL's hyper-parameters (its declaration's
+    names, defaults, allowed values and reasons), which --set changes."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS,
+                         help="show this help (with MODEL: its hyper-parameters) and exit")
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from minigen.models import get_family
+        text = parser.format_help()
+        model = getattr(namespace, "model", None)
+        if model:
+            lines = get_family(model).Config.help_lines()
+            text += f"\nhyper-parameters of {model} (--set KEY=VALUE; default, then what is allowed):\n  " + \
+                "\n  ".join(lines) + "\n"
+        else:
+            text += "\n`minigen train MODEL --help` also lists MODEL's hyper-parameters.\n"
+        parser.exit(0, text)
+
+
 def _data_args(p):
     p.add_argument("--dataset", default=None, choices=DATASETS,
                    help="training data (default mnist; falls back to the bundled mnist-5k offline)")
@@ -87,7 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("train", help="train a model family")
+    p = sub.add_parser("train", help="train a model family", add_help=False)
+    p.add_argument("-h", "--help", action=_TrainHelp)
     p.add_argument("model", nargs="?", choices=FAMILY_NAMES, help="model family (omit with --resume)")
     p.add_argument("--out", help="run directory to create (default runs/MODEL)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted or finished run")

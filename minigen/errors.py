@@ -19,3 +19,7 @@ class DataError(MinigenError):
 
 class CheckpointError(MinigenError):
     """A checkpoint is missing, truncated, or from an incompatible version."""
+
+
+class ConfigError(MinigenError, ValueError):
+    """A hyper-parameter has the wrong type, is out of range, unknown, or cannot work with another one."""

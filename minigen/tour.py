@@ -222,7 +222,7 @@ def recipe_settings(recipe: Recipe, config: dict) -> dict:
 def _settings_text(settings: dict) -> str:
     names = {"batch_size": "batch", "warmup_steps": "warm-up", "lr_decay": "decay", "num_blocks": "blocks",
              "sample_steps": "DDIM steps", "temperature": "T"}
-    text = lambda v: "/".join(map(str, v)) if isinstance(v, list) else f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+    text = lambda v: "/".join(map(str, v)) if isinstance(v, (list, tuple)) else f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
     return ", ".join(f"{names.get(k, k)} {text(v)}" for k, v in settings.items())
 
 

@@ -210,26 +210,26 @@ def _non_finite(model, metrics: dict) -> str | None:
 def train(opts: TrainOptions, resume: bool = False):
     """Train (or, with resume=True, continue) the run in `opts.out`. Returns (model, summary dict)."""
     opts.check()
-    _prepare_run_dir(opts.out, opts.model, resume)
-    family = get_family(opts.model)
-    if resume:
-        model, saved, ckpt = load_run(opts.out)
-        config = saved["model_config"]
-    else:
-        config = {**family.default_config(), **opts.model_config, "conditional": opts.conditional}
+    if not resume:
+        config = {**opts.model_config, "conditional": opts.conditional}
         for key, value in (("batch_size", opts.batch_size), ("lr", opts.lr)):
             if value is not None:
                 config[key] = value
         manual_seed(opts.seed)                       # model initialisation draws from it
-        model = family(config)
+        # checks the hyper-parameters and the memory they need before the run directory is made
+        model = get_family(opts.model)(config)
         ckpt = None
+    _prepare_run_dir(opts.out, opts.model, resume)
+    if resume:
+        model, _, ckpt = load_run(opts.out)
+    else:
         _write_json(os.path.join(opts.out, CONFIG),
-                    {"model": opts.model, "model_config": config, "minigen_version": minigen.__version__,
+                    {"model": opts.model, "model_config": model.config, "minigen_version": minigen.__version__,
                      "train": {k: v for k, v in asdict(opts).items() if k not in ("model_config", "progress")}})
 
     train_set = mdata.load(opts.dataset, "train", opts.data_dir)
     x_train, y_train = mdata.to_float(train_set.images[:opts.train_n]), train_set.labels[:opts.train_n]
-    loader = mdata.DataLoader(x_train, y_train, int(config["batch_size"]), shuffle=True, drop_last=True,
+    loader = mdata.DataLoader(x_train, y_train, model.config["batch_size"], shuffle=True, drop_last=True,
                               generator=Generator(opts.seed + 1))   # its own stream: data order
     optimizers = model.make_optimizers()
     base_lrs = {name: opt.lr for name, opt in optimizers.items()}   # before a checkpoint's scheduled lr
@@ -305,8 +305,8 @@ def _progress(opts: TrainOptions, step: int, started: float, steps_per_epoch: in
     step / (max_steps, else the steps of all the epochs) - whichever stop comes first."""
     total_steps = opts.max_steps if opts.max_steps is not None else opts.epochs * max(steps_per_epoch, 1)
     done = step / total_steps
-    if opts.max_seconds is not None:
-        done = max(done, (time.perf_counter() - started) / opts.max_seconds)
+    if opts.max_seconds is not None:   # a budget of 0 s (a tour whose budget is spent) is all done at once
+        done = max(done, (time.perf_counter() - started) / opts.max_seconds if opts.max_seconds > 0 else 1.0)
     return min(done, 1.0)
 
 

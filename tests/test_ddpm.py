@@ -197,7 +197,7 @@ def test_v_prediction_trains_on_v_and_samples_through_the_implied_noise():
         cond, uncond = eps, m.predict_noise(xt, 10, np.full(2, 10), 1.0)
         np.testing.assert_allclose(m.predict_noise(xt, 10, labels, 3.0), uncond + 3 * (cond - uncond), atol=1e-4)
     assert m.sample(2, labels, Generator(0)).shape == (2, 1, 28, 28)
-    with pytest.raises(MinigenError, match="prediction must be 'eps' or 'v'"):
+    with pytest.raises(MinigenError, match="prediction"):
         tiny(prediction="x0")
 
 
@@ -261,7 +261,7 @@ def test_bad_requests_get_clear_errors():
         m.sample(2, steps=0)
     with pytest.raises(ShapeError, match=r"\(N, 1, 28, 28\)"):
         m.train_step(np.zeros((2, 28, 28), np.float32), np.zeros(2, np.int64), m.make_optimizers(), Generator(0))
-    with pytest.raises(MinigenError, match=r"unknown config key\(s\) latent"):
+    with pytest.raises(MinigenError, match="unknown hyper-parameter 'latent'"):
         DDPM({"T": 10, "latent": 3})
     c = tiny(conditional=True)
     with pytest.raises(MinigenError, match="pass labels"):

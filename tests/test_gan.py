@@ -126,7 +126,7 @@ def test_bad_requests_get_clear_errors():
         m.train_step(np.zeros((2, 784), np.float32), np.zeros(2, np.int64), m.make_optimizers(), Generator(0))
     with pytest.raises(DTypeError, match=r"floats in \[0, 1\]"):
         m.train_step(np.zeros((2, 1, 28, 28), np.uint8), np.zeros(2, np.int64), m.make_optimizers(), Generator(0))
-    with pytest.raises(MinigenError, match=r"unknown config key\(s\) latent"):
+    with pytest.raises(MinigenError, match="unknown hyper-parameter 'latent'"):
         GAN({"latent": 3})
     c = small(conditional=True)
     with pytest.raises(MinigenError, match="pass labels"):

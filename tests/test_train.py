@@ -6,11 +6,13 @@ behaviour is checked on real families in their own test files.
 import json
 import os
 import signal
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
 
 from minigen import nn, ops, optim
+from minigen.config import HyperParameters, batch_size_knob, conditional_knob, knob, lr_knob
 from minigen.errors import CheckpointError, MinigenError
 from minigen.models.base import FAMILIES, GenerativeModel, register_family
 from minigen.tensor import Tensor
@@ -20,20 +22,28 @@ SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "da
 DATA_DIR = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
 
 
+@dataclass(frozen=True)
+class ToyConfig(HyperParameters):
+    lr: float = lr_knob(1e-2)
+    batch_size: int = batch_size_knob(100)
+    conditional: bool = conditional_knob(True)
+    hidden: int = knob(16, 1, 1024, "width of the label embedding")
+
+    def memory_floats(self):
+        return 10 * self.hidden + self.hidden * 785, 2 * (self.hidden + 784)
+
+
 @register_family("toy")
 class Toy(GenerativeModel):
     """Per-pixel Bernoulli logits from a small MLP of the label, plus noise: just enough to train."""
 
     hooks = {}          # test hooks: step number -> callable run inside train_step
-
-    @classmethod
-    def default_config(cls):
-        return {"lr": 1e-2, "batch_size": 100, "conditional": True, "hidden": 16}
+    Config = ToyConfig
 
     def __init__(self, config):
         super().__init__(config)
-        self.embed = nn.Embedding(10, config["hidden"])
-        self.out = nn.Linear(config["hidden"], 28 * 28)
+        self.embed = nn.Embedding(10, self.config["hidden"])
+        self.out = nn.Linear(self.config["hidden"], 28 * 28)
         self.steps = 0
 
     def make_optimizers(self):

@@ -136,7 +136,7 @@ def test_bad_inputs_get_clear_errors():
         model.sample(2, np.array([-1, 2]))
     with pytest.raises(MinigenError, match="variant"):
         VAE({"variant": "transformer"})
-    with pytest.raises(MinigenError, match=r"unknown config key\(s\) latent_dims"):   # a typo is not ignored
+    with pytest.raises(MinigenError, match="unknown hyper-parameter 'latent_dims'"):   # a typo is not ignored
         VAE({"latent_dims": 2})
 
 

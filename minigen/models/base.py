@@ -13,11 +13,12 @@ import math
 
 import numpy as np
 
+from minigen.config import HyperParameters, check_memory
 from minigen.errors import DTypeError, MinigenError, ShapeError
 from minigen.nn import Module
 from minigen.optim import Optimizer, clip_grad_norm
 
-__all__ = ["GenerativeModel", "FAMILIES", "register_family", "get_family", "NUM_CLASSES", "merge_config",
+__all__ = ["GenerativeModel", "FAMILIES", "register_family", "get_family", "NUM_CLASSES",
            "check_images", "check_labels", "condition_labels", "labels_for_sampling", "evaluation_subset", "one_hot"]
 
 FAMILIES: dict[str, type] = {}
@@ -41,15 +42,6 @@ def get_family(name: str) -> type:
 
 # --- what every family checks on the way in (the one home of these checks) ---------------------------
 NUM_CLASSES = 10   # the digits 0..9
-
-
-def merge_config(family: str, defaults: dict, config: dict) -> dict:
-    """defaults updated by config; an unknown key is an error naming it (a typo would otherwise be silently ignored)."""
-    unknown = sorted(set(config) - set(defaults))
-    if unknown:
-        raise MinigenError(f"{family}: unknown config key(s) {', '.join(unknown)}; "
-                           f"expected some of: {', '.join(sorted(defaults))}")
-    return {**defaults, **config}
 
 
 def check_images(where: str, x, image_size: int = 28) -> np.ndarray:
@@ -120,7 +112,8 @@ def one_hot(labels: np.ndarray, num_classes: int, dtype=np.float32) -> np.ndarra
 
 
 class GenerativeModel(Module):
-    """The interface. `config` is a flat dict of JSON-able hyper-parameters (saved in the run directory).
+    """The interface. `config` is a flat dict of JSON-able hyper-parameters (saved in the run directory),
+    checked against the family's `Config` declaration; `hparams` is the same as a frozen dataclass.
 
     Subclasses implement the methods that raise NotImplementedError below.
     """
@@ -131,14 +124,21 @@ class GenerativeModel(Module):
     #: False for a model that does not generate images (the yardstick classifier): no sample grid
     generates: bool = True
 
-    def __init__(self, config: dict):
-        self.config = dict(config)
+    #: the family's hyper-parameter declaration (a frozen HyperParameters dataclass at the top of its module)
+    Config: type[HyperParameters]
+
+    def __init__(self, config: dict | None = None):
+        """Check `config` against the family's declaration (defaults fill in what it leaves out) and refuse a
+        model too big for the memory available, before any layer is allocated."""
+        self.hparams = self.Config.build(self.family, config)
+        self.config = self.hparams.as_dict()
+        check_memory(self.family, self.hparams, self.config["batch_size"])
 
     @classmethod
     def default_config(cls) -> dict:
-        """Hyper-parameters with their defaults, e.g. {"lr": 1e-3, "batch_size": 128, "conditional": False}.
-        Must include "lr", "batch_size" and "conditional"."""
-        raise NotImplementedError
+        """Hyper-parameters with their defaults, from the family's declaration, e.g.
+        {"lr": 1e-3, "batch_size": 128, "conditional": False, ...}."""
+        return cls.Config.defaults()
 
     @property
     def conditional(self) -> bool:

@@ -15,20 +15,36 @@ Trained on the full MNIST training set it reaches > 98% test accuracy.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from minigen import ops
+from minigen.config import HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, lr_knob
 from minigen.errors import MinigenError
-from minigen.models.base import (GenerativeModel, check_images, check_labels, evaluation_subset, merge_config,
+from minigen.models.base import (GenerativeModel, check_images, check_labels, evaluation_subset,
                                  register_family)
 from minigen.nn import Conv2d, Linear, MaxPool2d
 from minigen.optim import Adam
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["Classifier", "FEATURE_DIM"]
+__all__ = ["Classifier", "ClassifierConfig", "FEATURE_DIM"]
 
 FEATURE_DIM = 128
 EVAL_BATCH = 500
+
+# --- the hyper-parameters (`minigen train classifier --help` lists them; --set KEY=VALUE changes one) ------------------------------
+@dataclass(frozen=True)
+class ClassifierConfig(HyperParameters):
+    lr: float = lr_knob(1e-3)
+    batch_size: int = batch_size_knob(64)
+    conditional: bool = conditional_knob(doc="the interface asks; a classifier has no condition")
+    grad_clip: float | None = grad_clip_knob(None)
+    eval_examples: int | None = eval_examples_knob(None)
+
+    def memory_floats(self) -> tuple[int, int]:
+        params = 9 * 32 + 9 * 32 * 64 + 64 * 25 * FEATURE_DIM + FEATURE_DIM * 10
+        return params, 3 * (32 * 26 * 26 + 64 * 24 * 24) + 2 * (64 * 144 + FEATURE_DIM)
 
 
 @register_family("classifier")
@@ -37,19 +53,10 @@ class Classifier(GenerativeModel):
 
     likelihood_metric = None
     generates = False
-
-    @classmethod
-    def default_config(cls) -> dict:
-        return {
-            "lr": 1e-3,
-            "batch_size": 64,
-            "conditional": False,         # the interface asks; a classifier has no condition
-            "grad_clip": None,            # max gradient norm, or None for no clipping
-            "eval_examples": None,        # test images evaluate() uses; None = all
-        }
+    Config = ClassifierConfig
 
     def __init__(self, config: dict | None = None, generator=None):
-        super().__init__(merge_config("classifier", self.default_config(), config or {}))
+        super().__init__(config)
         self.conv1 = Conv2d(1, 32, 3, generator=generator)
         self.conv2 = Conv2d(32, 64, 3, generator=generator)
         self.pool = MaxPool2d(2)

@@ -52,23 +52,66 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from minigen import ops
-from minigen.errors import MinigenError
+from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, excluded,
+                            grad_clip_knob, knob, lr_knob, seed_knob)
+from minigen.errors import ConfigError, MinigenError
 from minigen.data import dequantize_uniform
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels,
                                  one_hot, register_family)
 from minigen.nn import Buffer, Conv2d, Linear, Module, Parameter
 from minigen.optim import Adam
 from minigen.random import Generator, resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["RealNVP", "LogitTransform", "ActNorm", "AffineCoupling", "Squeeze", "MLPCouplingNet",
+__all__ = ["RealNVP", "FlowConfig", "LogitTransform", "ActNorm", "AffineCoupling", "Squeeze", "MLPCouplingNet",
            "ConvCouplingNet", "checkerboard_mask", "channel_mask", "standard_normal_log_prob", "bits_per_dim"]
 
 IMAGE_SHAPE = (1, 28, 28)
+
+
+# --- the hyper-parameters (`minigen train flow --help` lists them; --set KEY=VALUE changes one) ------------------------------------
+@dataclass(frozen=True)
+class FlowConfig(HyperParameters):
+    variant: str = knob("mlp", doc="mlp: checkerboard couplings; conv: checkerboard, squeeze, channel",
+                        choices=("mlp", "conv"))
+    conditional: bool = conditional_knob(doc="every coupling network also sees the one-hot label")
+    num_couplings: int = knob(8, 2, 64, "affine coupling layers (even for the conv variant)")
+    hidden_dim: int = knob(512, 1, 16384, "mlp coupling networks: D-hidden-hidden-2D")
+    hidden_channels: int = knob(64, 1, 1024, "conv coupling networks: 3x3 convs with this many channels")
+    actnorm: bool = knob(False, doc="an ActNorm layer before every coupling")
+    alpha: float = knob(0.05, 0.0, excluded(0.5), "logit transform margin")
+    num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
+    lr: float = lr_knob(1e-4)                 # 1e-3 gives loss spikes in the first hundred steps
+    batch_size: int = batch_size_knob(128)
+    grad_clip: float | None = grad_clip_knob(100.0)
+    # Evaluation: the literature uses all 10,000 test images. The dequantization noise is drawn
+    # from eval_seed, so numbers are comparable.
+    eval_examples: int | None = eval_examples_knob(2000)
+    eval_batch_size: int = knob(500, 1, 100_000, "test images per evaluation batch")
+    eval_seed: int = seed_knob("the dequantization noise of evaluation")
+
+    def check(self) -> None:
+        if self.variant == "conv" and self.num_couplings % 2:
+            raise ConfigError(f"num_couplings={self.num_couplings} must be even for variant=conv "
+                              f"(half the couplings come after the squeeze)")
+
+    def memory_floats(self) -> tuple[int, int]:
+        d, k = 784, self.num_couplings
+        label = self.num_classes if self.conditional else 0
+        if self.variant == "conv":
+            hc = self.hidden_channels
+            params = k * 9 * ((4 + label) * hc + hc * hc + hc * 8)        # up to 4 channels after the squeeze
+            activations = k * (2 * 2 * hc * d + 8 * d)
+        else:
+            h = self.hidden_dim
+            params = k * ((d + label) * h + h * h + h * 2 * d)
+            activations = k * (2 * 2 * h + 8 * d)
+        return params, activations
 
 
 def _per_example_sum(t: Tensor) -> Tensor:
@@ -241,15 +284,12 @@ class RealNVP(GenerativeModel):
     """The flow: logit transform, then (ActNorm +) affine couplings; prior N(0, I) on the output."""
 
     likelihood_metric = "bits_per_dim"
+    Config = FlowConfig
 
     def __init__(self, config: dict | None = None):
-        super().__init__(merge_config("flow", self.default_config(), config or {}))
+        super().__init__(config)
         c = self.config
-        if c["variant"] not in ("mlp", "conv"):
-            raise MinigenError(f"RealNVP: variant must be 'mlp' or 'conv', got {c['variant']!r}")
         n_couplings = int(c["num_couplings"])
-        if n_couplings < 2 or (c["variant"] == "conv" and n_couplings % 2):
-            raise MinigenError(f"RealNVP: num_couplings must be >= 2 (and even for the conv variant), got {n_couplings}")
         self.num_classes = int(c["num_classes"])
         label_dim = self.num_classes if self.conditional else 0
         layers: list[Module] = [LogitTransform(c["alpha"])]
@@ -270,27 +310,6 @@ class RealNVP(GenerativeModel):
             layers.append(AffineCoupling(mask, net))
         self.layers = layers
         self.latent_shape = shape
-
-    @classmethod
-    def default_config(cls) -> dict:
-        return {
-            "variant": "mlp",          # "mlp": checkerboard couplings; "conv": checkerboard, squeeze, channel
-            "conditional": False,      # every coupling network also sees the one-hot label
-            "num_couplings": 8,
-            "hidden_dim": 512,         # mlp coupling networks: D-512-512-2D
-            "hidden_channels": 64,     # conv coupling networks: 3x3 convs with this many channels
-            "actnorm": False,
-            "alpha": 0.05,             # logit transform margin
-            "num_classes": 10,
-            "lr": 1e-4,                # 1e-3 gives loss spikes in the first hundred steps
-            "batch_size": 128,
-            "grad_clip": 100.0,        # max gradient norm (None: no clipping)
-            # Evaluation: the literature uses all 10,000 test images; eval_examples=None uses every
-            # example given. The dequantization noise is drawn from eval_seed, so numbers are comparable.
-            "eval_examples": 2000,
-            "eval_batch_size": 500,
-            "eval_seed": 0,
-        }
 
     # --- the flow -------------------------------------------------------------------------
     def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:

@@ -29,19 +29,48 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 
 from minigen import ops
+from minigen.config import HyperParameters, batch_size_knob, conditional_knob, excluded, knob, lr_knob
 from minigen.errors import MinigenError
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels,
                                  register_family)
 from minigen.nn import BatchNorm, Conv2d, ConvTranspose2d, Embedding, Linear, Module, init
 from minigen.optim import Adam
 from minigen.random import Generator, resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "GAN"]
+__all__ = ["DCGANGenerator", "DCGANDiscriminator", "dcgan_init", "GAN", "GANConfig"]
+
+
+# --- the hyper-parameters (`minigen train gan --help` lists them; --set KEY=VALUE changes one) -------------------------------------
+@dataclass(frozen=True)
+class GANConfig(HyperParameters):
+    lr: float = lr_knob(2e-4)
+    beta1: float = knob(0.5, 0.0, excluded(1.0), "Adam's first-moment decay (DCGAN: 0.5)")
+    beta2: float = knob(0.999, 0.0, excluded(1.0), "Adam's second-moment decay")
+    batch_size: int = batch_size_knob(128)
+    conditional: bool = conditional_knob(doc="generator and discriminator both see the label")
+    num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
+    latent_dim: int = knob(100, 1, 4096, "size of the noise z the generator starts from")
+    label_dim: int = knob(50, 1, 1024, "conditional generator: size of the label embedding")
+    # mode-collapse check: every this many steps, classify `collapse_samples` samples of fixed
+    # noise and warn if fewer than `collapse_min_digits` different digits appear
+    collapse_check_every: int = knob(500, 0, None, "steps between mode-collapse checks (0: never)")
+    collapse_samples: int = knob(100, 1, 10_000, "samples the mode-collapse check classifies")
+    collapse_min_digits: int = knob(5, 0, 10, "fewer different digits than this: warn of mode collapse")
+    eval_examples: int = knob(1000, 1, None, "real test images (and as many fakes) for evaluate()")
+
+    def memory_floats(self) -> tuple[int, int]:
+        label = self.label_dim if self.conditional else 0
+        generator = (self.latent_dim + label) * 6272 + 16 * 128 * 64 + 16 * 64
+        discriminator = 16 * 2 * 64 + 16 * 64 * 128 + 6272 + (784 * self.num_classes if self.conditional else 0)
+        # the generator's activations, then the discriminator's on real and fake images
+        activations = 2 * (self.latent_dim + label + 3 * 6272 + 3 * 64 * 196 + 2 * 784) + 2 * 2 * (784 + 3 * 64 * 196 + 3 * 6272)
+        return generator + discriminator, activations
 
 
 # --- the two networks --------------------------------------------------------------------------
@@ -150,21 +179,11 @@ class GAN(GenerativeModel):
     """DCGAN on 28x28 digits (optionally class-conditional), non-saturating loss."""
 
     likelihood_metric = None   # a GAN has no likelihood
+    Config = GANConfig
 
-    @classmethod
-    def default_config(cls) -> dict:
-        return {
-            "lr": 2e-4, "beta1": 0.5, "beta2": 0.999, "batch_size": 128, "conditional": False,
-            "num_classes": 10, "latent_dim": 100, "label_dim": 50,
-            # mode-collapse check: every this many steps, classify `collapse_samples` samples of fixed
-            # noise and warn if fewer than `collapse_min_digits` different digits appear (0: never)
-            "collapse_check_every": 500, "collapse_samples": 100, "collapse_min_digits": 5,
-            "eval_examples": 1000,     # real test images (and as many fakes) for evaluate()
-        }
-
-    def __init__(self, config: dict, generator=None):
-        config = merge_config("gan", self.default_config(), config)
+    def __init__(self, config: dict | None = None, generator=None):
         super().__init__(config)
+        config = self.config
         self.num_classes = int(config["num_classes"])
         self.latent_dim = int(config["latent_dim"])
         classes = self.num_classes if self.conditional else None

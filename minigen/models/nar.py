@@ -24,22 +24,40 @@ learns one mean image for all digits.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from minigen import ops
+from minigen.config import HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, knob, lr_knob, seed_knob
 from minigen.data import binarize_dynamic, binarize_fixed
 from minigen.models.base import (NUM_CLASSES, GenerativeModel, check_images, check_labels, evaluation_subset,
-                                 labels_for_sampling, merge_config, register_family)
+                                 labels_for_sampling, register_family)
 from minigen.nn import Embedding, Linear
 from minigen.optim import Adam
 from minigen.plots import save_rows
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["NAR"]
+__all__ = ["NAR", "NARConfig"]
 
 IMAGE_SIZE = 28
+
+
+# --- the hyper-parameters (`minigen train nar --help` lists them; --set KEY=VALUE changes one) -------------------------------------
+@dataclass(frozen=True)
+class NARConfig(HyperParameters):
+    lr: float = lr_knob(1e-3)
+    batch_size: int = batch_size_knob(64)
+    conditional: bool = conditional_knob(True, "one pixel distribution per digit (false: one for all)")
+    hidden: int = knob(256, 1, 16384, "width of the label embedding and the hidden layer")
+    grad_clip: float | None = grad_clip_knob(None)
+    eval_examples: int | None = eval_examples_knob(None)   # all: it is cheap
+    eval_binarize_seed: int = seed_knob("the fixed binarization of the test set (same as PixelCNN's)")
+
+    def memory_floats(self) -> tuple[int, int]:
+        h = self.hidden
+        return NUM_CLASSES * h + h * h + h * IMAGE_SIZE ** 2, 4 * h + 4 * IMAGE_SIZE ** 2
 
 
 @register_family("nar")
@@ -47,22 +65,11 @@ class NAR(GenerativeModel):
     """Label -> independent Bernoulli logits for all pixels. forward: y (N,) -> logits (N, 1, 28, 28)."""
 
     likelihood_metric = "nll_nats"
-
-    @classmethod
-    def default_config(cls) -> dict:
-        return {
-            "lr": 1e-3,
-            "batch_size": 64,
-            "conditional": True,
-            "hidden": 256,
-            "grad_clip": None,            # max gradient norm, or None for no clipping
-            "eval_examples": None,        # test images evaluate() uses; None = all (it is cheap)
-            "eval_binarize_seed": 0,      # the fixed binarization of the test set (same as PixelCNN's)
-        }
+    Config = NARConfig
 
     def __init__(self, config: dict | None = None, generator=None):
-        config = merge_config("nar", self.default_config(), config or {})
         super().__init__(config)
+        config = self.config
         hidden = int(config["hidden"])
         # an unconditional model has one "class": every image gets the same input
         self.label_embedding = Embedding(NUM_CLASSES if self.conditional else 1, hidden, generator=generator)

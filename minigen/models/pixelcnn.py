@@ -41,25 +41,49 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from minigen import ops
+from minigen.config import HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, knob, lr_knob, seed_knob
 from minigen.data import binarize_dynamic, binarize_fixed
 from minigen.errors import MinigenError
 from minigen.models.base import (NUM_CLASSES, GenerativeModel, check_images, check_labels, evaluation_subset,
-                                 labels_for_sampling, merge_config, register_family)
+                                 labels_for_sampling, register_family)
 from minigen.nn import MaskedConv2d, Module, Parameter
 from minigen.optim import Adam
 from minigen.plots import save_grid
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["PixelCNN", "ConditionalConv", "inputs_and_targets", "draw_pixel", "sample_labels"]
+__all__ = ["PixelCNN", "PixelCNNConfig", "ConditionalConv", "inputs_and_targets", "draw_pixel", "sample_labels"]
 
 OUTPUTS = {"bernoulli": 1, "categorical256": 256}   # output name -> logits per pixel
 EVAL_BATCH = 250
 SAMPLE_CHUNK = 128
+
+
+# --- the hyper-parameters (`minigen train pixelcnn --help` lists them; --set KEY=VALUE changes one) --------------------------------
+@dataclass(frozen=True)
+class PixelCNNConfig(HyperParameters):
+    lr: float = lr_knob(1e-3)
+    batch_size: int = batch_size_knob(64)
+    conditional: bool = conditional_knob(doc="every layer adds a learned bias per digit")
+    output: str = knob("bernoulli", doc="bernoulli: binarized pixels; categorical256: grey levels (bits/dim)",
+                       choices=tuple(OUTPUTS))
+    channels: int = knob(64, 1, 1024, "feature maps of every masked convolution")
+    num_blocks: int = knob(7, 0, 64, "residual 3x3 type-B masked convolutions")
+    image_size: int = knob(28, 4, 28, "side of the images modelled (14 makes the sampling benchmark's)")
+    grad_clip: float | None = grad_clip_knob(None)
+    eval_examples: int | None = eval_examples_knob(1000)
+    eval_binarize_seed: int = seed_knob("the fixed binarization of the test set")
+
+    def memory_floats(self) -> tuple[int, int]:
+        c, pixels = self.channels, self.image_size ** 2
+        out = OUTPUTS[self.output]
+        params = 49 * c + self.num_blocks * 9 * c * c + c * c + c * out
+        return params, pixels * (3 * c * (self.num_blocks + 2) + 3 * out)
 
 
 # --- data in, pixels out: shared with the PyTorch twin ----------------------------------------
@@ -133,29 +157,14 @@ class ConditionalConv(Module):
 class PixelCNN(GenerativeModel):
     """PixelCNN on binarized ("bernoulli") or 256-level ("categorical256") MNIST.
 
-    config: see default_config(). forward: x (N, 1, S, S) model inputs -> logits (N, out, S, S).
+    config: see PixelCNNConfig. forward: x (N, 1, S, S) model inputs -> logits (N, out, S, S).
     """
 
-    @classmethod
-    def default_config(cls) -> dict:
-        return {
-            "lr": 1e-3,
-            "batch_size": 64,
-            "conditional": False,
-            "output": "bernoulli",        # or "categorical256" (grey levels; reports bits/dim)
-            "channels": 64,
-            "num_blocks": 7,
-            "image_size": 28,             # 14 makes the sampling-cost benchmark's small images
-            "grad_clip": None,            # max gradient norm, or None for no clipping
-            "eval_examples": 1000,        # test images evaluate() uses; None = all (the literature's 10,000)
-            "eval_binarize_seed": 0,      # the fixed binarization of the test set
-        }
+    Config = PixelCNNConfig
 
     def __init__(self, config: dict | None = None, generator=None):
-        config = merge_config("pixelcnn", self.default_config(), config or {})
-        if config["output"] not in OUTPUTS:
-            raise MinigenError(f"pixelcnn: output must be one of {', '.join(OUTPUTS)}, got {config['output']!r}")
         super().__init__(config)
+        config = self.config
         self.likelihood_metric = "nll_nats" if config["output"] == "bernoulli" else "bits_per_dim"
         c, cond = int(config["channels"]), self.conditional
         self.input = ConditionalConv(1, c, 7, "A", cond, generator)

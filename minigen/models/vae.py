@@ -35,23 +35,60 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
 from minigen import ops
-from minigen.errors import MinigenError
 from minigen.data import binarize_dynamic, binarize_fixed
-from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, merge_config,
-                                 one_hot, register_family)
+from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, eval_examples_knob, grad_clip_knob, knob,
+                            lr_knob, seed_knob)
+from minigen.models.base import (GenerativeModel, check_images, check_labels, condition_labels, one_hot,
+                                 register_family)
 from minigen.nn import Conv2d, ConvTranspose2d, Linear
 from minigen.optim import Adam
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["VAE", "reparameterize", "gaussian_kl"]
+__all__ = ["VAE", "VAEConfig", "reparameterize", "gaussian_kl"]
 
 IMAGE_SHAPE = (1, 28, 28)
 NUM_PIXELS = 784
+
+
+# --- the hyper-parameters (`minigen train vae --help` lists them; --set KEY=VALUE changes one) ---------
+@dataclass(frozen=True)
+class VAEConfig(HyperParameters):
+    variant: str = knob("mlp", doc="mlp: 784-hidden-latent; conv: two stride-2 convolutions down to 7x7",
+                        choices=("mlp", "conv"))
+    conditional: bool = conditional_knob(doc="encoder and decoder also see the one-hot label")
+    latent_dim: int = knob(20, 1, 4096, "size of z; 2 gives the latent scatter and manifold pictures")
+    hidden_dim: int = knob(400, 1, 16384, "width of the encoder's and decoder's hidden layer")
+    conv_channels: int = knob(32, 1, 512, "conv variant: channels after the first convolution (second: twice)")
+    num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
+    lr: float = lr_knob(1e-3)
+    batch_size: int = batch_size_knob(128)
+    grad_clip: float | None = grad_clip_knob(None)
+    # Evaluation. The literature's setting is the whole test set (10,000) and k = 5000;
+    # these defaults take seconds on 2 cores.
+    iw_samples: int = knob(100, 1, 100_000, "importance samples k per test image")
+    eval_examples: int | None = eval_examples_knob(2000)
+    eval_batch_size: int = knob(100, 1, 100_000, "test images per evaluation batch")
+    binarize_seed: int = seed_knob("the test set is binarized once with this seed")
+
+    def memory_floats(self) -> tuple[int, int]:
+        h, z = self.hidden_dim, self.latent_dim
+        label = self.num_classes if self.conditional else 0
+        if self.variant == "conv":
+            ch = self.conv_channels
+            features = 2 * ch * 49
+            convs = 2 * (16 * ch + 16 * 2 * ch * ch)               # two convolutions and their transposes
+            maps = 2 * (ch * 196 + 2 * ch * 49)
+        else:
+            features, convs, maps = NUM_PIXELS, 0, 0
+        params = convs + (features + label) * h + 2 * h * z + (z + label) * h + h * features
+        activations = 2 * (maps + 2 * h + 4 * z + features + 3 * NUM_PIXELS)
+        return params, activations
 
 
 # --- the two formulas of the lecture --------------------------------------------------------------
@@ -84,12 +121,11 @@ class VAE(GenerativeModel):
     """Encoder to a diagonal Gaussian over z, decoder to Bernoulli logits over the 784 pixels."""
 
     likelihood_metric = "nll_nats"
+    Config = VAEConfig
 
     def __init__(self, config: dict | None = None):
-        super().__init__(merge_config("vae", self.default_config(), config or {}))
+        super().__init__(config)
         c = self.config
-        if c["variant"] not in ("mlp", "conv"):
-            raise MinigenError(f"VAE: variant must be 'mlp' or 'conv', got {c['variant']!r}")
         self.variant, self.latent_dim, self.num_classes = c["variant"], int(c["latent_dim"]), int(c["num_classes"])
         hidden, label_dim = int(c["hidden_dim"]), self.num_classes if self.conditional else 0
         if self.variant == "conv":
@@ -110,26 +146,6 @@ class VAE(GenerativeModel):
             self.dec_deconv2 = ConvTranspose2d(ch, 1, 4, stride=2, padding=1)
         else:
             self.dec_out = Linear(hidden, NUM_PIXELS)
-
-    @classmethod
-    def default_config(cls) -> dict:
-        return {
-            "variant": "mlp",          # "mlp" | "conv"
-            "conditional": False,      # decoder and encoder also see the one-hot label
-            "latent_dim": 20,          # 2 gives the latent scatter and manifold pictures
-            "hidden_dim": 400,
-            "conv_channels": 32,       # conv variant: channels after the first convolution (second: twice)
-            "num_classes": 10,
-            "lr": 1e-3,
-            "batch_size": 128,
-            "grad_clip": None,         # max gradient norm, or None for no clipping
-            # Evaluation. The literature's setting is the whole test set (10,000) and k = 5000;
-            # these defaults take seconds on 2 cores. eval_examples=None uses every example given.
-            "iw_samples": 100,
-            "eval_examples": 2000,
-            "eval_batch_size": 100,
-            "binarize_seed": 0,        # the test set is binarized once with this seed
-        }
 
     # --- the networks ---------------------------------------------------------------------
     def _with_label(self, h: Tensor, y) -> Tensor:

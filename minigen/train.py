@@ -270,7 +270,7 @@ def train(opts: TrainOptions, resume: bool = False):
                         sums[k] = sums.get(k, 0.0) + v
                     count += 1
                     if step % opts.log_every == 0:
-                        _log(opts.out, {"kind": "step", "step": step, "epoch": epoch, **metrics})
+                        _log(opts.out, {"kind": "step", "step": step, "epoch": epoch, "lr_factor": factor, **metrics})
                         history.append((step, metrics["loss"]))
                     progress.update(metrics)
                     if stop.signum is not None:

@@ -38,7 +38,8 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))            # `benchmarks.` importable when run as a script
 
-from benchmarks.common import machine_info, print_table, set_threads, settle_interpreter, try_torch, write_json  # noqa: E402
+from benchmarks.common import (machine_info, print_table, set_threads, settle_interpreter, try_torch,  # noqa: E402
+                               write_json)
 
 FRAMEWORKS = ("minigen", "torch")
 DEFAULT_MINUTES = "1,2,5,10,20"

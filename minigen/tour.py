@@ -226,9 +226,14 @@ def recipe_settings(recipe: Recipe, config: dict) -> dict:
 
 
 def _settings_text(settings: dict) -> str:
+    """{"lr": 0.002, "channels": [16, 32, 32], ...} -> "lr 0.002, channels 16/32/32, ..." (short names)."""
     names = {"batch_size": "batch", "warmup_steps": "warm-up", "lr_decay": "decay", "num_blocks": "blocks",
              "sample_steps": "DDIM steps", "temperature": "T"}
-    text = lambda v: "/".join(map(str, v)) if isinstance(v, (list, tuple)) else f"{v:g}" if isinstance(v, float) else str(v)  # noqa: E731
+
+    def text(value) -> str:
+        if isinstance(value, (list, tuple)):
+            return "/".join(map(str, value))
+        return f"{value:g}" if isinstance(value, float) else str(value)
     return ", ".join(f"{names.get(k, k)} {text(v)}" for k, v in settings.items())
 
 

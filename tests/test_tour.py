@@ -52,7 +52,8 @@ def test_the_table_prints_steps_recipes_and_the_budget_check():
     row = {"family": "Flow (RealNVP)", "parameters": 1000, "train_steps": 1234, "train_seconds": 60.0,
            "sample_seconds_per_image": 0.001, "likelihood": {"metric": "bits_per_dim", "value": 1.5},
            "fid_mnist": 80.0, "label_accuracy": 0.6, "module": "minigen/models/flow.py", "note": "",
-           "recipe": tour.recipe_settings(next(r for r in tour.FAMILIES if r.family == "flow"), {"lr": 1e-3, "batch_size": 128, "hidden_dim": 256})}
+           "recipe": tour.recipe_settings(next(r for r in tour.FAMILIES if r.family == "flow"),
+                                          {"lr": 1e-3, "batch_size": 128, "hidden_dim": 256})}
     text = tour.format_table({"minutes": 10, "seconds": 640.0, "families": [row]})
     assert "1,234" in text.splitlines()[1]
     assert "Flow (RealNVP): lr 0.001, batch 128, warm-up 100, decay cosine, hidden_dim 256, T 1" in text

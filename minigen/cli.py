@@ -4,7 +4,7 @@
     minigen sample RUN_DIR [--label 7] [--n 64]     draw samples from a trained run
     minigen eval RUN_DIR [--fid]                    test-set metrics of a trained run
     minigen data info|fetch NAME                    what a dataset holds / download it
-    minigen bench [ops|models] ...                  minigen vs PyTorch, each in processes of its own
+    minigen bench [ops|models|quality] ...          minigen vs PyTorch benchmarks (quality: at equal time)
     minigen demo ar-vs-nar                          the lecture's AR vs NAR figure
     minigen tour                                    every family, trained briefly, side by side
     minigen report RUN_DIR [RUN_DIR ...] --out DIR  several runs side by side in one HTML page
@@ -22,6 +22,7 @@ import shlex
 import sys
 
 from minigen.errors import MinigenError
+from minigen.sweep import BENCH_SCRIPTS
 
 FAMILY_NAMES = ["vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier"]
 DATASETS = ["mnist", "fashion-mnist", "mnist-5k"]
@@ -179,7 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="minigen vs PyTorch benchmarks, each framework alone in fresh processes, "
                                      "alternating rounds (benchmarks/harness.py; source checkout only)")
-    p.add_argument("what", nargs="?", default="models", choices=["ops", "models"])
+    p.add_argument("what", nargs="?", default="models", choices=list(BENCH_SCRIPTS))
     p.add_argument("rest", nargs=argparse.REMAINDER, help="options passed to the benchmark script")
 
     p = sub.add_parser("demo", help="lecture demos")
@@ -326,7 +327,7 @@ def cmd_bench(args) -> int:
     import runpy
 
     from minigen.sweep import benchmark_script
-    script = benchmark_script(args.what)
+    script = benchmark_script(args.what)        # the benchmarks live in the source checkout
     sys.argv = [script] + args.rest
     runpy.run_path(script, run_name="__main__")
     return 0

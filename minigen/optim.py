@@ -13,7 +13,7 @@ import numpy as np
 
 from minigen.errors import CheckpointError
 
-__all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "EMA"]
+__all__ = ["SGD", "Adam", "AdamW", "clip_grad_norm", "EMA", "ema_decay_at", "lr_factor", "LR_DECAYS"]
 
 
 class Optimizer:
@@ -167,3 +167,31 @@ class EMA:
             raise CheckpointError("EMA.load_state_dict: parameter names differ from the model's")
         self.decay = float(state["decay"])
         self.shadow = {k: np.array(v, dtype=np.float32) for k, v in state["shadow"].items()}
+
+
+def ema_decay_at(step: int, max_decay: float) -> float:
+    """The EMA decay to use after `step` optimiser steps: min(max_decay, (1 + step) / (10 + step)).
+
+    The warm-up of common DDPM practice: early on the average spans roughly all steps so far, so a
+    short run's EMA is an average of trained weights, not (with a fixed 0.999) mostly the random
+    initial ones; later the decay settles at max_decay."""
+    return min(max_decay, (1 + step) / (10 + step))
+
+
+LR_DECAYS = ("none", "cosine")
+
+
+def lr_factor(step: int, warmup_steps: int, progress: float, decay: str) -> float:
+    """The multiplier of the base learning rate for optimiser step `step` (0-based).
+
+    Warm-up: the factor rises linearly, (step + 1) / warmup_steps, over the first warmup_steps steps,
+    because Adam's first updates are full-size steps along moment estimates made from a handful of
+    gradients. Decay: "none" keeps the factor at 1; "cosine" multiplies it by (1 + cos(pi * progress)) / 2,
+    falling from 1 at progress 0 to 0 at progress 1, where progress in [0, 1] is how much of the run is
+    done (elapsed / budget seconds for a time-budgeted run, so the schedule ends with the budget)."""
+    if decay not in LR_DECAYS:
+        raise ValueError(f"lr_factor: decay must be one of {', '.join(LR_DECAYS)}, got {decay!r}")
+    factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+    if decay == "cosine":
+        factor *= 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
+    return factor

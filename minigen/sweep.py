@@ -88,8 +88,11 @@ OPTIONS = {
     "replicate": (int, lambda v: v >= 0, "a non-negative integer"),
 }
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-# `minigen bench SUITE`: the script in the source checkout's benchmarks/, and the options a sweep passes
-# on to it (--out is the sweep's: DIR/bench/NAME)
+# `minigen bench SUITE`: the script in the source checkout's benchmarks/
+BENCH_SCRIPTS = {"ops": "ops.py", "models": "run.py", "quality": "quality_time.py"}
+# the suites a sweep can run, their script and the options a sweep passes on to it (--out is the
+# sweep's: DIR/bench/NAME). Quality-at-equal-time runs train for many minutes: a sweep's [train] grid
+# with max_seconds is the way to study those.
 BENCH_SUITES = {
     "ops": ("ops.py", ("--quick", "--full", "--rounds", "--only", "--no-convs")),
     "models": ("run.py", ("--quick", "--full", "--rounds", "--models", "--memory", "--scaling", "--quality",
@@ -306,7 +309,7 @@ def benchmark_script(suite: str) -> str:
     """The script of `minigen bench SUITE` in the source checkout minigen runs from. benchmarks/ is not
     part of the installed package: without the checkout, a MinigenError saying so."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    script = os.path.join(root, "benchmarks", BENCH_SUITES[suite][0])
+    script = os.path.join(root, "benchmarks", BENCH_SCRIPTS[suite])
     if not os.path.exists(script):
         raise MinigenError(f"the benchmarks live in the source checkout ({script} not found); "
                            f"clone the repository and install it with `pip install -e .`")

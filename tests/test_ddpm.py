@@ -160,6 +160,47 @@ def test_ema_follows_training_and_sampling_leaves_training_weights_alone():
         np.testing.assert_array_equal(p.data, weights[n])
 
 
+def test_ema_warms_up_so_one_step_averages_mostly_trained_weights():
+    m = tiny(ema_decay=0.999)
+    x, y = digits(8)
+    initial = m.net.conv_in.weight.data.copy()
+    m.train_step(x, y, m.make_optimizers(), Generator(0))
+    # after step 1 the decay is min(0.999, 2 / 11): the shadow is 2/11 initial + 9/11 trained weights
+    np.testing.assert_allclose(m.ema.shadow["conv_in.weight"],
+                               2 / 11 * initial + 9 / 11 * m.net.conv_in.weight.data, rtol=1e-5, atol=1e-7)
+
+
+def test_velocity_round_trips_to_the_noise():
+    s = NoiseSchedule("cosine", T=50)
+    g = Generator(0)
+    x0, noise = g.normal((4, 1, 28, 28)), g.normal((4, 1, 28, 28))
+    t = np.array([0, 10, 30, 49])
+    v = s.velocity(x0, noise, t)
+    xt = s.q_sample(x0, t, noise)
+    np.testing.assert_allclose(s.eps_from_velocity(xt, v, t), noise, atol=1e-4)
+    np.testing.assert_allclose(s.eps_from_velocity(xt[1:2], v[1:2], 10), noise[1:2], atol=1e-4)   # one t
+
+
+def test_v_prediction_trains_on_v_and_samples_through_the_implied_noise():
+    m = tiny(prediction="v", conditional=True)
+    x, y = digits(8)
+    opt = m.make_optimizers()
+    logs = [m.train_step(x, y, opt, Generator(i)) for i in range(3)]
+    assert all(np.isfinite(log["loss"]) for log in logs)
+    xt = Generator(1).normal((2, 1, 28, 28))
+    labels = np.array([3, 7])
+    with no_grad():
+        raw = m.net(Tensor(xt), np.full(2, 10), labels).data
+        eps = m.predict_noise(xt, 10, labels, 1.0)
+        ab = m.schedule.alpha_bar[10]
+        np.testing.assert_allclose(eps, np.sqrt(1 - ab) * xt + np.sqrt(ab) * raw, atol=1e-5)
+        cond, uncond = eps, m.predict_noise(xt, 10, np.full(2, 10), 1.0)
+        np.testing.assert_allclose(m.predict_noise(xt, 10, labels, 3.0), uncond + 3 * (cond - uncond), atol=1e-4)
+    assert m.sample(2, labels, Generator(0)).shape == (2, 1, 28, 28)
+    with pytest.raises(MinigenError, match="prediction"):
+        tiny(prediction="x0")
+
+
 # --- sampling -------------------------------------------------------------------------------------------
 def test_ddim_with_all_T_steps_and_eta_1_is_ancestral_sampling():
     """With every step and eta=1, DDIM's sigma equals the posterior std and its update equals the

@@ -124,6 +124,32 @@ def test_ema_tracks_weights():
     np.testing.assert_allclose(model.weight.data, w0 + 1, rtol=1e-6)
 
 
+def test_lr_factor_warms_up_linearly_then_follows_the_cosine_to_zero():
+    # warm-up alone: (step + 1) / warmup_steps, then 1
+    assert [optim.lr_factor(s, 4, 0.0, "none") for s in (0, 1, 3, 4, 100)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+    assert optim.lr_factor(0, 0, 0.0, "none") == 1.0
+    # cosine: 1 at the start of the budget, 1/2 halfway, 0 at its end (and past it)
+    assert optim.lr_factor(50, 0, 0.0, "cosine") == pytest.approx(1.0)
+    assert optim.lr_factor(50, 0, 0.5, "cosine") == pytest.approx(0.5)
+    assert optim.lr_factor(50, 0, 0.25, "cosine") == pytest.approx((1 + np.cos(np.pi / 4)) / 2)
+    assert optim.lr_factor(50, 0, 1.0, "cosine") == pytest.approx(0.0, abs=1e-12)
+    assert optim.lr_factor(50, 0, 1.7, "cosine") == pytest.approx(0.0, abs=1e-12)
+    # both: the warm-up ramp times the cosine
+    assert optim.lr_factor(1, 4, 0.5, "cosine") == pytest.approx(0.5 * 0.5)
+    with pytest.raises(ValueError, match="decay must be one of none, cosine"):
+        optim.lr_factor(0, 0, 0.0, "linear")
+
+
+def test_ema_decay_warms_up_from_averaging_everything_to_the_set_decay():
+    # after 0 steps the shadow takes 9/10 of the new weights; the decay then grows towards max_decay
+    assert optim.ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert optim.ema_decay_at(1, 0.999) == pytest.approx(2 / 11)
+    assert optim.ema_decay_at(90, 0.999) == pytest.approx(91 / 100)
+    assert optim.ema_decay_at(100_000, 0.999) == 0.999
+    decays = [optim.ema_decay_at(s, 0.99) for s in range(2000)]
+    assert all(a <= b for a, b in zip(decays, decays[1:])) and decays[-1] == 0.99
+
+
 def test_same_seed_gives_bit_identical_training():
     def run(seed):
         minigen.manual_seed(seed)

@@ -17,7 +17,7 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     data_dir = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
     result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="mnist-5k", data_dir=data_dir,
                       metric_samples=10, yardstick_epochs=1, eval_n=100, progress=False)
-    families = [f for f, *_ in tour.FAMILIES]
+    families = [recipe.family for recipe in tour.FAMILIES]
     assert [row["module"] for row in result["families"]] == [f"minigen/models/{f}.py" for f in families]
     for family in families:
         samples = result["samples"][family]
@@ -30,6 +30,18 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     assert likelihoods["AR (PixelCNN)"]["metric"] == "nll_nats" and likelihoods["AR (PixelCNN)"]["value"] > 0
     assert likelihoods["Flow (RealNVP)"]["metric"] == "bits_per_dim"
     assert likelihoods["GAN (DCGAN)"] is None
+    # each row says what bought its quality: steps, and the recipe as the model used it
+    recipes = {r.title: r for r in tour.FAMILIES}
+    for row in result["families"]:
+        recipe = recipes[row["family"]]
+        assert row["recipe"]["warmup_steps"] == recipe.warmup_steps and row["recipe"]["lr_decay"] == recipe.lr_decay
+        assert row["recipe"]["lr"] == recipe.config.get("lr", row["recipe"]["lr"]) > 0
+        for key, value in recipe.sample_options.items():     # e.g. the flow's temperature
+            assert row["recipe"][key] == value
+    assert "temperature" in recipes["Flow (RealNVP)"].sample_options      # printed in the table as T
+    assert isinstance(result["within_budget"], bool)
+    text = tour.format_table(result)
+    assert "steps" in text.splitlines()[0] and "T 1" in text and "budget" in text.splitlines()[-1]
     saved = json.loads((tmp_path / "tour" / "tour.json").read_text())
     assert len(saved["families"]) == len(families)
     # the README's tour section quotes it: it names the data, not where it lies on this machine
@@ -41,6 +53,20 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
         assert f'"{name}"' in page
     for family in families:
         assert (tmp_path / "tour" / family / "index.html").is_file()
+
+
+def test_the_table_prints_steps_recipes_and_the_budget_check():
+    row = {"family": "Flow (RealNVP)", "parameters": 1000, "train_steps": 1234, "train_seconds": 60.0,
+           "sample_seconds_per_image": 0.001, "likelihood": {"metric": "bits_per_dim", "value": 1.5},
+           "fid_mnist": 80.0, "label_accuracy": 0.6, "module": "minigen/models/flow.py", "note": "",
+           "recipe": tour.recipe_settings(next(r for r in tour.FAMILIES if r.family == "flow"),
+                                          {"lr": 1e-3, "batch_size": 128, "hidden_dim": 256})}
+    text = tour.format_table({"minutes": 10, "seconds": 640.0, "families": [row]})
+    assert "1,234" in text.splitlines()[1]
+    assert "Flow (RealNVP): lr 0.001, batch 128, warm-up 100, decay cosine, hidden_dim 256, T 1" in text
+    assert text.splitlines()[-1] == "whole tour: 640 s of a 600 s budget (OVER the budget + 5%)"
+    text = tour.format_table({"minutes": 10, "seconds": 629.0, "families": [row]})
+    assert text.splitlines()[-1] == "whole tour: 629 s of a 600 s budget (within the budget + 5%)"
 
 
 def test_a_rerun_replaces_only_what_a_tour_made(tmp_path):

@@ -187,6 +187,8 @@ def test_truncated_checkpoint_is_named_on_resume(tmp_path):
     ("epochs", 0, "--epochs must be a positive integer"),
     ("batch_size", -1, "--batch-size must be a positive integer"),
     ("model", "nosuch", "unknown model 'nosuch'"),
+    ("warmup_steps", -1, "--warmup-steps must be a non-negative integer"),
+    ("lr_decay", "linear", "--lr-decay must be one of none, cosine, got 'linear'"),
 ])
 def test_bad_options(tmp_path, field, value, pattern):
     with pytest.raises(MinigenError, match=pattern):
@@ -197,6 +199,44 @@ def test_unwritable_run_directory(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(MinigenError, match="cannot write to run directory"):
         train(options(tmp_path, "file/run"))
+
+
+def _lrs_per_step(tmp_path, monkeypatch, seconds_per_step, **kw):
+    """The lr each train_step saw, with a fake clock that advances seconds_per_step per step."""
+    import minigen.train
+    clock = {"now": 0.0}
+    monkeypatch.setattr(minigen.train.time, "perf_counter", lambda: clock["now"])
+    lrs = []
+
+    def tick(loss):
+        clock["now"] += seconds_per_step
+        return loss
+    Toy.hooks = {k: tick for k in range(1, 1000)}
+    original = Toy.train_step
+    monkeypatch.setattr(Toy, "train_step", lambda self, x, y, opts, g: (lrs.append(opts["model"].lr),
+                                                                         original(self, x, y, opts, g))[1])
+    train(options(tmp_path, epochs=50, eval_n=0, n_samples=0, **kw))
+    return lrs
+
+
+def test_time_budgeted_cosine_schedule_ends_with_the_budget(tmp_path, monkeypatch):
+    # 10 s budget, 1 s per step: step k starts at k s, so its progress is k / 10
+    lrs = _lrs_per_step(tmp_path, monkeypatch, 1.0, max_seconds=10, lr_decay="cosine", warmup_steps=2)
+    assert len(lrs) == 10
+    assert lrs[0] == pytest.approx(1e-2 * 0.5)                       # warm-up: half the lr at step 0
+    assert lrs[1] == pytest.approx(1e-2 * (1 + np.cos(np.pi * 0.1)) / 2)
+    assert lrs[5] == pytest.approx(1e-2 * 0.5)                       # half the budget spent: half the lr
+    assert lrs[9] == pytest.approx(1e-2 * (1 + np.cos(np.pi * 0.9)) / 2)   # about 2% of it at the end
+
+
+def test_step_schedule_without_a_time_budget_and_constant_default(tmp_path, monkeypatch):
+    # no time budget: progress is step / max_steps
+    lrs = _lrs_per_step(tmp_path, monkeypatch, 0.0, max_steps=8, lr_decay="cosine")
+    assert len(lrs) == 8 and lrs[4] == pytest.approx(1e-2 * 0.5) and lrs[0] == pytest.approx(1e-2)
+    # the default: the family's constant lr, as before schedules existed
+    monkeypatch.undo()
+    lrs = _lrs_per_step(tmp_path / "b", monkeypatch, 0.0, max_steps=5)
+    assert lrs == [pytest.approx(1e-2)] * 5
 
 
 def test_toy_is_only_registered_for_tests():

@@ -19,6 +19,7 @@ from torch import nn
 from benchmarks.twins import copy_weights, optimize
 from minigen.models.base import check_images
 from minigen.models.ddpm import DDPM, NoiseSchedule, timestep_embedding
+from minigen.optim import ema_decay_at
 from minigen.random import resolve
 
 
@@ -145,23 +146,32 @@ def train_step(torch_model, optimizers, x, y, generator) -> dict:
         drop = generator.uniform((len(x),)) < c["p_uncond"]
         labels = np.where(drop, m.num_classes, np.asarray(y, np.int64))
     opt = optimizers["model"]
-    loss = F.mse_loss(m.net(torch.from_numpy(xt), t, labels), torch.from_numpy(noise))
+    target = noise if c["prediction"] == "eps" else m.schedule.velocity(2 * x - 1, noise, t)
+    loss = F.mse_loss(m.net(torch.from_numpy(xt), t, labels), torch.from_numpy(target))
     grad_norm = optimize(loss, opt, c["grad_clip"])
     step = opt.state[next(iter(m.net.parameters()))]["step"].item()
-    decay = min(m.ema_decay, (1 + step) / (10 + step))
+    decay = ema_decay_at(step, m.ema_decay)
     with torch.no_grad():
         for name, p in m.net.named_parameters():
             m.ema_shadow[name].mul_(decay).add_(p, alpha=1 - decay)
     return {"loss": loss.item(), "grad_norm": grad_norm}
 
 
+def _eps_from_output(m, x, out, t):
+    """The network output as the noise: itself, or converted from v (as NoiseSchedule.eps_from_velocity)."""
+    if m.config["prediction"] == "eps":
+        return out
+    ab = torch.from_numpy(m.schedule.alpha_bar[np.atleast_1d(t)].astype(np.float32)).reshape(-1, 1, 1, 1)
+    return (1 - ab).sqrt() * x + ab.sqrt() * out
+
+
 def _predict_noise(m, x, t, labels, guidance):
     n = len(x)
     if labels is None or guidance == 1:
-        return m.net(x, np.full(n, t), labels)
+        return _eps_from_output(m, x, m.net(x, np.full(n, t), labels), t)
     both = m.net(torch.cat([x, x]), np.full(2 * n, t), np.concatenate([labels, np.full(n, m.num_classes)]))
-    eps_cond, eps_uncond = both[:n], both[n:]
-    return eps_uncond + guidance * (eps_cond - eps_uncond)
+    cond, uncond = both[:n], both[n:]
+    return _eps_from_output(m, x, uncond + guidance * (cond - uncond), t)
 
 
 @torch.no_grad()
@@ -213,6 +223,7 @@ def evaluate(torch_model, x, y, generator=None) -> dict:
             t = generator.integers(0, m.schedule.T, (len(xb),))
             noise = generator.normal(xb.shape)
             xt = m.schedule.q_sample(2 * xb - 1, t, noise)
-            eps = m.net(torch.from_numpy(xt), t, None if labels is None else labels[start:start + batch])
+            xt = torch.from_numpy(xt)
+            eps = _eps_from_output(m, xt, m.net(xt, t, None if labels is None else labels[start:start + batch]), t)
             total += F.mse_loss(eps, torch.from_numpy(noise)).item() * len(xb)
     return {"loss": total / max(len(x), 1)}

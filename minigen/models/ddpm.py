@@ -41,7 +41,7 @@ from minigen.errors import ConfigError, MinigenError, ShapeError
 from minigen.models.base import (GenerativeModel, check_guidance, check_images, check_labels, condition_labels,
                                  register_family)
 from minigen.nn import Conv2d, Embedding, GroupNorm, Linear, Module, Upsample
-from minigen.optim import EMA, Adam
+from minigen.optim import EMA, Adam, ema_decay_at
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
@@ -64,6 +64,10 @@ class DDPMConfig(HyperParameters):
     time_dim: int = knob(128, 2, 4096, "timestep embedding size (even: sin and cos halves)")
     groups: int = knob(8, 1, 1024, "GroupNorm groups (must divide every entry of channels)")
     p_uncond: float = knob(0.1, 0.0, excluded(1.0), "label dropped this often in training (classifier-free guidance)")
+    # v (sqrt(ab) eps - sqrt(1 - ab) x_0, Salimans & Ho 2022) keeps a well-scaled target at every noise level,
+    # so a short run's x_0 guess at high t is not amplified noise; measured: 98% label accuracy after 600
+    # steps of the tour's recipe (docs/recipes.md). Sampling converts either output to eps.
+    prediction: str = knob("eps", doc="what the U-Net outputs: the noise eps (DDPM) or v", choices=("eps", "v"))
     ema_decay: float = knob(0.999, 0.0, excluded(1.0), "the EMA of the weights used for sampling")
     grad_clip: float | None = grad_clip_knob(1.0)
     clip_denoised: bool = knob(True, doc="clip the predicted x_0 to [-1, 1] at every sampling step")
@@ -171,6 +175,19 @@ class NoiseSchedule:
         t = self.check_timesteps(t)
         mean = self._per_image(self.posterior_c1, t) * x0 + self._per_image(self.posterior_c2, t) * xt
         return mean, self._per_image(self.posterior_variance, t)
+
+    def velocity(self, x0: np.ndarray, noise: np.ndarray, t) -> np.ndarray:
+        """v = sqrt(alpha_bar_t) noise - sqrt(1 - alpha_bar_t) x_0 (Salimans & Ho 2022), the target of a
+        v-predicting network. x0, noise: (N, C, H, W) float32; t: (N,) ints -> (N, C, H, W) float32."""
+        t = self.check_timesteps(t)
+        return (self._per_image(np.sqrt(self.alpha_bar), t) * noise
+                - self._per_image(np.sqrt(1 - self.alpha_bar), t) * x0)
+
+    def eps_from_velocity(self, xt: np.ndarray, v: np.ndarray, t) -> np.ndarray:
+        """The noise a predicted v implies: eps = sqrt(1 - alpha_bar_t) x_t + sqrt(alpha_bar_t) v.
+        xt, v: (N, C, H, W) float32; t: one int for the batch, or (N,) ints."""
+        t = np.atleast_1d(self.check_timesteps(t))
+        return self._per_image(np.sqrt(1 - self.alpha_bar), t) * xt + self._per_image(np.sqrt(self.alpha_bar), t) * v
 
     def predict_x0(self, xt: np.ndarray, eps: np.ndarray, t: int) -> np.ndarray:
         """Invert q_sample for a guessed noise: x_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
@@ -341,11 +358,12 @@ class DDPM(GenerativeModel):
             drop = generator.uniform((len(x),)) < self.config["p_uncond"]
             labels = np.where(drop, self.num_classes, labels)
         opt = optimizers["model"]
-        loss = ops.mse_loss(self.net(Tensor(xt), t, labels), Tensor(noise))
+        target = noise if self.config["prediction"] == "eps" else self.schedule.velocity(x0, noise, t)
+        loss = ops.mse_loss(self.net(Tensor(xt), t, labels), Tensor(target))
         grad_norm = self.optimize(loss, opt, self.config["grad_clip"])
         # EMA warm-up: average over ~all steps so far while there are few, so short runs are not
         # dominated by the random initial weights
-        self.ema.decay = min(self.config["ema_decay"], (1 + opt.step_count) / (10 + opt.step_count))
+        self.ema.decay = ema_decay_at(opt.step_count, self.config["ema_decay"])
         self.ema.update(self.net)
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
@@ -368,11 +386,14 @@ class DDPM(GenerativeModel):
         a doubled batch (cheaper than two passes)."""
         n = len(xt)
         if labels is None or guidance == 1:
-            return self.net(Tensor(xt), np.full(n, t), labels).data
-        both = self.net(Tensor(np.concatenate([xt, xt])), np.full(2 * n, t),
-                        np.concatenate([labels, np.full(n, self.num_classes)])).data
-        eps_cond, eps_uncond = both[:n], both[n:]
-        return eps_uncond + np.float32(guidance) * (eps_cond - eps_uncond)
+            out = self.net(Tensor(xt), np.full(n, t), labels).data
+        else:
+            both = self.net(Tensor(np.concatenate([xt, xt])), np.full(2 * n, t),
+                            np.concatenate([labels, np.full(n, self.num_classes)])).data
+            cond, uncond = both[:n], both[n:]
+            # eps is linear in the network output at a fixed x_t, so mixing outputs = mixing noises
+            out = uncond + np.float32(guidance) * (cond - uncond)
+        return out if self.config["prediction"] == "eps" else self.schedule.eps_from_velocity(xt, out, t)
 
     def _x0_estimate(self, xt, eps, t):
         x0 = self.schedule.predict_x0(xt, eps, t)
@@ -475,8 +496,10 @@ class DDPM(GenerativeModel):
                 t = generator.integers(0, self.schedule.T, (len(xb),))
                 noise = generator.normal(xb.shape)
                 xt = self.schedule.q_sample(2 * xb - 1, t, noise)
-                eps = self.net(Tensor(xt), t, None if labels is None else labels[start:start + batch]).data
-                total += float(((eps - noise) ** 2).mean()) * len(xb)
+                out = self.net(Tensor(xt), t, None if labels is None else labels[start:start + batch]).data
+                if self.config["prediction"] == "v":    # the loss is reported on the noise either way
+                    out = self.schedule.eps_from_velocity(xt, out, t)
+                total += float(((out - noise) ** 2).mean()) * len(xb)
         return {"loss": total / max(len(x), 1)}
 
     def extra_state(self) -> dict:

@@ -90,13 +90,12 @@ OPTIONS = {
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # `minigen bench SUITE`: the script in the source checkout's benchmarks/
 BENCH_SCRIPTS = {"ops": "ops.py", "models": "run.py", "quality": "quality_time.py"}
-# the suites a sweep can run, their script and the options a sweep passes on to it (--out is the
+# the suites a sweep can run and the options a sweep passes on to their scripts (--out is the
 # sweep's: DIR/bench/NAME). Quality-at-equal-time runs train for many minutes: a sweep's [train] grid
 # with max_seconds is the way to study those.
 BENCH_SUITES = {
-    "ops": ("ops.py", ("--quick", "--full", "--rounds", "--only", "--no-convs")),
-    "models": ("run.py", ("--quick", "--full", "--rounds", "--models", "--memory", "--scaling", "--quality",
-                          "--quality-epochs")),
+    "ops": ("--quick", "--full", "--rounds", "--only", "--no-convs"),
+    "models": ("--quick", "--full", "--rounds", "--models", "--memory", "--scaling", "--quality", "--quality-epochs"),
 }
 BENCH_KEYS = ("name", "suite", "options", "threads")
 BENCH_DONE = "bench.json"        # the sweep's record of a finished case: its command, time and key numbers
@@ -196,7 +195,7 @@ def _check_bench(path: str, raw) -> list[dict]:
         options = table.get("options", [])
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
             raise MinigenError(f"{where} options: expected a list of strings such as [\"--quick\"], got {options!r}")
-        allowed = BENCH_SUITES[suite][1]
+        allowed = BENCH_SUITES[suite]
         for option in options:
             if _is_option(option) and option.split("=")[0] not in allowed:
                 raise MinigenError(f"{where} options: {option!r} is not an option of the {suite} suite here; "

@@ -234,7 +234,7 @@ def test_bench_rows_without_pytorch_give_minigen_alone_and_no_ratio(tmp_path):
 def test_a_sweep_with_bench_cases_needs_the_source_checkout(tmp_path, monkeypatch):
     spec = tmp_path / "spec.toml"
     spec.write_text(BENCH_SPEC)
-    monkeypatch.setitem(sweep.BENCH_SUITES, "ops", ("not-in-this-checkout.py", sweep.BENCH_SUITES["ops"][1]))
+    monkeypatch.setitem(sweep.BENCH_SCRIPTS, "ops", "not-in-this-checkout.py")
     with pytest.raises(MinigenError, match="the benchmarks live in the source checkout"):
         sweep.run_sweep(str(spec), str(tmp_path / "out"), progress=False)
     assert not (tmp_path / "out").exists()                 # refused before any training

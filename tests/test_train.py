@@ -309,7 +309,10 @@ def write_old_run(run, family, model_config, version="0.1.0"):
 def test_runs_written_with_dict_configs_still_load(tmp_path, family):
     written = write_old_run(tmp_path / "old", family, OLD_CONFIGS[family])
     model, config, ckpt = load_run(tmp_path / "old")
-    assert model.config == OLD_CONFIGS[family] and ckpt["step"] == 10
+    # the old values are kept; keys added since get their defaults (which keep the old behaviour)
+    assert {k: model.config[k] for k in OLD_CONFIGS[family]} == OLD_CONFIGS[family] and ckpt["step"] == 10
+    assert set(model.config) - set(OLD_CONFIGS[family]) <= {"prediction"}
+    assert model.config.get("prediction", "eps") == "eps"
     assert_same(model.state_dict(), written.state_dict())
 
 

@@ -129,7 +129,8 @@ def sample_case(framework: str, model: str, n: int, options: dict | None = None,
     warm up with 2 DDIM steps, which compile what 50 or 1000 would."""
     import minigen
     options = dict(options or {})
-    m = build_model(model, {"T": ancestral_steps} if ancestral_steps else None)
+    # a short schedule for the per-step cost of ancestral sampling (its DDIM default must fit in it)
+    m = build_model(model, {"T": ancestral_steps, "sample_steps": ancestral_steps} if ancestral_steps else None)
     scale = 1.0
     if ancestral_steps:
         options, scale = {"method": "ancestral"}, 1000 / ancestral_steps

@@ -55,6 +55,12 @@ def _join(meta, arrays):
     return out
 
 
+def _umask() -> int:
+    mask = os.umask(0)      # the only way to read the umask is to set it, so set it straight back
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path, write_fn) -> None:
     """Call write_fn(file_object) on a temp file next to `path`, fsync, then rename over `path`."""
     path = os.fspath(path)
@@ -63,6 +69,9 @@ def atomic_write(path, write_fn) -> None:
         raise CheckpointError(f"cannot write {path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.basename(path), dir=folder)
     try:
+        # mkstemp makes the file private (0600); the result should get the permissions any new file
+        # gets (0666 less the umask), so a report or checkpoint can be read by others like the rest
+        os.chmod(tmp, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()

@@ -1,6 +1,7 @@
 """Modules, optimisers, seeding and checkpoint files."""
 import math
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -209,3 +210,16 @@ def test_bad_checkpoints_are_named(tmp_path, damage, pattern):
 def test_manual_seed_rejects_bad_seeds():
     with pytest.raises(ValueError, match="non-negative integer"):
         minigen.manual_seed(-1)
+
+
+def test_atomic_write_gives_the_permissions_of_any_new_file(tmp_path):
+    from minigen.serialize import atomic_write
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "report.html", lambda f: f.write(b"<p>hi</p>"))
+        open(tmp_path / "plain.html", "wb").close()
+    finally:
+        os.umask(old)
+    mode = lambda name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)   # noqa: E731
+    assert mode("report.html") == mode("plain.html") == 0o644
+    assert (tmp_path / "report.html").read_bytes() == b"<p>hi</p>"

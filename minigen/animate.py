@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from minigen.errors import MinigenError
+from minigen.serialize import new_file_mode
 
 __all__ = ["Frames", "save_gif", "animated_families", "animate"]
 
@@ -70,6 +71,7 @@ def save_gif(frames: Frames, path, fps: float = 6.0, hold_last: int = 6) -> str:
     os.close(fd)
     try:
         FuncAnimation(fig, show, frames=len(order), blit=False).save(tmp, writer=PillowWriter(fps=fps))
+        os.chmod(tmp, new_file_mode())     # readable by others like any new file, not mkstemp's 0600
         os.replace(tmp, path)
     finally:
         plt.close(fig)

@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 
 from minigen.errors import MinigenError
 from minigen.jobs import run_jobs, run_limited
-from minigen.serialize import atomic_write
+from minigen.serialize import atomic_write_text
 
 __all__ = ["Submission", "read_submission", "teacher_tests", "expected_tests", "grade_submission", "grade_class"]
 
@@ -328,9 +328,6 @@ def _row(result: dict, topics: list[str], key: str) -> dict:
     return row
 
 
-def _write_atomically(path: str, text: str) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def _write_gradebook(path: str, rows: dict, topics: list[str]) -> None:
@@ -339,7 +336,7 @@ def _write_gradebook(path: str, rows: dict, topics: list[str]) -> None:
     writer.writeheader()
     for name in sorted(rows):
         writer.writerow(rows[name])
-    _write_atomically(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
 
 
 def feedback_text(result: dict) -> str:
@@ -392,7 +389,7 @@ def grade_class(submissions_dir: str, out: str, *, topics=None, workers: int = 1
     for _, result in run_jobs(grade_submission, jobs, workers=workers, scheduler=scheduler, use_dask=use_dask):
         rows[result["student"]] = _row(result, topics, key)
         os.makedirs(feedback, exist_ok=True)
-        _write_atomically(os.path.join(feedback, result["student"] + ".txt"), feedback_text(result))
+        atomic_write_text(os.path.join(feedback, result["student"] + ".txt"), feedback_text(result))
         _write_gradebook(out, rows, topics)          # after every submission: an interrupt keeps what was done
         if progress:
             progress(result)

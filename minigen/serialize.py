@@ -55,10 +55,12 @@ def _join(meta, arrays):
     return out
 
 
-def _umask() -> int:
+def new_file_mode() -> int:
+    """The permissions any newly created file gets: 0666 less the umask. (tempfile.mkstemp makes its
+    files private, 0600; a file renamed into place from one gets these instead.)"""
     mask = os.umask(0)      # the only way to read the umask is to set it, so set it straight back
     os.umask(mask)
-    return mask
+    return 0o666 & ~mask
 
 
 def atomic_write(path, write_fn) -> None:
@@ -69,9 +71,7 @@ def atomic_write(path, write_fn) -> None:
         raise CheckpointError(f"cannot write {path}: folder {folder} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=os.path.basename(path), dir=folder)
     try:
-        # mkstemp makes the file private (0600); the result should get the permissions any new file
-        # gets (0666 less the umask), so a report or checkpoint can be read by others like the rest
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, new_file_mode())     # readable by others like any new file, not mkstemp's 0600
         with os.fdopen(fd, "wb") as f:
             write_fn(f)
             f.flush()
@@ -81,6 +81,12 @@ def atomic_write(path, write_fn) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    """Write text (UTF-8) to `path` atomically, making its folder first if needed."""
+    os.makedirs(os.path.dirname(os.path.abspath(os.fspath(path))), exist_ok=True)
+    atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
 def save(obj: dict, path) -> None:

@@ -65,6 +65,7 @@ import tomllib
 
 from minigen.errors import MinigenError
 from minigen.jobs import run_jobs, run_limited
+from minigen.serialize import atomic_write_text
 
 __all__ = ["load_spec", "plan", "run_sweep", "run_one", "derive_seed"]
 
@@ -374,7 +375,7 @@ def run_bench(case: dict, out: str, timeout: float | None = None) -> dict:
         if done.how == "exited" and done.returncode == 0:
             record = {"command": argv[1:], "threads": case["threads"], "started_at": started_at,
                       "wall_seconds": result["wall_seconds"], "lines": bench_lines(case["suite"], case_dir)}
-            _write_atomically(os.path.join(case_dir, BENCH_DONE), json.dumps(record, indent=2))
+            atomic_write_text(os.path.join(case_dir, BENCH_DONE), json.dumps(record, indent=2))
             result["status"] = "done"
         else:
             result["error"] = _failure(done)
@@ -391,9 +392,6 @@ def _flatten(prefix: str, value, into: dict) -> None:
         into[prefix] = value
 
 
-def _write_atomically(path: str, text: str) -> None:
-    from minigen.serialize import atomic_write
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def _table(out: str, runs: list[dict], outcomes: dict) -> tuple[list[dict], list[str]]:
@@ -440,12 +438,12 @@ def _write_table(out: str, rows: list[dict]) -> None:
     columns = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    _write_atomically(os.path.join(out, RESULTS + ".json"), json.dumps(rows, indent=2))
+    atomic_write_text(os.path.join(out, RESULTS + ".json"), json.dumps(rows, indent=2))
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomically(os.path.join(out, RESULTS + ".csv"), buffer.getvalue())
+    atomic_write_text(os.path.join(out, RESULTS + ".csv"), buffer.getvalue())
 
 
 def _plot(out: str, rows: list[dict], metrics: list[str]) -> list[str]:
@@ -487,7 +485,7 @@ def _claim(out: str, spec: dict) -> None:
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise MinigenError(f"--out {out} already exists and is not a sweep folder; choose a new one")
     os.makedirs(out, exist_ok=True)
-    _write_atomically(marker, json.dumps(spec, indent=2))
+    atomic_write_text(marker, json.dumps(spec, indent=2))
 
 
 def run_sweep(spec_path: str, out: str, *, workers: int = 1, scheduler: str | None = None,

@@ -1,5 +1,7 @@
 """Generation, animated: every family's generation_frames, the GIF writer, the GAN's training
 snapshots, and `minigen sample --animate`."""
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -89,6 +91,8 @@ def test_save_gif_writes_every_frame(tmp_path):
     with Image.open(path) as gif:
         assert gif.format == "GIF" and gif.n_frames == 3
     assert [p.name for p in tmp_path.iterdir()] == ["x.gif"]          # no temp file left behind
+    from minigen.serialize import new_file_mode                        # readable like any new file
+    assert os.stat(path).st_mode & 0o777 == new_file_mode()
     with pytest.raises(MinigenError, match="F captions"):
         save_gif(Frames(images, ["a"], None, "t"), tmp_path / "y.gif")
 

@@ -179,3 +179,15 @@ def test_run_cases_end_to_end_minigen_only():
     memory = harness.run_memory([Case("tiny memory", "tests.test_bench_harness:tiny_case", {}, 2, 0, measure="memory")],
                                 frameworks=["minigen"], threads=1, progress=None)
     assert memory["tiny memory"]["minigen"]["step_mb"] >= 0
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="PyTorch not installed")
+def test_a_torch_worker_loads_pytorchs_own_openmp_not_the_one_numba_would_load_first():
+    # Numba imported first loads the system libgomp; PyTorch then ran its VAE step 5x slower
+    code = ("from benchmarks.common import set_threads; set_threads(2, 'torch'); import torch, threadpoolctl; "
+            "print([p['filepath'] for p in threadpoolctl.threadpool_info() if p['internal_api'] == 'openmp'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=harness.worker_env(2), cwd=harness.ROOT).stdout
+    libraries = json.loads(out.replace("'", '"'))
+    torch_lib = os.path.join(os.path.dirname(importlib.util.find_spec("torch").origin), "lib")
+    assert libraries and all(os.path.realpath(p).startswith(os.path.realpath(torch_lib)) for p in libraries), libraries

@@ -16,7 +16,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 N = 128
@@ -39,16 +38,6 @@ CASES = {
     "T k4s2 32->1 14->28 (VAE dec)": ("transposed", 32, 1, 14, 4, 2, 1, True),
     "DDPM DDIM 16 images, 5 steps": ("ddim", 0, 0, 0, 0, 0, 0, False),
 }
-
-
-def _median_ms(step, repeats):
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
 
 
 def _conv_step(lib, kind, c_in, c_out, hw, k, stride, padding, input_grad):
@@ -108,7 +97,8 @@ def run_one(lib, name, repeats):
     """In this process: time one case, print {"ms": ...} as JSON."""
     kind = CASES[name][0]
     step = _ddim_step(lib) if kind == "ddim" else _conv_step(lib, *CASES[name])
-    print(json.dumps({"ms": _median_ms(step, repeats)}))
+    from benchmarks.common import median_seconds     # the tree under test's (an older tree has it too)
+    print(json.dumps({"ms": 1e3 * median_seconds(step, repeats)}))
 
 
 def _spawn(lib, tree, name, repeats, threads):

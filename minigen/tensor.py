@@ -217,8 +217,10 @@ def _data(x):
     return x.data if isinstance(x, Tensor) else x
 
 
-def _topological_order(root: Tensor) -> list:
-    """Nodes reachable from root, each after all of its parents (iterative DFS: no recursion limit)."""
+def _topological_order(root: Tensor, every_parent: bool = False) -> list:
+    """Nodes reachable from root, each after all of its parents (iterative DFS: no recursion limit).
+    Through the parents that need a gradient (what backward visits), or through every parent
+    (every_parent: what a drawing of the graph shows)."""
     order, seen, stack = [], set(), [(root, False)]
     while stack:
         node, finished = stack.pop()
@@ -230,7 +232,7 @@ def _topological_order(root: Tensor) -> list:
         seen.add(node)
         stack.append((node, True))
         for parent in node._parents:
-            if parent.requires_grad and parent not in seen:
+            if (every_parent or parent.requires_grad) and parent not in seen:
                 stack.append((parent, False))
     return order
 

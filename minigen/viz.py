@@ -29,7 +29,7 @@ import weakref
 
 from minigen.errors import MinigenError
 from minigen.nn.module import Module, Parameter
-from minigen.tensor import Tensor
+from minigen.tensor import Tensor, _topological_order
 
 __all__ = ["graph", "render", "draw", "trace_modules"]
 
@@ -110,18 +110,7 @@ def trace_modules(root: Module | None = None):
 # --- the graph -------------------------------------------------------------------------------------
 def _nodes(root: Tensor) -> list:
     """Every node behind root (through all parents, also those that need no gradient), parents first."""
-    order, seen, stack = [], set(), [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            order.append(node)
-            continue
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        stack.append((node, True))
-        stack.extend((p, False) for p in reversed(node._parents) if id(p) not in seen)
-    return [n for n in order if not _is_constant(n) or n is root]
+    return [n for n in _topological_order(root, every_parent=True) if not _is_constant(n) or n is root]
 
 
 def _is_constant(node: Tensor) -> bool:

@@ -13,7 +13,7 @@ How it works: im2col + one matrix product per batch chunk.
 * Groups split the rows of `cols` (channel-major, so each group's rows are
   contiguous) and the weight into G blocks: one matrix product per group.
 
-The batch goes through in chunks so `cols` stays a few MB (all of an N=128,
+The batch goes through in chunks so `cols` stays about 1 MB (all of an N=128,
 64-channel 28x28 batch would be 230 MB) and is still in cache when the matrix
 product reads it. Parallelism is coarse: each worker thread takes whole chunks and
 runs unfold -> matmul -> fold on them alone, with BLAS held to one thread. Measured

@@ -142,6 +142,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     Returns the table as a dict (what tour.json holds), plus "samples": {family: (n, 1, 28, 28)}."""
     from minigen import data as mdata
     from minigen.errors import MinigenError
+    from minigen.kernels.conv import blas_kernels
     from minigen.metrics import fid_mnist, label_accuracy, yardstick
     from minigen.animate import save_gif
     from minigen.plots import save_rows
@@ -214,7 +215,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     result = {"minutes": minutes, "seconds": seconds,
               "within_budget": seconds <= budget * (1 + BUDGET_TOLERANCE), "dataset": dataset,
               "test_source": test.source, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
-              "metric_samples": metric_samples, "families": table,
+              "metric_samples": metric_samples, "families": table, "blas": blas_kernels(),
               "figures": {"samples": samples_png, "strips": strips_png, "animations": gifs}}
     from minigen.serialize import atomic_write
     atomic_write(os.path.join(out_dir, "tour.json"), lambda f: f.write(json.dumps(result, indent=2).encode()))

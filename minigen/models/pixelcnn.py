@@ -71,6 +71,8 @@ class PixelCNNConfig(HyperParameters):
     lr: float = lr_knob(1e-3)
     batch_size: int = batch_size_knob(64)
     conditional: bool = conditional_knob(doc="every layer adds a learned bias per digit")
+    label_map: bool = knob(False, doc="conditional only: the first layer also adds a learned (channel, row, column) "
+                                      "map per digit, so each pixel knows where in its digit it is")
     output: str = knob("bernoulli", doc="bernoulli: binarized pixels; categorical256: grey levels (bits/dim)",
                        choices=tuple(OUTPUTS))
     channels: int = knob(64, 1, 1024, "feature maps of every masked convolution")
@@ -185,6 +187,11 @@ class PixelCNN(GenerativeModel):
         # A 1x1 conv is causal as it is; as type-B masked convs these layers share the code above.
         self.hidden = ConditionalConv(c, c, 1, "B", cond, generator)
         self.output = ConditionalConv(c, OUTPUTS[config["output"]], 1, "B", cond, generator)
+        # The class bias above is the same at every position: it can say "more ink" but not "ink HERE".
+        # A per-digit map over positions (zero at first) tells each pixel where in a digit of its class it
+        # sits. It depends on the label alone, never on pixels, so the network stays causal.
+        s = self.image_size
+        self.label_map = Parameter(np.zeros((NUM_CLASSES, c, s, s), np.float32)) if config["label_map"] else None
 
     @property
     def image_size(self) -> int:
@@ -193,6 +200,8 @@ class PixelCNN(GenerativeModel):
     def forward(self, x: Tensor, y=None) -> Tensor:
         """x: (N, 1, S, S) model inputs (0/1, or grey level / 255); y: (N,) labels if conditional."""
         h = self.input(x, y)
+        if self.label_map is not None:
+            h = h + self.label_map[y]
         for block in self.blocks:
             h = h + block(ops.relu(h), y)
         h = self.hidden(ops.relu(h), y)
@@ -285,6 +294,7 @@ class PixelCNN(GenerativeModel):
         relu_pads = [np.zeros((n, c, s + 2, s + 2), np.float32) for _ in self.blocks]
         layers = [self.input, *self.blocks, self.hidden, self.output]
         matrices = {id(layer): layer.weight_matrix() for layer in layers}
+        maps = None if self.label_map is None else self.label_map.data[labels]
 
         def at(layer, window):
             return layer.at(window, matrices[id(layer)], labels)
@@ -294,6 +304,8 @@ class PixelCNN(GenerativeModel):
             for t in range(s * s):
                 i, j = divmod(t, s)
                 h = at(self.input, x_pad[:, :, i:i + 7, j:j + 7])
+                if maps is not None:
+                    h = h + maps[:, :, i, j]
                 for block, pad in zip(self.blocks, relu_pads):
                     pad[:, :, i + 1, j + 1] = np.maximum(h, 0)
                     h = h + at(block, pad[:, :, i:i + 3, j:j + 3])

@@ -133,6 +133,22 @@ def test_reductions_match_numpy(shape, data):
 
 
 # --- engine behaviour -------------------------------------------------------------------
+@settings(max_examples=30, deadline=None)
+@given(st.sampled_from([0.0, 0.01, 0.2, 1.0, 3.0, -0.5]), st.sampled_from([np.float32, np.float64]),
+       st.integers(1, 60))
+def test_leaky_relu_is_exactly_the_textbook_formula(slope, dtype, n):
+    """max/min and the slope lookup give the very bits of where(x > 0, x, s*x), zeros and NaN included."""
+    x = rng.standard_normal(n).astype(dtype)
+    if n >= 4:
+        x[:4] = [0.0, -0.0, np.nan, 1.0]
+    g = rng.standard_normal(n).astype(dtype)
+    s = dtype(slope)
+    xt = Tensor(x, requires_grad=True)
+    ops.leaky_relu(xt, slope).backward(g)
+    np.testing.assert_array_equal(ops.leaky_relu(Tensor(x), slope).data, np.where(x > 0, x, x * s))
+    np.testing.assert_array_equal(xt.grad, g * np.where(x > 0, dtype(1), s))
+
+
 def test_gradient_accumulates_across_backward_calls_and_uses_of_a_value():
     x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
     (x * x + x).sum().backward()          # x used twice in one graph: 2x + 1

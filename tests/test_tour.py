@@ -60,10 +60,10 @@ def test_the_table_prints_steps_recipes_and_the_budget_check():
            "sample_seconds_per_image": 0.001, "likelihood": {"metric": "bits_per_dim", "value": 1.5},
            "fid_mnist": 80.0, "label_accuracy": 0.6, "module": "minigen/models/flow.py", "note": "",
            "recipe": tour.recipe_settings(next(r for r in tour.FAMILIES if r.family == "flow"),
-                                          {"lr": 1e-3, "batch_size": 128, "hidden_dim": 256})}
+                                          {"lr": 1e-3, "batch_size": 128, "hidden_dim": 256, "prior": "class"})}
     text = tour.format_table({"minutes": 10, "seconds": 640.0, "families": [row]})
     assert "1,234" in text.splitlines()[1]
-    assert "Flow (RealNVP): lr 0.001, batch 128, warm-up 100, decay cosine, hidden_dim 256, T 1" in text
+    assert "Flow (RealNVP): lr 0.001, batch 128, warm-up 100, decay cosine, hidden_dim 256, prior class, T 1" in text
     assert text.splitlines()[-1] == "whole tour: 640 s of a 600 s budget (OVER the budget + 5%)"
     text = tour.format_table({"minutes": 10, "seconds": 629.0, "families": [row]})
     assert text.splitlines()[-1] == "whole tour: 629 s of a 600 s budget (within the budget + 5%)"

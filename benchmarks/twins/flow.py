@@ -131,6 +131,27 @@ class AffineCoupling(nn.Module):
         return z_b + ((z - t) * (-s).exp()) * (1 - self.mask)
 
 
+class ClassPrior(nn.Module):
+    def __init__(self, num_classes, shape):
+        super().__init__()
+        self.mean = nn.Parameter(torch.zeros(num_classes, *shape))
+        self.log_scale = nn.Parameter(torch.zeros(num_classes, *shape))
+        self.register_buffer("initialized", torch.zeros(()))
+
+    def log_prob(self, z, labels):
+        labels = torch.as_tensor(labels)
+        if self.training and not self.initialized:
+            with torch.no_grad():
+                overall = z.mean(0)
+                for digit in range(len(self.mean)):
+                    mine = z[labels == digit]
+                    self.mean[digit] = mine.mean(0) if len(mine) else overall
+                self.initialized.fill_(1)
+        log_scale = self.log_scale[labels]
+        u = (z - self.mean[labels]) * (-log_scale).exp()
+        return _per_example_sum(-0.5 * (u * u + math.log(2 * math.pi))) - _per_example_sum(log_scale)
+
+
 def _twin_layer(layer):
     """The torch layer of the same kind and shape as a minigen flow layer."""
     if isinstance(layer, mg.LogitTransform):
@@ -156,6 +177,7 @@ class TorchRealNVP(nn.Module):
         self.conditional, self.num_classes = model.conditional, model.num_classes
         self.latent_shape = model.latent_shape
         self.layers = nn.ModuleList([_twin_layer(layer) for layer in model.layers])
+        self.prior = None if model.prior is None else ClassPrior(model.num_classes, model.latent_shape)
 
     def forward(self, x, labels=None):
         log_det = x.new_zeros(len(x))
@@ -171,6 +193,8 @@ class TorchRealNVP(nn.Module):
 
     def log_prob(self, v, labels=None):
         z, log_det = self(v, labels)
+        if self.prior is not None:
+            return self.prior.log_prob(z, labels) + log_det
         return _per_example_sum(-0.5 * (z * z + math.log(2 * math.pi))) + log_det
 
 
@@ -200,7 +224,12 @@ def train_step(torch_model, optimizers, x, y, generator) -> dict:
 def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0):
     labels = condition_labels("twin RealNVP.sample", labels, n, torch_model.conditional, torch_model.num_classes)
     torch_model.eval()
-    z = torch.from_numpy(resolve(generator).normal((n, *torch_model.latent_shape)) * np.float32(temperature))
+    noise = resolve(generator).normal((n, *torch_model.latent_shape))
+    if torch_model.prior is None:
+        z = torch.from_numpy(noise * np.float32(temperature))
+    else:
+        prior, index = torch_model.prior, torch.as_tensor(labels)
+        z = prior.mean[index] + float(temperature) * prior.log_scale[index].exp() * torch.from_numpy(noise)
     v = torch_model.inverse(z, labels).numpy()
     return (np.floor(v * 256).clip(0, 255) / 255).astype(np.float32)
 

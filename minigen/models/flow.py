@@ -47,6 +47,17 @@ masks and coupling networks 784-512-512 -> (scale, shift); "conv", 4 checkerboar
 couplings on the 1x28x28 image, a squeeze, and 4 channel-mask couplings on 4x14x14,
 with small convolutional networks. "conditional" feeds the one-hot label to every
 coupling network, so `sample(labels=...)` draws a chosen digit.
+
+The prior (config "prior"). "standard": p(z) = N(0, I), the same for every digit, so the
+coupling networks alone must carry the label into x. "class" (conditional models only, Glow's
+class-conditional prior): p(z | y) = N(mu_y, diag(sigma_y^2)), a learned mean and log-scale per
+digit, with
+
+    log p(z | y) = log N((z - mu_y) / sigma_y; 0, I) - sum(log sigma_y).
+
+The label then also decides *where in z-space* a digit lives, which a short run learns much
+sooner than label-dependent couplings: mu_y starts at the first training batch's mean code of
+digit y (a data-dependent start, like ActNorm's), and sampling draws z = mu_y + T sigma_y eps.
 """
 from __future__ import annotations
 
@@ -69,7 +80,8 @@ from minigen.random import Generator, resolve
 from minigen.tensor import Tensor, no_grad
 
 __all__ = ["RealNVP", "FlowConfig", "LogitTransform", "ActNorm", "AffineCoupling", "Squeeze", "MLPCouplingNet",
-           "ConvCouplingNet", "checkerboard_mask", "channel_mask", "standard_normal_log_prob", "bits_per_dim"]
+           "ConvCouplingNet", "ClassPrior", "checkerboard_mask", "channel_mask", "standard_normal_log_prob",
+           "bits_per_dim"]
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -84,6 +96,8 @@ class FlowConfig(HyperParameters):
     hidden_dim: int = knob(512, 1, 16384, "mlp coupling networks: D-hidden-hidden-2D")
     hidden_channels: int = knob(64, 1, 1024, "conv coupling networks: 3x3 convs with this many channels")
     actnorm: bool = knob(False, doc="an ActNorm layer before every coupling")
+    prior: str = knob("standard", doc="standard: z ~ N(0, I); class: a learned N(mu_y, sigma_y^2) per digit "
+                      "(conditional models)", choices=("standard", "class"))
     alpha: float = knob(0.05, 0.0, excluded(0.5), "logit transform margin")
     num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
     lr: float = lr_knob(1e-4)                 # 1e-3 gives loss spikes in the first hundred steps
@@ -99,6 +113,8 @@ class FlowConfig(HyperParameters):
         if self.variant == "conv" and self.num_couplings % 2:
             raise ConfigError(f"num_couplings={self.num_couplings} must be even for variant=conv "
                               f"(half the couplings come after the squeeze)")
+        if self.prior == "class" and not self.conditional:
+            raise ConfigError("prior=class needs conditional=true (a prior per digit needs the digit)")
 
     def memory_floats(self) -> tuple[int, int]:
         d, k = 784, self.num_couplings
@@ -111,6 +127,8 @@ class FlowConfig(HyperParameters):
             h = self.hidden_dim
             params = k * ((d + label) * h + h * h + h * 2 * d)
             activations = k * (2 * 2 * h + 8 * d)
+        if self.prior == "class":
+            params += 2 * self.num_classes * d
         return params, activations
 
 
@@ -273,6 +291,40 @@ def standard_normal_log_prob(z: Tensor) -> Tensor:
     return _per_example_sum((z * z + math.log(2 * math.pi)) * -0.5)
 
 
+class ClassPrior(Module):
+    """p(z | y) = N(mu_y, diag(sigma_y^2)) with a learned mean and log sigma per class, each of the
+    latent shape: mean, log_scale (num_classes, *shape). z: (N, *shape), labels: (N,) int.
+
+    The first log_prob in training mode sets mu_y to that batch's mean z of class y (the batch mean
+    for a class the batch lacks), so a short run starts with every digit at its own place in z-space
+    instead of waiting for Adam to carry the means there at lr-sized steps; `initialized` records
+    that, also in checkpoints (as in ActNorm)."""
+
+    def __init__(self, num_classes: int, shape):
+        self.mean = Parameter(np.zeros((num_classes, *shape), np.float32))
+        self.log_scale = Parameter(np.zeros((num_classes, *shape), np.float32))
+        self.initialized = Buffer(np.zeros((), np.float32))
+
+    def _initialize(self, z: np.ndarray, labels: np.ndarray) -> None:
+        overall = z.mean(axis=0)
+        for digit in range(len(self.mean.data)):
+            mine = z[labels == digit]
+            self.mean.data[digit] = mine.mean(axis=0) if len(mine) else overall
+        self.initialized.data = np.ones((), np.float32)
+
+    def log_prob(self, z: Tensor, labels: np.ndarray) -> Tensor:
+        """log N(z; mu_y, sigma_y^2) per example: (N, *shape) -> (N,)."""
+        if self.training and not self.initialized.data:
+            self._initialize(z.data, labels)
+        log_scale = self.log_scale[labels]
+        return standard_normal_log_prob((z - self.mean[labels]) * (-log_scale).exp()) - _per_example_sum(log_scale)
+
+    def latent(self, noise: np.ndarray, labels: np.ndarray, temperature: float) -> np.ndarray:
+        """z = mu_y + temperature * sigma_y * noise, noise ~ N(0, I) of shape (N, *shape)."""
+        scale = np.exp(self.log_scale.data[labels]) * np.float32(temperature)
+        return (self.mean.data[labels] + scale * noise).astype(np.float32)
+
+
 def bits_per_dim(log_prob_01, num_dims: int):
     """log density of dequantized images on [0, 1]^D (nats) -> bits/dim on the 0..255 pixel scale."""
     return -(log_prob_01 - num_dims * math.log(256)) / (num_dims * math.log(2))
@@ -281,7 +333,8 @@ def bits_per_dim(log_prob_01, num_dims: int):
 # --- the model ------------------------------------------------------------------------------------
 @register_family("flow")
 class RealNVP(GenerativeModel):
-    """The flow: logit transform, then (ActNorm +) affine couplings; prior N(0, I) on the output."""
+    """The flow: logit transform, then (ActNorm +) affine couplings; prior N(0, I) on the output, or a
+    ClassPrior N(mu_y, sigma_y^2) with config prior="class"."""
 
     likelihood_metric = "bits_per_dim"
     Config = FlowConfig
@@ -310,6 +363,7 @@ class RealNVP(GenerativeModel):
             layers.append(AffineCoupling(mask, net))
         self.layers = layers
         self.latent_shape = shape
+        self.prior = ClassPrior(self.num_classes, shape) if c["prior"] == "class" else None
 
     # --- the flow -------------------------------------------------------------------------
     def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
@@ -329,7 +383,7 @@ class RealNVP(GenerativeModel):
     def log_prob(self, v: Tensor, labels=None) -> Tensor:
         """log p(v) in nats per example, v: (N, 1, 28, 28) dequantized images in (0, 1) -> (N,)."""
         z, log_det = self(v, labels)
-        return standard_normal_log_prob(z) + log_det
+        return (standard_normal_log_prob(z) if self.prior is None else self.prior.log_prob(z, labels)) + log_det
 
     @staticmethod
     def dequantize(x: np.ndarray, generator) -> np.ndarray:
@@ -353,12 +407,19 @@ class RealNVP(GenerativeModel):
 
     # --- sampling -------------------------------------------------------------------------
     def sample(self, n: int, labels=None, generator=None, temperature: float = 1.0) -> np.ndarray:
-        """n images (n, 1, 28, 28) in [0, 1]: z ~ N(0, temperature^2 I), x = inverse(z), rounded to
-        the 256 pixel levels. Temperatures below 1 trade variety for cleaner digits."""
+        """n images (n, 1, 28, 28) in [0, 1]: z from the prior with its noise scaled by temperature
+        (N(0, T^2 I), or mu_y + T sigma_y eps), x = inverse(z), rounded to the 256 pixel levels.
+        Temperatures below 1 trade variety for cleaner digits."""
         temperature = check_temperature("RealNVP.sample", temperature, scales_noise=True)
         labels = condition_labels("RealNVP.sample", labels, n, self.conditional, self.num_classes)
-        return self.images_from_latent(resolve(generator).normal((n, *self.latent_shape)) * np.float32(temperature),
-                                       labels)
+        noise = resolve(generator).normal((n, *self.latent_shape))
+        return self.images_from_latent(self.latent_from_noise(noise, labels, temperature), labels)
+
+    def latent_from_noise(self, noise: np.ndarray, labels, temperature: float) -> np.ndarray:
+        """The prior's z for standard normal noise (n, *latent_shape) at a temperature."""
+        if self.prior is None:
+            return noise * np.float32(temperature)
+        return self.prior.latent(noise, labels, temperature)
 
     def images_from_latent(self, z: np.ndarray, labels=None) -> np.ndarray:
         """x = inverse(z) rounded to the 256 pixel levels: z (n, *latent_shape) -> (n, 1, 28, 28) in [0, 1]."""
@@ -375,7 +436,7 @@ class RealNVP(GenerativeModel):
         labels = np.arange(10) if self.conditional else None
         z = resolve(generator).normal((10, *self.latent_shape))
         temperatures = np.linspace(0, max_temperature, frames, dtype=np.float32)
-        images = np.stack([self.images_from_latent(z * t, labels) for t in temperatures])
+        images = np.stack([self.images_from_latent(self.latent_from_noise(z, labels, t), labels) for t in temperatures])
         return Frames(images, [f"temperature {t:.2f}" for t in temperatures],
                       None if labels is None else list(labels), "Flow: the same z at rising temperature")
 

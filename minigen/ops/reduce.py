@@ -129,9 +129,10 @@ def matmul(a, b) -> Tensor:
         raise ShapeError(f"matmul: batch dimensions of {a.shape} and {b.shape} cannot be broadcast") from None
 
     def backward(g):
-        # BEGIN SOLUTION autograd: (dL/da, dL/db) of out = a @ b; None for an input that needs no gradient
-        ga = np.matmul(g, np.swapaxes(b.data, -1, -2)) if a.requires_grad else None
-        gb = np.matmul(np.swapaxes(a.data, -1, -2), g) if b.requires_grad else None
-        return ga, gb
-        # END SOLUTION
+        with serial_below(a.size * b.shape[-1], SERIAL_MULTIPLY_ADDS):   # each product as big as the forward's
+            # BEGIN SOLUTION autograd: (dL/da, dL/db) of out = a @ b; None for an input that needs no gradient
+            ga = np.matmul(g, np.swapaxes(b.data, -1, -2)) if a.requires_grad else None
+            gb = np.matmul(np.swapaxes(a.data, -1, -2), g) if b.requires_grad else None
+            return ga, gb
+            # END SOLUTION
     return make_result(out, (a, b), backward, "matmul")

@@ -1,8 +1,11 @@
-"""PixelCNN: causality end to end, fast == naive sampling, determinism, learning, exact likelihoods, errors."""
+"""PixelCNN: causality end to end, fast == naive sampling, determinism, learning, exact likelihoods, errors,
+the label map, agreement with the PyTorch twin."""
+import importlib.util
 import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from minigen.errors import DTypeError, MinigenError, ShapeError
 from minigen.models import get_family
@@ -11,7 +14,9 @@ from minigen.models.pixelcnn import PixelCNN
 from minigen.random import Generator
 from minigen.tensor import Tensor
 
-VARIANTS = [("bernoulli", False), ("bernoulli", True), ("categorical256", False), ("categorical256", True)]
+# (output, conditional, label_map)
+VARIANTS = [(output, conditional, label_map) for output in ("bernoulli", "categorical256")
+            for conditional, label_map in ((False, False), (True, False), (True, True))]
 
 
 def tiny(output="bernoulli", conditional=False, size=8, channels=6, blocks=3, seed=1, **extra):
@@ -20,10 +25,14 @@ def tiny(output="bernoulli", conditional=False, size=8, channels=6, blocks=3, se
 
 
 def randomise_label_biases(model, seed=5):
-    """Label biases start at zero; make them matter so the conditional path is exercised."""
+    """Label biases and maps start at zero; make them matter so the conditional path is exercised.
+    The map is made positive: it differs per position, and a negative one can switch off every ReLU at
+    some position of a 6-channel net, cutting that pixel off from the past."""
     for name, p in model.named_parameters():
         if name.endswith("label_bias"):
             p.data[...] = Generator(seed).normal(p.shape)
+        elif name.endswith("label_map"):
+            p.data[...] = np.abs(Generator(seed).normal(p.shape))
 
 
 def bars(n, generator, size=28):
@@ -40,13 +49,13 @@ def test_registered():
     assert get_family("pixelcnn") is PixelCNN
 
 
-@pytest.mark.parametrize("output,conditional", VARIANTS)
-def test_each_logit_depends_only_on_earlier_pixels_end_to_end(output, conditional):
+@pytest.mark.parametrize("output,conditional,label_map", VARIANTS)
+def test_each_logit_depends_only_on_earlier_pixels_end_to_end(output, conditional, label_map):
     """d logit(p) / d x(q) == 0 for every q at or after p in raster order, through the whole network.
 
     One backward pass: copy k of the batch sends a gradient only from pixel k's logits."""
     size = 6
-    model = tiny(output, conditional, size=size)
+    model = tiny(output, conditional, size=size, label_map=label_map)
     randomise_label_biases(model)
     n = size * size
     x = Tensor(Generator(2).uniform((1, 1, size, size)).repeat(n, axis=0), requires_grad=True)
@@ -63,9 +72,9 @@ def test_each_logit_depends_only_on_earlier_pixels_end_to_end(output, conditiona
     assert all(np.any(grads[k, :k] != 0) for k in range(1, n))
 
 
-@pytest.mark.parametrize("output,conditional", VARIANTS)
-def test_fast_sampling_equals_naive_full_forward_sampling(output, conditional):
-    model = tiny(output, conditional, size=7, blocks=2)
+@pytest.mark.parametrize("output,conditional,label_map", VARIANTS)
+def test_fast_sampling_equals_naive_full_forward_sampling(output, conditional, label_map):
+    model = tiny(output, conditional, size=7, blocks=2, label_map=label_map)
     for p in model.parameters():       # larger weights: confident, varied pixels rather than all-grey
         p.data *= 3
     randomise_label_biases(model)
@@ -148,3 +157,44 @@ def test_bad_input_gives_clear_errors():
         conditional.sample(2, np.array([1, 10]), Generator(0))
     with pytest.raises(ShapeError, match="labels must be an integer array"):
         conditional.train_step(good, np.zeros(3, np.int64), conditional.make_optimizers(), Generator(0))
+    with pytest.raises(MinigenError, match="label_map=true needs conditional=true"):
+        PixelCNN({"label_map": True})
+
+
+# --- label_map: location-dependent conditioning -------------------------------------------------
+@settings(max_examples=15, deadline=None)
+@given(position=st.integers(0, 35), digit=st.integers(0, 9))
+def test_a_label_map_entry_moves_only_its_digits_logits_at_and_after_its_position(position, digit):
+    """The map starts at zero (the model is then the plain conditional one); an entry at (digit, pixel p)
+    changes the logits of that digit's images at p and later pixels only, never earlier ones or other digits."""
+    size = 6
+    plain, mapped = tiny(conditional=True, size=size), tiny(conditional=True, size=size, label_map=True)
+    x, y = Tensor(Generator(2).uniform((10, 1, size, size))), np.arange(10)
+    before = mapped(x, y).data
+    np.testing.assert_array_equal(before, plain(x, y).data)
+    mapped.label_map.data[digit, :, position // size, position % size] = 3.0
+    moved = np.any(mapped(x, y).data != before, axis=1).reshape(10, -1)     # (image, pixel)
+    assert not moved[np.arange(10) != digit].any()
+    assert not moved[digit, :position].any() and moved[digit, position]
+
+
+def test_training_moves_the_label_map_of_the_digits_seen_only():
+    model = tiny(conditional=True, size=8, label_map=True)
+    optimizers = model.make_optimizers()
+    model.train_step(bars(4, Generator(0), size=8), np.array([3, 3, 7, 7]), optimizers, Generator(1))
+    changed = np.any(model.label_map.data != 0, axis=(1, 2, 3))
+    assert changed.tolist() == [d in (3, 7) for d in range(10)]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="needs PyTorch (the twin)")
+def test_the_pytorch_twin_agrees_on_logits_and_samples():
+    import torch
+    from benchmarks.twins import pixelcnn as twin
+    model = tiny(conditional=True, size=7, blocks=2, label_map=True)
+    randomise_label_biases(model)
+    net = twin.build(model)
+    x, y = Generator(2).uniform((4, 1, 7, 7)), np.array([0, 3, 3, 9])
+    with torch.no_grad():
+        theirs = net(torch.from_numpy(x), torch.from_numpy(y)).numpy()
+    np.testing.assert_allclose(model(Tensor(x), y).data, theirs, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(model.sample(4, y, Generator(3)), twin.sample(net, 4, y, Generator(3)))

@@ -52,9 +52,13 @@ class TorchPixelCNN(nn.Module):
         self.blocks = nn.ModuleList([ConditionalConv(c, c, 3, "B", cond) for _ in range(int(config["num_blocks"]))])
         self.hidden = ConditionalConv(c, c, 1, "B", cond)
         self.output = ConditionalConv(c, OUTPUTS[config["output"]], 1, "B", cond)
+        s = self.image_size
+        self.label_map = nn.Parameter(torch.zeros(NUM_CLASSES, c, s, s)) if config.get("label_map") else None
 
     def forward(self, x, y=None):
         h = self.input(x, y)
+        if self.label_map is not None:
+            h = h + self.label_map[y]
         for block in self.blocks:
             h = h + block(F.relu(h), y)
         h = self.hidden(F.relu(h), y)
@@ -130,6 +134,7 @@ def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0
     relu_pads = [torch.zeros(n, c, s + 2, s + 2) for _ in m.blocks]
     layers = [m.input, *m.blocks, m.hidden, m.output]
     matrices = {id(layer): layer.weight_matrix() for layer in layers}
+    maps = None if m.label_map is None else m.label_map[labels]
 
     def at(layer, window):
         return layer.at(window, matrices[id(layer)], labels)
@@ -137,6 +142,8 @@ def sample(torch_model, n, labels=None, generator=None, temperature: float = 1.0
     for t in range(s * s):
         i, j = divmod(t, s)
         h = at(m.input, x_pad[:, :, i:i + 7, j:j + 7])
+        if maps is not None:
+            h = h + maps[:, :, i, j]
         for block, pad in zip(m.blocks, relu_pads):
             pad[:, :, i + 1, j + 1] = F.relu(h)
             h = h + at(block, pad[:, :, i:i + 3, j:j + 3])

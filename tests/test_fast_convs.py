@@ -4,6 +4,8 @@ ops that use them, their float32 accuracy, and the serial path for small work.
 
 Hypothesis draws the geometry; sizes stay small so the file runs in seconds.
 """
+import warnings
+
 import numba
 import numpy as np
 import pytest
@@ -270,6 +272,18 @@ def test_group_norm_silu_matches_reference(n, groups_cg, spatial, seed):
     got = K.group_norm_backward(g, x, groups, w, mean, rstd, b, silu=True)
     for a, e in zip(got, R.group_norm_backward(R.silu_backward(g, h), x, groups, w, 1e-5)):
         close(a, e, 1e-9)
+
+
+def test_group_norm_silu_saturates_quietly_for_very_negative_inputs():
+    """exp(-h) overflows float32 for h < -88: silu must give (-)0 there, finite, with no warning."""
+    x = np.random.default_rng(3).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    bias = np.array([-200, -90, 0, 50], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = K.group_norm_forward(x, 2, np.ones(4, np.float32), bias, silu=True)[0]
+    assert np.all(np.isfinite(y)) and np.all(np.abs(y[:, :2]) < 1e-30)
+    np.testing.assert_allclose(y[:, 3], R.silu(R.group_norm(x.astype(np.float64), 2, np.ones(4), bias, 1e-5))[:, 3],
+                               rtol=1e-6)
 
 
 def test_gradcheck_group_norm_silu_and_its_float32_bound():

@@ -39,6 +39,18 @@ def test_one_dimensional_minimal_filtering_is_a_correlation(transform):
     np.testing.assert_allclose(transform.at @ ((transform.g @ g) * (transform.bt @ d)), want, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**16))
+def test_weight_transform_is_g_w_g_transposed(c_out, c_in, seed):
+    """The fast path's U (two tensordots) against G w G^T written out per (o, c), float64."""
+    w = np.random.default_rng(seed).standard_normal((c_out, c_in, 3, 3))
+    g = W.F2_3.g
+    want = np.stack([[g @ w[o, c] @ g.T for c in range(c_in)] for o in range(c_out)])   # (C_out, C_in, 4, 4)
+    got = W._weight_transform(w)
+    assert got.shape == (16, c_out, c_in) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want.transpose(2, 3, 0, 1).reshape(16, c_out, c_in), rtol=1e-12, atol=1e-12)
+
+
 @st.composite
 def shapes(draw, most_channels=5, most_size=9):
     """(x shape, w shape): odd and even sizes, down to 1x1 (every tile overhangs)."""

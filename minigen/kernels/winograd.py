@@ -394,7 +394,11 @@ def _weight_grad(grad, x):
 def _weight_transform(w):
     """U = G w G^T: (16, C_out, C_in) from w (C_out, C_in, 3, 3)."""
     g = F2_3.g.astype(w.dtype)
-    return np.ascontiguousarray(np.einsum("ai,ocij,bj->aboc", g, w, g).reshape(16, *w.shape[:2]))
+    # two BLAS products over the tap axes (j, then i), ~10x faster than the equivalent
+    # einsum("ai,ocij,bj->aboc"), which loops in C; this runs once per conv call
+    wg = np.tensordot(w, g, axes=(3, 1))              # w G^T: (C_out, C_in, 3, 4) over i, b
+    u = np.tensordot(g, wg, axes=(1, 2))              # G w G^T: (4 a, C_out, C_in, 4 b)
+    return np.ascontiguousarray(u.transpose(0, 3, 1, 2)).reshape(16, *w.shape[:2])
 
 
 # --- entry points, called by conv.py's conv2d_forward / conv2d_backward ---------------------

@@ -35,6 +35,7 @@ The argument checks at the top are shared with `pool.py` and `norm.py`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -380,10 +381,12 @@ def _start_threading_layer(a):
         a[i] = i
 
 
+@functools.lru_cache(maxsize=None)
 def _parallel_loops_thread_safe() -> bool:
     """Whether Numba's parallel loops may be started from two threads at once: yes with its
     OpenMP and TBB threading layers, no with the fallback "workqueue" layer (which aborts the
-    process). The layer is chosen at the first parallel loop: run a trivial one to know it."""
+    process). The layer is chosen at the first parallel loop, once per process: run a trivial
+    one to know it (once: each run wakes Numba's threads)."""
     _start_threading_layer(np.empty(1))
     return numba.threading_layer() != "workqueue"
 

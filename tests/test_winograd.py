@@ -51,6 +51,24 @@ def test_weight_transform_is_g_w_g_transposed(c_out, c_in, seed):
     np.testing.assert_allclose(got, want.transpose(2, 3, 0, 1).reshape(16, c_out, c_in), rtol=1e-12, atol=1e-12)
 
 
+def test_fixed_weights_transforms_each_weight_once_and_only_inside_the_block(monkeypatch):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 16, 6, 6)).astype(np.float32)
+    w1, w2 = (rng.standard_normal((16, 16, 3, 3)).astype(np.float32) for _ in range(2))
+    calls = []
+    transform = W._weight_transform
+    monkeypatch.setattr(W, "_weight_transform", lambda w: calls.append(w) or transform(w))
+    plain = [K.conv2d_forward(x, w, None, 1, 1) for w in (w1, w2)]
+    with W.fixed_weights():
+        with W.fixed_weights():                                  # nested: the same cache
+            inside = [K.conv2d_forward(x, w, None, 1, 1) for w in (w1, w2, w1, w2)]
+    assert len(calls) == 2 + 2                                   # twice outside, once per weight inside
+    for got, want in zip(inside, plain + plain):
+        np.testing.assert_array_equal(got, want)
+    K.conv2d_forward(x, w1, None, 1, 1)
+    assert len(calls) == 5 and W._fixed_transforms is None       # after the block: no cache
+
+
 @st.composite
 def shapes(draw, most_channels=5, most_size=9):
     """(x shape, w shape): odd and even sizes, down to 1x1 (every tile overhangs)."""

@@ -25,7 +25,9 @@ Some shapes take a faster route, chosen where they measured faster (benchmarks/f
 1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's input gradient,
 whose channels grow runs as interleaved sub-pixel phase convs with no col2im (`subpixel.py`);
 PixelCNN's masked convs (`masked.py`) reuse the chunk loops below over the kept taps only.
-Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`).
+Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`). Where every kernel
+of a network pass is that small (DDPM sampling at 16 images), `map_batch_parts` shares the
+batch instead: each thread runs the whole pass on its part of the images, serially.
 
 Shapes follow PyTorch: x (N, C_in, H, W); conv weight (C_out, C_in/groups, kH, kW);
 transposed-conv weight (C_in, C_out/groups, kH, kW). float32 or float64.

@@ -92,6 +92,7 @@ dilation 1, groups 1; float32 or float64. Output (N, C_out, H, W).
 """
 from __future__ import annotations
 
+import contextlib
 from typing import NamedTuple
 
 import numpy as np
@@ -430,11 +431,40 @@ def applies(geo, w) -> bool:
             and bool(w.reshape(c_out * c_in, -1).any(axis=0).all()))
 
 
+# While `fixed_weights` is active: id(w) -> (w, U) for the weights seen so far (w kept, so its id
+# cannot be reused by another array). Shared by all threads (the parts of map_batch_parts).
+_fixed_transforms: dict | None = None
+
+
+@contextlib.contextmanager
+def fixed_weights():
+    """Within the block no conv weight array changes (e.g. while sampling with fixed weights:
+    50 to 1000 network passes), so each weight's U = G w G^T is computed once and reused.
+    Changing a weight array in place inside the block is not allowed (its old U would be used)."""
+    global _fixed_transforms
+    outer, _fixed_transforms = _fixed_transforms, {} if _fixed_transforms is None else _fixed_transforms
+    try:
+        yield
+    finally:
+        _fixed_transforms = outer
+
+
+def _transform_of(w):
+    """U for weight w: from the `fixed_weights` cache when one is active."""
+    cache = _fixed_transforms
+    if cache is None:
+        return _weight_transform(w)
+    entry = cache.get(id(w))
+    if entry is None or entry[0] is not w:
+        entry = cache[id(w)] = (w, _weight_transform(w))
+    return entry[1]
+
+
 def conv2d_forward(x, w, b=None):
     """x (N, C_in, H, W), w (C_out, C_in, 3, 3), b (C_out,) or None -> (N, C_out, H, W); stride 1, pad 1.
     Arguments already checked (and contiguous) by conv.conv2d_forward."""
     out = np.empty((x.shape[0], w.shape[0]) + x.shape[2:], x.dtype)
-    return _forward(x, _weight_transform(w), None if b is None else np.ascontiguousarray(b), out)
+    return _forward(x, _transform_of(w), None if b is None else np.ascontiguousarray(b), out)
 
 
 def conv2d_backward(grad_out, x, w, input_grad=True, weight_grad=True):

@@ -38,6 +38,7 @@ from minigen import ops
 from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, excluded, grad_clip_knob, knob,
                             lr_knob)
 from minigen.errors import ConfigError, MinigenError, ShapeError
+from minigen.kernels import winograd
 from minigen.kernels.conv import map_batch_parts
 from minigen.models.base import (GenerativeModel, check_guidance, check_images, check_labels, condition_labels,
                                  register_family)
@@ -457,7 +458,7 @@ class DDPM(GenerativeModel):
         keep = set(np.linspace(0, len(plan), frames).round().astype(int)) if frames else set()
         x = generator.normal((n, 1, 28, 28))
         snapshots = [x.copy()] if 0 in keep else []
-        with no_grad(), self.ema_weights():
+        with no_grad(), self.ema_weights(), winograd.fixed_weights():
             for i, (t, t_prev) in enumerate(plan, start=1):
                 eps = self.predict_noise(x, t, labels, guidance)
                 if method == "ancestral":

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
 from minigen.kernels import reference as R, winograd as W
+from minigen.kernels import conv as conv_module
 from minigen.kernels.conv import pair
 from minigen.tensor import Tensor
 
@@ -67,6 +68,11 @@ def test_fixed_weights_transforms_each_weight_once_and_only_inside_the_block(mon
         np.testing.assert_array_equal(got, want)
     K.conv2d_forward(x, w1, None, 1, 1)
     assert len(calls) == 5 and W._fixed_transforms is None       # after the block: no cache
+    masked = w1 * ops.causal_mask(3, 3, "B", np.float32)         # a zero tap: im2col, in the block too
+    geo = conv_module.ConvGeometry(x.shape, (6, 6), (3, 3), ONE, ONE, ONE, 1)
+    with W.fixed_weights():
+        K.conv2d_forward(x, w1, None, 1, 1)
+        assert W.applies(geo, w1) and not W.applies(geo, masked)
 
 
 @st.composite

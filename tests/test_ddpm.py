@@ -217,6 +217,18 @@ def test_ddim_with_all_T_steps_and_eta_1_is_ancestral_sampling():
     assert abs(many_a.mean() - many_d.mean()) < 0.02 and abs(many_a.std() - many_d.std()) < 0.02
 
 
+def test_sampling_batches_split_between_threads_give_the_one_pass_output():
+    """predict_noise runs parts of the batch on threads at once (kernels.conv.map_batch_parts):
+    the same numbers as one pass over the whole batch, up to float32 rounding."""
+    m = tiny(conditional=True)
+    xt = Generator(3).normal((5, 1, 28, 28))
+    labels = np.array([0, 3, 7, 9, 10])
+    with no_grad():
+        whole = m.net(Tensor(xt), np.full(5, 12), labels).data
+        split = m._net_output(xt, np.full(5, 12), labels)
+    assert split.shape == whole.shape and np.abs(split - whole).max() <= 1e-5 * np.abs(whole).max()
+
+
 def test_sampling_is_seeded_and_in_range():
     m = tiny()
     a = m.sample(3, generator=Generator(1))

@@ -4,6 +4,8 @@ ops that use them, their float32 accuracy, and the serial path for small work.
 
 Hypothesis draws the geometry; sizes stay small so the file runs in seconds.
 """
+import warnings
+
 import numba
 import numpy as np
 import pytest
@@ -254,6 +256,41 @@ def test_serial_below_switches_only_small_work_and_restores_on_error():
     assert numba.get_num_threads() == threads
 
 
+# --- a small batch split between threads, each running its part serially -------------------------
+@pytest.mark.parametrize("n", [1, 2, 5, 16])
+def test_map_batch_parts_covers_the_batch_in_order_with_serial_kernels(n):
+    threads = numba.get_num_threads()
+    parts = min(n, threads)
+    seen = []
+
+    def part(n0, n1):
+        seen.append((n0, n1, conv_module._in_batch_part(), numba.get_num_threads()))
+        inner = conv_module.map_batch_parts(lambda a, b: (a, b), n1 - n0)   # nested: not split again
+        return list(range(n0, n1)), inner
+    results = conv_module.map_batch_parts(part, n)
+    assert [i for done, _ in results for i in done] == list(range(n))           # contiguous, in order
+    assert len(results) == parts and [inner for _, inner in results] == [[(0, n1 - n0)] for n0, n1, *_ in sorted(seen)]
+    split = parts > 1
+    assert all(active == split and count == (1 if split else threads) for *_, active, count in seen)
+    assert not conv_module._in_batch_part() and numba.get_num_threads() == threads
+
+
+def test_map_batch_parts_gives_the_whole_batch_numbers_and_passes_errors_on():
+    rng = np.random.default_rng(5)
+    x, w = rng.standard_normal((6, 16, 8, 8)).astype(np.float32), rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
+    threads = numba.get_num_threads()
+    whole = K.conv2d_forward(x, w, None, 1, 1)
+    parts = conv_module.map_batch_parts(lambda n0, n1: K.conv2d_forward(x[n0:n1], w, None, 1, 1), len(x))
+    assert np.abs(np.concatenate(parts) - whole).max() <= 1e-6 * np.abs(whole).max()
+    assert numba.get_num_threads() == threads
+
+    def fails(n0, n1):
+        raise RuntimeError(f"part {n0}")
+    with pytest.raises(RuntimeError, match="part"):
+        conv_module.map_batch_parts(fails, 4)
+    assert numba.get_num_threads() == threads and not conv_module._in_batch_part()
+
+
 # --- GroupNorm + SiLU fused ---------------------------------------------------------------------
 @SETTINGS
 @given(st.integers(1, 3), st.sampled_from([(1, 1), (2, 1), (2, 3), (4, 2)]), st.sampled_from([(), (3,), (2, 5)]),
@@ -270,6 +307,18 @@ def test_group_norm_silu_matches_reference(n, groups_cg, spatial, seed):
     got = K.group_norm_backward(g, x, groups, w, mean, rstd, b, silu=True)
     for a, e in zip(got, R.group_norm_backward(R.silu_backward(g, h), x, groups, w, 1e-5)):
         close(a, e, 1e-9)
+
+
+def test_group_norm_silu_saturates_quietly_for_very_negative_inputs():
+    """exp(-h) overflows float32 for h < -88: silu must give (-)0 there, finite, with no warning."""
+    x = np.random.default_rng(3).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    bias = np.array([-200, -90, 0, 50], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = K.group_norm_forward(x, 2, np.ones(4, np.float32), bias, silu=True)[0]
+    assert np.all(np.isfinite(y)) and np.all(np.abs(y[:, :2]) < 1e-30)
+    np.testing.assert_allclose(y[:, 3], R.silu(R.group_norm(x.astype(np.float64), 2, np.ones(4), bias, 1e-5))[:, 3],
+                               rtol=1e-6)
 
 
 def test_gradcheck_group_norm_silu_and_its_float32_bound():

@@ -10,6 +10,7 @@ from hypothesis import given, settings, strategies as st
 from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
 from minigen.kernels import reference as R, winograd as W
+from minigen.kernels import conv as conv_module
 from minigen.kernels.conv import pair
 from minigen.tensor import Tensor
 
@@ -37,6 +38,41 @@ def test_one_dimensional_minimal_filtering_is_a_correlation(transform):
     d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
     want = np.array([d[i:i + 3] @ g for i in range(m)])
     np.testing.assert_allclose(transform.at @ ((transform.g @ g) * (transform.bt @ d)), want, rtol=1e-12, atol=1e-12)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**16))
+def test_weight_transform_is_g_w_g_transposed(c_out, c_in, seed):
+    """The fast path's U (two tensordots) against G w G^T written out per (o, c), float64."""
+    w = np.random.default_rng(seed).standard_normal((c_out, c_in, 3, 3))
+    g = W.F2_3.g
+    want = np.stack([[g @ w[o, c] @ g.T for c in range(c_in)] for o in range(c_out)])   # (C_out, C_in, 4, 4)
+    got = W._weight_transform(w)
+    assert got.shape == (16, c_out, c_in) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want.transpose(2, 3, 0, 1).reshape(16, c_out, c_in), rtol=1e-12, atol=1e-12)
+
+
+def test_fixed_weights_transforms_each_weight_once_and_only_inside_the_block(monkeypatch):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((2, 16, 6, 6)).astype(np.float32)
+    w1, w2 = (rng.standard_normal((16, 16, 3, 3)).astype(np.float32) for _ in range(2))
+    calls = []
+    transform = W._weight_transform
+    monkeypatch.setattr(W, "_weight_transform", lambda w: calls.append(w) or transform(w))
+    plain = [K.conv2d_forward(x, w, None, 1, 1) for w in (w1, w2)]
+    with W.fixed_weights():
+        with W.fixed_weights():                                  # nested: the same cache
+            inside = [K.conv2d_forward(x, w, None, 1, 1) for w in (w1, w2, w1, w2)]
+    assert len(calls) == 2 + 2                                   # twice outside, once per weight inside
+    for got, want in zip(inside, plain + plain):
+        np.testing.assert_array_equal(got, want)
+    K.conv2d_forward(x, w1, None, 1, 1)
+    assert len(calls) == 5 and W._fixed_transforms is None       # after the block: no cache
+    masked = w1 * ops.causal_mask(3, 3, "B", np.float32)         # a zero tap: im2col, in the block too
+    geo = conv_module.ConvGeometry(x.shape, (6, 6), (3, 3), ONE, ONE, ONE, 1)
+    with W.fixed_weights():
+        K.conv2d_forward(x, w1, None, 1, 1)
+        assert W.applies(geo, w1) and not W.applies(geo, masked)
 
 
 @st.composite

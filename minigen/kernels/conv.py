@@ -25,7 +25,9 @@ Some shapes take a faster route, chosen where they measured faster (benchmarks/f
 1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's input gradient,
 whose channels grow runs as interleaved sub-pixel phase convs with no col2im (`subpixel.py`);
 PixelCNN's masked convs (`masked.py`) reuse the chunk loops below over the kept taps only.
-Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`).
+Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`). Where every kernel
+of a network pass is that small (DDPM sampling at 16 images), `map_batch_parts` shares the
+batch instead: each thread runs the whole pass on its part of the images, serially.
 
 Shapes follow PyTorch: x (N, C_in, H, W); conv weight (C_out, C_in/groups, kH, kW);
 transposed-conv weight (C_in, C_out/groups, kH, kW). float32 or float64.
@@ -35,14 +37,15 @@ The argument checks at the top are shared with `pool.py` and `norm.py`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import NamedTuple
 
 import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 try:                                  # installed with scikit-learn; without it BLAS keeps its own threads
     from threadpoolctl import ThreadpoolController
@@ -53,7 +56,7 @@ from minigen.errors import DTypeError, ShapeError
 from minigen.kernels import winograd      # (winograd.py imports this module back: it uses its worker pool)
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
-           "conv_output_size", "conv_transpose_output_size"]
+           "conv_output_size", "conv_transpose_output_size", "map_batch_parts"]
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
@@ -316,11 +319,21 @@ def _single_threaded_blas():
     return _BLAS.limit(limits=1, user_api="blas") if _BLAS is not None else contextlib.nullcontext()
 
 
+# .active: this thread runs one part of a batch split by `map_batch_parts`; its kernels are
+# already serial (Numba held to one thread here, BLAS to one thread in the whole process)
+_batch_part = threading.local()
+
+
+def _in_batch_part() -> bool:
+    return getattr(_batch_part, "active", False)
+
+
 @contextlib.contextmanager
 def serial_below(size: int, threshold: int):
     """Within the block, Numba's parallel loops and BLAS use the calling thread only, if
-    size < threshold (see SERIAL_ELEMENTS); otherwise nothing changes."""
-    if size >= threshold:
+    size < threshold (see SERIAL_ELEMENTS); otherwise nothing changes. Inside a part of
+    `map_batch_parts` everything is serial already, and nothing changes either."""
+    if size >= threshold or _in_batch_part():
         yield
         return
     before = numba.get_num_threads()
@@ -362,6 +375,57 @@ def _for_each_chunk(chunk_list: list, task, multiply_adds: int) -> list:
     with _single_threaded_blas():
         futures = [_workers().submit(worker) for _ in range(workers)]
         return [f.result() for f in futures]
+
+
+@njit(cache=True, parallel=True)
+def _start_threading_layer(a):
+    for i in prange(a.size):
+        a[i] = i
+
+
+@functools.lru_cache(maxsize=None)
+def _parallel_loops_thread_safe() -> bool:
+    """Whether Numba's parallel loops may be started from two threads at once: yes with its
+    OpenMP and TBB threading layers, no with the fallback "workqueue" layer (which aborts the
+    process). The layer is chosen at the first parallel loop, once per process: run a trivial
+    one to know it (once: each run wakes Numba's threads)."""
+    _start_threading_layer(np.empty(1))
+    return numba.threading_layer() != "workqueue"
+
+
+def map_batch_parts(fn, n: int) -> list:
+    """[fn(n0, n1) for each part [n0, n1) of a batch of n], the parts near-equal and contiguous,
+    one per thread (numba.get_num_threads()), all at once: the calling thread runs the first,
+    pool workers the rest, and every kernel inside a part runs serially on its thread.
+
+    This is coarse parallelism for work whose kernels are each too small to share (below
+    SERIAL_MULTIPLY_ADDS, e.g. a U-Net forward at batch 16): one hand-off per call instead of
+    none (one core idle) or one per kernel. fn must only read shared state (e.g. a network's
+    forward under no_grad) and handle each image apart from the others; its float32 results
+    can then differ from one call over the whole batch only by rounding, where BLAS blocks a
+    narrower product differently. One thread, one image, a call from inside a part, or Numba's
+    workqueue layer: just fn(0, n)."""
+    parts = min(n, numba.get_num_threads())
+    if parts < 2 or _in_batch_part() or not _parallel_loops_thread_safe():
+        return [fn(0, n)]
+    bounds = [round(n * i / parts) for i in range(parts + 1)]
+
+    def part(n0, n1):
+        before = numba.get_num_threads()         # thread-local in Numba
+        numba.set_num_threads(1)
+        _batch_part.active = True
+        try:
+            return fn(n0, n1)
+        finally:
+            _batch_part.active = False
+            numba.set_num_threads(before)
+    with _single_threaded_blas():
+        futures = [_workers().submit(part, n0, n1) for n0, n1 in zip(bounds[1:-1], bounds[2:])]
+        try:
+            first = part(bounds[0], bounds[1])
+        finally:
+            wait(futures)                           # every part has finished, even after an error
+    return [first] + [f.result() for f in futures]
 
 
 def _buffer(scratch, name, size, dtype):

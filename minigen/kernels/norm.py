@@ -14,10 +14,11 @@ The backward of a normalisation whose statistics came from x itself is, per set
 of M elements that share them (with gx = grad * weight):
     dx = rstd * (gx - mean(gx) - xhat * mean(gx * xhat)).
 
-Group norm can apply SiLU in the same pass (silu=True), as the DDPM U-Net's blocks do:
-y = silu(h), h = xhat * weight + bias; backward recomputes h from x and the statistics and
-sends the gradient through silu'(h) = s * (1 + h * (1 - s)), s = sigmoid(h), before the
-normalisation's backward - one pass and no h-sized temporaries instead of two ops.
+Group norm can apply SiLU in the same op (silu=True), as the DDPM U-Net's blocks do:
+y = silu(h), h = xhat * weight + bias. Forward writes h and turns it into silu(h) in place
+with NumPy's vectorised exp (`_silu_inplace`); backward recomputes h from x and the
+statistics and sends the gradient through silu'(h) = s * (1 + h * (1 - s)), s = sigmoid(h),
+before the normalisation's backward - one pass and no h-sized temporaries instead of two ops.
 
 Below conv.SERIAL_ELEMENTS elements the parallel loops run on the calling thread alone
 (`serial_below`): waiting for a second thread cost more than such work.
@@ -167,11 +168,6 @@ def batch_norm_backward(grad_out, x, weight, mean, var, eps=1e-5, batch_stats=Tr
 
 # --- group norm (and layer norm): statistics per (sample, group) -------------------------------
 @njit(cache=True, inline="always")
-def _silu(h):
-    return h / (1.0 + math.exp(-h))
-
-
-@njit(cache=True, inline="always")
 def _silu_grad(h):
     """d silu / dh = s * (1 + h * (1 - s)), s = sigmoid(h)."""
     s = 1.0 / (1.0 + math.exp(-h))
@@ -179,9 +175,8 @@ def _silu_grad(h):
 
 
 @njit(cache=True, parallel=True, fastmath=REDUCE)
-def _group_norm(x, weight, bias, eps, out, mean, rstd, silu):
-    """x, out (N, G, Cg, L); weight, bias (G*Cg,); fills out and the (N, G) mean and rstd.
-    silu: out = silu(normalised x) instead, in the same pass (GroupNorm + SiLU fused)."""
+def _group_norm(x, weight, bias, eps, out, mean, rstd):
+    """x, out (N, G, Cg, L); weight, bias (G*Cg,); fills out and the (N, G) mean and rstd."""
     n, groups, cg, l = x.shape
     count = cg * l
     for task in prange(n * groups):
@@ -203,8 +198,7 @@ def _group_norm(x, weight, bias, eps, out, mean, rstd, silu):
             a = weight[gr * cg + c] * r
             b = bias[gr * cg + c] - m * a
             for j in range(l):
-                h = block[c, j] * a + b
-                out[i, gr, c, j] = _silu(h) if silu else h
+                out[i, gr, c, j] = block[c, j] * a + b
 
 
 @njit(cache=True, parallel=True, fastmath=REDUCE)
@@ -262,7 +256,7 @@ def _grouped(op, x, groups, weight, bias):
 
 def group_norm_forward(x, groups, weight=None, bias=None, eps=1e-5, silu=False):
     """Normalise each sample's groups of C/groups channels (and all their pixels), then
-    y = xhat * weight[c] + bias[c]; with silu=True, y = silu(that) in the same pass.
+    y = xhat * weight[c] + bias[c]; with silu=True, y = silu(that) (rounded to x's dtype first).
 
     x: (N, C, *); weight, bias: (C,) or None (1 and 0). Returns (y, mean, rstd), the
     statistics float64 (N, groups).
@@ -271,8 +265,22 @@ def group_norm_forward(x, groups, weight=None, bias=None, eps=1e-5, silu=False):
     out = np.empty_like(x4)
     mean, rstd = np.empty(x4.shape[:2]), np.empty(x4.shape[:2])
     with serial_below(x4.size, SERIAL_ELEMENTS):          # small work: no thread hand-off
-        _group_norm(x4, weight, bias, eps, out, mean, rstd, bool(silu))
+        _group_norm(x4, weight, bias, eps, out, mean, rstd)
+    if silu:
+        _silu_inplace(out)
     return out.reshape(np.shape(x)), mean, rstd
+
+
+def _silu_inplace(h: np.ndarray) -> None:
+    """h <- h * sigmoid(h) = h / (1 + exp(-h)), in h's dtype, as whole-array NumPy passes: NumPy's
+    exp is vectorised (SIMD), Numba's scalar math.exp inside the norm loop was not, and measured
+    5x slower (2.0 ms against 0.4 ms for a 16x32x28x28 float32 GroupNorm + SiLU). For h << 0,
+    exp(-h) overflows to inf and h / inf = -0: the right limit, so the warning is silenced."""
+    e = np.negative(h)
+    with np.errstate(over="ignore"):
+        np.exp(e, out=e)
+    e += 1
+    h /= e
 
 
 def group_norm_backward(grad_out, x, groups, weight, mean, rstd, bias=None, silu=False):

@@ -38,6 +38,8 @@ from minigen import ops
 from minigen.config import (HyperParameters, batch_size_knob, conditional_knob, excluded, grad_clip_knob, knob,
                             lr_knob)
 from minigen.errors import ConfigError, MinigenError, ShapeError
+from minigen.kernels import winograd
+from minigen.kernels.conv import map_batch_parts
 from minigen.models.base import (GenerativeModel, check_guidance, check_images, check_labels, condition_labels,
                                  register_family)
 from minigen.nn import Conv2d, Embedding, GroupNorm, Linear, Module, Upsample
@@ -386,14 +388,23 @@ class DDPM(GenerativeModel):
         a doubled batch (cheaper than two passes)."""
         n = len(xt)
         if labels is None or guidance == 1:
-            out = self.net(Tensor(xt), np.full(n, t), labels).data
+            out = self._net_output(xt, np.full(n, t), labels)
         else:
-            both = self.net(Tensor(np.concatenate([xt, xt])), np.full(2 * n, t),
-                            np.concatenate([labels, np.full(n, self.num_classes)])).data
+            both = self._net_output(np.concatenate([xt, xt]), np.full(2 * n, t),
+                                    np.concatenate([labels, np.full(n, self.num_classes)]))
             cond, uncond = both[:n], both[n:]
             # eps is linear in the network output at a fixed x_t, so mixing outputs = mixing noises
             out = uncond + np.float32(guidance) * (cond - uncond)
         return out if self.config["prediction"] == "eps" else self.schedule.eps_from_velocity(xt, out, t)
+
+    def _net_output(self, x: np.ndarray, t: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """The network's output array for x (N, 1, 28, 28), under no_grad. A sampling batch
+        (e.g. 16 images) is too small for any one kernel to be worth sharing between threads,
+        so the batch is split instead: each thread runs the whole network on its part."""
+        def part(n0, n1):
+            return self.net(Tensor(x[n0:n1]), t[n0:n1], None if labels is None else labels[n0:n1]).data
+        parts = map_batch_parts(part, len(x))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _x0_estimate(self, xt, eps, t):
         x0 = self.schedule.predict_x0(xt, eps, t)
@@ -447,7 +458,7 @@ class DDPM(GenerativeModel):
         keep = set(np.linspace(0, len(plan), frames).round().astype(int)) if frames else set()
         x = generator.normal((n, 1, 28, 28))
         snapshots = [x.copy()] if 0 in keep else []
-        with no_grad(), self.ema_weights():
+        with no_grad(), self.ema_weights(), winograd.fixed_weights():
             for i, (t, t_prev) in enumerate(plan, start=1):
                 eps = self.predict_noise(x, t, labels, guidance)
                 if method == "ancestral":

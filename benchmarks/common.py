@@ -92,25 +92,6 @@ def numpy_matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats) / 1e9
 
 
-def blas_kernels() -> str:
-    """Which BLAS NumPy uses and which kernel set it chose, e.g. "openblas 0.3.31, SkylakeX kernels".
-
-    OpenBLAS picks the kernels for the CPU it finds unless OPENBLAS_CORETYPE names others (some VMs set
-    it, e.g. Haswell on an AVX-512 CPU, because old OpenBLAS builds misbehave there): that halves its
-    float32 GFLOP/s, so the benchmarks record it."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:                   # pragma: no cover
-        return "unknown (threadpoolctl not installed)"
-    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    if not blas:
-        return "unknown"
-    info = blas[0]
-    forced = os.environ.get("OPENBLAS_CORETYPE")
-    return (f"{info['internal_api']} {info['version']}, {info.get('architecture') or 'default'} kernels"
-            + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else ""))
-
-
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
@@ -126,9 +107,10 @@ def machine_info(threads: int = THREADS) -> dict:
     import numba
 
     from benchmarks.harness import torch_version
+    from minigen.kernels import conv
     return {"cpu": cpu_model(), "threads": threads, "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version(),
-            "blas": blas_kernels(), "numpy_matmul_gflops": round(numpy_matmul_gflops(), 1)}
+            "blas": conv.blas_kernels(), "numpy_matmul_gflops": round(numpy_matmul_gflops(), 1)}
 
 
 def write_json(path: str, obj) -> None:

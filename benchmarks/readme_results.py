@@ -2,6 +2,7 @@
 
     python benchmarks/readme_results.py [--ops benchmarks/results/ops.json]
         [--models benchmarks/results/models-full.json] [--tour benchmarks/results/tour.json]
+        [--tour30 benchmarks/results/tour30.json]
         [--quality benchmarks/results/quality.json] [--scaling benchmarks/results/scaling.json]
 
 Everything between `<!-- results:begin -->` and `<!-- results:end -->` is replaced, so the
@@ -118,15 +119,64 @@ def scaling_section(scaling: dict) -> list[str]:
             "![PixelCNN sampling vs image size](benchmarks/results/pixelcnn_sampling.png)"]
 
 
-def tour_section(tour: dict) -> list[str]:
-    from minigen.tour import format_table
-    return ["### The tour (`minigen tour`)", "",
-            f"{tour['minutes']} minutes budget, {tour['seconds']:.0f} s in all, trained on {tour['dataset']}; "
+# Issue 14's targets for `minigen tour`, by family module: (least label accuracy, largest FID-MNIST) after
+# 10 minutes, least label accuracy after 30 (None: no target; NAR's role is the blurry baseline), and at 30
+# minutes every family's FID-MNIST must beat its 10-minute one.
+TOUR_TARGETS = {"pixelcnn": (0.8, 150, 0.9), "vae": (0.8, 100, 0.9), "flow": (0.5, None, None),
+                "ddpm": (0.8, 100, 0.9), "gan": (0.8, 100, 0.9), "nar": (None, None, None)}
+
+
+def _family_key(row: dict) -> str:
+    return os.path.splitext(os.path.basename(row["module"]))[0]
+
+
+def tour_targets(tour: dict, tour30: dict | None) -> list[str]:
+    """Issue 14's targets against the 10-minute (and, when there is one, the 30-minute) tour."""
+    rows = []
+
+    def check(what, ok, shown):
+        rows.append([what, shown, "met" if ok else "**missed**"])
+    longer = {_family_key(r): r for r in tour30["families"]} if tour30 else {}
+    for r in tour["families"]:
+        key = _family_key(r)
+        accuracy, fid, accuracy30 = TOUR_TARGETS.get(key, (None, None, None))
+        if accuracy is not None:
+            check(f"{r['family']}: label accuracy >= {accuracy:.0%} at 10 min",
+                  r["label_accuracy"] >= accuracy, f"{r['label_accuracy']:.0%}")
+        if fid is not None:
+            check(f"{r['family']}: FID-MNIST <= {fid} at 10 min", r["fid_mnist"] <= fid,
+                  f"{r['fid_mnist']:.0f}")
+        if key in longer:
+            r30 = longer[key]
+            if accuracy30 is not None:
+                check(f"{r['family']}: label accuracy >= {accuracy30:.0%} at 30 min",
+                      r30["label_accuracy"] >= accuracy30, f"{r30['label_accuracy']:.0%}")
+            check(f"{r['family']}: FID-MNIST at 30 min < at 10 min",
+                  r30["fid_mnist"] < r["fid_mnist"], f"{r30['fid_mnist']:.0f} (10 min: {r['fid_mnist']:.0f})")
+    for t in [tour] + ([tour30] if tour30 else []):
+        check(f"{t['minutes']:g}-minute tour within its budget + 5%", t["within_budget"],
+              f"{t['seconds']:.0f} s of {60 * t['minutes']:.0f} s")
+    return ["Issue 14's targets:", ""] + _table(["target", "measured", ""], rows)
+
+
+def _tour_header(tour: dict) -> str:
+    return (f"{tour['minutes']:g} minutes budget, {tour['seconds']:.0f} s in all, trained on {tour['dataset']}; "
             f"test set: {tour['test_source']}; FID-MNIST and label accuracy from {tour['metric_samples']} samples "
-            f"(yardstick classifier test accuracy {_fmt(tour.get('yardstick_test_accuracy'))}).", "",
-            "![one sample per family and digit](benchmarks/results/tour_samples.png)", "",
-            "![noise to digit, pixel by pixel](benchmarks/results/tour_strips.png)", "",
-            "```", format_table(tour), "```"]
+            f"(yardstick classifier test accuracy {_fmt(tour.get('yardstick_test_accuracy'))})"
+            + (f"; BLAS {tour['blas']}" if tour.get("blas") else "") + ".")
+
+
+def tour_section(tour: dict, tour30: dict | None = None) -> list[str]:
+    from minigen.tour import format_table
+    lines = ["### The tour (`minigen tour`)", "", _tour_header(tour), "",
+             "![one sample per family and digit](benchmarks/results/tour_samples.png)", "",
+             "![noise to digit, pixel by pixel](benchmarks/results/tour_strips.png)", "",
+             "```", format_table(tour), "```", ""]
+    if tour30:
+        lines += [f"With `--minutes {tour30['minutes']:g}`: " + _tour_header(tour30), "",
+                  "![the same after 30 minutes](benchmarks/results/tour30_samples.png)", "",
+                  "```", format_table(tour30), "```", ""]
+    return lines + tour_targets(tour, tour30)
 
 
 def targets_section(ops: dict | None, res: dict | None) -> list[str]:
@@ -163,12 +213,14 @@ def main(argv=None) -> int:
     p.add_argument("--ops", default=os.path.join(HERE, "results", "ops.json"))
     p.add_argument("--models", default=os.path.join(HERE, "results", "models-full.json"))
     p.add_argument("--tour", default=os.path.join(HERE, "results", "tour.json"))
+    p.add_argument("--tour30", default=os.path.join(HERE, "results", "tour30.json"),
+                   help="a longer tour (--minutes 30), shown beside the 10-minute one")
     p.add_argument("--quality", default=os.path.join(HERE, "results", "quality.json"))
     p.add_argument("--scaling", default=os.path.join(HERE, "results", "scaling.json"))
     p.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     args = p.parse_args(argv)
     loaded = {}
-    for path in (args.tour, args.ops, args.models, args.quality, args.scaling):
+    for path in (args.tour, args.tour30, args.ops, args.models, args.quality, args.scaling):
         if os.path.exists(path):
             with open(path) as f:
                 loaded[path] = json.load(f)
@@ -179,7 +231,9 @@ def main(argv=None) -> int:
             raise SystemExit(f"{path} was written by the old same-process benchmark (no 'rounds'); "
                              f"rerun benchmarks/ops.py --full and benchmarks/run.py --full first")
     lines = targets_section(loaded.get(args.ops), loaded.get(args.models))
-    for path, section in ((args.tour, tour_section), (args.ops, ops_section), (args.models, models_section),
+    if args.tour in loaded:
+        lines += tour_section(loaded[args.tour], loaded.get(args.tour30)) + [""]
+    for path, section in ((args.ops, ops_section), (args.models, models_section),
                           (args.scaling, scaling_section), (args.quality, quality_section)):
         if path in loaded:
             lines += section(loaded[path]) + [""]

@@ -97,6 +97,24 @@ def test_targets_section_judges_the_median_ratio():
     assert not any("no torch" in r for r in rows)
 
 
+def test_tour_targets_judge_each_family_and_compare_the_two_budgets():
+    def row(module, accuracy, fid):
+        return {"family": module.upper(), "module": f"minigen/models/{module}.py", "label_accuracy": accuracy,
+                "fid_mnist": fid}
+    tour = {"minutes": 10, "seconds": 590.0, "within_budget": True,
+            "families": [row("vae", 0.85, 101.0), row("flow", 0.5, 150.0), row("nar", 0.99, 150.0)]}
+    tour30 = {"minutes": 30, "seconds": 1900.0, "within_budget": False,
+              "families": [row("vae", 0.95, 80.0), row("flow", 0.6, 150.0), row("nar", 0.99, 140.0)]}
+    rows = readme_results.tour_targets(tour, tour30)
+    assert "| VAE: label accuracy >= 80% at 10 min | 85% | met |" in rows
+    assert "| VAE: FID-MNIST <= 100 at 10 min | 101 | **missed** |" in rows
+    assert "| VAE: label accuracy >= 90% at 30 min | 95% | met |" in rows
+    assert "| FLOW: label accuracy >= 50% at 10 min | 50% | met |" in rows
+    assert "| FLOW: FID-MNIST at 30 min < at 10 min | 150 (10 min: 150) | **missed** |" in rows
+    assert not any("NAR: label" in r for r in rows)                  # the blurry baseline has no target
+    assert "| 30-minute tour within its budget + 5% | 1900 s of 1800 s | **missed** |" in rows
+
+
 # --- the conv shapes, from the models -----------------------------------------------------------
 def test_recorder_sees_geometry_mask_and_input_grad_and_restores_the_ops():
     from minigen import ops as mops

@@ -298,6 +298,19 @@ def _workers() -> ThreadPoolExecutor:
     return _pool[pid]
 
 
+def blas_kernels() -> str:
+    """Which BLAS does the matrix products and which kernel set it chose, e.g. "openblas 0.3.31, SkylakeX
+    kernels". OpenBLAS picks the kernels for the CPU it finds unless OPENBLAS_CORETYPE names others (some
+    VMs set it, e.g. Haswell on an AVX-512 CPU, because old OpenBLAS builds misbehave there): that can
+    halve its float32 GFLOP/s, so benchmarks and the tour record it."""
+    blas = [i for i in (_BLAS.info() if _BLAS is not None else []) if i.get("user_api") == "blas"]
+    if not blas:
+        return "unknown"
+    forced = os.environ.get("OPENBLAS_CORETYPE")
+    return (f"{blas[0]['internal_api']} {blas[0]['version']}, {blas[0].get('architecture') or 'default'} kernels"
+            + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else ""))
+
+
 def _single_threaded_blas():
     """While the workers run, each matmul uses one thread (they are already parallel)."""
     return _BLAS.limit(limits=1, user_api="blas") if _BLAS is not None else contextlib.nullcontext()

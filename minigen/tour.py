@@ -65,8 +65,8 @@ FAMILIES = [
     # 3e-3 after a 50-step warm-up. With only a per-digit bias per channel the class cannot say WHERE ink
     # goes: 765 / 1500 / 2500 steps drew strokes, 19% / 26% / 31% label accuracy (FID-MNIST 254 / 179 / 140).
     # label_map (a learned per-digit map over positions after the first layer) drew readable digits of the
-    # asked-for class: 765 steps (this share on a quiet machine) 88% / FID-MNIST 32 (minigen: 91% / 35),
-    # 1500 steps 92% / 27, and even 300 steps 74% / 54 (docs/recipes.md has the probes).
+    # asked-for class: 765 steps 88% / FID-MNIST 32 (minigen: 91% / 35), 1500 steps 92% / 27, and even 300
+    # steps 74% / 54 (docs/recipes.md has the probes). This share buys ~850 steps (0.108 s each, quiet machine).
     Recipe("pixelcnn", "AR (PixelCNN)", 0.18,
            {"channels": 24, "num_blocks": 7, "batch_size": 32, "lr": 3e-3, "label_map": True},
            warmup_steps=50, shown=("channels", "num_blocks", "label_map")),

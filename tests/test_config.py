@@ -74,7 +74,8 @@ def test_every_family_declares_documented_knobs_with_valid_defaults(family):
 
 @pytest.mark.parametrize("family, config", [
     ("vae", {}), ("vae", {"variant": "conv", "conditional": True}), ("flow", {}), ("flow", {"variant": "conv"}),
-    ("nar", {}), ("pixelcnn", {}), ("pixelcnn", {"output": "categorical256", "conditional": True}), ("gan", {}),
+    ("nar", {}), ("pixelcnn", {}), ("pixelcnn", {"output": "categorical256", "conditional": True}),
+    ("pixelcnn", {"channels": 24, "conditional": True, "label_map": True}), ("gan", {}),
     ("gan", {"conditional": True}), ("ddpm", {}), ("ddpm", {"channels": [16, 32], "conditional": True}),
     ("classifier", {}),
 ])

@@ -53,7 +53,7 @@ class TorchPixelCNN(nn.Module):
         self.hidden = ConditionalConv(c, c, 1, "B", cond)
         self.output = ConditionalConv(c, OUTPUTS[config["output"]], 1, "B", cond)
         s = self.image_size
-        self.label_map = nn.Parameter(torch.zeros(NUM_CLASSES, c, s, s)) if config.get("label_map") else None
+        self.label_map = nn.Parameter(torch.zeros(NUM_CLASSES, c, s, s)) if config["label_map"] else None
 
     def forward(self, x, y=None):
         h = self.input(x, y)

@@ -26,11 +26,14 @@ The network (the paper's MNIST model):
 with out = 1 Bernoulli logit per pixel on binarized MNIST ("bernoulli"), or
 256 logits of a categorical over grey levels ("categorical256"). A
 class-conditional model adds a learned per-class bias to every channel of every
-layer's output; with `label_map` it also adds a learned per-class map over
-positions after the first layer (the "location-dependent conditioning" of van den
-Oord et al., 2016, "Conditional Image Generation with PixelCNN Decoders", in its
-simplest form): a bias can say "more ink", a map says "ink here, for a 7". Published reference: about 81.3 nats per image on binarized
-MNIST (van den Oord et al., 2016, the full 10,000-image test set).
+layer's output. With `label_map` it also adds, after the first layer, a learned
+per-class map over (channel, row, column): the "location-dependent conditioning"
+of van den Oord et al., 2016 ("Conditional Image Generation with PixelCNN
+Decoders") in its simplest form. A bias can say "more ink for a 7"; a map can say
+"ink HERE for a 7", which is what a short run needs to draw the asked-for digit
+(docs/recipes.md: 88% label accuracy after 765 steps, against 19% without).
+Published reference: about 81.3 nats per image on binarized MNIST (van den Oord
+et al., 2016, the full 10,000-image test set).
 
 Fast sampling. A causal network's activations at position p (in every layer)
 depend only on pixels strictly before p, so once those are drawn they are final.

@@ -122,14 +122,15 @@ def matmul(a, b) -> Tensor:
     a, b = _pair("matmul", a, b)
     if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
         raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} are not (..., n, k) @ (..., k, m)")
+    multiply_adds = a.size * b.shape[-1]        # of the forward product, and of each backward one
     try:
-        with serial_below(a.size * b.shape[-1], SERIAL_MULTIPLY_ADDS):    # tiny products: no BLAS threads
+        with serial_below(multiply_adds, SERIAL_MULTIPLY_ADDS):    # tiny products: no BLAS threads
             out = np.matmul(a.data, b.data)
     except ValueError:
         raise ShapeError(f"matmul: batch dimensions of {a.shape} and {b.shape} cannot be broadcast") from None
 
     def backward(g):
-        with serial_below(a.size * b.shape[-1], SERIAL_MULTIPLY_ADDS):   # each product as big as the forward's
+        with serial_below(multiply_adds, SERIAL_MULTIPLY_ADDS):
             # BEGIN SOLUTION autograd: (dL/da, dL/db) of out = a @ b; None for an input that needs no gradient
             ga = np.matmul(g, np.swapaxes(b.data, -1, -2)) if a.requires_grad else None
             gb = np.matmul(np.swapaxes(a.data, -1, -2), g) if b.requires_grad else None

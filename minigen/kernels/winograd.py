@@ -433,8 +433,7 @@ def applies(geo, w) -> bool:
 def _no_zero_tap(w) -> bool:
     """Every tap of w (C_out, C_in, 3, 3) is nonzero in some channel. Under `fixed_weights` a
     weight with a cached U passed this already (the check reads all of w: ~0.05 ms a conv)."""
-    entry = None if _fixed_transforms is None else _fixed_transforms.get(id(w))
-    if entry is not None and entry[0] is w:
+    if _cached_transform(w) is not None:
         return True
     return bool(w.reshape(w.shape[0] * w.shape[1], -1).any(axis=0).all())
 
@@ -457,15 +456,20 @@ def fixed_weights():
         _fixed_transforms = outer
 
 
+def _cached_transform(w):
+    """w's U from the `fixed_weights` cache; None when no cache is active or w is not in it yet."""
+    entry = None if _fixed_transforms is None else _fixed_transforms.get(id(w))
+    return entry[1] if entry is not None and entry[0] is w else None
+
+
 def _transform_of(w):
-    """U for weight w: from the `fixed_weights` cache when one is active."""
-    cache = _fixed_transforms
-    if cache is None:
-        return _weight_transform(w)
-    entry = cache.get(id(w))
-    if entry is None or entry[0] is not w:
-        entry = cache[id(w)] = (w, _weight_transform(w))
-    return entry[1]
+    """U for weight w: from the `fixed_weights` cache when one is active (and stored there)."""
+    cache, u = _fixed_transforms, _cached_transform(w)
+    if u is None:
+        u = _weight_transform(w)
+        if cache is not None:
+            cache[id(w)] = (w, u)
+    return u
 
 
 def conv2d_forward(x, w, b=None):

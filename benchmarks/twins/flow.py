@@ -23,6 +23,10 @@ def _per_example_sum(t):
     return t.reshape(len(t), -1).sum(1)
 
 
+def _standard_normal_log_prob(z):
+    return _per_example_sum(-0.5 * (z * z + math.log(2 * math.pi)))
+
+
 def _one_hot(labels, num_classes, dtype):
     return F.one_hot(torch.as_tensor(labels), num_classes).to(dtype)
 
@@ -148,8 +152,7 @@ class ClassPrior(nn.Module):
                     self.mean[digit] = mine.mean(0) if len(mine) else overall
                 self.initialized.fill_(1)
         log_scale = self.log_scale[labels]
-        u = (z - self.mean[labels]) * (-log_scale).exp()
-        return _per_example_sum(-0.5 * (u * u + math.log(2 * math.pi))) - _per_example_sum(log_scale)
+        return _standard_normal_log_prob((z - self.mean[labels]) * (-log_scale).exp()) - _per_example_sum(log_scale)
 
 
 def _twin_layer(layer):
@@ -195,7 +198,7 @@ class TorchRealNVP(nn.Module):
         z, log_det = self(v, labels)
         if self.prior is not None:
             return self.prior.log_prob(z, labels) + log_det
-        return _per_example_sum(-0.5 * (z * z + math.log(2 * math.pi))) + log_det
+        return _standard_normal_log_prob(z) + log_det
 
 
 def build(model) -> TorchRealNVP:

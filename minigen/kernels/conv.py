@@ -22,7 +22,8 @@ Numba's parallel loops and OpenBLAS's own threads, whose every hand-over waits f
 a descheduled thread (one thread per matmul was 3-4x faster than two there).
 
 Some shapes take a faster route, chosen where they measured faster (benchmarks/fast_paths.py):
-1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's input gradient,
+small stride-1 3x3 convs run as direct loops (`direct.py`), larger ones by Winograd
+(`winograd.py`); 1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's input gradient,
 whose channels grow runs as interleaved sub-pixel phase convs with no col2im (`subpixel.py`);
 PixelCNN's masked convs (`masked.py`) reuse the chunk loops below over the kept taps only.
 Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`). Where every kernel
@@ -532,9 +533,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
+    from minigen.kernels import direct, pointwise
+    if direct.takes_forward(geo, w.shape[0]):       # small stride-1 3x3: no im2col, no transforms
+        return direct.conv3x3_forward(x, w, b)
     if winograd.applies(geo, w):        # stride-1 3x3: fewer multiplies
         return winograd.conv2d_forward(x, w, b)
-    from minigen.kernels import pointwise
     if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
         return pointwise.conv1x1_forward(x, w, b)
     out = np.empty((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
@@ -554,9 +557,18 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     grad_out = np.ascontiguousarray(grad_out)
     geo = _conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups)
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
+    from minigen.kernels import direct, pointwise, subpixel
+    direct_dx = input_grad and direct.takes_input_grad(geo, w.shape[0])
+    direct_dw = weight_grad and direct.takes_weight_grad(geo, w.shape[0])
+    if direct_dx or direct_dw:          # each part by the kernel measured fastest for it
+        dx, dw, db = direct.conv3x3_backward(grad_out, x, w, direct_dx, direct_dw)
+        if input_grad != direct_dx or weight_grad != direct_dw:
+            rest = conv2d_backward(grad_out, x, w, stride, padding, dilation, groups,
+                                   input_grad and not direct_dx, weight_grad and not direct_dw)
+            dx, dw = (dx if direct_dx else rest[0]), (dw if direct_dw else rest[1])
+        return dx, dw, db
     if winograd.applies(geo, w):
         return winograd.conv2d_backward(grad_out, x, w, input_grad, weight_grad)
-    from minigen.kernels import pointwise, subpixel
     if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
         return pointwise.conv1x1_backward(grad_out, x, w, input_grad, weight_grad) + (grad_out.sum(axis=(0, 2, 3)),)
     if input_grad and subpixel.applies(geo.stride, geo.dilation, geo.groups, w.shape[0], x.shape[1]):

@@ -1,0 +1,155 @@
+"""Direct 3x3 convolution (minigen/kernels/direct.py): forward, input gradient and weight gradient
+against the float64 NumPy reference over random shapes (widths that are and are not multiples
+of the 7-pixel segment, odd and even), the float32 error bound, a gradcheck through ops.conv2d,
+and which convs and which of their parts the dispatch in conv.py sends there.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minigen import kernels as K, ops
+from minigen.gradcheck import gradcheck
+from minigen.errors import DTypeError, ShapeError
+from minigen.kernels import direct as D, reference as R
+from minigen.tensor import Tensor
+
+ONE = (1, 1)
+
+
+def relative_error(actual, expected):
+    return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c_in=st.integers(1, 9), c_out=st.integers(1, 40), h=st.integers(1, 9),
+       w=st.integers(1, 16), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_matches_the_reference_in_float64(n, c_in, c_out, h, w, bias, seed):
+    """Forward (+ bias), input gradient and weight gradient all equal the plain NumPy conv."""
+    rng = np.random.default_rng(seed)
+    x, wt = rng.standard_normal((n, c_in, h, w)), rng.standard_normal((c_out, c_in, 3, 3))
+    b = rng.standard_normal(c_out) if bias else None
+    g = rng.standard_normal((n, c_out, h, w))
+    np.testing.assert_allclose(D.conv3x3_forward(x, wt, b), R.conv2d(x, wt, b, ONE, ONE, ONE, 1),
+                               rtol=1e-12, atol=1e-12)
+    for got, want in zip(D.conv3x3_backward(g, x, wt), R.conv2d_backward(g, x, wt, ONE, ONE, ONE, 1)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-11)
+
+
+def test_asked_for_parts_only():
+    rng = np.random.default_rng(1)
+    x, w, g = rng.standard_normal((2, 3, 7, 7)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 7, 7))
+    dx, dw, db = D.conv3x3_backward(g, x, w, input_grad=False, weight_grad=True)
+    assert dx is None and dw.shape == w.shape
+    dx, dw, db = D.conv3x3_backward(g, x, w, input_grad=True, weight_grad=False)
+    assert dw is None and dx.shape == x.shape
+    np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)))
+
+
+@pytest.mark.parametrize("c_in, c_out, size", [(64, 64, 7), (32, 64, 14), (128, 64, 7)])
+def test_float32_error_bound(c_in, c_out, size):
+    """The sums are reassociated (fastmath), so float32 differs from the float64 reference by
+    rounding only: relative error below 1e-6 for all three outputs, at the families' widths."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, c_in, size, size)).astype(np.float32)
+    w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)
+    g = rng.standard_normal((4, c_out, size, size)).astype(np.float32)
+    y = D.conv3x3_forward(x, w)
+    assert y.dtype == np.float32
+    assert relative_error(y, R.conv2d(x.astype(np.float64), w.astype(np.float64), None, ONE, ONE, ONE, 1)) < 1e-6
+    wants = R.conv2d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), ONE, ONE, ONE, 1)
+    for got, want in zip(D.conv3x3_backward(g, x, w), wants):
+        assert got.dtype == np.float32 and relative_error(got, want) < 1e-6
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """The weight gradient's per-chunk partial sums are added in chunk order: same bits with one
+    thread or two."""
+    import numba
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((10, 32, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((10, 32, 7, 7)).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = D.conv3x3_backward(g, x, w)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        many = D.conv3x3_backward(g, x, w)
+    finally:
+        numba.set_num_threads(before)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)
+
+
+def spy(monkeypatch):
+    """Record which parts the direct kernels computed."""
+    calls = []
+    real_forward, real_backward = D.conv3x3_forward, D.conv3x3_backward
+    monkeypatch.setattr(D, "conv3x3_forward", lambda *a, **k: calls.append("forward") or real_forward(*a, **k))
+
+    def backward(grad_out, x, w, input_grad=True, weight_grad=True):
+        calls.extend(part for part, asked in (("dx", input_grad), ("dw", weight_grad)) if asked)
+        return real_backward(grad_out, x, w, input_grad, weight_grad)
+    monkeypatch.setattr(D, "conv3x3_backward", backward)
+    return calls
+
+
+@pytest.mark.parametrize("c_in, c_out, size, kwargs, parts", [
+    (64, 64, 7, {}, ["forward", "dx", "dw"]),          # the U-Net's bottom: all three
+    (64, 8, 7, {}, ["dx"]),                            # 8 outputs: too few to vectorize the forward or dw over
+    (1, 32, 7, {}, ["dw"]),                            # one input channel: forward and dx left to im2col
+    (64, 64, 28, {}, []),                              # 64->64 at 28x28: Winograd measured faster
+    (64, 64, 7, dict(stride=2), []),
+    (64, 64, 7, dict(padding=0), []),
+    (64, 64, 7, dict(dilation=2, padding=2), []),
+    (64, 64, 7, dict(groups=2), []),
+])
+def test_dispatch_sends_each_part_where_it_measured_fastest(monkeypatch, c_in, c_out, size, kwargs, parts):
+    """conv2d_forward / conv2d_backward use the direct kernels for exactly the parts they take,
+    the other paths for the rest, and the combined result is right."""
+    calls = spy(monkeypatch)
+    rng = np.random.default_rng(4)
+    groups = kwargs.get("groups", 1)
+    x = rng.standard_normal((2, c_in, size, size)).astype(np.float32)
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(np.float32)
+    geo = (kwargs.get("stride", 1), kwargs.get("padding", 1), kwargs.get("dilation", 1), groups)
+    ref_geo = tuple((v, v) for v in geo[:3]) + (groups,)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    y = K.conv2d_forward(x, w, None, *geo)
+    np.testing.assert_allclose(y, R.conv2d(x64, w64, None, *ref_geo), rtol=1e-4, atol=1e-4)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    for got, want in zip(K.conv2d_backward(g, x, w, *geo), R.conv2d_backward(g.astype(np.float64), x64, w64, *ref_geo)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert calls == parts
+
+
+def test_gradcheck_conv2d_through_the_direct_path(monkeypatch):
+    """float64 finite differences through the autograd op, every part on the direct kernels."""
+    monkeypatch.setattr(D, "MIN_VECTOR_CHANNELS", 1)
+    calls = spy(monkeypatch)
+    rng = np.random.default_rng(5)
+    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 5, 9), (4, 3, 3, 3), (4,)])
+    assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, padding=1), x, w, b)
+    assert {"forward", "dx", "dw"} <= set(calls)
+
+
+def test_masked_taps_stay_exact_zeros():
+    """A kernel with zeroed taps (PixelCNN's causal mask B) contributes exact zeros from them: an
+    output never sees a later pixel, not even by rounding."""
+    rng = np.random.default_rng(6)
+    w = (rng.standard_normal((32, 32, 3, 3)) * ops.causal_mask(3, 3, "B", np.float64)).astype(np.float32)
+    x = rng.standard_normal((1, 32, 7, 7)).astype(np.float32)
+    later = x.copy()
+    later[0, :, 4, 3:] += 1000.0          # change pixel (4, 3) and everything after it in raster order
+    later[0, :, 5:] += 1000.0
+    y, y_later = D.conv3x3_forward(x, w), D.conv3x3_forward(later, w)
+    np.testing.assert_array_equal(y[0, :, :4], y_later[0, :, :4])
+    np.testing.assert_array_equal(y[0, :, 4, :3], y_later[0, :, 4, :3])
+
+
+def test_the_conv_module_still_checks_its_arguments():
+    """The direct path sits behind conv.py's checks: bad input gets the same clear errors."""
+    with pytest.raises(ShapeError, match="input has 64 channels but the weight expects 32"):
+        K.conv2d_forward(np.zeros((2, 64, 7, 7), np.float32), np.zeros((64, 32, 3, 3), np.float32), None, 1, 1)
+    with pytest.raises(DTypeError, match="float32 or float64"):
+        K.conv2d_forward(np.zeros((2, 64, 7, 7), np.int32), np.zeros((64, 64, 3, 3), np.int32), None, 1, 1)

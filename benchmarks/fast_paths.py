@@ -1,4 +1,4 @@
-"""Micro-benchmarks of the conv shapes the fast paths touch (masked, 1x1, strided, transposed),
+"""Micro-benchmarks of the conv shapes the fast paths touch (3x3 direct, masked, 1x1, strided, transposed),
 and DDPM DDIM sampling of 16 images: minigen (this tree), minigen (another tree, e.g. the code
 before a change) and PyTorch, each in a fresh process of its own, alternating, several rounds.
 
@@ -22,6 +22,18 @@ N = 128
 
 # name -> (kind, c_in, c_out, hw, k, stride, padding, input_grad)
 CASES = {
+    "3x3 64->64 7 (DDPM bottom)": ("conv", 64, 64, 7, 3, 1, 1, True),
+    "3x3 128->64 7 (DDPM up)": ("conv", 128, 64, 7, 3, 1, 1, True),
+    "3x3 64->64 14 (DDPM, conv flow)": ("conv", 64, 64, 14, 3, 1, 1, True),
+    "3x3 128->64 14 (DDPM up)": ("conv", 128, 64, 14, 3, 1, 1, True),
+    "3x3 32->64 14 (DDPM)": ("conv", 32, 64, 14, 3, 1, 1, True),
+    "3x3 14->64 14 (conv flow, first)": ("conv", 14, 64, 14, 3, 1, 1, False),
+    "3x3 4->64 14 (conv flow, first)": ("conv", 4, 64, 14, 3, 1, 1, False),
+    "3x3 64->8 14 (conv flow, last)": ("conv", 64, 8, 14, 3, 1, 1, True),
+    "3x3 32->32 28 (DDPM)": ("conv", 32, 32, 28, 3, 1, 1, True),
+    "3x3 11->64 28 (DDPM, first)": ("conv", 11, 64, 28, 3, 1, 1, False),
+    "3x3 64->2 28 (conv flow, last)": ("conv", 64, 2, 28, 3, 1, 1, True),
+    "3x3 32->1 28 (DDPM, last)": ("conv", 32, 1, 28, 3, 1, 1, True),
     "masked A 1->64 28 k7": ("masked-A", 1, 64, 28, 7, 1, 3, False),
     "masked B 64->64 28 k3": ("masked-B", 64, 64, 28, 3, 1, 1, True),
     "1x1 64->64 28 (PixelCNN)": ("conv", 64, 64, 28, 1, 1, 0, True),

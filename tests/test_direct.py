@@ -97,7 +97,8 @@ def spy(monkeypatch):
 @pytest.mark.parametrize("c_in, c_out, size, kwargs, parts", [
     (64, 64, 7, {}, ["forward", "dx", "dw"]),          # the U-Net's bottom: all three
     (64, 8, 7, {}, ["dx"]),                            # 8 outputs: too few to vectorize the forward or dw over
-    (1, 32, 7, {}, ["dw"]),                            # one input channel: forward and dx left to im2col
+    (16, 32, 7, {}, ["forward", "dw"]),                # dx would have 16 outputs: too few
+    (4, 64, 7, {}, []),                                # a first layer's few input channels: im2col
     (64, 64, 28, {}, []),                              # 64->64 at 28x28: Winograd measured faster
     (64, 64, 7, dict(stride=2), []),
     (64, 64, 7, dict(padding=0), []),
@@ -126,6 +127,7 @@ def test_dispatch_sends_each_part_where_it_measured_fastest(monkeypatch, c_in, c
 def test_gradcheck_conv2d_through_the_direct_path(monkeypatch):
     """float64 finite differences through the autograd op, every part on the direct kernels."""
     monkeypatch.setattr(D, "MIN_VECTOR_CHANNELS", 1)
+    monkeypatch.setattr(D, "MIN_LOOP_CHANNELS", 1)
     calls = spy(monkeypatch)
     rng = np.random.default_rng(5)
     x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 5, 9), (4, 3, 3, 3), (4,)])

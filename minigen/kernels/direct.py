@@ -66,11 +66,14 @@ IMAGES_PER_CHUNK = 4
 
 # Where this kernel is used (`conv.py` asks per part: forward, input gradient, weight gradient).
 # Measured against Winograd and im2col on the 2-core machine, batch 128, for every stride-1 3x3
-# conv of the five families (benchmarks/fast_paths.py): the direct loops win when the channels
-# they vectorize over are at least MIN_VECTOR_CHANNELS and an image's work is small (at most
-# MAX_WORK = C_in*C_out*H*W, e.g. 64->64 channels at 14x14); bigger convs (64->64 at 28x28,
-# 128->64 at 14x14) are faster with Winograd, which does 2.25x fewer multiplies.
+# conv of the five families (benchmarks/fast_paths.py, fresh processes, alternating): the direct
+# loops win when the channels they vectorize over are at least MIN_VECTOR_CHANNELS, the channels
+# they loop over at least MIN_LOOP_CHANNELS, and an image's work is small (at most MAX_WORK =
+# C_in*C_out*H*W, e.g. 64->64 channels at 14x14); bigger convs (64->64 at 28x28, 128->64 at
+# 14x14) are faster with Winograd, which does 2.25x fewer multiplies, and first layers with a
+# few input channels (14->64 at 14x14, 11->64 at 28x28) with im2col, whose copy is then small.
 MIN_VECTOR_CHANNELS = 32
+MIN_LOOP_CHANNELS = 16
 MAX_WORK = 1 << 20
 
 
@@ -87,9 +90,9 @@ def _small(geo, c_out) -> bool:
 
 
 def takes_forward(geo, c_out) -> bool:
-    """Whether the forward of this conv (geo, c_out output channels) runs here. One input
-    channel is left to im2col, whose copy is then as small as the input (measured faster)."""
-    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS and geo.image[1] >= 2 and _small(geo, c_out)
+    """Whether the forward of this conv (geo, c_out output channels) runs here."""
+    return (fits(geo) and c_out >= MIN_VECTOR_CHANNELS and geo.image[1] >= MIN_LOOP_CHANNELS
+            and _small(geo, c_out))
 
 
 def takes_input_grad(geo, c_out) -> bool:
@@ -99,7 +102,8 @@ def takes_input_grad(geo, c_out) -> bool:
 
 def takes_weight_grad(geo, c_out) -> bool:
     """Whether the weight gradient runs here (vectorized over the C_out output channels)."""
-    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS and _small(geo, c_out)
+    return (fits(geo) and c_out >= MIN_VECTOR_CHANNELS and geo.image[1] >= MIN_LOOP_CHANNELS
+            and _small(geo, c_out))
 
 
 # --- the kernels -------------------------------------------------------------------------------

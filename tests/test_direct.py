@@ -124,6 +124,21 @@ def test_dispatch_sends_each_part_where_it_measured_fastest(monkeypatch, c_in, c
     assert calls == parts
 
 
+@pytest.mark.skipif(__import__("numba").config.NUMBA_NUM_THREADS < 2, reason="needs 2 Numba threads")
+def test_one_thread_takes_the_forward_only_from_more_input_channels():
+    import numba
+    from minigen.kernels.conv import ConvGeometry
+    geo = lambda c_in: ConvGeometry((8, c_in, 14, 14), (14, 14), (3, 3), ONE, ONE, ONE, 1)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(2)
+        assert D.takes_forward(geo(32), 64) and D.takes_forward(geo(64), 64)
+        numba.set_num_threads(1)
+        assert not D.takes_forward(geo(32), 64) and D.takes_forward(geo(64), 64)
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_gradcheck_conv2d_through_the_direct_path(monkeypatch):
     """float64 finite differences through the autograd op, every part on the direct kernels."""
     monkeypatch.setattr(D, "MIN_VECTOR_CHANNELS", 1)

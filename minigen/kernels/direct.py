@@ -56,6 +56,7 @@ Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3), like PyTorch.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -72,8 +73,13 @@ IMAGES_PER_CHUNK = 4
 # C_in*C_out*H*W, e.g. 64->64 channels at 14x14); bigger convs (64->64 at 28x28, 128->64 at
 # 14x14) are faster with Winograd, which does 2.25x fewer multiplies, and first layers with a
 # few input channels (14->64 at 14x14, 11->64 at 28x28) with im2col, whose copy is then small.
+# On one thread (e.g. a part of DDPM sampling's batch split, `conv.map_batch_parts`) the other
+# kernels lose less, since it is their hand-offs between threads that cost them most: there the
+# direct forward measured faster only from MIN_LOOP_CHANNELS_SERIAL input channels (batch 8:
+# 64->64 at 14x14 2.05 against 3.55 ms; 32->64 at 14x14 1.21 against 1.01 ms).
 MIN_VECTOR_CHANNELS = 32
 MIN_LOOP_CHANNELS = 16
+MIN_LOOP_CHANNELS_SERIAL = 64
 MAX_WORK = 1 << 20
 
 
@@ -91,8 +97,8 @@ def _small(geo, c_out) -> bool:
 
 def takes_forward(geo, c_out) -> bool:
     """Whether the forward of this conv (geo, c_out output channels) runs here."""
-    return (fits(geo) and c_out >= MIN_VECTOR_CHANNELS and geo.image[1] >= MIN_LOOP_CHANNELS
-            and _small(geo, c_out))
+    least = MIN_LOOP_CHANNELS_SERIAL if numba.get_num_threads() == 1 else MIN_LOOP_CHANNELS
+    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS and geo.image[1] >= least and _small(geo, c_out)
 
 
 def takes_input_grad(geo, c_out) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minigen.kernels.conv import SERIAL_MULTIPLY_ADDS, serial_below
+from minigen.kernels.conv import serial_below
 from minigen.errors import ShapeError
 from minigen.ops.elementwise import _pair
 from minigen.tensor import Tensor, make_result, register_op
@@ -116,6 +116,13 @@ def softmax(a: Tensor, axis: int = -1) -> Tensor:
     return make_result(out, (a,), backward, "softmax")
 
 
+# Products below this many multiply-adds run with one BLAS thread. OpenBLAS splits even a
+# 128x784 @ 784x400 product (40M) well between 2 threads (0.85 -> 0.45 ms, quiet 2-core machine);
+# below about 1M the hand-off costs more than it saves. (Convs use the much larger
+# SERIAL_MULTIPLY_ADDS of kernels/conv.py: their worker threads cost more to start than BLAS's.)
+SERIAL_MATMUL_MULTIPLY_ADDS = 1 << 20
+
+
 @register_op("matmul")
 def matmul(a, b) -> Tensor:
     """Batched matrix product. a: (..., n, k), b: (..., k, m) -> (..., n, m); batch dims broadcast."""
@@ -124,13 +131,13 @@ def matmul(a, b) -> Tensor:
         raise ShapeError(f"matmul: shapes {a.shape} and {b.shape} are not (..., n, k) @ (..., k, m)")
     multiply_adds = a.size * b.shape[-1]        # of the forward product, and of each backward one
     try:
-        with serial_below(multiply_adds, SERIAL_MULTIPLY_ADDS):    # tiny products: no BLAS threads
+        with serial_below(multiply_adds, SERIAL_MATMUL_MULTIPLY_ADDS):    # tiny products: no BLAS threads
             out = np.matmul(a.data, b.data)
     except ValueError:
         raise ShapeError(f"matmul: batch dimensions of {a.shape} and {b.shape} cannot be broadcast") from None
 
     def backward(g):
-        with serial_below(multiply_adds, SERIAL_MULTIPLY_ADDS):
+        with serial_below(multiply_adds, SERIAL_MATMUL_MULTIPLY_ADDS):
             # BEGIN SOLUTION autograd: (dL/da, dL/db) of out = a @ b; None for an input that needs no gradient
             ga = np.matmul(g, np.swapaxes(b.data, -1, -2)) if a.requires_grad else None
             gb = np.matmul(np.swapaxes(a.data, -1, -2), g) if b.requires_grad else None

@@ -26,8 +26,10 @@ cycle while it can do two vector multiply-adds. Two choices fix that:
        right[j] += a01*w00[j] + a02*w01[j] + a03*w02[j] + ... + a23*w22[j]     (shifted by one)
 
    18 multiply-adds per 2 accumulator loads + 2 stores + 9 weight loads, instead of 1 per
-   load/store. (Four pixels at a time needs more registers than the CPU has and measured
-   slower.) The accumulators of one output row, acc (W, C_out), stay in L1.
+   load/store. The accumulators of a segment of SEGMENT output pixels, acc (SEGMENT, C_out),
+   stay in L1. Bigger tiles did not work with Numba's compiler: four pixels in a row, or 2x2
+   pixels, need 16-18 broadcast inputs at once, and the compiler then gave up vectorizing
+   (measured 10 GFLOP/s a core, against 45-70 for two pixels).
 
 Measured on the 2-core development machine (forward, batch 128, 2 threads): 64->64 channels
 at 7x7 134 GFLOP/s and at 14x14 98-125, against 63 and 89-96 for the best of Winograd and
@@ -39,18 +41,17 @@ Gradients
 * Input gradient: the adjoint of a stride-1, pad-1 3x3 conv is the same kind of conv with the
   kernel flipped in both spatial axes and C_in / C_out swapped: dx = forward(g, w'), with
   w'[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw].
-* Weight gradient: dw[o, c, kh, kw] = sum over images and pixels of g[n, o, p] * x[n, c, p + (kh,
-  kw) - 1]. Here the sum over pixels is long, so it is vectorized over pixels instead: with x
-  zero-padded to (H+2, W+2) and g padded with two zero columns to (H, W+2), both are flat rows
-  on the same W+2 grid, and each of the 9 taps is one dot product of g's row with x's row
-  shifted by kh*(W+2) + kw. The 9 running sums are scalars, which the compiler keeps in
-  vector registers (each lane sums every 8th or 16th pixel; lanes are added at the end).
+* Weight gradient: dw[o, c, kh, kw] = sum over images and pixels p of g[n, o, p] *
+  x[n, c, p + (kh, kw) - 1]. It is vectorized over output channels too: with the output gradient
+  laid out channels-last, gl (H, W, C_out), the 9 vectors dwt[c, kh, kw] (C_out,) take, in one
+  pass over j, two neighbouring pixels' products g[p] * x[p + tap] for all 9 taps. (Vectorizing
+  over pixels instead, 9 dot products of g's row with shifted rows of x, measured 5-12 GFLOP/s.)
 
 Arithmetic order differs from im2col (sums are reassociated: `fastmath`), so float32 results
 differ by rounding only: the bound is tested in tests/test_direct.py against the float64
-reference. The images are split between `conv.py`'s worker threads in chunks; the weight
-gradient's per-chunk partial sums are added in chunk order, so results do not depend on which
-thread ran what.
+reference. The images are shared between Numba's threads (`prange`); the weight gradient is
+summed per chunk of IMAGES_PER_CHUNK images and the chunks' partial sums are added in chunk
+order, so results do not depend on the number of threads.
 
 Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3), like PyTorch.
 """
@@ -178,13 +179,14 @@ def _forward_image(xp, wt, bias, out, n, acc):
 def _forward(x, wt, bias, out):
     """out (N, C_out, H, Wr) = the conv of x (N, C_in, H, W) with wt (C_in, 3, 3, C_out) (+ bias),
     where Wr is W rounded up to a multiple of SEGMENT (the columns past W read zeros; the caller
-    drops them). The images are shared between Numba's threads."""
+    drops them). The images are shared between Numba's threads, each padding one image at a time
+    into a buffer of its own (padding the whole batch first would add a copy of x to the peak
+    memory)."""
     n, c_in, h, w = x.shape
-    xp = np.zeros((n, c_in, h + 2, out.shape[3] + 2), x.dtype)
     for i in prange(n):
-        _pad_into(x[i], xp[i])
-    for i in prange(n):
-        _forward_image(xp, wt, bias, out, i, np.empty((SEGMENT, wt.shape[3]), x.dtype))
+        xp = np.zeros((1, c_in, h + 2, out.shape[3] + 2), x.dtype)
+        _pad_into(x[i], xp[0])
+        _forward_image(xp, wt, bias, out[i:i + 1], 0, np.empty((SEGMENT, wt.shape[3]), x.dtype))
 
 
 @njit(cache=True, nogil=True, fastmath=True)

@@ -23,8 +23,9 @@ a descheduled thread (one thread per matmul was 3-4x faster than two there).
 
 Some shapes take a faster route, chosen where they measured faster (benchmarks/fast_paths.py):
 small stride-1 3x3 convs run as direct loops (`direct.py`), larger ones by Winograd
-(`winograd.py`); 1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's input gradient,
-whose channels grow runs as interleaved sub-pixel phase convs with no col2im (`subpixel.py`);
+(`winograd.py`); 1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's
+input gradient, whose channels grow runs as interleaved sub-pixel phase convs with no col2im
+(`subpixel.py`);
 PixelCNN's masked convs (`masked.py`) reuse the chunk loops below over the kept taps only.
 Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`). Where every kernel
 of a network pass is that small (DDPM sampling at 16 images), `map_batch_parts` shares the

@@ -131,18 +131,18 @@ SEGMENT = 7
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _forward_image(xp, wt, bias, out, n, acc):
-    """out[n] (C_out, H, W) = the 3x3 conv of the padded image xp[n] (C_in, H+2, W+2) with wt
-    (C_in, 3, 3, C_out), plus bias (C_out,) unless None. W must be a multiple of SEGMENT (`_conv`
-    rounds it up); acc: scratch (SEGMENT, C_out)."""
-    c_in = xp.shape[1]
-    c_out, h, w = out.shape[1:]
+def _forward_image(xp, wt, bias, out, acc):
+    """out (C_out, H, W) = the 3x3 conv of the padded image xp (C_in, H+2, W+2) with wt
+    (C_in, 3, 3, C_out), plus bias (C_out,) unless None. W must be a multiple of SEGMENT
+    (`_rounded_width`); acc: scratch (SEGMENT, C_out)."""
+    c_in = xp.shape[0]
+    c_out, h, w = out.shape
     zero = np.zeros(1, out.dtype)[0]
     for oh in range(h):
         for s0 in range(0, w, SEGMENT):
             acc[:] = 0
             for c in range(c_in):
-                r0, r1, r2 = xp[n, c, oh], xp[n, c, oh + 1], xp[n, c, oh + 2]   # the 3 input rows
+                r0, r1, r2 = xp[c, oh], xp[c, oh + 1], xp[c, oh + 2]            # the 3 input rows
                 w00, w01, w02 = wt[c, 0, 0], wt[c, 0, 1], wt[c, 0, 2]           # 9 vectors over C_out
                 w10, w11, w12 = wt[c, 1, 0], wt[c, 1, 1], wt[c, 1, 2]
                 w20, w21, w22 = wt[c, 2, 0], wt[c, 2, 1], wt[c, 2, 2]
@@ -169,10 +169,10 @@ def _forward_image(xp, wt, bias, out, n, acc):
                         here[j] += (a00 * w00[j] + a01 * w01[j] + a02 * w02[j]
                                     + a10 * w10[j] + a11 * w11[j] + a12 * w12[j]
                                     + a20 * w20[j] + a21 * w21[j] + a22 * w22[j])
-            for j in range(c_out):                              # acc (SEGMENT, C_out) -> out[n, :, oh, s0:]
+            for j in range(c_out):                              # acc (SEGMENT, C_out) -> out[:, oh, s0:]
                 b = zero if bias is None else bias[j]
                 for i in range(SEGMENT):
-                    out[n, j, oh, s0 + i] = acc[i, j] + b
+                    out[j, oh, s0 + i] = acc[i, j] + b
 
 
 @njit(cache=True, parallel=True)
@@ -184,9 +184,9 @@ def _forward(x, wt, bias, out):
     memory)."""
     n, c_in, h, w = x.shape
     for i in prange(n):
-        xp = np.zeros((1, c_in, h + 2, out.shape[3] + 2), x.dtype)
-        _pad_into(x[i], xp[0])
-        _forward_image(xp, wt, bias, out[i:i + 1], 0, np.empty((SEGMENT, wt.shape[3]), x.dtype))
+        xp = np.zeros((c_in, h + 2, out.shape[3] + 2), x.dtype)
+        _pad_into(x[i], xp)
+        _forward_image(xp, wt, bias, out[i], np.empty((SEGMENT, wt.shape[3]), x.dtype))
 
 
 @njit(cache=True, nogil=True, fastmath=True)
@@ -262,10 +262,15 @@ def _weight_grad(x, g, chunk, rounded):
 
 
 # --- the public functions ----------------------------------------------------------------------
+def _rounded_width(w: int) -> int:
+    """w rounded up to a multiple of SEGMENT: the width the kernels compute (extra columns are zeros)."""
+    return -(-w // SEGMENT) * SEGMENT
+
+
 def _conv(x, wt, bias):
     """The conv of x (N, C_in, H, W) with wt (C_in, 3, 3, C_out) (+ bias): (N, C_out, H, W)."""
     n, c_in, h, w = x.shape
-    rounded = -(-w // SEGMENT) * SEGMENT
+    rounded = _rounded_width(w)
     out = np.empty((n, wt.shape[3], h, rounded), x.dtype)
     with conv.serial_below(n * c_in * wt.shape[3] * 9 * h * w, conv.SERIAL_MULTIPLY_ADDS):
         _forward(x, wt, bias, out)
@@ -284,6 +289,6 @@ def conv3x3_backward(grad_out, x, w, input_grad=True, weight_grad=True):
         dx = _conv(grad_out, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)), None)
     if weight_grad:
         with conv.serial_below(x.size * w.shape[0] * 9, conv.SERIAL_MULTIPLY_ADDS):
-            rounded = -(-x.shape[3] // SEGMENT) * SEGMENT
-            dw = np.ascontiguousarray(_weight_grad(x, grad_out, IMAGES_PER_CHUNK, rounded).transpose(3, 0, 1, 2))
+            dwt = _weight_grad(x, grad_out, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]))
+            dw = np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))
     return dx, dw, grad_out.sum(axis=(0, 2, 3))

@@ -11,30 +11,35 @@ and does all its multiply-adds there.
 
 The catch is that a naive direct loop is slow (about 7-12 GFLOP/s here, measured): every
 multiply-add loads and stores its accumulator, and the CPU can store only about one vector a
-cycle while it can do two vector multiply-adds. Two choices fix that:
+cycle while it can do two vector multiply-adds. Three choices fix that:
 
 1. Vectorize over output channels. The weight is re-laid out as wt (C_in, 3, 3, C_out), so for
    one input channel c and one tap (kh, kw), wt[c, kh, kw] is a contiguous vector over the
    output channels; one input pixel (a scalar) times that vector adds into the output pixel's
    vector of C_out accumulators. The compiler turns the loop over output channels `j` into
    SIMD instructions.
-2. Do many multiply-adds per accumulator load/store. In the loop over j the body sums all 9
-   taps of one input channel, for TWO neighbouring output pixels that share 6 of their 12 input
-   values, before storing:
+2. Do many multiply-adds per accumulator load/store, on a register tile of 7 output pixels.
+   The 7 neighbouring pixels s0..s0+6 of an output row, and one kernel row kh of one input
+   channel, need the 9 input values a0..a8 of input row oh+kh; in one pass over j:
 
-       here[j]  += a00*w00[j] + a01*w01[j] + a02*w02[j] + ... + a22*w22[j]     (9 taps)
-       right[j] += a01*w00[j] + a02*w01[j] + a03*w02[j] + ... + a23*w22[j]     (shifted by one)
+       q0[j] += a0*u[j] + a1*v[j] + a2*z[j]        u, v, z = wt[c, kh, 0], wt[c, kh, 1], wt[c, kh, 2]
+       q1[j] += a1*u[j] + a2*v[j] + a3*z[j]
+       ...
+       q6[j] += a6*u[j] + a7*v[j] + a8*z[j]
 
-   18 multiply-adds per 2 accumulator loads + 2 stores + 9 weight loads, instead of 1 per
-   load/store. The accumulators of a segment of SEGMENT output pixels, acc (SEGMENT, C_out),
-   stay in L1. Bigger tiles did not work with Numba's compiler: four pixels in a row, or 2x2
-   pixels, need 16-18 broadcast inputs at once, and the compiler then gave up vectorizing
-   (measured 10 GFLOP/s a core, against 45-70 for two pixels).
+   21 multiply-adds per 3 weight loads and 7 accumulator loads + stores. The 7 accumulator rows,
+   acc (7, C_out), stay in L1 cache while c and kh run through all C_in*3 kernel rows.
+3. Keep exactly ONE loop over j inside the loop over kernel rows. The compiler unrolls short
+   loops with a known trip count first and vectorizes afterwards; a loop over pairs of pixels
+   around the j loop (three j loops once unrolled) stopped it vectorizing altogether. Measured on
+   one core (64->64 channels at 7x7 and 14x14): tiles of 2, 4 or 7 pixels each in a single j
+   loop 45-70, 45-70 and 85-100 GFLOP/s; 7 pixels as a loop over pairs, 60; 8 pixels as two
+   loops of 4, 10. 7 is also what the families' widths (28, 14, 7) are made of.
 
-Measured on the 2-core development machine (forward, batch 128, 2 threads): 64->64 channels
-at 7x7 134 GFLOP/s and at 14x14 98-125, against 63 and 89-96 for the best of Winograd and
-im2col. `conv.py` picks this kernel only for the shapes and parts where it measured fastest
-(`takes_forward`, `takes_input_grad`, `takes_weight_grad`).
+Measured on the 2-core development machine (batch 128, 2 threads): the forward of 64->64
+channels at 7x7 runs at 124 GFLOP/s and at 14x14 at 102-136, against 63 and 89-96 for the best
+of Winograd and im2col. `conv.py` picks this kernel only for the shapes and parts where it
+measured fastest (`takes_forward`, `takes_input_grad`, `takes_weight_grad`).
 
 Gradients
 ---------
@@ -43,9 +48,11 @@ Gradients
   w'[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw].
 * Weight gradient: dw[o, c, kh, kw] = sum over images and pixels p of g[n, o, p] *
   x[n, c, p + (kh, kw) - 1]. It is vectorized over output channels too: with the output gradient
-  laid out channels-last, gl (H, W, C_out), the 9 vectors dwt[c, kh, kw] (C_out,) take, in one
-  pass over j, two neighbouring pixels' products g[p] * x[p + tap] for all 9 taps. (Vectorizing
-  over pixels instead, 9 dot products of g's row with shifted rows of x, measured 5-12 GFLOP/s.)
+  laid out channels-last, gl (H, W, C_out), the 3 vectors dwt[c, kh, 0..2] (C_out,) of one
+  kernel row take, in one pass over j, the products of a segment's 7 output-gradient vectors
+  g[p] with the 9 inputs of row oh+kh: 21 multiply-adds per 7 gradient loads and 3 accumulator
+  loads + stores. (Vectorizing over pixels instead, 9 dot products of g's row with shifted rows
+  of x, measured 5-12 GFLOP/s.)
 
 Arithmetic order differs from im2col (sums are reassociated: `fastmath`), so float32 results
 differ by rounding only: the bound is tested in tests/test_direct.py against the float64
@@ -57,7 +64,6 @@ Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3), like PyTorch.
 """
 from __future__ import annotations
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -67,20 +73,14 @@ from minigen.kernels import conv
 IMAGES_PER_CHUNK = 4
 
 # Where this kernel is used (`conv.py` asks per part: forward, input gradient, weight gradient).
-# Measured against Winograd and im2col on the 2-core machine, batch 128, for every stride-1 3x3
-# conv of the five families (benchmarks/fast_paths.py, fresh processes, alternating): the direct
-# loops win when the channels they vectorize over are at least MIN_VECTOR_CHANNELS, the channels
-# they loop over at least MIN_LOOP_CHANNELS, and an image's work is small (at most MAX_WORK =
-# C_in*C_out*H*W, e.g. 64->64 channels at 14x14); bigger convs (64->64 at 28x28, 128->64 at
-# 14x14) are faster with Winograd, which does 2.25x fewer multiplies, and first layers with a
-# few input channels (14->64 at 14x14, 11->64 at 28x28) with im2col, whose copy is then small.
-# On one thread (e.g. a part of DDPM sampling's batch split, `conv.map_batch_parts`) the other
-# kernels lose less, since it is their hand-offs between threads that cost them most: there the
-# direct forward measured faster only from MIN_LOOP_CHANNELS_SERIAL input channels (batch 8:
-# 64->64 at 14x14 2.05 against 3.55 ms; 32->64 at 14x14 1.21 against 1.01 ms).
+# Measured against Winograd and im2col on the 2-core machine, for every stride-1 3x3 conv of the
+# five families, batch 128 on 2 threads and batch 8 on 1 thread (DDPM sampling's batch parts):
+# the direct loops win when the channels they vectorize over are at least MIN_VECTOR_CHANNELS and
+# an image's work is small (at most MAX_WORK = C_in*C_out*H*W, e.g. 64->64 channels at 14x14),
+# however few the channels they loop over (first layers: 11->64 at 28x28 forward 8.7 against
+# 15.7 ms). Bigger convs (64->64 at 28x28, 96->32 at 28x28) are faster with Winograd, which does
+# 2.25x fewer multiplies; fewer than 32 vectorized channels (64->2, 32->1) leave SIMD lanes idle.
 MIN_VECTOR_CHANNELS = 32
-MIN_LOOP_CHANNELS = 16
-MIN_LOOP_CHANNELS_SERIAL = 64
 MAX_WORK = 1 << 20
 
 
@@ -98,8 +98,7 @@ def _small(geo, c_out) -> bool:
 
 def takes_forward(geo, c_out) -> bool:
     """Whether the forward of this conv (geo, c_out output channels) runs here."""
-    least = MIN_LOOP_CHANNELS_SERIAL if numba.get_num_threads() == 1 else MIN_LOOP_CHANNELS
-    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS and geo.image[1] >= least and _small(geo, c_out)
+    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS and _small(geo, c_out)
 
 
 def takes_input_grad(geo, c_out) -> bool:
@@ -109,8 +108,7 @@ def takes_input_grad(geo, c_out) -> bool:
 
 def takes_weight_grad(geo, c_out) -> bool:
     """Whether the weight gradient runs here (vectorized over the C_out output channels)."""
-    return (fits(geo) and c_out >= MIN_VECTOR_CHANNELS and geo.image[1] >= MIN_LOOP_CHANNELS
-            and _small(geo, c_out))
+    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS and _small(geo, c_out)
 
 
 # --- the kernels -------------------------------------------------------------------------------
@@ -123,10 +121,9 @@ def _pad_into(x, padded):
             padded[c, r + 1, 1:w + 1] = x[c, r]
 
 
-# Output pixels of a row go in segments of SEGMENT: a compile-time constant, so the loop over a
-# segment's pixel pairs has a known trip count and the compiler unrolls it and keeps the
-# addresses in registers (with the trip count read at run time: measured 1.7x slower at
-# 14x14). 7 divides the families' widths (28, 14, 7); segments of 14 and 28 measured no faster.
+# Output pixels of a row go in segments of SEGMENT = 7 (the register tile above): the kernels
+# below are written out for exactly 7 (q0..q6, g0..g6); other widths are rounded up to a
+# multiple of 7 (`_rounded_width`), their extra columns reading zeros.
 SEGMENT = 7
 
 
@@ -138,38 +135,25 @@ def _forward_image(xp, wt, bias, out, acc):
     c_in = xp.shape[0]
     c_out, h, w = out.shape
     zero = np.zeros(1, out.dtype)[0]
+    q0, q1, q2, q3, q4, q5, q6 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6]
     for oh in range(h):
-        for s0 in range(0, w, SEGMENT):
+        for s0 in range(0, w, SEGMENT):             # output pixels s0 .. s0+6 of row oh
             acc[:] = 0
             for c in range(c_in):
-                r0, r1, r2 = xp[c, oh], xp[c, oh + 1], xp[c, oh + 2]            # the 3 input rows
-                w00, w01, w02 = wt[c, 0, 0], wt[c, 0, 1], wt[c, 0, 2]           # 9 vectors over C_out
-                w10, w11, w12 = wt[c, 1, 0], wt[c, 1, 1], wt[c, 1, 2]
-                w20, w21, w22 = wt[c, 2, 0], wt[c, 2, 1], wt[c, 2, 2]
-                for i in range(0, SEGMENT - 1, 2):          # two output pixels at a time
-                    p = s0 + i
-                    a00, a01, a02, a03 = r0[p], r0[p + 1], r0[p + 2], r0[p + 3]   # 12 inputs, 6 shared
-                    a10, a11, a12, a13 = r1[p], r1[p + 1], r1[p + 2], r1[p + 3]
-                    a20, a21, a22, a23 = r2[p], r2[p + 1], r2[p + 2], r2[p + 3]
-                    here, right = acc[i], acc[i + 1]
+                for kh in range(3):                 # kernel row kh reads input row oh + kh
+                    r = xp[c, oh + kh, s0:]
+                    a0, a1, a2, a3, a4, a5, a6, a7, a8 = r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
+                    left, mid, right = wt[c, kh, 0], wt[c, kh, 1], wt[c, kh, 2]   # vectors over C_out
                     for j in range(c_out):
-                        here[j] += (a00 * w00[j] + a01 * w01[j] + a02 * w02[j]
-                                    + a10 * w10[j] + a11 * w11[j] + a12 * w12[j]
-                                    + a20 * w20[j] + a21 * w21[j] + a22 * w22[j])
-                        right[j] += (a01 * w00[j] + a02 * w01[j] + a03 * w02[j]
-                                     + a11 * w10[j] + a12 * w11[j] + a13 * w12[j]
-                                     + a21 * w20[j] + a22 * w21[j] + a23 * w22[j])
-                if SEGMENT % 2:                                 # the segment's odd pixel out
-                    p = s0 + SEGMENT - 1
-                    a00, a01, a02 = r0[p], r0[p + 1], r0[p + 2]
-                    a10, a11, a12 = r1[p], r1[p + 1], r1[p + 2]
-                    a20, a21, a22 = r2[p], r2[p + 1], r2[p + 2]
-                    here = acc[SEGMENT - 1]
-                    for j in range(c_out):
-                        here[j] += (a00 * w00[j] + a01 * w01[j] + a02 * w02[j]
-                                    + a10 * w10[j] + a11 * w11[j] + a12 * w12[j]
-                                    + a20 * w20[j] + a21 * w21[j] + a22 * w22[j])
-            for j in range(c_out):                              # acc (SEGMENT, C_out) -> out[:, oh, s0:]
+                        u, v, z = left[j], mid[j], right[j]
+                        q0[j] += a0 * u + a1 * v + a2 * z
+                        q1[j] += a1 * u + a2 * v + a3 * z
+                        q2[j] += a2 * u + a3 * v + a4 * z
+                        q3[j] += a3 * u + a4 * v + a5 * z
+                        q4[j] += a4 * u + a5 * v + a6 * z
+                        q5[j] += a5 * u + a6 * v + a7 * z
+                        q6[j] += a6 * u + a7 * v + a8 * z
+            for j in range(c_out):                  # acc (SEGMENT, C_out) -> out[:, oh, s0:]
                 b = zero if bias is None else bias[j]
                 for i in range(SEGMENT):
                     out[j, oh, s0 + i] = acc[i, j] + b
@@ -193,48 +177,24 @@ def _forward(x, wt, bias, out):
 def _weight_grad_image(xp, gl, dwt):
     """dwt (C_in, 3, 3, C_out) += the weight gradient from one image: xp (C_in, H+2, W+2) the
     zero-padded input, gl (H, W, C_out) the output gradient, channels last. Vectorized over
-    C_out like the forward; two pixels per pass over an accumulator."""
+    C_out like the forward: one pass over j adds a segment's 7 pixels into one kernel row's 3
+    accumulator vectors. W must be a multiple of SEGMENT."""
     c_in = xp.shape[0]
     h, w, c_out = gl.shape
     for c in range(c_in):
-        d00, d01, d02 = dwt[c, 0, 0], dwt[c, 0, 1], dwt[c, 0, 2]
-        d10, d11, d12 = dwt[c, 1, 0], dwt[c, 1, 1], dwt[c, 1, 2]
-        d20, d21, d22 = dwt[c, 2, 0], dwt[c, 2, 1], dwt[c, 2, 2]
-        for oh in range(h):
-            r0, r1, r2 = xp[c, oh], xp[c, oh + 1], xp[c, oh + 2]
-            for s0 in range(0, w, SEGMENT):
-                for i in range(0, SEGMENT - 1, 2):
-                    p = s0 + i
-                    a00, a01, a02, a03 = r0[p], r0[p + 1], r0[p + 2], r0[p + 3]
-                    a10, a11, a12, a13 = r1[p], r1[p + 1], r1[p + 2], r1[p + 3]
-                    a20, a21, a22, a23 = r2[p], r2[p + 1], r2[p + 2], r2[p + 3]
-                    g0, g1 = gl[oh, p], gl[oh, p + 1]
+        for kh in range(3):
+            left, mid, right = dwt[c, kh, 0], dwt[c, kh, 1], dwt[c, kh, 2]    # vectors over C_out
+            for oh in range(h):
+                for s0 in range(0, w, SEGMENT):
+                    r = xp[c, oh + kh, s0:]
+                    a0, a1, a2, a3, a4, a5, a6, a7, a8 = r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
+                    g = gl[oh, s0:]
+                    g0, g1, g2, g3, g4, g5, g6 = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
                     for j in range(c_out):
-                        d00[j] += a00 * g0[j] + a01 * g1[j]
-                        d01[j] += a01 * g0[j] + a02 * g1[j]
-                        d02[j] += a02 * g0[j] + a03 * g1[j]
-                        d10[j] += a10 * g0[j] + a11 * g1[j]
-                        d11[j] += a11 * g0[j] + a12 * g1[j]
-                        d12[j] += a12 * g0[j] + a13 * g1[j]
-                        d20[j] += a20 * g0[j] + a21 * g1[j]
-                        d21[j] += a21 * g0[j] + a22 * g1[j]
-                        d22[j] += a22 * g0[j] + a23 * g1[j]
-                if SEGMENT % 2:
-                    p = s0 + SEGMENT - 1
-                    a00, a01, a02 = r0[p], r0[p + 1], r0[p + 2]
-                    a10, a11, a12 = r1[p], r1[p + 1], r1[p + 2]
-                    a20, a21, a22 = r2[p], r2[p + 1], r2[p + 2]
-                    g0 = gl[oh, p]
-                    for j in range(c_out):
-                        d00[j] += a00 * g0[j]
-                        d01[j] += a01 * g0[j]
-                        d02[j] += a02 * g0[j]
-                        d10[j] += a10 * g0[j]
-                        d11[j] += a11 * g0[j]
-                        d12[j] += a12 * g0[j]
-                        d20[j] += a20 * g0[j]
-                        d21[j] += a21 * g0[j]
-                        d22[j] += a22 * g0[j]
+                        e0, e1, e2, e3, e4, e5, e6 = g0[j], g1[j], g2[j], g3[j], g4[j], g5[j], g6[j]
+                        left[j] += a0 * e0 + a1 * e1 + a2 * e2 + a3 * e3 + a4 * e4 + a5 * e5 + a6 * e6
+                        mid[j] += a1 * e0 + a2 * e1 + a3 * e2 + a4 * e3 + a5 * e4 + a6 * e5 + a7 * e6
+                        right[j] += a2 * e0 + a3 * e1 + a4 * e2 + a5 * e3 + a6 * e4 + a7 * e5 + a8 * e6
 
 
 @njit(cache=True, parallel=True)

@@ -66,9 +66,9 @@ def test_results_do_not_depend_on_the_thread_count():
     thread or two."""
     import numba
     rng = np.random.default_rng(3)
-    x = rng.standard_normal((10, 32, 7, 7)).astype(np.float32)
+    x = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)   # 3 chunks of IMAGES_PER_CHUNK
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
-    g = rng.standard_normal((10, 32, 7, 7)).astype(np.float32)
+    g = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)

@@ -5,7 +5,9 @@ Pure functions on float32 / float64 NumPy arrays, each forward beside its backwa
 NumPy versions the tests compare them against.
 
 conv.py  conv2d, conv_transpose2d (im2col + BLAS matmul), and the shared argument checks
-winograd.py  stride-1 3x3 conv2d by Winograd F(2x2, 3x3) (conv.py sends those convs there)
+direct.py  small stride-1 3x3 convs as register-tiled direct loops (and the 2x2 loops stride2.py uses)
+winograd.py  larger stride-1 3x3 convs by Winograd F(2x2, 3x3)
+stride2.py  k=4, s=2 convs and transposed convs as direct 2x2 convs on the space-to-depth image
 masked.py  PixelCNN's masked conv over the mask's nonzero taps only
 pointwise.py  1x1 convs as matrix products on the images (no im2col)
 subpixel.py  transposed convs (and strided convs' input gradients) as interleaved phase convs

@@ -534,9 +534,11 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
-    from minigen.kernels import direct, pointwise
+    from minigen.kernels import direct, pointwise, stride2
     if direct.takes_forward(geo, w.shape[0]):       # small stride-1 3x3: no im2col, no transforms
         return direct.conv3x3_forward(x, w, b)
+    if stride2.takes_forward(geo, w.shape[0]):      # k4 s2: a direct 2x2 conv on the space-to-depth image
+        return stride2.conv_forward(x, w, b)
     if winograd.applies(geo, w):        # stride-1 3x3: fewer multiplies
         return winograd.conv2d_forward(x, w, b)
     if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
@@ -558,16 +560,17 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     grad_out = np.ascontiguousarray(grad_out)
     geo = _conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups)
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
-    from minigen.kernels import direct, pointwise, subpixel
-    direct_dx = input_grad and direct.takes_input_grad(geo, w.shape[0])
-    direct_dw = weight_grad and direct.takes_weight_grad(geo, w.shape[0])
-    if direct_dx or direct_dw:          # each part by the kernel measured fastest for it
-        dx, dw, db = direct.conv3x3_backward(grad_out, x, w, direct_dx, direct_dw)
-        if input_grad != direct_dx or weight_grad != direct_dw:
-            rest = conv2d_backward(grad_out, x, w, stride, padding, dilation, groups,
-                                   input_grad and not direct_dx, weight_grad and not direct_dw)
-            dx, dw = (dx if direct_dx else rest[0]), (dw if direct_dw else rest[1])
-        return dx, dw, db
+    from minigen.kernels import direct, pointwise, stride2, subpixel
+    for module, backward in ((direct, direct.conv3x3_backward), (stride2, stride2.conv_backward)):
+        direct_dx = input_grad and module.takes_input_grad(geo, w.shape[0])
+        direct_dw = weight_grad and module.takes_weight_grad(geo, w.shape[0])
+        if direct_dx or direct_dw:      # each part by the kernel measured fastest for it
+            dx, dw, db = backward(grad_out, x, w, direct_dx, direct_dw)
+            if input_grad != direct_dx or weight_grad != direct_dw:
+                rest = conv2d_backward(grad_out, x, w, stride, padding, dilation, groups,
+                                       input_grad and not direct_dx, weight_grad and not direct_dw)
+                dx, dw = (dx if direct_dx else rest[0]), (dw if direct_dw else rest[1])
+            return dx, dw, db
     if winograd.applies(geo, w):
         return winograd.conv2d_backward(grad_out, x, w, input_grad, weight_grad)
     if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
@@ -629,7 +632,9 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv_transpose2d_geometry("conv_transpose2d", x, w, b, stride, padding, output_padding, dilation, groups)
-    from minigen.kernels import subpixel
+    from minigen.kernels import stride2, subpixel
+    if stride2.takes_input_grad(geo, x.shape[1]):   # k4 s2: four direct 2x2 phase convs
+        return stride2.conv_input_grad(x, w, b)
     if subpixel.applies(geo.stride, geo.dilation, geo.groups, x.shape[1], geo.image[1]):
         return subpixel.conv_transpose2d_subpixel(x, w, geo.stride, geo.padding, geo.image[2:], b)
     out = np.empty(geo.image, x.dtype)
@@ -651,10 +656,18 @@ def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_paddin
     geo = _conv_transpose2d_geometry("conv_transpose2d_backward", x, w, None, stride, padding, output_padding,
                                      dilation, groups)
     check_grad("conv_transpose2d_backward", grad_out, geo.image, x.dtype)
+    from minigen.kernels import stride2
     dx = dw = None
+    if input_grad and stride2.takes_forward(geo, x.shape[1]):       # dx = the k4 s2 conv of grad_out
+        dx = stride2.conv_forward(grad_out, w)
+        input_grad = False
+    if weight_grad and stride2.takes_weight_grad(geo, x.shape[1]):  # grad_out in the image's role
+        dw = stride2.conv_weight_grad(grad_out, x)
+        weight_grad = False
     if input_grad:                     # dx = conv(grad_out, w); dw from the same unfolded grad_out
         dx = np.empty_like(x)
-        dw = _conv_chunks(grad_out, w, geo, dx, None, x if weight_grad else None)
+        rest = _conv_chunks(grad_out, w, geo, dx, None, x if weight_grad else None)
+        dw = rest if weight_grad else dw
     elif weight_grad:
         dw = _conv_grad_chunks(x, grad_out, w, geo, None)
     return dx, dw, grad_out.sum(axis=(0, 2, 3))

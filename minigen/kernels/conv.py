@@ -658,12 +658,13 @@ def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_paddin
     check_grad("conv_transpose2d_backward", grad_out, geo.image, x.dtype)
     from minigen.kernels import stride2
     dx = dw = None
-    if input_grad and stride2.takes_forward(geo, x.shape[1]):       # dx = the k4 s2 conv of grad_out
-        dx = stride2.conv_forward(grad_out, w)
-        input_grad = False
-    if weight_grad and stride2.takes_weight_grad(geo, x.shape[1]):  # grad_out in the image's role
-        dw = stride2.conv_weight_grad(grad_out, x)
-        weight_grad = False
+    # k4 s2 from 32 output channels: dx = the conv of grad_out, dw with grad_out as the image.
+    # (To fewer channels, e.g. a generator's last layer, dx and dw below share one unfold of
+    # grad_out, which measured as fast.)
+    if stride2.takes_input_grad(geo, x.shape[1]):
+        dx = stride2.conv_forward(grad_out, w) if input_grad else None
+        dw = stride2.conv_weight_grad(grad_out, x) if weight_grad else None
+        input_grad = weight_grad = False
     if input_grad:                     # dx = conv(grad_out, w); dw from the same unfolded grad_out
         dx = np.empty_like(x)
         rest = _conv_chunks(grad_out, w, geo, dx, None, x if weight_grad else None)

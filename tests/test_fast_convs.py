@@ -330,3 +330,18 @@ def test_gradcheck_group_norm_silu_and_its_float32_bound():
     got = K.group_norm_forward(x32, 8, w32, b32, silu=True)[0]
     want = R.silu(R.group_norm(x, 8, w, b, 1e-5))
     assert got.dtype == np.float32 and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
+
+
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_openmp_threads_sleep_between_loops_unless_the_user_says_otherwise(preset, expected):
+    """Importing minigen makes OpenMP's threads sleep after a parallel loop (spinning ones took the
+    cores from the next op on another pool); a value the user set is left alone."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    out = subprocess.run([sys.executable, "-c", "import os, minigen; print(os.environ['OMP_WAIT_POLICY'])"],
+                         env=env, capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == expected

@@ -37,9 +37,13 @@ def set_threads(threads: int = THREADS, framework: str = "minigen"):
 
     In a PyTorch process torch is imported FIRST: importing Numba and starting its threads first
     loads the system's libgomp before PyTorch's own OpenMP runtime, and PyTorch then ran a VAE
-    training step 5x slower (23.8 ms against 4.3 ms, measured), which made minigen look faster."""
+    training step 5x slower (23.8 ms against 4.3 ms, measured), which made minigen look faster.
+    In a minigen process minigen is imported first, as a user's program would: its import sets
+    how OpenMP's threads wait (minigen/__init__.py), which counts only before Numba starts them."""
     if framework == "torch":
         import torch    # noqa: F401  (before numba: see above)
+    else:
+        import minigen  # noqa: F401  (before numba starts its threads: its OpenMP settings, minigen/__init__.py)
     import numba
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:

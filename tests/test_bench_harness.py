@@ -216,3 +216,22 @@ def test_a_torch_worker_imports_torch_before_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=harness.worker_env(2), cwd=harness.ROOT).stdout
     assert json.loads(out.replace("'", '"'))[:2] == ["torch", "numba"]
+
+
+def test_a_minigen_worker_imports_minigen_before_numba():
+    # minigen's import sets OMP_WAIT_POLICY, which OpenMP reads once, when Numba starts its threads
+    # (set_num_threads does): a minigen worker must import minigen first
+    code = ("import os, sys\n"
+            "order = []\n"
+            "class Spy:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name in ('minigen', 'numba'):\n"
+            "            order.append(name)\n"
+            "sys.meta_path.insert(0, Spy())\n"
+            "from benchmarks.common import set_threads\n"
+            "set_threads(2, 'minigen')\n"
+            "print(order[:2], os.environ.get('OMP_WAIT_POLICY'))\n")
+    env = {k: v for k, v in harness.worker_env(2).items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=env, cwd=harness.ROOT).stdout
+    assert out.split() == ["['minigen',", "'numba']", "PASSIVE"]

@@ -47,10 +47,10 @@ position (C_in*kH*kW per input pixel in all), where col2im reads and adds back C
 input pixel: equal FLOPs, so the cheaper memory pass wins, and measured it does - this path
 is faster when the channels grow (C_out > C_in), slower when they shrink. `conv.py` sends the
 col2im cases here when `applies`: groups == 1, dilation 1, stride > 1, C_out > C_in. (The five
-model families' stride-2 layers all shrink the channels on their col2im side - GAN and VAE
-decoders 128->64->1, 64->32->1; the input gradients of the discriminator's and encoder's
-64->128 and 32->64 convs run 128->64 and 64->32; DDPM's downsamplers keep 32 and 64 - so
-they keep the col2im path.)
+model families' k=4, s=2 layers with 32 or more channels on the side their kernels vectorize
+over run on `stride2.py`'s direct loops instead; the rest all shrink or keep the channels on
+their col2im side - the GAN and VAE decoders' last layers 64->1 and 32->1, DDPM's k=3 s=2
+downsamplers 32 and 64 - so they keep the col2im path.)
 """
 from __future__ import annotations
 

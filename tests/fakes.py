@@ -1,4 +1,4 @@
-"""Small synthetic inputs shared by several test files."""
+"""Small synthetic inputs and helpers shared by several test files."""
 import numpy as np
 
 from minigen.random import Generator
@@ -13,3 +13,17 @@ def bar_digits(n, seed=0):
     for i, r in enumerate(rows):
         x[i, 0, r:r + 6, 8:20] = 1.0
     return x, (rows % 10).astype(np.int64)
+
+
+def on_one_and_all_threads(fn):
+    """fn() run with one Numba thread, then with all of them (the count restored afterwards):
+    (one, all), for checking that results do not depend on the thread count."""
+    import numba
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = fn()
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        return one, fn()
+    finally:
+        numba.set_num_threads(before)

@@ -12,6 +12,7 @@ from minigen.gradcheck import gradcheck
 from minigen.errors import DTypeError, ShapeError
 from minigen.kernels import direct as D, reference as R
 from minigen.tensor import Tensor
+from tests.fakes import on_one_and_all_threads
 
 ONE = (1, 1)
 
@@ -64,19 +65,11 @@ def test_float32_error_bound(c_in, c_out, size):
 def test_results_do_not_depend_on_the_thread_count():
     """The weight gradient's per-chunk partial sums are added in chunk order: same bits with one
     thread or two."""
-    import numba
     rng = np.random.default_rng(3)
     x = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)   # 3 chunks of IMAGES_PER_CHUNK
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
     g = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = D.conv3x3_backward(g, x, w)
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = D.conv3x3_backward(g, x, w)
-    finally:
-        numba.set_num_threads(before)
+    one, many = on_one_and_all_threads(lambda: D.conv3x3_backward(g, x, w))
     for a, b in zip(one, many):
         np.testing.assert_array_equal(a, b)
 

@@ -304,7 +304,7 @@ def test_group_norm_silu_matches_reference(n, groups_cg, spatial, seed):
     h = R.group_norm(x, groups, w, b, 1e-5)
     close(y, R.silu(h))
     g = rng.standard_normal(x.shape)
-    got = K.group_norm_backward(g, x, groups, w, mean, rstd, b, silu=True)
+    got = K.group_norm_backward(g, x, groups, w, mean, rstd, b, silu=True, out=y)
     for a, e in zip(got, R.group_norm_backward(R.silu_backward(g, h), x, groups, w, 1e-5)):
         close(a, e, 1e-9)
 
@@ -319,6 +319,27 @@ def test_group_norm_silu_saturates_quietly_for_very_negative_inputs():
     assert np.all(np.isfinite(y)) and np.all(np.abs(y[:, :2]) < 1e-30)
     np.testing.assert_allclose(y[:, 3], R.silu(R.group_norm(x.astype(np.float64), 2, np.ones(4), bias, 1e-5))[:, 3],
                                rtol=1e-6)
+
+
+def test_group_norm_silu_backward_where_sigmoid_is_read_off_the_output():
+    """The backward takes sigmoid(h) as out / h: right where h is exactly 0, tiny (the 1/2 + h/4
+    branch), saturated very negative (out = -0) or large, in float64 and float32; and it needs
+    the forward's output."""
+    x = np.random.default_rng(4).standard_normal((2, 4, 6))       # h = bias + 1e-9 * xhat
+    for dtype, bias, tol in [(np.float64, [0, 2e-7, -200, 30], 1e-9), (np.float32, [0, 2e-7, -120, 30], 2e-5)]:
+        xd, w, b = x.astype(dtype), np.full(4, 1e-9, dtype), np.array(bias, dtype)
+        xd[:, 0] = 0                       # a constant group: xhat = 0, h = bias = 0 exactly
+        y, mean, rstd = K.group_norm_forward(xd, 4, w, b, 1e-5, silu=True)
+        g = np.random.default_rng(5).standard_normal(x.shape).astype(dtype)
+        got = K.group_norm_backward(g, xd, 4, w, mean, rstd, b, silu=True, out=y)
+        x64 = xd.astype(np.float64)
+        h = R.group_norm(x64, 4, w.astype(np.float64), b.astype(np.float64), 1e-5)
+        want = R.group_norm_backward(R.silu_backward(g.astype(np.float64), h), x64, 4, w.astype(np.float64), 1e-5)
+        for a, e in zip(got, want):
+            assert np.all(np.isfinite(a))
+            np.testing.assert_allclose(a, e, rtol=tol, atol=tol)
+    with pytest.raises(ShapeError, match="out must be the forward's output"):
+        K.group_norm_backward(g, xd, 4, w, mean, rstd, b, silu=True)
 
 
 def test_gradcheck_group_norm_silu_and_its_float32_bound():

@@ -11,6 +11,7 @@ from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
 from minigen.kernels import reference as R, stride2 as S
 from minigen.tensor import Tensor
+from tests.fakes import on_one_and_all_threads
 
 S2, P1, D1, NO_PAD = (2, 2), (1, 1), (1, 1), (0, 0)
 
@@ -57,19 +58,11 @@ def test_float32_error_bound(c_in, c_out, size):
 
 def test_results_do_not_depend_on_the_thread_count():
     """The weight gradient's partial sums (one per chunk of images) are added in chunk order."""
-    import numba
     rng = np.random.default_rng(3)
     x = rng.standard_normal((40, 8, 14, 14)).astype(np.float32)
     w = rng.standard_normal((32, 8, 4, 4)).astype(np.float32)
     g = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = S.conv_backward(g, x, w)
-        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        many = S.conv_backward(g, x, w)
-    finally:
-        numba.set_num_threads(before)
+    one, many = on_one_and_all_threads(lambda: S.conv_backward(g, x, w))
     for a, b in zip(one, many):
         np.testing.assert_array_equal(a, b)
 

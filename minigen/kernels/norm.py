@@ -168,10 +168,13 @@ def batch_norm_backward(grad_out, x, weight, mean, var, eps=1e-5, batch_stats=Tr
 
 # --- group norm (and layer norm): statistics per (sample, group) -------------------------------
 @njit(cache=True, inline="always")
-def _silu_grad(h):
-    """d silu / dh = s * (1 + h * (1 - s)), s = sigmoid(h)."""
-    s = 1.0 / (1.0 + math.exp(-h))
-    return s * (1.0 + h * (1.0 - s))
+def _silu_grad(h, y):
+    """d silu / dh = s + y * (1 - s) at h, where y = silu(h) = h * s is the forward's output and
+    s = sigmoid(h) is read off it as y / h: a division, which vectorizes, where exp did not (the
+    backward of the DDPM's GroupNorm + SiLU measured 14 ms a call with exp, most of its time).
+    Near h = 0 (where y / h loses its digits) s = 1/2 + h/4, exact to h^3/48."""
+    s = y / h if abs(h) > 1e-6 else 0.5 + 0.25 * h
+    return s + y * (1.0 - s)
 
 
 @njit(cache=True, parallel=True, fastmath=REDUCE)
@@ -202,12 +205,12 @@ def _group_norm(x, weight, bias, eps, out, mean, rstd):
 
 
 @njit(cache=True, parallel=True, fastmath=REDUCE)
-def _group_norm_backward(g, x, weight, bias, mean, rstd, dx, dweight_parts, dbias_parts, silu):
+def _group_norm_backward(g, x, weight, bias, mean, rstd, y, dx, dweight_parts, dbias_parts, silu):
     """Fills dx (N, G, Cg, L) and, per sample, the per-channel sums of g * xhat and g (N, G*Cg)
     (the caller adds those over the samples: each task only writes its own sample's row).
-    silu: the forward was silu(group norm): the gradient first goes back through the SiLU,
-    with h = xhat * weight + bias recomputed (the forward kept no copy of it); dx holds that
-    gradient g_h between the two passes."""
+    silu: the forward was y = silu(group norm) (N, G, Cg, L): the gradient first goes back
+    through the SiLU, with h = xhat * weight + bias recomputed (the forward kept no copy of it);
+    dx holds that gradient g_h between the two passes. Without silu, y is not read."""
     n, groups, cg, l = x.shape
     count = cg * l
     for task in prange(n * groups):
@@ -221,7 +224,7 @@ def _group_norm_backward(g, x, weight, bias, mean, rstd, dx, dweight_parts, dbia
                 d = x[i, gr, c, j] - m
                 gh = g[i, gr, c, j]
                 if silu:
-                    gh = gh * _silu_grad(d * r * weight[ch] + bias[ch])
+                    gh = gh * _silu_grad(d * r * weight[ch] + bias[ch], y[i, gr, c, j])
                     dx[i, gr, c, j] = gh
                 s += gh
                 sx += gh * d
@@ -283,20 +286,24 @@ def _silu_inplace(h: np.ndarray) -> None:
     h /= e
 
 
-def group_norm_backward(grad_out, x, groups, weight, mean, rstd, bias=None, silu=False):
+def group_norm_backward(grad_out, x, groups, weight, mean, rstd, bias=None, silu=False, out=None):
     """Gradients of group_norm_forward: returns (dx, dweight, dbias). With silu=True (the
-    forward's silu), the forward's bias is needed too (None meaning 0)."""
+    forward's silu), the forward's bias (None meaning 0) and its output `out` are needed too."""
     x4, weight, bias = _grouped("group_norm_backward", x, groups, weight, bias)
     check_grad("group_norm_backward", np.asarray(grad_out), np.shape(x), x4.dtype)
     if np.shape(mean) != x4.shape[:2] or np.shape(rstd) != x4.shape[:2]:
         raise ShapeError(f"group_norm_backward: mean and rstd must have shape {x4.shape[:2]}, "
                          f"got {np.shape(mean)} and {np.shape(rstd)}")
+    if silu and (out is None or np.shape(out) != np.shape(x)):
+        raise ShapeError(f"group_norm_backward: with silu=True, out must be the forward's output, "
+                         f"shape {np.shape(x)}; got {None if out is None else np.shape(out)}")
+    y4 = np.ascontiguousarray(out, x4.dtype).reshape(x4.shape) if silu else x4
     g4 = np.ascontiguousarray(grad_out).reshape(x4.shape)
     dx = np.empty_like(x4)
     dweight_parts = np.empty((x4.shape[0], weight.size))
     dbias_parts = np.empty((x4.shape[0], weight.size))
     with serial_below(x4.size, SERIAL_ELEMENTS):
-        _group_norm_backward(g4, x4, weight, bias, mean, rstd, dx, dweight_parts, dbias_parts, bool(silu))
+        _group_norm_backward(g4, x4, weight, bias, mean, rstd, y4, dx, dweight_parts, dbias_parts, bool(silu))
     return (dx.reshape(np.shape(x)), dweight_parts.sum(axis=0).astype(x4.dtype),
             dbias_parts.sum(axis=0).astype(x4.dtype))
 

@@ -64,9 +64,12 @@ def group_norm(x: Tensor, num_groups: int, weight: Tensor | None = None, bias: T
     silu=True: return silu(group_norm(...)), fused into one kernel pass forward and backward."""
     x, weight, bias, parents = _parents(x, weight, bias)
     out, mean, rstd = K.group_norm_forward(x.data, num_groups, _data(weight), _data(bias), eps, silu)
+    # the SiLU's backward reads its sigmoid off the output (the next layer holds it anyway)
+    silu_out = out if silu else None
 
     def backward(g):
-        dx, dw, db = K.group_norm_backward(g, x.data, num_groups, _data(weight), mean, rstd, _data(bias), silu)
+        dx, dw, db = K.group_norm_backward(g, x.data, num_groups, _data(weight), mean, rstd, _data(bias), silu,
+                                           silu_out)
         return _grads(weight, bias, dx, dw, db)
     return make_result(out, parents, backward, "group_norm")
 

@@ -321,6 +321,21 @@ def test_group_norm_silu_saturates_quietly_for_very_negative_inputs():
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize("serial_elements", [1, 1 << 40])
+def test_silu_in_blocks_on_the_workers_is_the_whole_array_formula(monkeypatch, serial_elements):
+    """The forward's SiLU runs over blocks (the last one shorter) on the workers, or on this thread:
+    the same bits as h / (1 + exp(-h)) over the whole array either way."""
+    from minigen.kernels import norm
+    monkeypatch.setattr(norm, "SILU_BLOCK", 1000)
+    monkeypatch.setattr(norm, "SERIAL_ELEMENTS", serial_elements)
+    h = np.random.default_rng(8).standard_normal((3, 7, 11, 13)).astype(np.float32) * 30
+    got = h.copy()
+    norm._silu_inplace(got)
+    with np.errstate(over="ignore"):
+        want = h / (1 + np.exp(-h))
+    np.testing.assert_array_equal(got, want)
+
+
 def test_group_norm_silu_backward_where_sigmoid_is_read_off_the_output():
     """The backward takes sigmoid(h) as out / h: right where h is exactly 0, tiny (the 1/2 + h/4
     branch), saturated very negative (out = -0) or large, in float64 and float32; and it needs

@@ -352,11 +352,12 @@ def conv_multiply_adds(geo: ConvGeometry, c_out: int) -> int:
     return geo.image[0] * geo.rows * geo.out_hw[0] * geo.out_hw[1] * c_out
 
 
-def _for_each_chunk(chunk_list: list, task, multiply_adds: int) -> list:
+def _for_each_chunk(chunk_list: list, task, multiply_adds: int, threshold: int = SERIAL_MULTIPLY_ADDS) -> list:
     """Call task(n0, n1, scratch) for every chunk [n0, n1) (of a batch, or of Winograd tiles)
     and return the workers' scratch dicts. Workers (as many as Numba's thread count) claim the
     next chunk as they finish one; each keeps its own scratch (buffers, partial sums) across its
-    chunks. Work of fewer than SERIAL_MULTIPLY_ADDS runs on the calling thread alone."""
+    chunks. Work of fewer than `threshold` (SERIAL_MULTIPLY_ADDS, or SERIAL_ELEMENTS for
+    elementwise work measured in elements) runs on the calling thread alone."""
     count = len(chunk_list)
     chunks = iter(chunk_list)
     lock = threading.Lock()
@@ -371,8 +372,8 @@ def _for_each_chunk(chunk_list: list, task, multiply_adds: int) -> list:
             task(*chunk, scratch)
 
     workers = min(numba.get_num_threads(), count)
-    if workers == 1 or multiply_adds < SERIAL_MULTIPLY_ADDS:   # nothing (worth) sharing out
-        with serial_below(multiply_adds, SERIAL_MULTIPLY_ADDS):   # small: BLAS on this thread too
+    if workers == 1 or multiply_adds < threshold:   # nothing (worth) sharing out
+        with serial_below(multiply_adds, threshold):   # small: BLAS on this thread too
             return [worker()]
     with _single_threaded_blas():
         futures = [_workers().submit(worker) for _ in range(workers)]

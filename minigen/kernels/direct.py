@@ -253,4 +253,4 @@ def conv3x3_backward(grad_out, x, w, input_grad=True, weight_grad=True):
         with conv.serial_below(x.size * w.shape[0] * 9, conv.SERIAL_MULTIPLY_ADDS):
             dwt = _weight_grad(x, grad_out, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]))
             dw = np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))
-    return dx, dw, grad_out.sum(axis=(0, 2, 3))
+    return dx, dw, conv.bias_grad(grad_out)

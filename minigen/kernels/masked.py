@@ -77,4 +77,4 @@ def masked_conv2d_backward(grad_out, x, w, mask, stride=1, padding=0, dilation=1
         dw_taps = C._conv_grad_chunks(grad_out, x if weight_grad else None, w_taps, geo, dx)
         if weight_grad:
             dw[:, :, taps[:, 0], taps[:, 1]] = dw_taps
-    return dx, dw, grad_out.sum(axis=(0, 2, 3))
+    return dx, dw, C.bias_grad(grad_out)

@@ -242,4 +242,4 @@ def conv_backward(grad_out, x, w, input_grad=True, weight_grad=True):
     """(dx, dw, db) of `conv_forward` for grad_out (N, C_out, H/2, W/2); dx / dw None when not asked."""
     dx = conv_input_grad(grad_out, w) if input_grad else None
     dw = conv_weight_grad(x, grad_out) if weight_grad else None
-    return dx, dw, grad_out.sum(axis=(0, 2, 3))
+    return dx, dw, conv.bias_grad(grad_out)

@@ -489,4 +489,4 @@ def conv2d_backward(grad_out, x, w, input_grad=True, weight_grad=True):
         g = F2_3.g.astype(w.dtype)
         du = _weight_grad(grad_out, x).reshape(4, 4, *w.shape[:2])
         dw = np.ascontiguousarray(np.einsum("ai,aboc,bj->ocij", g, du, g))     # G^T dU G
-    return dx, dw, grad_out.sum(axis=(0, 2, 3))
+    return dx, dw, _conv.bias_grad(grad_out)

@@ -147,3 +147,69 @@ def test_the_conv_module_still_checks_its_arguments():
         K.conv2d_forward(np.zeros((2, 64, 7, 7), np.float32), np.zeros((64, 32, 3, 3), np.float32), None, 1, 1)
     with pytest.raises(DTypeError, match="float32 or float64"):
         K.conv2d_forward(np.zeros((2, 64, 7, 7), np.int32), np.zeros((64, 64, 3, 3), np.int32), None, 1, 1)
+
+
+# --- masked 3x3 convs of 5 taps (PixelCNN's mask B) ---------------------------------------------
+def test_five_taps_finds_mask_b_and_its_flip_only():
+    b = ops.causal_mask(3, 3, "B", np.float64)
+    assert D.five_taps(b) == (0, 1, 0) and D.five_taps(b[::-1, ::-1]) == (2, 1, 1)
+    assert D.five_taps(ops.causal_mask(3, 3, "A", np.float64)) is None          # 4 taps
+    assert D.five_taps(np.ones((3, 3))) is None and D.five_taps(ops.causal_mask(5, 5, "B", np.float64)) is None
+    gapped = np.array([[1, 1, 1], [1, 0, 1], [0, 0, 0]])                       # 5 taps, not neighbours
+    assert D.five_taps(gapped) is None
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 3), c_in=st.integers(1, 6), c_out=st.integers(1, 20), h=st.integers(1, 9),
+       w=st.integers(1, 16), flip=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_masked_matches_the_reference_of_the_masked_weight(n, c_in, c_out, h, w, flip, bias, seed):
+    """Forward (+ bias), input gradient and weight gradient of the 5-tap kernels equal the plain
+    conv of w * mask, for mask B and its flip; the weight gradient is exactly 0 at masked taps."""
+    rng = np.random.default_rng(seed)
+    mask = ops.causal_mask(3, 3, "B", np.float64)
+    mask = mask[::-1, ::-1] if flip else mask
+    x, wt = rng.standard_normal((n, c_in, h, w)), rng.standard_normal((c_out, c_in, 3, 3))
+    b = rng.standard_normal(c_out) if bias else None
+    g = rng.standard_normal((n, c_out, h, w))
+    np.testing.assert_allclose(D.masked3x3_forward(x, wt, mask, b), R.conv2d(x, wt * mask, b, ONE, ONE, ONE, 1),
+                               rtol=1e-12, atol=1e-12)
+    dx, dw, db = D.masked3x3_backward(g, x, wt, mask)
+    want = R.conv2d_backward(g, x, wt * mask, ONE, ONE, ONE, 1)
+    np.testing.assert_allclose(dx, want[0], rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(dw, want[1] * mask, rtol=1e-12, atol=1e-11)
+    assert np.all(dw[:, :, mask == 0] == 0)
+    np.testing.assert_allclose(db, want[2], rtol=1e-12)
+
+
+def test_masked_conv_dispatch_and_exact_causality(monkeypatch):
+    """masked_conv2d sends 3x3 mask B convs of 32+ channels here (not mask A, not 16 channels),
+    and an output never sees a later pixel, not even by rounding."""
+    calls = []
+    real = D.masked3x3_forward
+    monkeypatch.setattr(D, "masked3x3_forward", lambda *a, **k: calls.append("forward") or real(*a, **k))
+    rng = np.random.default_rng(7)
+    for c, mask_type, taken in [(32, "B", True), (32, "A", False), (16, "B", False)]:
+        calls.clear()
+        w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
+        mask = ops.causal_mask(3, 3, mask_type, np.float32)
+        x = rng.standard_normal((1, c, 7, 7)).astype(np.float32)
+        later = x.copy()
+        later[0, :, 4, 3 if mask_type == "B" else 2:] += 1000.0   # mask B sees its own pixel (4, 2)
+        later[0, :, 5:] += 1000.0
+        y, y_later = K.masked_conv2d_forward(x, w, mask, None, 1, 1), K.masked_conv2d_forward(later, w, mask, None, 1, 1)
+        assert calls == (["forward", "forward"] if taken else [])
+        np.testing.assert_array_equal(y[0, :, :4], y_later[0, :, :4])
+        np.testing.assert_array_equal(y[0, :, 4, :3 if mask_type == "B" else 2], y_later[0, :, 4, :3 if mask_type == "B" else 2])
+        np.testing.assert_allclose(y, R.conv2d(x.astype(np.float64), (w * mask).astype(np.float64), None, ONE, ONE, ONE, 1),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_gradcheck_masked_conv2d_through_the_direct_path(monkeypatch):
+    monkeypatch.setattr(D, "MIN_VECTOR_CHANNELS", 1)
+    calls = []
+    real = D.masked3x3_backward
+    monkeypatch.setattr(D, "masked3x3_backward", lambda *a, **k: calls.append("backward") or real(*a, **k))
+    rng = np.random.default_rng(8)
+    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 4, 8), (4, 3, 3, 3), (4,)])
+    assert gradcheck(lambda x, w, b: ops.masked_conv2d(x, w, b, mask_type="B", padding=1), x, w, b)
+    assert calls

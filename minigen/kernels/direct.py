@@ -13,8 +13,8 @@ The catch is that a naive direct loop is slow (about 7-12 GFLOP/s here, measured
 multiply-add loads and stores its accumulator, and the CPU can store only about one vector a
 cycle while it can do two vector multiply-adds. Three choices fix that:
 
-1. Vectorize over output channels. The weight is re-laid out as wt (C_in, 3, 3, C_out), so for
-   one input channel c and one tap (kh, kw), wt[c, kh, kw] is a contiguous vector over the
+1. Vectorize over output channels. The weight is re-laid out as wt (C_in, 9, C_out), so for
+   one input channel c and one tap (kh, kw), wt[c, 3*kh + kw] is a contiguous vector over the
    output channels; one input pixel (a scalar) times that vector adds into the output pixel's
    vector of C_out accumulators. The compiler turns the loop over output channels `j` into
    SIMD instructions.
@@ -22,7 +22,7 @@ cycle while it can do two vector multiply-adds. Three choices fix that:
    The 7 neighbouring pixels s0..s0+6 of an output row, and one kernel row kh of one input
    channel, need the 9 input values a0..a8 of input row oh+kh; in one pass over j:
 
-       q0[j] += a0*u[j] + a1*v[j] + a2*z[j]        u, v, z = wt[c, kh, 0], wt[c, kh, 1], wt[c, kh, 2]
+       q0[j] += a0*u[j] + a1*v[j] + a2*z[j]        u, v, z = wt[c, 3*kh], wt[c, 3*kh + 1], wt[c, 3*kh + 2]
        q1[j] += a1*u[j] + a2*v[j] + a3*z[j]
        ...
        q6[j] += a6*u[j] + a7*v[j] + a8*z[j]
@@ -40,6 +40,14 @@ Measured on the 2-core development machine (batch 128, 2 threads): the forward o
 channels at 7x7 runs at 124 GFLOP/s and at 14x14 at 102-136, against 63 and 89-96 for the best
 of Winograd and im2col. `conv.py` picks this kernel only for the shapes and parts where it
 measured fastest (`takes_forward`, `takes_input_grad`, `takes_weight_grad`).
+
+Masked convs of 5 taps
+----------------------
+PixelCNN's 3x3 mask B keeps kernel row 0 and the first two taps of row 1. `_forward_image_5taps`
+multiplies only those: one pass over j sums a whole kernel row (3 taps, input row oh + full) and
+two taps of another (input row oh + part, from column col), 35 multiply-adds per 5 weight loads
+and 7 accumulator loads + stores, and a masked-out pixel adds an exact zero: causality stays
+exact. The input gradient's kernel is the flipped one, whose mask is again of that kind.
 
 Gradients
 ---------
@@ -128,12 +136,15 @@ def _pad_into(x, padded):
 # multiple of 7 (`_rounded_width`), their extra columns reading zeros.
 SEGMENT = 7
 
+# The `rows` argument of the drivers below that means all 9 taps (otherwise: the 5 of `five_taps`).
+ALL_TAPS = (-1, -1, -1)
+
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _forward_image(xp, wt, bias, out, acc):
     """out (C_out, H, W) = the 3x3 conv of the padded image xp (C_in, H+2, W+2) with wt
-    (C_in, 3, 3, C_out), plus bias (C_out,) unless None. W must be a multiple of SEGMENT
-    (`_rounded_width`); acc: scratch (SEGMENT, C_out)."""
+    (C_in, 9, C_out) (taps row by row), plus bias (C_out,) unless None. W must be a multiple of
+    SEGMENT (`_rounded_width`); acc: scratch (SEGMENT, C_out)."""
     c_in = xp.shape[0]
     c_out, h, w = out.shape
     zero = np.zeros(1, out.dtype)[0]
@@ -145,7 +156,7 @@ def _forward_image(xp, wt, bias, out, acc):
                 for kh in range(3):                 # kernel row kh reads input row oh + kh
                     r = xp[c, oh + kh, s0:]
                     a0, a1, a2, a3, a4, a5, a6, a7, a8 = r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
-                    left, mid, right = wt[c, kh, 0], wt[c, kh, 1], wt[c, kh, 2]   # vectors over C_out
+                    left, mid, right = wt[c, 3 * kh], wt[c, 3 * kh + 1], wt[c, 3 * kh + 2]   # vectors over C_out
                     for j in range(c_out):
                         u, v, z = left[j], mid[j], right[j]
                         q0[j] += a0 * u + a1 * v + a2 * z
@@ -161,9 +172,71 @@ def _forward_image(xp, wt, bias, out, acc):
                     out[j, oh, s0 + i] = acc[i, j] + b
 
 
+@njit(cache=True, nogil=True, fastmath=True)
+def _forward_image_5taps(xp, wt, bias, out, acc, rows):
+    """`_forward_image` for a masked kernel of 5 taps (PixelCNN's mask B, or its flip): all 3 of
+    kernel row `full` and the 2 neighbours `col`, `col` + 1 of kernel row `part`, rows = (full,
+    part, col); wt (C_in, 5, C_out) holds their vectors in that order. Only kept taps are
+    multiplied, so masked-out pixels contribute exact zeros. One pass over j: 35 multiply-adds
+    per 5 weight loads and 7 accumulator loads + stores."""
+    full, part, col = rows
+    c_in = xp.shape[0]
+    c_out, h, w = out.shape
+    zero = np.zeros(1, out.dtype)[0]
+    q0, q1, q2, q3, q4, q5, q6 = acc[0], acc[1], acc[2], acc[3], acc[4], acc[5], acc[6]
+    for oh in range(h):
+        for s0 in range(0, w, SEGMENT):
+            acc[:] = 0
+            for c in range(c_in):
+                r = xp[c, oh + full, s0:]
+                a0, a1, a2, a3, a4, a5, a6, a7, a8 = r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
+                r = xp[c, oh + part, s0 + col:]
+                b0, b1, b2, b3, b4, b5, b6, b7 = r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+                w0, w1, w2, w3, w4 = wt[c, 0], wt[c, 1], wt[c, 2], wt[c, 3], wt[c, 4]
+                for j in range(c_out):
+                    u, v, z, y, e = w0[j], w1[j], w2[j], w3[j], w4[j]
+                    q0[j] += a0 * u + a1 * v + a2 * z + b0 * y + b1 * e
+                    q1[j] += a1 * u + a2 * v + a3 * z + b1 * y + b2 * e
+                    q2[j] += a2 * u + a3 * v + a4 * z + b2 * y + b3 * e
+                    q3[j] += a3 * u + a4 * v + a5 * z + b3 * y + b4 * e
+                    q4[j] += a4 * u + a5 * v + a6 * z + b4 * y + b5 * e
+                    q5[j] += a5 * u + a6 * v + a7 * z + b5 * y + b6 * e
+                    q6[j] += a6 * u + a7 * v + a8 * z + b6 * y + b7 * e
+            for j in range(c_out):
+                b = zero if bias is None else bias[j]
+                for i in range(SEGMENT):
+                    out[j, oh, s0 + i] = acc[i, j] + b
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _weight_grad_image_5taps(xp, gl, dwt, rows):
+    """`_weight_grad_image` for the 5 taps of `_forward_image_5taps`: dwt (C_in, 5, C_out)."""
+    full, part, col = rows
+    c_in = xp.shape[0]
+    h, w, c_out = gl.shape
+    for c in range(c_in):
+        d0, d1, d2, d3, d4 = dwt[c, 0], dwt[c, 1], dwt[c, 2], dwt[c, 3], dwt[c, 4]
+        for oh in range(h):
+            for s0 in range(0, w, SEGMENT):
+                r = xp[c, oh + full, s0:]
+                a0, a1, a2, a3, a4, a5, a6, a7, a8 = r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]
+                r = xp[c, oh + part, s0 + col:]
+                b0, b1, b2, b3, b4, b5, b6, b7 = r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]
+                g = gl[oh, s0:]
+                g0, g1, g2, g3, g4, g5, g6 = g[0], g[1], g[2], g[3], g[4], g[5], g[6]
+                for j in range(c_out):
+                    e0, e1, e2, e3, e4, e5, e6 = g0[j], g1[j], g2[j], g3[j], g4[j], g5[j], g6[j]
+                    d0[j] += a0 * e0 + a1 * e1 + a2 * e2 + a3 * e3 + a4 * e4 + a5 * e5 + a6 * e6
+                    d1[j] += a1 * e0 + a2 * e1 + a3 * e2 + a4 * e3 + a5 * e4 + a6 * e5 + a7 * e6
+                    d2[j] += a2 * e0 + a3 * e1 + a4 * e2 + a5 * e3 + a6 * e4 + a7 * e5 + a8 * e6
+                    d3[j] += b0 * e0 + b1 * e1 + b2 * e2 + b3 * e3 + b4 * e4 + b5 * e5 + b6 * e6
+                    d4[j] += b1 * e0 + b2 * e1 + b3 * e2 + b4 * e3 + b5 * e4 + b6 * e5 + b7 * e6
+
+
 @njit(cache=True, parallel=True)
-def _forward(x, wt, bias, out):
-    """out (N, C_out, H, Wr) = the conv of x (N, C_in, H, W) with wt (C_in, 3, 3, C_out) (+ bias),
+def _forward(x, wt, bias, out, rows):
+    """out (N, C_out, H, Wr) = the conv of x (N, C_in, H, W) with wt (C_in, 9, C_out) (rows ==
+    ALL_TAPS), or with the 5 taps `rows` of wt (C_in, 5, C_out) (`_forward_image_5taps`), + bias,
     where Wr is W rounded up to a multiple of SEGMENT (the columns past W read zeros; the caller
     drops them). The images are shared between Numba's threads, each padding one image at a time
     into a buffer of its own (padding the whole batch first would add a copy of x to the peak
@@ -172,12 +245,16 @@ def _forward(x, wt, bias, out):
     for i in prange(n):
         xp = np.zeros((c_in, h + 2, out.shape[3] + 2), x.dtype)
         _pad_into(x[i], xp)
-        _forward_image(xp, wt, bias, out[i], np.empty((SEGMENT, wt.shape[3]), x.dtype))
+        acc = np.empty((SEGMENT, out.shape[1]), x.dtype)
+        if rows == ALL_TAPS:
+            _forward_image(xp, wt, bias, out[i], acc)
+        else:
+            _forward_image_5taps(xp, wt, bias, out[i], acc, rows)
 
 
 @njit(cache=True, nogil=True, fastmath=True)
 def _weight_grad_image(xp, gl, dwt):
-    """dwt (C_in, 3, 3, C_out) += the weight gradient from one image: xp (C_in, H+2, W+2) the
+    """dwt (C_in, 9, C_out) += the weight gradient from one image: xp (C_in, H+2, W+2) the
     zero-padded input, gl (H, W, C_out) the output gradient, channels last. Vectorized over
     C_out like the forward: one pass over j adds a segment's 7 pixels into one kernel row's 3
     accumulator vectors. W must be a multiple of SEGMENT."""
@@ -185,7 +262,7 @@ def _weight_grad_image(xp, gl, dwt):
     h, w, c_out = gl.shape
     for c in range(c_in):
         for kh in range(3):
-            left, mid, right = dwt[c, kh, 0], dwt[c, kh, 1], dwt[c, kh, 2]    # vectors over C_out
+            left, mid, right = dwt[c, 3 * kh], dwt[c, 3 * kh + 1], dwt[c, 3 * kh + 2]    # vectors over C_out
             for oh in range(h):
                 for s0 in range(0, w, SEGMENT):
                     r = xp[c, oh + kh, s0:]
@@ -200,15 +277,16 @@ def _weight_grad_image(xp, gl, dwt):
 
 
 @njit(cache=True, parallel=True)
-def _weight_grad(x, g, chunk, rounded):
-    """The weight gradient, as wt (C_in, 3, 3, C_out), of the conv of x (N, C_in, H, W) for the
-    output gradient g (N, C_out, H, W): one partial sum per chunk of images (chunks shared
-    between Numba's threads), added up in chunk order so the result does not depend on the
-    threads. rounded: W rounded up to a multiple of SEGMENT (the extra columns are zeros)."""
+def _weight_grad(x, g, chunk, rounded, rows):
+    """The weight gradient, as wt (C_in, 9, C_out) (or (C_in, 5, C_out) for the 5 taps `rows`),
+    of the conv of x (N, C_in, H, W) for the output gradient g (N, C_out, H, W): one partial sum
+    per chunk of images (chunks shared between Numba's threads), added up in chunk order so the
+    result does not depend on the threads. rounded: W rounded up to a multiple of SEGMENT (the
+    extra columns are zeros)."""
     n, c_in, h, w = x.shape
     c_out = g.shape[1]
     chunks = (n + chunk - 1) // chunk
-    parts = np.zeros((chunks, c_in, 3, 3, c_out), x.dtype)
+    parts = np.zeros((chunks, c_in, 9 if rows == ALL_TAPS else 5, c_out), x.dtype)
     for k in prange(chunks):
         xp = np.zeros((c_in, h + 2, rounded + 2), x.dtype)
         gl = np.zeros((h, rounded, c_out), x.dtype)
@@ -216,7 +294,10 @@ def _weight_grad(x, g, chunk, rounded):
             _pad_into(x[i], xp)
             for r in range(h):
                 gl[r, :w] = g[i, :, r].T
-            _weight_grad_image(xp, gl, parts[k])
+            if rows == ALL_TAPS:
+                _weight_grad_image(xp, gl, parts[k])
+            else:
+                _weight_grad_image_5taps(xp, gl, parts[k], rows)
     dwt = parts[0]
     for k in range(1, chunks):
         dwt += parts[k]
@@ -229,28 +310,91 @@ def _rounded_width(w: int) -> int:
     return -(-w // SEGMENT) * SEGMENT
 
 
-def _conv(x, wt, bias):
-    """The conv of x (N, C_in, H, W) with wt (C_in, 3, 3, C_out) (+ bias): (N, C_out, H, W)."""
+def _conv(x, wt, bias, rows=None):
+    """The conv of x (N, C_in, H, W) with wt (C_in, 9, C_out), or with the 5 taps `rows` of
+    wt (C_in, 5, C_out), + bias: (N, C_out, H, W)."""
+    rows = ALL_TAPS if rows is None else rows
     n, c_in, h, w = x.shape
+    c_out = wt.shape[-1]
     rounded = _rounded_width(w)
-    out = np.empty((n, wt.shape[3], h, rounded), x.dtype)
-    with conv.serial_below(n * c_in * wt.shape[3] * 9 * h * w, conv.SERIAL_MULTIPLY_ADDS):
-        _forward(x, wt, bias, out)
+    out = np.empty((n, c_out, h, rounded), x.dtype)
+    with conv.serial_below(n * c_in * c_out * wt.shape[1] * h * w, conv.SERIAL_MULTIPLY_ADDS):
+        _forward(x, wt, bias, out, rows)
     return out if rounded == w else np.ascontiguousarray(out[..., :w])
 
 
 def conv3x3_forward(x, w, b=None):
     """x (N, C_in, H, W) conv w (C_out, C_in, 3, 3), stride 1, padding 1, + b (C_out,) or None."""
-    return _conv(x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)), b)
+    return _conv(x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(w.shape[1], 9, w.shape[0]), b)
 
 
 def conv3x3_backward(grad_out, x, w, input_grad=True, weight_grad=True):
     """(dx, dw, db) of conv3x3_forward for grad_out (N, C_out, H, W); dx / dw None when not asked."""
     dx = dw = None
     if input_grad:       # w'[o, kh, kw, c] = w[o, c, 2-kh, 2-kw]: the flipped kernel, channels swapped
-        dx = _conv(grad_out, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)), None)
+        dx = _conv(grad_out, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)).reshape(
+            w.shape[0], 9, w.shape[1]), None)
     if weight_grad:
         with conv.serial_below(x.size * w.shape[0] * 9, conv.SERIAL_MULTIPLY_ADDS):
-            dwt = _weight_grad(x, grad_out, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]))
-            dw = np.ascontiguousarray(dwt.transpose(3, 0, 1, 2))
+            dwt = _weight_grad(x, grad_out, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]), ALL_TAPS)
+            dw = np.ascontiguousarray(dwt.reshape(x.shape[1], 3, 3, w.shape[0]).transpose(3, 0, 1, 2))
+    return dx, dw, conv.bias_grad(grad_out)
+
+
+# --- masked 3x3 convs of 5 taps (PixelCNN's mask B) --------------------------------------------
+def five_taps(mask):
+    """(full, part, col) when the 3x3 `mask` keeps exactly one whole kernel row, `full`, and two
+    neighbouring taps, columns col and col + 1, of another, `part` (PixelCNN's mask B: (0, 1, 0);
+    its flip, the input gradient's: (2, 1, 1)); None for any other mask."""
+    kept = np.asarray(mask) != 0
+    if kept.shape != (3, 3) or kept.sum() != 5:
+        return None
+    full = [r for r in range(3) if kept[r].all()]
+    part = [r for r in range(3) if kept[r].sum() == 2]
+    if len(full) != 1 or len(part) != 1:
+        return None
+    cols = np.flatnonzero(kept[part[0]])
+    return (full[0], part[0], int(cols[0])) if cols[1] == cols[0] + 1 else None
+
+
+def _tap_index(rows):
+    """The 5 taps' (kernel rows, kernel columns), in the order of wt's second axis."""
+    full, part, col = rows
+    return [full, full, full, part, part], [0, 1, 2, col, col + 1]
+
+
+def takes_masked(geo, c_out, mask) -> bool:
+    """Whether a masked conv (geo from masked.py) runs here: a stride-1, padding-1 3x3 conv whose
+    mask has the 5 taps of `five_taps`, with at least MIN_VECTOR_CHANNELS outputs and inputs (its
+    forward and weight gradient vectorize over the outputs, its input gradient over the inputs).
+    PixelCNN's 64->64 mask B convs at 28x28 (forward + both gradients, batch 128) measured
+    about 80 ms here against 144 ms for im2col over the 5 taps."""
+    return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.padding == (1, 1)
+            and geo.dilation == (1, 1) and geo.groups == 1 and five_taps(mask) is not None
+            and min(c_out, geo.image[1]) >= MIN_VECTOR_CHANNELS)
+
+
+def masked3x3_forward(x, w, mask, b=None):
+    """The conv of x (N, C_in, H, W) with w * mask (w (C_out, C_in, 3, 3), mask with `five_taps`),
+    stride 1, padding 1, + b, multiplying the 5 kept taps only."""
+    rows = five_taps(mask)
+    kh, kw = _tap_index(rows)
+    return _conv(x, np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 2, 0)), b, rows)
+
+
+def masked3x3_backward(grad_out, x, w, mask, input_grad=True, weight_grad=True):
+    """(dx, dw, db) of masked3x3_forward; dw is exactly 0 at the masked-out taps."""
+    rows = five_taps(mask)
+    kh, kw = _tap_index(rows)
+    dx = dw = None
+    if input_grad:       # the flipped kernel and mask, channels swapped, as in conv3x3_backward
+        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+        rows_f = five_taps(np.asarray(mask)[::-1, ::-1])
+        kh_f, kw_f = _tap_index(rows_f)
+        dx = _conv(grad_out, np.ascontiguousarray(flipped[:, :, kh_f, kw_f].transpose(1, 2, 0)), None, rows_f)
+    if weight_grad:
+        with conv.serial_below(x.size * w.shape[0] * 5, conv.SERIAL_MULTIPLY_ADDS):
+            dwt = _weight_grad(x, grad_out, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]), rows)
+        dw = np.zeros_like(w)
+        dw[:, :, kh, kw] = dwt.transpose(2, 0, 1)
     return dx, dw, conv.bias_grad(grad_out)

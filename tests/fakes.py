@@ -15,15 +15,17 @@ def bar_digits(n, seed=0):
     return x, (rows % 10).astype(np.int64)
 
 
-def on_one_and_all_threads(fn):
-    """fn() run with one Numba thread, then with all of them (the count restored afterwards):
-    (one, all), for checking that results do not depend on the thread count."""
+def assert_same_bits_on_one_and_all_threads(fn):
+    """fn() run with one Numba thread, then with all of them (the count restored afterwards), must
+    return the same arrays, bit for bit: results do not depend on the thread count."""
     import numba
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(1)
         one = fn()
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-        return one, fn()
+        many = fn()
     finally:
         numba.set_num_threads(before)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)

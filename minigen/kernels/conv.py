@@ -570,14 +570,14 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
     from minigen.kernels import direct, pointwise, stride2, subpixel
     for module, backward in ((direct, direct.conv3x3_backward), (stride2, stride2.conv_backward)):
-        direct_dx = input_grad and module.takes_input_grad(geo, w.shape[0])
-        direct_dw = weight_grad and module.takes_weight_grad(geo, w.shape[0])
-        if direct_dx or direct_dw:      # each part by the kernel measured fastest for it
-            dx, dw, db = backward(grad_out, x, w, direct_dx, direct_dw)
-            if input_grad != direct_dx or weight_grad != direct_dw:
+        fast_dx = input_grad and module.takes_input_grad(geo, w.shape[0])
+        fast_dw = weight_grad and module.takes_weight_grad(geo, w.shape[0])
+        if fast_dx or fast_dw:          # each part by the kernel measured fastest for it
+            dx, dw, db = backward(grad_out, x, w, fast_dx, fast_dw)
+            if input_grad != fast_dx or weight_grad != fast_dw:
                 rest = conv2d_backward(grad_out, x, w, stride, padding, dilation, groups,
-                                       input_grad and not direct_dx, weight_grad and not direct_dw)
-                dx, dw = (dx if direct_dx else rest[0]), (dw if direct_dw else rest[1])
+                                       input_grad and not fast_dx, weight_grad and not fast_dw)
+                dx, dw = (dx if fast_dx else rest[0]), (dw if fast_dw else rest[1])
             return dx, dw, db
     if winograd.applies(geo, w):
         return winograd.conv2d_backward(grad_out, x, w, input_grad, weight_grad)
@@ -665,18 +665,16 @@ def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_paddin
                                      dilation, groups)
     check_grad("conv_transpose2d_backward", grad_out, geo.image, x.dtype)
     from minigen.kernels import stride2
-    dx = dw = None
     # k4 s2 from 32 output channels: dx = the conv of grad_out, dw with grad_out as the image.
     # (To fewer channels, e.g. a generator's last layer, dx and dw below share one unfold of
     # grad_out, which measured as fast.)
     if stride2.takes_input_grad(geo, x.shape[1]):
-        dx = stride2.conv_forward(grad_out, w) if input_grad else None
-        dw = stride2.conv_weight_grad(grad_out, x) if weight_grad else None
-        input_grad = weight_grad = False
+        return (stride2.conv_forward(grad_out, w) if input_grad else None,
+                stride2.conv_weight_grad(grad_out, x) if weight_grad else None, bias_grad(grad_out))
+    dx = dw = None
     if input_grad:                     # dx = conv(grad_out, w); dw from the same unfolded grad_out
         dx = np.empty_like(x)
-        rest = _conv_chunks(grad_out, w, geo, dx, None, x if weight_grad else None)
-        dw = rest if weight_grad else dw
+        dw = _conv_chunks(grad_out, w, geo, dx, None, x if weight_grad else None)
     elif weight_grad:
         dw = _conv_grad_chunks(x, grad_out, w, geo, None)
     return dx, dw, bias_grad(grad_out)

@@ -94,11 +94,15 @@ MIN_VECTOR_CHANNELS = 32
 MAX_WORK = 1 << 20
 
 
-def fits(geo) -> bool:
-    """`geo` (a conv.ConvGeometry) is a stride-1, padding-1, ungrouped, undilated 3x3 conv over
-    all taps: the only kind these kernels compute."""
+def _stride1_3x3(geo) -> bool:
+    """`geo` (a conv.ConvGeometry) is a stride-1, padding-1, ungrouped, undilated 3x3 conv."""
     return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.padding == (1, 1)
-            and geo.dilation == (1, 1) and geo.groups == 1 and geo.taps is None)
+            and geo.dilation == (1, 1) and geo.groups == 1)
+
+
+def fits(geo) -> bool:
+    """`geo` is such a 3x3 conv over all taps: the only kind the unmasked kernels compute."""
+    return _stride1_3x3(geo) and geo.taps is None
 
 
 def _small(geo, c_out) -> bool:
@@ -310,10 +314,9 @@ def _rounded_width(w: int) -> int:
     return -(-w // SEGMENT) * SEGMENT
 
 
-def _conv(x, wt, bias, rows=None):
+def _conv(x, wt, bias, rows=ALL_TAPS):
     """The conv of x (N, C_in, H, W) with wt (C_in, 9, C_out), or with the 5 taps `rows` of
     wt (C_in, 5, C_out), + bias: (N, C_out, H, W)."""
-    rows = ALL_TAPS if rows is None else rows
     n, c_in, h, w = x.shape
     c_out = wt.shape[-1]
     rounded = _rounded_width(w)
@@ -358,9 +361,9 @@ def five_taps(mask):
 
 
 def _tap_index(rows):
-    """The 5 taps' (kernel rows, kernel columns), in the order of wt's second axis."""
+    """The 5 taps' (kernel rows, kernel columns) arrays, in the order of wt's second axis."""
     full, part, col = rows
-    return [full, full, full, part, part], [0, 1, 2, col, col + 1]
+    return np.array([full, full, full, part, part]), np.array([0, 1, 2, col, col + 1])
 
 
 def takes_masked(geo, c_out, mask) -> bool:
@@ -368,9 +371,8 @@ def takes_masked(geo, c_out, mask) -> bool:
     mask has the 5 taps of `five_taps`, with at least MIN_VECTOR_CHANNELS outputs and inputs (its
     forward and weight gradient vectorize over the outputs, its input gradient over the inputs).
     PixelCNN's 64->64 mask B convs at 28x28 (forward + both gradients, batch 128) measured
-    about 80 ms here against 144 ms for im2col over the 5 taps."""
-    return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.padding == (1, 1)
-            and geo.dilation == (1, 1) and geo.groups == 1 and five_taps(mask) is not None
+    110-120 ms here against 144 ms for im2col over the 5 taps (in-process, noisy machine)."""
+    return (_stride1_3x3(geo) and five_taps(mask) is not None
             and min(c_out, geo.image[1]) >= MIN_VECTOR_CHANNELS)
 
 
@@ -387,11 +389,10 @@ def masked3x3_backward(grad_out, x, w, mask, input_grad=True, weight_grad=True):
     rows = five_taps(mask)
     kh, kw = _tap_index(rows)
     dx = dw = None
-    if input_grad:       # the flipped kernel and mask, channels swapped, as in conv3x3_backward
-        flipped = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        rows_f = five_taps(np.asarray(mask)[::-1, ::-1])
+    if input_grad:       # the flipped kernel and mask, channels swapped, as in conv3x3_backward:
+        rows_f = five_taps(np.asarray(mask)[::-1, ::-1])     # tap (i, j) of the flip is w's (2-i, 2-j)
         kh_f, kw_f = _tap_index(rows_f)
-        dx = _conv(grad_out, np.ascontiguousarray(flipped[:, :, kh_f, kw_f].transpose(1, 2, 0)), None, rows_f)
+        dx = _conv(grad_out, np.ascontiguousarray(w[:, :, 2 - kh_f, 2 - kw_f].transpose(0, 2, 1)), None, rows_f)
     if weight_grad:
         with conv.serial_below(x.size * w.shape[0] * 5, conv.SERIAL_MULTIPLY_ADDS):
             dwt = _weight_grad(x, grad_out, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]), rows)

@@ -56,11 +56,11 @@ def masked_conv2d_forward(x, w, mask, b=None, stride=1, padding=0, dilation=1):
     geo, taps = _geometry("masked_conv2d", x, w, mask, b, stride, padding, dilation)
     if len(taps) == w.shape[2] * w.shape[3]:
         return C.conv2d_forward(x, w, b, stride, padding, dilation)
+    if direct.takes_masked(geo, w.shape[0], mask):     # mask B 3x3: direct loops over the 5 taps
+        return direct.masked3x3_forward(x, w, mask, b)
     out = np.zeros((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
     if len(taps) == 0:
         return out if b is None else out + np.asarray(b).reshape(-1, 1, 1)
-    if direct.takes_masked(geo, w.shape[0], mask):     # mask B 3x3: direct loops over the 5 taps
-        return direct.masked3x3_forward(x, w, mask, b)
     C._conv_chunks(x, np.ascontiguousarray(w[:, :, taps[:, 0], taps[:, 1]]), geo, out, b)
     return out
 

@@ -51,6 +51,9 @@ from minigen.kernels import conv, direct
 # over (output channels; input channels for the input gradient) are at least this many.
 MIN_VECTOR_CHANNELS = 32
 
+# The register tile of direct.py: 7 output pixels of a row (q0..q6, g0..g6 in the kernels).
+SEGMENT = 7
+
 
 def fits(geo) -> bool:
     """`geo` (a conv.ConvGeometry) is a k=4, s=2, p=1 conv of an even-sized image whose output
@@ -75,11 +78,11 @@ def takes_weight_grad(geo, c_out) -> bool:
 
 
 # --- the kernels -------------------------------------------------------------------------------
-# The register tile of direct.py: 7 output pixels of a row (q0..q6, g0..g6 below).
-SEGMENT = 7
 # (Here, not in direct.py, though they are direct.py's register tile with 2x2 taps: Numba's
 # on-disk cache of a compiled function is refreshed when its own file changes, not when a
 # function it calls in another file does.)
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _forward_image_2x2(xp, wt, bias, out, acc):
     """out (C_out, H, W) = the valid 2x2 conv (stride 1, no padding) of xp (C_in, H+1, W+1) with
@@ -174,7 +177,7 @@ def _input_grad(g, wp, bias, out):
         for ph in range(2):
             for pw in range(2):
                 _forward_image_2x2(gp[:, 1 - ph:, 1 - pw:], wp[ph, pw], bias,
-                                          out[i, :, 1 - ph::2, 1 - pw::2], acc)
+                                   out[i, :, 1 - ph::2, 1 - pw::2], acc)
 
 
 @njit(cache=True, parallel=True)
@@ -235,7 +238,6 @@ def conv_weight_grad(x, g):
         dwt = _weight_grad(x, g, direct.IMAGES_PER_CHUNK)
     # dwt[4c + 2ph + pw, bh, bw, o] -> dw[o, c, 2bh + ph, 2bw + pw]
     return np.ascontiguousarray(dwt.reshape(c_in, 2, 2, 2, 2, c_out).transpose(5, 0, 3, 1, 4, 2)).reshape(c_out, c_in, 4, 4)
-
 
 
 def conv_backward(grad_out, x, w, input_grad=True, weight_grad=True):

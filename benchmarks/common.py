@@ -11,8 +11,6 @@ import platform
 import statistics
 import time
 
-import numpy as np
-
 THREADS = int(os.environ.get("MINIGEN_BENCH_THREADS", os.cpu_count() or 1))
 
 
@@ -38,8 +36,10 @@ def set_threads(threads: int = THREADS, framework: str = "minigen"):
     In a PyTorch process torch is imported FIRST: importing Numba and starting its threads first
     loads the system's libgomp before PyTorch's own OpenMP runtime, and PyTorch then ran a VAE
     training step 5x slower (23.8 ms against 4.3 ms, measured), which made minigen look faster.
-    In a minigen process minigen is imported first, as a user's program would: its import sets
-    how OpenMP's threads wait (minigen/__init__.py), which counts only before Numba starts them."""
+    In a minigen process minigen is imported first, as the `minigen` command does: its import sets
+    how OpenMP's and OpenBLAS's threads wait (minigen/__init__.py), which counts only before Numba
+    starts its threads and before NumPy loads OpenBLAS (this module imports NumPy only inside
+    functions, so a worker has not loaded it yet)."""
     if framework == "torch":
         import torch    # noqa: F401  (before numba: see above)
     else:
@@ -91,6 +91,7 @@ def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
 
 def numpy_matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     """The machine's practical float32 peak: GFLOP/s of NumPy's n x n x n matmul."""
+    import numpy as np
     a = np.random.default_rng(0).standard_normal((n, n), dtype=np.float32)
     b = np.random.default_rng(1).standard_normal((n, n), dtype=np.float32)
     return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats) / 1e9
@@ -109,6 +110,7 @@ def cpu_model() -> str:
 
 def machine_info(threads: int = THREADS) -> dict:
     import numba
+    import numpy as np
 
     from benchmarks.harness import torch_version
     from minigen.kernels import conv

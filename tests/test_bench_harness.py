@@ -218,20 +218,22 @@ def test_a_torch_worker_imports_torch_before_numba():
     assert json.loads(out.replace("'", '"'))[:2] == ["torch", "numba"]
 
 
-def test_a_minigen_worker_imports_minigen_before_numba():
+def test_a_minigen_worker_imports_minigen_before_numpy_and_numba():
     # minigen's import sets OMP_WAIT_POLICY, which OpenMP reads once, when Numba starts its threads
-    # (set_num_threads does): a minigen worker must import minigen first
+    # (set_num_threads does), and OPENBLAS_THREAD_TIMEOUT, which OpenBLAS reads once, when NumPy
+    # loads it: a minigen worker must import minigen before either
     code = ("import os, sys\n"
             "order = []\n"
             "class Spy:\n"
             "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name in ('minigen', 'numba'):\n"
+            "        if name in ('minigen', 'numba', 'numpy') and name not in order:\n"
             "            order.append(name)\n"
             "sys.meta_path.insert(0, Spy())\n"
+            "from benchmarks.worker import main\n"
             "from benchmarks.common import set_threads\n"
             "set_threads(2, 'minigen')\n"
-            "print(order[:2], os.environ.get('OMP_WAIT_POLICY'))\n")
-    env = {k: v for k, v in harness.worker_env(2).items() if k != "OMP_WAIT_POLICY"}
+            "print(','.join(order), os.environ.get('OMP_WAIT_POLICY'), os.environ.get('OPENBLAS_THREAD_TIMEOUT'))\n")
+    env = {k: v for k, v in harness.worker_env(2).items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env, cwd=harness.ROOT).stdout
-    assert out.split() == ["['minigen',", "'numba']", "PASSIVE"]
+    assert out.split() == ["minigen,numpy,numba", "PASSIVE", "12"]

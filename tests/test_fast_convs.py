@@ -368,16 +368,18 @@ def test_gradcheck_group_norm_silu_and_its_float32_bound():
     assert got.dtype == np.float32 and np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
 
 
-@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
-def test_openmp_threads_sleep_between_loops_unless_the_user_says_otherwise(preset, expected):
-    """Importing minigen makes OpenMP's threads sleep after a parallel loop (spinning ones took the
-    cores from the next op on another pool); a value the user set is left alone."""
+@pytest.mark.parametrize("preset, expected", [(None, "PASSIVE 12"), ("ACTIVE", "ACTIVE 28")])
+def test_openmp_and_openblas_threads_sleep_between_calls_unless_the_user_says_otherwise(preset, expected):
+    """Importing minigen makes OpenMP's threads sleep after a parallel loop and OpenBLAS's soon after
+    a product (spinning ones took the cores from the next op on another pool); values the user set
+    are left alone."""
     import os
     import subprocess
     import sys
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    names = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+    env = {k: v for k, v in os.environ.items() if k not in names}
     if preset:
-        env["OMP_WAIT_POLICY"] = preset
-    out = subprocess.run([sys.executable, "-c", "import os, minigen; print(os.environ['OMP_WAIT_POLICY'])"],
+        env.update(zip(names, (preset, "28")))
+    out = subprocess.run([sys.executable, "-c", "import os, minigen; print(*(os.environ[n] for n in %r))" % (names,)],
                          env=env, capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == expected

@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
 from minigen.errors import DTypeError, ShapeError
-from minigen.kernels import direct as D, reference as R
+from minigen.kernels import direct as D, planar as P, reference as R
 from minigen.tensor import Tensor
 from tests.fakes import assert_same_bits_on_one_and_all_threads
 
@@ -88,8 +88,9 @@ def spy(monkeypatch):
 @pytest.mark.parametrize("c_in, c_out, size, kwargs, parts", [
     (64, 64, 7, {}, ["forward", "dx", "dw"]),          # the U-Net's bottom: all three
     (64, 8, 7, {}, ["dx"]),                            # 8 outputs: too few to vectorize the forward or dw over
-    (16, 32, 7, {}, ["forward", "dw"]),                # dx would have 16 outputs: too few
-    (4, 64, 7, {}, ["forward", "dw"]),                 # a first layer: few input channels are no obstacle
+    (32, 64, 7, {}, ["forward", "dx", "dw"]),
+    (16, 32, 7, {}, ["forward"]),                      # dx has 16 outputs, too few; dw of 32 goes to planar.py
+    (4, 64, 7, {}, ["forward"]),                       # a first layer's forward (its dw: planar.py)
     (64, 64, 28, {}, []),                              # 64->64 at 28x28: Winograd measured faster
     (64, 64, 7, dict(stride=2), []),
     (64, 64, 7, dict(padding=0), []),
@@ -118,6 +119,7 @@ def test_dispatch_sends_each_part_where_it_measured_fastest(monkeypatch, c_in, c
 def test_gradcheck_conv2d_through_the_direct_path(monkeypatch):
     """float64 finite differences through the autograd op, every part on the direct kernels."""
     monkeypatch.setattr(D, "MIN_VECTOR_CHANNELS", 1)
+    monkeypatch.setattr(P, "FIRST_LAYER_CHANNELS", 0)     # (planar.py would take this dw)
     calls = spy(monkeypatch)
     rng = np.random.default_rng(5)
     x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 5, 9), (4, 3, 3, 3), (4,)])

@@ -6,6 +6,7 @@ NumPy versions the tests compare them against.
 
 conv.py  conv2d, conv_transpose2d (im2col + BLAS matmul), and the shared argument checks
 direct.py  small stride-1 3x3 convs as register-tiled direct loops (and the 2x2 loops stride2.py uses)
+planar.py  stride-1 3x3 convs with few channels, vectorized along the flat padded image
 winograd.py  larger stride-1 3x3 convs by Winograd F(2x2, 3x3)
 stride2.py  k=4, s=2 convs and transposed convs as direct 2x2 convs on the space-to-depth image
 masked.py  PixelCNN's masked conv over the mask's nonzero taps only

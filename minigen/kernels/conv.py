@@ -22,8 +22,8 @@ Numba's parallel loops and OpenBLAS's own threads, whose every hand-over waits f
 a descheduled thread (one thread per matmul was 3-4x faster than two there).
 
 Some shapes take a faster route, chosen where they measured faster (benchmarks/fast_paths.py):
-small stride-1 3x3 convs run as direct loops (`direct.py`), larger ones by Winograd
-(`winograd.py`); 1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's
+small stride-1 3x3 convs run as direct loops (`direct.py`; `planar.py` for few channels), larger
+ones by Winograd (`winograd.py`); 1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's
 input gradient, whose channels grow runs as interleaved sub-pixel phase convs with no col2im
 (`subpixel.py`);
 PixelCNN's masked convs (`masked.py`) reuse the chunk loops below over the kept taps only.
@@ -542,7 +542,9 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
-    from minigen.kernels import direct, pointwise, stride2
+    from minigen.kernels import direct, planar, pointwise, stride2
+    if planar.takes_forward(geo, w.shape[0]):       # stride-1 3x3 to few channels: vectorized along the image
+        return planar.conv3x3_forward(x, w, b)
     if direct.takes_forward(geo, w.shape[0]):       # small stride-1 3x3: no im2col, no transforms
         return direct.conv3x3_forward(x, w, b)
     if stride2.takes_forward(geo, w.shape[0]):      # k4 s2: a direct 2x2 conv on the space-to-depth image
@@ -568,8 +570,9 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     grad_out = np.ascontiguousarray(grad_out)
     geo = _conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups)
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
-    from minigen.kernels import direct, pointwise, stride2, subpixel
-    for module, backward in ((direct, direct.conv3x3_backward), (stride2, stride2.conv_backward)):
+    from minigen.kernels import direct, planar, pointwise, stride2, subpixel
+    for module, backward in ((planar, planar.conv3x3_backward), (direct, direct.conv3x3_backward),
+                             (stride2, stride2.conv_backward)):
         fast_dx = input_grad and module.takes_input_grad(geo, w.shape[0])
         fast_dw = weight_grad and module.takes_weight_grad(geo, w.shape[0])
         if fast_dx or fast_dw:          # each part by the kernel measured fastest for it

@@ -1,0 +1,210 @@
+"""Stride-1 3x3 convs with few channels (a U-Net's 32->1 output layer, a coupling net's 64->2),
+vectorized along the image plane: no im2col buffer, no matrix library.
+
+Why another direct kernel?
+--------------------------
+`direct.py` vectorizes over output channels: with 1, 2 or 8 of them, most of each SIMD register
+(16 float32 lanes here) would be idle. im2col + BLAS (`conv.py`) is worse still there: it copies
+every 3x3 window (9x the input) to do a product with 1 or 2 rows. Here the vector dimension is
+the image itself, which is long whatever the channel counts.
+
+The flat padded plane
+---------------------
+Pad each channel of an image by one pixel on every side and lay it out flat, row after row,
+rows of width Wp = W + 2:
+
+    xp[c, r * Wp + s] = x[c, r - 1, s - 1]        (0 on the border; 2 zeros past the end)
+
+Output pixel (h, w) of a 3x3 conv reads padded rows h..h+2 and columns w..w+2, so in the flat
+layout tap (kh, kw) is the same input at the fixed offset kh * Wp + kw:
+
+    out_flat[o, p] = sum over c and the 9 taps t of w[o, c, t] * xp[c, p + offset[t]],
+    out[o, h, w] = out_flat[o, h * Wp + w]        p in [0, H * Wp)
+
+One loop over p, of H * Wp elements (840 at 28x28), sums all 9 taps of one input channel into
+one output row: 9 multiply-adds per 10 loads and 1 store, vectorized along p. The 2 extra columns
+of each output row (w = W, W + 1) are computed and thrown away: 2 / Wp of the work (7% at 28x28,
+13% at 14x14).
+
+Gradients
+---------
+* Input gradient: the same conv of the padded output gradient with the kernel flipped and the
+  channels swapped, dx = conv(g, w'), w'[c, o, kh, kw] = w[o, c, 2 - kh, 2 - kw] (as in direct.py).
+* Weight gradient: dw[o, c, t] = sum over images and p of g_flat[o, p] * xp[c, p + offset[t]],
+  with g laid out like out_flat and ZEROS in the thrown-away columns (so they add nothing): one
+  pass over p makes the 9 dot products of one (o, c) pair, 9 multiply-adds per 10 loads.
+
+Arithmetic is reassociated (`fastmath`: the dot products run in SIMD lanes), so float32 results
+differ from the float64 reference by rounding only (tests/test_planar.py). The images are
+shared between Numba's threads; the weight gradient is summed per chunk of IMAGES_PER_CHUNK
+images, the partial sums added in chunk order, so results do not depend on the thread count.
+
+Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3), like PyTorch.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from minigen.kernels import conv, direct
+
+# Where this kernel is used (`conv.py` asks per part). Measured against direct.py, Winograd and
+# im2col on the 2-core machine (batch 128, 2 threads, in-process, alternating): it wins for the parts
+# whose vectorized channels are too few for direct.py (output channels for the forward, e.g. 64->2
+# at 28x28 8.5 against 22 ms, 32->1 4.1 against 12.6 ms; input channels for the input gradient, e.g.
+# 1->64 at 28x28 9.5 against 11.6 ms), and for the weight gradient also with 32 output channels
+# (32->32 at 28x28: 21.6 against 32.3 ms) and for first layers of up to FIRST_LAYER_CHANNELS inputs
+# (1->64 at 28x28: 6.8 against 9.3 ms; 14->64 at 14x14: 6.7 against 10.1 ms). With more channels
+# direct.py and Winograd do more multiply-adds per load (64->64 at 14x14: 12.6 against 24.1 ms).
+FIRST_LAYER_CHANNELS = 16
+
+# images per partial sum of the weight gradient
+IMAGES_PER_CHUNK = 8
+
+
+def takes_forward(geo, c_out) -> bool:
+    return direct.fits(geo) and c_out < direct.MIN_VECTOR_CHANNELS
+
+
+def takes_input_grad(geo, c_out) -> bool:
+    return direct.fits(geo) and geo.image[1] < direct.MIN_VECTOR_CHANNELS
+
+
+def takes_weight_grad(geo, c_out) -> bool:
+    return direct.fits(geo) and (c_out <= direct.MIN_VECTOR_CHANNELS or geo.image[1] <= FIRST_LAYER_CHANNELS)
+
+
+# --- the kernels -------------------------------------------------------------------------------
+@njit(cache=True, nogil=True)
+def _pad_flat(x, xp):
+    """xp (C, (H+2)*(W+2) + 2) = x (C, H, W) zero-padded by one pixel, rows laid out flat."""
+    c_in, h, w = x.shape
+    wp = w + 2
+    xp[:] = 0
+    for c in range(c_in):
+        for r in range(h):
+            xp[c, (r + 1) * wp + 1:(r + 1) * wp + 1 + w] = x[c, r]
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _plane_conv(xp, wk, out, wp):
+    """out (C_out, L) = the 3x3 conv of the flat padded planes xp (C_in, (H+2)*wp + 2) with
+    wk (C_out, C_in, 9), row width wp, L = H * wp (2 thrown-away columns per row)."""
+    c_out, length = out.shape
+    c_in = xp.shape[0]
+    for o in range(c_out):
+        d = out[o]
+        d[:] = 0
+        for c in range(c_in):
+            k = wk[o, c]
+            w0, w1, w2, w3, w4, w5, w6, w7, w8 = k[0], k[1], k[2], k[3], k[4], k[5], k[6], k[7], k[8]
+            s0, s1, s2 = xp[c, 0:], xp[c, wp:], xp[c, 2 * wp:]     # kernel rows 0, 1, 2
+            for p in range(length):
+                d[p] += (w0 * s0[p] + w1 * s0[p + 1] + w2 * s0[p + 2]
+                         + w3 * s1[p] + w4 * s1[p + 1] + w5 * s1[p + 2]
+                         + w6 * s2[p] + w7 * s2[p + 1] + w8 * s2[p + 2])
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _plane_weight_grad(xp, gf, dwk, wp):
+    """dwk (C_out, C_in, 9) += the weight gradient from one image: xp (C_in, (H+2)*wp + 2) the flat
+    padded input, gf (C_out, H*wp) the output gradient laid out like `_plane_conv`'s output,
+    zeros in the thrown-away columns."""
+    c_out, length = gf.shape
+    c_in = xp.shape[0]
+    zero = np.zeros(1, gf.dtype)[0]      # the sums in the arrays' dtype (a literal 0 would make them float64)
+    for o in range(c_out):
+        g = gf[o]
+        for c in range(c_in):
+            s0, s1, s2 = xp[c, 0:], xp[c, wp:], xp[c, 2 * wp:]
+            a0 = a1 = a2 = a3 = a4 = a5 = a6 = a7 = a8 = zero
+            for p in range(length):
+                e = g[p]
+                a0 += e * s0[p]
+                a1 += e * s0[p + 1]
+                a2 += e * s0[p + 2]
+                a3 += e * s1[p]
+                a4 += e * s1[p + 1]
+                a5 += e * s1[p + 2]
+                a6 += e * s2[p]
+                a7 += e * s2[p + 1]
+                a8 += e * s2[p + 2]
+            k = dwk[o, c]
+            k[0] += a0
+            k[1] += a1
+            k[2] += a2
+            k[3] += a3
+            k[4] += a4
+            k[5] += a5
+            k[6] += a6
+            k[7] += a7
+            k[8] += a8
+
+
+@njit(cache=True, parallel=True)
+def _forward(x, wk, bias, out):
+    """out (N, C_out, H, W) = the conv of x (N, C_in, H, W) with wk (C_out, C_in, 9), + bias
+    (C_out,) unless None; the images shared between Numba's threads."""
+    n, c_in, h, w = x.shape
+    c_out = wk.shape[0]
+    wp = w + 2
+    for i in prange(n):
+        xp = np.empty((c_in, (h + 2) * wp + 2), x.dtype)
+        flat = np.empty((c_out, h * wp), x.dtype)
+        _pad_flat(x[i], xp)
+        _plane_conv(xp, wk, flat, wp)
+        for o in range(c_out):
+            for r in range(h):
+                out[i, o, r] = flat[o, r * wp:r * wp + w]
+            if bias is not None:
+                out[i, o] += bias[o]
+
+
+@njit(cache=True, parallel=True)
+def _weight_grad(x, g, chunk):
+    """dwk (C_out, C_in, 9): the weight gradient of the conv of x (N, C_in, H, W) for the output
+    gradient g (N, C_out, H, W), one partial sum per chunk of images added in chunk order."""
+    n, c_in, h, w = x.shape
+    c_out = g.shape[1]
+    wp = w + 2
+    chunks = (n + chunk - 1) // chunk
+    parts = np.zeros((chunks, c_out, c_in, 9), x.dtype)
+    for k in prange(chunks):
+        xp = np.empty((c_in, (h + 2) * wp + 2), x.dtype)
+        gf = np.zeros((c_out, h * wp), x.dtype)        # its 2 thrown-away columns a row stay 0
+        for i in range(k * chunk, min(n, (k + 1) * chunk)):
+            _pad_flat(x[i], xp)
+            for o in range(c_out):
+                for r in range(h):
+                    gf[o, r * wp:r * wp + w] = g[i, o, r]
+            _plane_weight_grad(xp, gf, parts[k], wp)
+    dwk = parts[0]
+    for k in range(1, chunks):
+        dwk += parts[k]
+    return dwk
+
+
+# --- the public functions ----------------------------------------------------------------------
+def _conv(x, wk, bias):
+    n, c_in, h, w = x.shape
+    out = np.empty((n, wk.shape[0], h, w), x.dtype)
+    with conv.serial_below(n * c_in * wk.shape[0] * 9 * h * w, conv.SERIAL_MULTIPLY_ADDS):
+        _forward(x, wk, bias, out)
+    return out
+
+
+def conv3x3_forward(x, w, b=None):
+    """x (N, C_in, H, W) conv w (C_out, C_in, 3, 3), stride 1, padding 1, + b (C_out,) or None."""
+    return _conv(x, np.ascontiguousarray(w).reshape(w.shape[0], w.shape[1], 9), b)
+
+
+def conv3x3_backward(grad_out, x, w, input_grad=True, weight_grad=True):
+    """(dx, dw, db) of conv3x3_forward for grad_out (N, C_out, H, W); dx / dw None when not asked."""
+    dx = dw = None
+    if input_grad:       # w'[c, o, kh, kw] = w[o, c, 2-kh, 2-kw]: the flipped kernel, channels swapped
+        dx = _conv(grad_out, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(
+            w.shape[1], w.shape[0], 9), None)
+    if weight_grad:
+        with conv.serial_below(x.size * w.shape[0] * 9, conv.SERIAL_MULTIPLY_ADDS):
+            dw = _weight_grad(x, grad_out, IMAGES_PER_CHUNK).reshape(w.shape)
+    return dx, dw, conv.bias_grad(grad_out)

@@ -1,0 +1,124 @@
+"""Stride-1 3x3 convs vectorized along the flat padded plane (minigen/kernels/planar.py): forward,
+input gradient and weight gradient against the float64 NumPy reference over random shapes, the
+float32 error bound at the families' few-channel shapes, thread independence, a gradcheck
+through ops.conv2d, and which parts the dispatch in conv.py sends there.
+"""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from minigen import kernels as K, ops
+from minigen.gradcheck import gradcheck
+from minigen.kernels import planar as P, reference as R
+from minigen.tensor import Tensor
+from tests.fakes import assert_same_bits_on_one_and_all_threads
+
+ONE = (1, 1)
+
+
+def relative_error(actual, expected):
+    return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 3), c_in=st.integers(1, 7), c_out=st.integers(1, 7), h=st.integers(1, 9),
+       w=st.integers(1, 12), bias=st.booleans(), seed=st.integers(0, 2**16))
+def test_matches_the_reference_in_float64(n, c_in, c_out, h, w, bias, seed):
+    """Forward (+ bias), input gradient and weight gradient all equal the plain NumPy conv,
+    including 1-pixel images (every tap but the centre reads padding)."""
+    rng = np.random.default_rng(seed)
+    x, wt = rng.standard_normal((n, c_in, h, w)), rng.standard_normal((c_out, c_in, 3, 3))
+    b = rng.standard_normal(c_out) if bias else None
+    g = rng.standard_normal((n, c_out, h, w))
+    np.testing.assert_allclose(P.conv3x3_forward(x, wt, b), R.conv2d(x, wt, b, ONE, ONE, ONE, 1),
+                               rtol=1e-12, atol=1e-12)
+    for got, want in zip(P.conv3x3_backward(g, x, wt), R.conv2d_backward(g, x, wt, ONE, ONE, ONE, 1)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-11)
+
+
+def test_asked_for_parts_only():
+    rng = np.random.default_rng(1)
+    x, w, g = rng.standard_normal((2, 3, 5, 5)), rng.standard_normal((2, 3, 3, 3)), rng.standard_normal((2, 2, 5, 5))
+    dx, dw, db = P.conv3x3_backward(g, x, w, input_grad=False)
+    assert dx is None and dw.shape == w.shape
+    dx, dw, db = P.conv3x3_backward(g, x, w, weight_grad=False)
+    assert dw is None and dx.shape == x.shape
+    np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)))
+
+
+@pytest.mark.parametrize("c_in, c_out, size", [(64, 2, 28), (32, 1, 28), (64, 8, 14), (1, 32, 28)])
+def test_float32_error_bound(c_in, c_out, size):
+    """The sums are reassociated (fastmath) but kept in float32: float32 differs from the float64
+    reference by rounding only, relative error below 1e-6 for all three outputs."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((4, c_in, size, size)).astype(np.float32)
+    w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)
+    g = rng.standard_normal((4, c_out, size, size)).astype(np.float32)
+    y = P.conv3x3_forward(x, w)
+    assert y.dtype == np.float32
+    assert relative_error(y, R.conv2d(x.astype(np.float64), w.astype(np.float64), None, ONE, ONE, ONE, 1)) < 1e-6
+    wants = R.conv2d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), ONE, ONE, ONE, 1)
+    for got, want in zip(P.conv3x3_backward(g, x, w), wants):
+        assert got.dtype == np.float32 and relative_error(got, want) < 1e-6
+
+
+def test_results_do_not_depend_on_the_thread_count():
+    """The weight gradient's per-chunk partial sums are added in chunk order."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((3 * P.IMAGES_PER_CHUNK + 1, 16, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((2, 16, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((len(x), 2, 14, 14)).astype(np.float32)
+    assert_same_bits_on_one_and_all_threads(lambda: P.conv3x3_backward(g, x, w))
+
+
+def spy(monkeypatch):
+    """Record which parts the planar kernels computed."""
+    calls = []
+    real_forward, real_backward = P.conv3x3_forward, P.conv3x3_backward
+    monkeypatch.setattr(P, "conv3x3_forward", lambda *a, **k: calls.append("forward") or real_forward(*a, **k))
+
+    def backward(grad_out, x, w, input_grad=True, weight_grad=True):
+        calls.extend(part for part, asked in (("dx", input_grad), ("dw", weight_grad)) if asked)
+        return real_backward(grad_out, x, w, input_grad, weight_grad)
+    monkeypatch.setattr(P, "conv3x3_backward", backward)
+    return calls
+
+
+@pytest.mark.parametrize("c_in, c_out, kwargs, parts", [
+    (64, 2, {}, ["forward", "dw"]),          # a coupling net's output: dx (64 outputs) is direct.py's
+    (32, 1, {}, ["forward", "dw"]),          # the U-Net's output layer
+    (1, 32, {}, ["dx", "dw"]),               # a first layer: its 32 outputs are direct.py's
+    (32, 32, {}, ["dw"]),                    # dw with 32 outputs measured faster here
+    (14, 64, {}, ["dx", "dw"]),
+    (64, 64, {}, []),                        # many channels: direct.py / Winograd
+    (4, 2, dict(stride=2), []),
+    (4, 2, dict(padding=0), []),
+    (4, 2, dict(dilation=2, padding=2), []),
+    (4, 2, dict(groups=2), []),
+])
+def test_dispatch_sends_each_part_where_it_measured_fastest(monkeypatch, c_in, c_out, kwargs, parts):
+    """conv2d_forward / conv2d_backward use the planar kernels for exactly the parts they take,
+    the other paths for the rest, and the combined result is right."""
+    calls = spy(monkeypatch)
+    rng = np.random.default_rng(4)
+    groups = kwargs.get("groups", 1)
+    x = rng.standard_normal((2, c_in, 7, 7)).astype(np.float32)
+    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(np.float32)
+    geo = (kwargs.get("stride", 1), kwargs.get("padding", 1), kwargs.get("dilation", 1), groups)
+    ref_geo = tuple((v, v) for v in geo[:3]) + (groups,)
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    y = K.conv2d_forward(x, w, None, *geo)
+    np.testing.assert_allclose(y, R.conv2d(x64, w64, None, *ref_geo), rtol=1e-4, atol=1e-4)
+    g = rng.standard_normal(y.shape).astype(np.float32)
+    for got, want in zip(K.conv2d_backward(g, x, w, *geo), R.conv2d_backward(g.astype(np.float64), x64, w64, *ref_geo)):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    assert calls == parts
+
+
+def test_gradcheck_conv2d_through_the_planar_path(monkeypatch):
+    """float64 finite differences through the autograd op, every part on the planar kernels."""
+    calls = spy(monkeypatch)
+    rng = np.random.default_rng(5)
+    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 5, 6), (2, 3, 3, 3), (2,)])
+    assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, padding=1), x, w, b)
+    assert {"forward", "dx", "dw"} <= set(calls)

@@ -35,16 +35,17 @@ Gradients
   pass over p makes the 9 dot products of one (o, c) pair, 9 multiply-adds per 10 loads.
 
 Arithmetic is reassociated (`fastmath`: the dot products run in SIMD lanes), so float32 results
-differ from the float64 reference by rounding only (tests/test_planar.py). The images are
-shared between Numba's threads; the weight gradient is summed per chunk of IMAGES_PER_CHUNK
-images, the partial sums added in chunk order, so results do not depend on the thread count.
+differ from the float64 reference by rounding only (tests/test_planar.py). Chunks of
+IMAGES_PER_CHUNK images go to conv.py's worker threads (not Numba's parallel loops, whose OpenMP
+runtime cannot be used again in a forked child); the weight gradient is one partial sum per
+chunk, added in chunk order, so results do not depend on the thread count.
 
 Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3), like PyTorch.
 """
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from minigen.kernels import conv, direct
 
@@ -58,7 +59,7 @@ from minigen.kernels import conv, direct
 # direct.py and Winograd do more multiply-adds per load (64->64 at 14x14: 12.6 against 24.1 ms).
 FIRST_LAYER_CHANNELS = 16
 
-# images per partial sum of the weight gradient
+# images per chunk of work for one worker thread (and per partial sum of the weight gradient)
 IMAGES_PER_CHUNK = 8
 
 
@@ -141,55 +142,53 @@ def _plane_weight_grad(xp, gf, dwk, wp):
             k[8] += a8
 
 
-@njit(cache=True, parallel=True)
-def _forward(x, wk, bias, out):
+@njit(cache=True, nogil=True)
+def _forward_images(x, wk, bias, out, xp, flat):
     """out (N, C_out, H, W) = the conv of x (N, C_in, H, W) with wk (C_out, C_in, 9), + bias
-    (C_out,) unless None; the images shared between Numba's threads."""
+    (C_out,) unless None; xp, flat: scratch for one image's padded input and flat output."""
     n, c_in, h, w = x.shape
-    c_out = wk.shape[0]
     wp = w + 2
-    for i in prange(n):
-        xp = np.empty((c_in, (h + 2) * wp + 2), x.dtype)
-        flat = np.empty((c_out, h * wp), x.dtype)
+    for i in range(n):
         _pad_flat(x[i], xp)
         _plane_conv(xp, wk, flat, wp)
-        for o in range(c_out):
+        for o in range(flat.shape[0]):
             for r in range(h):
                 out[i, o, r] = flat[o, r * wp:r * wp + w]
             if bias is not None:
                 out[i, o] += bias[o]
 
 
-@njit(cache=True, parallel=True)
-def _weight_grad(x, g, chunk):
-    """dwk (C_out, C_in, 9): the weight gradient of the conv of x (N, C_in, H, W) for the output
-    gradient g (N, C_out, H, W), one partial sum per chunk of images added in chunk order."""
+@njit(cache=True, nogil=True)
+def _weight_grad_images(x, g, dwk, xp, gf):
+    """dwk (C_out, C_in, 9) += the weight gradient of the conv of x (N, C_in, H, W) for the output
+    gradient g (N, C_out, H, W); xp, gf: scratch (gf's 2 thrown-away columns a row must be 0)."""
     n, c_in, h, w = x.shape
-    c_out = g.shape[1]
     wp = w + 2
-    chunks = (n + chunk - 1) // chunk
-    parts = np.zeros((chunks, c_out, c_in, 9), x.dtype)
-    for k in prange(chunks):
-        xp = np.empty((c_in, (h + 2) * wp + 2), x.dtype)
-        gf = np.zeros((c_out, h * wp), x.dtype)        # its 2 thrown-away columns a row stay 0
-        for i in range(k * chunk, min(n, (k + 1) * chunk)):
-            _pad_flat(x[i], xp)
-            for o in range(c_out):
-                for r in range(h):
-                    gf[o, r * wp:r * wp + w] = g[i, o, r]
-            _plane_weight_grad(xp, gf, parts[k], wp)
-    dwk = parts[0]
-    for k in range(1, chunks):
-        dwk += parts[k]
-    return dwk
+    for i in range(n):
+        _pad_flat(x[i], xp)
+        for o in range(g.shape[1]):
+            for r in range(h):
+                gf[o, r * wp:r * wp + w] = g[i, o, r]
+        _plane_weight_grad(xp, gf, dwk, wp)
 
 
 # --- the public functions ----------------------------------------------------------------------
+def _chunks(n):
+    return [(n0, min(n, n0 + IMAGES_PER_CHUNK)) for n0 in range(0, n, IMAGES_PER_CHUNK)]
+
+
 def _conv(x, wk, bias):
+    """The conv of x (N, C_in, H, W) with wk (C_out, C_in, 9), + bias: chunks of images on the
+    conv workers (conv.py), like im2col, so a forked child can run it too."""
     n, c_in, h, w = x.shape
-    out = np.empty((n, wk.shape[0], h, w), x.dtype)
-    with conv.serial_below(n * c_in * wk.shape[0] * 9 * h * w, conv.SERIAL_MULTIPLY_ADDS):
-        _forward(x, wk, bias, out)
+    c_out = wk.shape[0]
+    out = np.empty((n, c_out, h, w), x.dtype)
+
+    def task(n0, n1, scratch):
+        xp = conv._buffer(scratch, "xp", c_in * ((h + 2) * (w + 2) + 2), x.dtype)
+        flat = conv._buffer(scratch, "flat", c_out * h * (w + 2), x.dtype)
+        _forward_images(x[n0:n1], wk, bias, out[n0:n1], xp.reshape(c_in, -1), flat.reshape(c_out, -1))
+    conv._for_each_chunk(_chunks(n), task, n * c_in * c_out * 9 * h * w)
     return out
 
 
@@ -204,7 +203,15 @@ def conv3x3_backward(grad_out, x, w, input_grad=True, weight_grad=True):
     if input_grad:       # w'[c, o, kh, kw] = w[o, c, 2-kh, 2-kw]: the flipped kernel, channels swapped
         dx = _conv(grad_out, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(
             w.shape[1], w.shape[0], 9), None)
-    if weight_grad:
-        with conv.serial_below(x.size * w.shape[0] * 9, conv.SERIAL_MULTIPLY_ADDS):
-            dw = _weight_grad(x, grad_out, IMAGES_PER_CHUNK).reshape(w.shape)
+    if weight_grad:          # one partial sum per chunk, added in chunk order (conv._chunk_sum)
+        n, c_in, h, width = x.shape
+        c_out = w.shape[0]
+
+        def task(n0, n1, scratch):
+            xp = conv._buffer(scratch, "xp", c_in * ((h + 2) * (width + 2) + 2), x.dtype).reshape(c_in, -1)
+            if "gf" not in scratch:                  # zeros once: the thrown-away columns stay 0
+                scratch["gf"] = np.zeros((c_out, h * (width + 2)), x.dtype)
+            dwk = scratch.setdefault("dw", {})[n0] = np.zeros((c_out, c_in, 9), x.dtype)
+            _weight_grad_images(x[n0:n1], grad_out[n0:n1], dwk, xp, scratch["gf"])
+        dw = conv._chunk_sum(conv._for_each_chunk(_chunks(n), task, x.size * c_out * 9), w.shape)
     return dx, dw, conv.bias_grad(grad_out)

@@ -202,10 +202,12 @@ def run_cases(groups: list[list[Case]], rounds: int, frameworks=None, threads: i
     return {name: summarize(raw[name]) for name in names}
 
 
-def run_memory(cases: list[Case], frameworks=None, threads: int = THREADS,
+def run_memory(cases: list[Case], frameworks=None, threads: int = THREADS, rounds: int = 3,
                progress: Callable[[str], None] | None = print) -> dict:
-    """Each memory case alone in a fresh process per framework (one round: the peak is not noisy)."""
+    """Each memory case alone in a fresh process per framework, `rounds` times, alternating; the
+    median of each. (One round is not enough: PyTorch's rise for the same conv VAE step read 80 and
+    92 MB in two runs, minigen's 124.2 and 123.9.)"""
     for c in cases:
         if c.measure != "memory":
             raise ValueError(f"run_memory: case {c.name!r} measures {c.measure!r}, not memory")
-    return run_cases([[c] for c in cases], 1, frameworks, threads, progress)
+    return run_cases([[c] for c in cases], rounds, frameworks, threads, progress)

@@ -18,7 +18,8 @@ is reported apart.
   cached sampler; DDPM 16 images with DDIM-50 and with 1000 ancestral steps. The ancestral
   figure is timed on a model whose schedule has fewer steps (T = 20; 5 with --quick), the
   same network, and scaled to 1000 steps: every ancestral step costs the same;
-* (--full, or --memory) peak memory growth of a training step, each framework alone in a process;
+* (--full, or --memory) peak memory growth of a training step, each framework alone in a process
+  (3 rounds, alternating, median);
 * (--scaling) how cost grows: a small conv net's training step against batch size and image
   size, PixelCNN sampling time against image size (same harness; PNG plots);
 * (--quality) quality at the same budget: both frameworks trained in one process with the same

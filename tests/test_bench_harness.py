@@ -195,7 +195,7 @@ def test_run_cases_end_to_end_minigen_only():
     assert len(result["tiny"]["minigen"]["rounds_s"]) == 2 and "ratio" not in result["tiny"]
     assert len(lines) == 2 and "round 2/2 minigen" in lines[1]
     memory = harness.run_memory([Case("tiny memory", "tests.test_bench_harness:tiny_case", {}, 2, 0, measure="memory")],
-                                frameworks=["minigen"], threads=1, progress=None)
+                                frameworks=["minigen"], threads=1, rounds=1, progress=None)
     assert memory["tiny memory"]["minigen"]["step_mb"] >= 0
 
 

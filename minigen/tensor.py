@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import sys
 
 import numpy as np
 
@@ -161,21 +162,12 @@ class Tensor:
             if g is None:
                 continue
             if node._op == "leaf":            # a leaf: keep its gradient
-                node.grad = g.copy() if node.grad is None else node.grad + g
+                node.grad = (g if _unshared(g) else g.copy()) if node.grad is None else node.grad + g
                 continue
             if node._backward is None:
                 raise RuntimeError(f"backward: the graph through op '{node._op}' was already freed by an earlier "
                                    "backward; pass retain_graph=True to the first backward to go through it twice")
-            for parent, pg in zip(node._parents, node._backward(g)):
-                if pg is None or not parent.requires_grad:
-                    continue
-                if pg.shape != parent.data.shape:
-                    pg = unbroadcast(pg, parent.data.shape)
-                if _detect_anomaly and not np.all(np.isfinite(pg)):
-                    raise FloatingPointError(
-                        f"detect_anomaly: the backward of op '{node._op}' produced a non-finite gradient "
-                        f"for an input of shape {parent.shape}")
-                grads[parent] = pg if parent not in grads else grads[parent] + pg
+            _pass_to_parents(node, g, grads)
             if not retain_graph:              # free the closures (and the arrays they hold)
                 node._backward, node._parents = None, ()
 
@@ -215,6 +207,32 @@ class Tensor:
 
 def _data(x):
     return x.data if isinstance(x, Tensor) else x
+
+
+def _pass_to_parents(node: "Tensor", g: np.ndarray, grads: dict) -> None:
+    """Run node's backward on g, its output's gradient, and add what each parent gets into
+    grads[parent] (summed over broadcast axes to the parent's shape). (A function of its own so
+    that no loop variable outlives it holding a gradient: `_unshared` counts references.)"""
+    for parent, pg in zip(node._parents, node._backward(g)):
+        if pg is None or not parent.requires_grad:
+            continue
+        if pg.shape != parent.data.shape:
+            pg = unbroadcast(pg, parent.data.shape)
+        if _detect_anomaly and not np.all(np.isfinite(pg)):
+            raise FloatingPointError(
+                f"detect_anomaly: the backward of op '{node._op}' produced a non-finite gradient "
+                f"for an input of shape {parent.shape}")
+        grads[parent] = pg if parent not in grads else grads[parent] + pg
+
+
+def _unshared(a: np.ndarray) -> bool:
+    """Whether nothing but the backward loop refers to the array `a`: it owns its memory, is
+    writeable, and CPython counts no other reference (the loop's variable, this argument and
+    getrefcount's own). A leaf may then keep it as its .grad; anything else (the gradient an add
+    hands to both its inputs, a user's array, a view) is copied, so a .grad never aliases another
+    array. Copying every leaf gradient measured 4-7 ms more on the flow's ~115 ms training step
+    (17M parameters; in-process, alternating)."""
+    return a.base is None and a.flags.writeable and sys.getrefcount(a) <= 3
 
 
 def _topological_order(root: Tensor, every_parent: bool = False) -> list:

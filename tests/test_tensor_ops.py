@@ -51,6 +51,7 @@ CASES = {
     "log_softmax": (lambda a: ops.log_softmax(a, axis=1), lambda: [t(3, 4)]),
     "softmax": (lambda a: ops.softmax(a, axis=0), lambda: [t(3, 4)]),
     "matmul": (ops.matmul, lambda: [t(2, 3, 4), t(4, 5)]),
+    "linear": (ops.linear, lambda: [t(2, 3, 4), t(5, 4), t(5)]),
     "reshape": (lambda a: ops.reshape(a, 4, -1), lambda: [t(2, 3, 2)]),
     "permute": (lambda a: ops.permute(a, 2, 0, 1), lambda: [t(2, 3, 4)]),
     "transpose": (ops.transpose, lambda: [t(2, 3, 4)]),
@@ -265,3 +266,47 @@ def test_detect_anomaly_names_the_op():
                 ops.sqrt(x).sum().backward()
     finally:
         minigen.set_detect_anomaly(False)
+
+
+def test_linear_is_matmul_with_the_transposed_weight_plus_bias():
+    """ops.linear equals x @ w.T + b forward and backward (with and without a bias), and its weight
+    gradient comes in w's own layout (a C-contiguous array the leaf keeps, not a transposed view)."""
+    x, w, b = t(2, 3, 4), t(5, 4), t(5)
+    assert gradcheck(ops.linear, x, w)
+    for bias in (b, None):
+        fused = ops.linear(x, w, bias)
+        plain = x @ ops.transpose(w) + (bias if bias is not None else 0.0)
+        np.testing.assert_allclose(fused.data, plain.data, rtol=1e-12)
+        grads = []
+        for y in (fused, plain):
+            for p in (x, w, b):
+                p.grad = None
+            (y * y).sum().backward()
+            grads.append([p.grad for p in (x, w, b)])
+        for got, want in zip(*grads):
+            if want is None:
+                assert got is None
+            else:
+                np.testing.assert_allclose(got, want, rtol=1e-12)
+        assert grads[0][1].flags.c_contiguous
+
+
+def test_linear_names_bad_shapes():
+    with pytest.raises(ShapeError, match=r"linear: input \(2, 3\) and weight \(5, 4\)"):
+        ops.linear(t(2, 3), t(5, 4))
+    with pytest.raises(ShapeError, match=r"linear: bias has shape \(4,\); expected \(5,\)"):
+        ops.linear(t(2, 4), t(5, 4), t(4))
+
+
+def test_leaf_gradients_never_alias_another_array():
+    """A leaf keeps a fresh gradient array as its .grad without copying it, but never one that
+    something else holds: the gradient an add hands to both its inputs, or the user's own array."""
+    x, y = t(3), t(3)
+    (x + y).backward(np.ones(3))
+    assert not np.shares_memory(x.grad, y.grad)
+    x.grad += 1.0
+    np.testing.assert_array_equal(y.grad, np.ones(3))
+    z, upstream = t(4), np.full(4, 2.0)
+    z.backward(upstream)
+    upstream[:] = 0.0
+    np.testing.assert_array_equal(z.grad, np.full(4, 2.0))

@@ -39,8 +39,7 @@ class Linear(Module):
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
                              f"expected last dimension {self.in_features}")
-        y = x @ self.weight.T
-        return y if self.bias is None else y + self.bias
+        return ops.linear(x, self.weight, self.bias)       # x @ weight.T + bias
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features})"

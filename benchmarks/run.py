@@ -211,7 +211,8 @@ def count_forward_flops(fn) -> float:
             return out
         setattr(ops, name, counted)
 
-    wrap("matmul", lambda a, out: 2.0 * out.size * a[0].shape[-1])
+    for name in ("matmul", "linear"):          # 2 x outputs x the inner dimension
+        wrap(name, lambda a, out: 2.0 * out.size * a[0].shape[-1])
     for name in ("conv2d", "masked_conv2d"):   # 2 x outputs x (C_in / groups) x kH x kW
         wrap(name, lambda a, out: 2.0 * out.size * int(np.prod(a[1].shape[1:])))
     # 2 x inputs x (C_out / groups) x kH x kW

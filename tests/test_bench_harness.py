@@ -237,3 +237,17 @@ def test_a_minigen_worker_imports_minigen_before_numpy_and_numba():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env=env, cwd=harness.ROOT).stdout
     assert out.split() == ["minigen,numpy,numba", "PASSIVE", "12"]
+
+
+def test_flop_counting_sees_every_op_that_does_the_arithmetic():
+    """count_forward_flops counts Linear layers (ops.linear), bare matmuls and convs: 2 x outputs x
+    the inner dimension each."""
+    import numpy as np
+    from benchmarks.run import count_forward_flops
+    from minigen import Tensor, nn, ops
+    x = Tensor(np.ones((8, 5), np.float32))
+    layer, w = nn.Linear(5, 3), Tensor(np.ones((3, 7), np.float32))
+    conv, img = nn.Conv2d(2, 4, 3, padding=1), Tensor(np.ones((1, 2, 6, 6), np.float32))
+    assert count_forward_flops(lambda: layer(x)) == 2 * 8 * 3 * 5
+    assert count_forward_flops(lambda: ops.matmul(layer(x), w)) == 2 * 8 * 3 * 5 + 2 * 8 * 7 * 3
+    assert count_forward_flops(lambda: conv(img)) == 2 * (4 * 6 * 6) * (2 * 3 * 3)

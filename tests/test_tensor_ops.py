@@ -310,3 +310,21 @@ def test_leaf_gradients_never_alias_another_array():
     z.backward(upstream)
     upstream[:] = 0.0
     np.testing.assert_array_equal(z.grad, np.full(4, 2.0))
+
+
+def test_conv2d_with_fused_relu_is_relu_of_conv2d():
+    """ops.conv2d(..., relu=True) equals ops.relu(ops.conv2d(...)) forward and backward, passes a
+    gradcheck, and keeps no separate pre-activation array: its output is the conv's buffer."""
+    x, w, b = t(2, 3, 5, 5), t(4, 3, 3, 3), t(4)
+    assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, padding=1, relu=True), x, w, b)
+    fused, plain = ops.conv2d(x, w, b, padding=1, relu=True), ops.relu(ops.conv2d(x, w, b, padding=1))
+    np.testing.assert_array_equal(fused.data, plain.data)
+    grads = []
+    for y in (fused, plain):
+        for p in (x, w, b):
+            p.grad = None
+        (y * y).sum().backward()
+        grads.append([p.grad.copy() for p in (x, w, b)])
+    for got, want in zip(*grads):
+        np.testing.assert_allclose(got, want, rtol=1e-12)
+    assert fused._op == "conv2d" and all(p._op == "leaf" for p in fused._parents)

@@ -234,12 +234,13 @@ class MLPCouplingNet(Module):
 
 
 class ConvCouplingNet(Module):
-    """x_b (N, C, H, W) [+ one-hot label as constant planes] -> 3x3 convs -> (raw scale, shift), each (N, C, H, W)."""
+    """x_b (N, C, H, W) [+ one-hot label as constant planes] -> 3x3 convs (ReLU after the first two)
+    -> (raw scale, shift), each (N, C, H, W)."""
 
     def __init__(self, channels: int, hidden: int, label_dim: int = 0):
         self.channels, self.label_dim = channels, label_dim
-        self.conv1 = Conv2d(channels + label_dim, hidden, 3, padding=1)
-        self.conv2 = Conv2d(hidden, hidden, 3, padding=1)
+        self.conv1 = Conv2d(channels + label_dim, hidden, 3, padding=1, relu=True)   # conv + ReLU in one op
+        self.conv2 = Conv2d(hidden, hidden, 3, padding=1, relu=True)
         self.out = Conv2d(hidden, 2 * channels, 3, padding=1)
         self.out.weight.data[...] = 0       # identity at the start, as in MLPCouplingNet
         self.out.bias.data[...] = 0
@@ -250,7 +251,7 @@ class ConvCouplingNet(Module):
             planes = np.broadcast_to(one_hot(labels, self.label_dim, x_b.dtype)[:, :, None, None],
                                      (n, self.label_dim, h, w))
             x_b = ops.concat([x_b, Tensor(planes)], axis=1)
-        out = self.out(ops.relu(self.conv2(ops.relu(self.conv1(x_b)))))
+        out = self.out(self.conv2(self.conv1(x_b)))
         return out[:, :c], out[:, c:]
 
 

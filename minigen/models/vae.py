@@ -132,8 +132,8 @@ class VAE(GenerativeModel):
             ch = int(c["conv_channels"])
             self.conv_shape = (2 * ch, 7, 7)          # 28 -> 14 -> 7 with two stride-2 convolutions
             features = int(np.prod(self.conv_shape))
-            self.enc_conv1 = Conv2d(1, ch, 4, stride=2, padding=1)
-            self.enc_conv2 = Conv2d(ch, 2 * ch, 4, stride=2, padding=1)
+            self.enc_conv1 = Conv2d(1, ch, 4, stride=2, padding=1, relu=True)      # conv + ReLU in one op
+            self.enc_conv2 = Conv2d(ch, 2 * ch, 4, stride=2, padding=1, relu=True)
         else:
             features = NUM_PIXELS
         self.enc_hidden = Linear(features + label_dim, hidden)
@@ -157,7 +157,7 @@ class VAE(GenerativeModel):
     def encode(self, x: Tensor, y=None) -> tuple[Tensor, Tensor]:
         """x: (N, 1, 28, 28) -> mu, logvar: (N, latent_dim) each."""
         if self.variant == "conv":
-            h = ops.relu(self.enc_conv2(ops.relu(self.enc_conv1(x)))).reshape(len(x), -1)
+            h = self.enc_conv2(self.enc_conv1(x)).reshape(len(x), -1)
         else:
             h = x.reshape(len(x), NUM_PIXELS)
         h = ops.relu(self.enc_hidden(self._with_label(h, y)))

@@ -137,19 +137,22 @@ class LeakyReLU(Module):
 
 # --- convolutional layers (ops in minigen/ops/conv.py, kernels in minigen/kernels/) ------
 class Conv2d(Module):
-    """x: (N, C_in, H, W) -> (N, C_out, H', W'). weight: (C_out, C_in / groups, kH, kW)."""
+    """x: (N, C_in, H, W) -> (N, C_out, H', W'). weight: (C_out, C_in / groups, kH, kW).
+    relu=True: a ReLU follows, fused into the op (ops.conv2d says why)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, generator=None):
+                 bias=True, generator=None, relu: bool = False):
         kh, kw = _pair(kernel_size)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
+        self.relu = relu
         shape = (out_channels, in_channels // groups, kh, kw)
         self.weight = Parameter(init.kaiming_uniform(shape, generator=generator))
         bound = 1 / math.sqrt(init.fan_in_and_out(shape)[0])
         self.bias = Parameter(resolve(generator).uniform((out_channels,), -bound, bound)) if bias else None
 
     def forward(self, x):
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+                          relu=self.relu)
 
 
 class MaskedConv2d(Conv2d):

@@ -28,18 +28,28 @@ def _with_bias(parents, dx, dw, db):
 
 
 @register_op("conv2d")
-def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0, dilation=1, groups=1) -> Tensor:
-    """2-D cross-correlation like torch.nn.functional.conv2d.
+def conv2d(x: Tensor, w: Tensor, b: Tensor | None = None, stride=1, padding=0, dilation=1, groups=1,
+           relu: bool = False) -> Tensor:
+    """2-D cross-correlation like torch.nn.functional.conv2d; with relu=True, relu(conv2d(...)).
 
     x: (N, C_in, H, W); w: (C_out, C_in/groups, kH, kW); b: (C_out,) or None.
     stride, padding, dilation: int or (h, w). Returns (N, C_out, H_out, W_out).
+
+    Why fuse the ReLU: as two ops, the graph keeps the conv's output alive until the backward (the
+    ReLU op holds it as its input) though no backward reads it; fused, the ReLU overwrites it in
+    place and the backward takes its mask from the output. The conv flow's training step held
+    about a third less memory (benchmarks/run.py --memory).
     """
     parents = _parents(x, w, b)
     x, w = parents[:2]
     bias = parents[2].data if b is not None else None
     out = K.conv2d_forward(x.data, w.data, bias, stride, padding, dilation, groups)
+    if relu:
+        np.maximum(out, 0, out=out)
 
     def backward(g):
+        if relu:
+            g = g * (out > 0)
         dx, dw, db = K.conv2d_backward(g, x.data, w.data, stride, padding, dilation, groups,
                                        input_grad=x.requires_grad, weight_grad=w.requires_grad)
         return _with_bias(parents, dx, dw, db)

@@ -328,3 +328,14 @@ def test_conv2d_with_fused_relu_is_relu_of_conv2d():
     for got, want in zip(*grads):
         np.testing.assert_allclose(got, want, rtol=1e-12)
     assert fused._op == "conv2d" and all(p._op == "leaf" for p in fused._parents)
+
+
+@pytest.mark.parametrize("slope", [0.2, 0.01, 0.0, 1.0, -0.5, 1.5])
+def test_leaky_relu_gradient_is_exactly_one_or_the_slope(slope):
+    """Both ways of forming the factor (arithmetic for 0 <= slope <= 1, a lookup otherwise) give
+    g * 1 or g * slope exactly, in float32."""
+    x = np.random.default_rng(1).standard_normal((4, 50)).astype(np.float32)
+    g = np.random.default_rng(2).standard_normal(x.shape).astype(np.float32)
+    t = Tensor(x, requires_grad=True)
+    ops.leaky_relu(t, slope).backward(g)
+    np.testing.assert_array_equal(t.grad, g * np.where(x > 0, np.float32(1), np.float32(slope)))

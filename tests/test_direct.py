@@ -12,13 +12,11 @@ from minigen.gradcheck import gradcheck
 from minigen.errors import DTypeError, ShapeError
 from minigen.kernels import direct as D, planar as P, reference as R
 from minigen.tensor import Tensor
-from tests.fakes import assert_same_bits_on_one_and_all_threads
+from tests.fakes import (assert_conv2d_matches_the_reference, assert_conv3x3_module_float32_bound,
+                         assert_conv3x3_module_matches_the_reference, assert_same_bits_on_one_and_all_threads,
+                         spy_conv3x3_parts)
 
 ONE = (1, 1)
-
-
-def relative_error(actual, expected):
-    return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
 
 
 @settings(max_examples=25, deadline=None)
@@ -26,14 +24,7 @@ def relative_error(actual, expected):
        w=st.integers(1, 16), bias=st.booleans(), seed=st.integers(0, 2**16))
 def test_matches_the_reference_in_float64(n, c_in, c_out, h, w, bias, seed):
     """Forward (+ bias), input gradient and weight gradient all equal the plain NumPy conv."""
-    rng = np.random.default_rng(seed)
-    x, wt = rng.standard_normal((n, c_in, h, w)), rng.standard_normal((c_out, c_in, 3, 3))
-    b = rng.standard_normal(c_out) if bias else None
-    g = rng.standard_normal((n, c_out, h, w))
-    np.testing.assert_allclose(D.conv3x3_forward(x, wt, b), R.conv2d(x, wt, b, ONE, ONE, ONE, 1),
-                               rtol=1e-12, atol=1e-12)
-    for got, want in zip(D.conv3x3_backward(g, x, wt), R.conv2d_backward(g, x, wt, ONE, ONE, ONE, 1)):
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-11)
+    assert_conv3x3_module_matches_the_reference(D, n, c_in, c_out, h, w, bias, seed)
 
 
 def test_asked_for_parts_only():
@@ -50,16 +41,7 @@ def test_asked_for_parts_only():
 def test_float32_error_bound(c_in, c_out, size):
     """The sums are reassociated (fastmath), so float32 differs from the float64 reference by
     rounding only: relative error below 1e-6 for all three outputs, at the families' widths."""
-    rng = np.random.default_rng(2)
-    x = rng.standard_normal((4, c_in, size, size)).astype(np.float32)
-    w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)
-    g = rng.standard_normal((4, c_out, size, size)).astype(np.float32)
-    y = D.conv3x3_forward(x, w)
-    assert y.dtype == np.float32
-    assert relative_error(y, R.conv2d(x.astype(np.float64), w.astype(np.float64), None, ONE, ONE, ONE, 1)) < 1e-6
-    wants = R.conv2d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), ONE, ONE, ONE, 1)
-    for got, want in zip(D.conv3x3_backward(g, x, w), wants):
-        assert got.dtype == np.float32 and relative_error(got, want) < 1e-6
+    assert_conv3x3_module_float32_bound(D, c_in, c_out, size)
 
 
 def test_results_do_not_depend_on_the_thread_count():
@@ -70,19 +52,6 @@ def test_results_do_not_depend_on_the_thread_count():
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
     g = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
     assert_same_bits_on_one_and_all_threads(lambda: D.conv3x3_backward(g, x, w))
-
-
-def spy(monkeypatch):
-    """Record which parts the direct kernels computed."""
-    calls = []
-    real_forward, real_backward = D.conv3x3_forward, D.conv3x3_backward
-    monkeypatch.setattr(D, "conv3x3_forward", lambda *a, **k: calls.append("forward") or real_forward(*a, **k))
-
-    def backward(grad_out, x, w, input_grad=True, weight_grad=True):
-        calls.extend(part for part, asked in (("dx", input_grad), ("dw", weight_grad)) if asked)
-        return real_backward(grad_out, x, w, input_grad, weight_grad)
-    monkeypatch.setattr(D, "conv3x3_backward", backward)
-    return calls
 
 
 @pytest.mark.parametrize("c_in, c_out, size, kwargs, parts", [
@@ -100,19 +69,8 @@ def spy(monkeypatch):
 def test_dispatch_sends_each_part_where_it_measured_fastest(monkeypatch, c_in, c_out, size, kwargs, parts):
     """conv2d_forward / conv2d_backward use the direct kernels for exactly the parts they take,
     the other paths for the rest, and the combined result is right."""
-    calls = spy(monkeypatch)
-    rng = np.random.default_rng(4)
-    groups = kwargs.get("groups", 1)
-    x = rng.standard_normal((2, c_in, size, size)).astype(np.float32)
-    w = rng.standard_normal((c_out, c_in // groups, 3, 3)).astype(np.float32)
-    geo = (kwargs.get("stride", 1), kwargs.get("padding", 1), kwargs.get("dilation", 1), groups)
-    ref_geo = tuple((v, v) for v in geo[:3]) + (groups,)
-    x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    y = K.conv2d_forward(x, w, None, *geo)
-    np.testing.assert_allclose(y, R.conv2d(x64, w64, None, *ref_geo), rtol=1e-4, atol=1e-4)
-    g = rng.standard_normal(y.shape).astype(np.float32)
-    for got, want in zip(K.conv2d_backward(g, x, w, *geo), R.conv2d_backward(g.astype(np.float64), x64, w64, *ref_geo)):
-        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
+    calls = spy_conv3x3_parts(monkeypatch, D)
+    assert_conv2d_matches_the_reference(c_in, c_out, size, kwargs)
     assert calls == parts
 
 
@@ -120,7 +78,7 @@ def test_gradcheck_conv2d_through_the_direct_path(monkeypatch):
     """float64 finite differences through the autograd op, every part on the direct kernels."""
     monkeypatch.setattr(D, "MIN_VECTOR_CHANNELS", 1)
     monkeypatch.setattr(P, "FIRST_LAYER_CHANNELS", 0)     # (planar.py would take this dw)
-    calls = spy(monkeypatch)
+    calls = spy_conv3x3_parts(monkeypatch, D)
     rng = np.random.default_rng(5)
     x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 5, 9), (4, 3, 3, 3), (4,)])
     assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, padding=1), x, w, b)

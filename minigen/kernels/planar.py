@@ -78,10 +78,10 @@ def takes_weight_grad(geo, c_out) -> bool:
 # --- the kernels -------------------------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _pad_flat(x, xp):
-    """xp (C, (H+2)*(W+2) + 2) = x (C, H, W) zero-padded by one pixel, rows laid out flat."""
+    """xp (C, (H+2)*(W+2) + 2), zeros on the border and at the end (`_zeroed_scratch`), gets
+    x (C, H, W) inside: x zero-padded by one pixel, rows laid out flat."""
     c_in, h, w = x.shape
     wp = w + 2
-    xp[:] = 0
     for c in range(c_in):
         for r in range(h):
             xp[c, (r + 1) * wp + 1:(r + 1) * wp + 1 + w] = x[c, r]
@@ -148,14 +148,14 @@ def _forward_images(x, wk, bias, out, xp, flat):
     (C_out,) unless None; xp, flat: scratch for one image's padded input and flat output."""
     n, c_in, h, w = x.shape
     wp = w + 2
+    zero = np.zeros(1, out.dtype)[0]
     for i in range(n):
         _pad_flat(x[i], xp)
         _plane_conv(xp, wk, flat, wp)
         for o in range(flat.shape[0]):
+            b = zero if bias is None else bias[o]
             for r in range(h):
-                out[i, o, r] = flat[o, r * wp:r * wp + w]
-            if bias is not None:
-                out[i, o] += bias[o]
+                out[i, o, r] = flat[o, r * wp:r * wp + w] + b
 
 
 @njit(cache=True, nogil=True)
@@ -177,6 +177,20 @@ def _chunks(n):
     return [(n0, min(n, n0 + IMAGES_PER_CHUNK)) for n0 in range(0, n, IMAGES_PER_CHUNK)]
 
 
+def _zeroed_scratch(scratch, name, shape, dtype):
+    """The worker's scratch array `name`, zeros when first made: parts the kernels never write
+    (the padded planes' borders, the output gradient's thrown-away columns) stay 0 for every image."""
+    if name not in scratch:
+        scratch[name] = np.zeros(shape, dtype)
+    return scratch[name]
+
+
+def _padded_planes(scratch, x):
+    """The worker's `_pad_flat` buffer for the images of x (N, C, H, W): (C, (H+2)*(W+2) + 2)."""
+    n, c, h, w = x.shape
+    return _zeroed_scratch(scratch, "xp", (c, (h + 2) * (w + 2) + 2), x.dtype)
+
+
 def _conv(x, wk, bias):
     """The conv of x (N, C_in, H, W) with wk (C_out, C_in, 9), + bias: chunks of images on the
     conv workers (conv.py), like im2col, so a forked child can run it too."""
@@ -185,9 +199,8 @@ def _conv(x, wk, bias):
     out = np.empty((n, c_out, h, w), x.dtype)
 
     def task(n0, n1, scratch):
-        xp = conv._buffer(scratch, "xp", c_in * ((h + 2) * (w + 2) + 2), x.dtype)
         flat = conv._buffer(scratch, "flat", c_out * h * (w + 2), x.dtype)
-        _forward_images(x[n0:n1], wk, bias, out[n0:n1], xp.reshape(c_in, -1), flat.reshape(c_out, -1))
+        _forward_images(x[n0:n1], wk, bias, out[n0:n1], _padded_planes(scratch, x), flat.reshape(c_out, -1))
     conv._for_each_chunk(_chunks(n), task, n * c_in * c_out * 9 * h * w)
     return out
 
@@ -208,10 +221,8 @@ def conv3x3_backward(grad_out, x, w, input_grad=True, weight_grad=True):
         c_out = w.shape[0]
 
         def task(n0, n1, scratch):
-            xp = conv._buffer(scratch, "xp", c_in * ((h + 2) * (width + 2) + 2), x.dtype).reshape(c_in, -1)
-            if "gf" not in scratch:                  # zeros once: the thrown-away columns stay 0
-                scratch["gf"] = np.zeros((c_out, h * (width + 2)), x.dtype)
+            gf = _zeroed_scratch(scratch, "gf", (c_out, h * (width + 2)), x.dtype)
             dwk = scratch.setdefault("dw", {})[n0] = np.zeros((c_out, c_in, 9), x.dtype)
-            _weight_grad_images(x[n0:n1], grad_out[n0:n1], dwk, xp, scratch["gf"])
+            _weight_grad_images(x[n0:n1], grad_out[n0:n1], dwk, _padded_planes(scratch, x), gf)
         dw = conv._chunk_sum(conv._for_each_chunk(_chunks(n), task, x.size * c_out * 9), w.shape)
     return dx, dw, conv.bias_grad(grad_out)

@@ -28,6 +28,7 @@ class Optimizer:
         self.lr = lr
         self.step_count = 0
         self.state: dict[str, list[np.ndarray]] = {}   # e.g. {"m": [...], "v": [...]}, one array per param
+        self._scratch_flat: np.ndarray | None = None    # `_scratch`'s buffer (not state: not saved)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -41,9 +42,9 @@ class Optimizer:
     def _scratch(self, param: np.ndarray) -> np.ndarray:
         """A scratch array of param's shape and dtype, one buffer shared by all parameters (not
         state: checkpoints do not hold it). Updates written with NumPy's `out=` into it allocate
-        nothing; with a new array per temporary, the flow's Adam step (17M parameters) measured
-        43 ms, most of it the page faults of fresh memory."""
-        flat = getattr(self, "_scratch_flat", None)
+        nothing: the flow-sized Adam step (17M parameters) measured 33-36 ms this way against 40-44 ms
+        with a new array per temporary (in-process)."""
+        flat = self._scratch_flat
         if flat is None or flat.size < param.size or flat.dtype != param.dtype:
             flat = self._scratch_flat = np.empty(max(p.data.size for p in self.params), param.dtype)
         return flat[:param.size].reshape(param.shape)

@@ -30,7 +30,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from minigen import assign  # noqa: E402
+from minigen.tools import assign  # noqa: E402
 
 
 def make_class(folder: str, students: int, topics: list[str]) -> None:

@@ -5,7 +5,7 @@ minigen against its PyTorch twin.
     (or: minigen bench quality ...)
 
 For every family, every M in --minutes and each framework, a fresh process of its own
-trains the family's tour recipe (minigen.tour.FAMILIES: model config, lr warm-up, the cosine
+trains the family's tour recipe (minigen.tools.tour.FAMILIES: model config, lr warm-up, the cosine
 decay that ends with the time budget, EMA warm-up inside the model, guidance and sampling
 temperature) for M minutes of wall-clock time, then reports
 
@@ -48,7 +48,7 @@ SEED = 0
 
 
 def recipe_of(family: str):
-    from minigen.tour import FAMILIES
+    from minigen.tools.tour import FAMILIES
     for recipe in FAMILIES:
         if recipe.family == family:
             return recipe
@@ -220,7 +220,7 @@ def parse_minutes(text: str) -> list[float]:
 
 
 def main(argv=None) -> int:
-    from minigen.tour import FAMILIES
+    from minigen.tools.tour import FAMILIES
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", default=DEFAULT_MINUTES, help=f"training minutes (default {DEFAULT_MINUTES})")
     parser.add_argument("--families", default=",".join(r.family for r in FAMILIES))

@@ -167,7 +167,7 @@ def _tour_header(tour: dict) -> str:
 
 
 def tour_section(tour: dict, tour30: dict | None = None) -> list[str]:
-    from minigen.tour import format_table
+    from minigen.tools.tour import format_table
     lines = ["### The tour (`minigen tour`)", "", _tour_header(tour), "",
              "![one sample per family and digit](benchmarks/results/tour_samples.png)", "",
              "![noise to digit, pixel by pixel](benchmarks/results/tour_strips.png)", "",

@@ -10,7 +10,7 @@
 """
 from common import ArgumentParser   # examples/common.py: argparse that also works in a notebook
 
-from minigen.demos.ar_vs_nar import run
+from minigen.tools.demos.ar_vs_nar import run
 
 # %% [markdown]
 # ## Run it

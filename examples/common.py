@@ -98,6 +98,7 @@ def train_family(args, family: str, conditional: bool = False, run_name: str | N
     """Train `family` on mnist-5k with minigen's trainer into OUT/RUN_NAME (a run directory), or
     load that run if it is already there. `config` are the example's defaults; --set overrides them.
     Returns the trained model."""
+    from minigen.tools.report import write_run_report
     from minigen.train import CHECKPOINT, TrainOptions, load_run, train
     run_dir = os.path.join(args.out, run_name or family)
     if os.path.exists(os.path.join(run_dir, CHECKPOINT)):
@@ -107,6 +108,7 @@ def train_family(args, family: str, conditional: bool = False, run_name: str | N
                         seed=args.seed, conditional=conditional, model_config={**config, **overrides(args.set)},
                         max_steps=args.max_steps, max_seconds=args.max_seconds, eval_n=args.eval_n)
     model, summary = train(opts)
+    write_run_report(run_dir)
     print(f"trained {family}: {summary['steps']} steps in {summary['train_seconds']:.0f} s; "
           f"test metrics {summary.get('test', {})}; run directory {run_dir}")
     return model

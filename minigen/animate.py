@@ -19,7 +19,7 @@ import numpy as np
 from minigen.errors import MinigenError
 from minigen.serialize import new_file_mode
 
-__all__ = ["Frames", "save_gif", "animated_families", "animate"]
+__all__ = ["Frames", "save_gif", "animate"]
 
 
 class Frames(NamedTuple):
@@ -78,14 +78,6 @@ def save_gif(frames: Frames, path, fps: float = 6.0, hold_last: int = 6) -> str:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
-
-
-def animated_families() -> list[str]:
-    """The families whose models define generation_frames (the others have nothing to animate)."""
-    from minigen.models.base import FAMILIES, GenerativeModel, get_family
-    get_family("vae")                         # imports (registers) every family
-    return sorted(name for name, cls in FAMILIES.items()
-                  if cls.generation_frames is not GenerativeModel.generation_frames)
 
 
 def animate(model, path, **options) -> str:

@@ -22,7 +22,7 @@ import shlex
 import sys
 
 from minigen.errors import MinigenError
-from minigen.sweep import BENCH_SCRIPTS
+from minigen.tools.sweep import BENCH_SCRIPTS
 
 FAMILY_NAMES = ["vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier"]
 DATASETS = ["mnist", "fashion-mnist", "mnist-5k"]
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="a grid of training runs from a TOML spec, in parallel "
                                      "(then its benchmark cases, one at a time)")
-    p.add_argument("spec", help="the sweep's TOML file (see `python -m pydoc minigen.sweep`)")
+    p.add_argument("spec", help="the sweep's TOML file (see `python -m pydoc minigen.tools.sweep`)")
     p.add_argument("--out", required=True, help="the sweep's folder: one run directory per run, results, plots")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, default=1, help="runs at the same time on this machine")
@@ -247,6 +247,8 @@ def cmd_train(args) -> int:
                             max_seconds=args.max_seconds, eval_n=args.eval_n, detect_anomaly=args.detect_anomaly,
                             progress=not args.no_progress, command=shlex.join(["minigen", *args.argv]))
         _, summary = train(opts)
+    from minigen.tools.report import write_run_report
+    write_run_report(opts.out)
     print(json.dumps(summary, indent=2))
     print(f"run directory: {opts.out}")
     return 0
@@ -306,7 +308,7 @@ def cmd_eval(args) -> int:
         from minigen.metrics import sample_quality
         results.update(sample_quality(model, x, generator=Generator(args.seed + 1), dataset=dataset,
                                       data_dir=args.data_dir or train_cfg.get("data_dir")))
-    from minigen.report import EVAL, write_run_report
+    from minigen.tools.report import EVAL, write_run_report
     from minigen.serialize import atomic_write
     atomic_write(os.path.join(args.run_dir, EVAL), lambda f: f.write(json.dumps(results, indent=2).encode()))
     print(json.dumps(results, indent=2))
@@ -326,7 +328,7 @@ def cmd_data(args) -> int:
 def cmd_bench(args) -> int:
     import runpy
 
-    from minigen.sweep import benchmark_script
+    from minigen.tools.sweep import benchmark_script
     script = benchmark_script(args.what)        # the benchmarks live in the source checkout
     sys.argv = [script] + args.rest
     runpy.run_path(script, run_name="__main__")
@@ -334,26 +336,26 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from minigen.demos import ar_vs_nar
+    from minigen.tools.demos import ar_vs_nar
     ar_vs_nar.run(out_dir=args.out, dataset=args.dataset or "mnist", data_dir=args.data_dir, seed=args.seed)
     return 0
 
 
 def cmd_tour(args) -> int:
-    from minigen import tour
+    from minigen.tools import tour
     tour.run(minutes=args.minutes, out_dir=args.out, dataset=args.dataset or "mnist", data_dir=args.data_dir,
              seed=args.seed)
     return 0
 
 
 def cmd_report(args) -> int:
-    from minigen.report import write_comparison
+    from minigen.tools.report import write_comparison
     print(f"wrote {write_comparison(args.run_dirs, args.out)}")
     return 0
 
 
 def cmd_sweep(args) -> int:
-    from minigen.sweep import run_sweep
+    from minigen.tools.sweep import run_sweep
     rows = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
                      progress=not args.no_progress)
     failed = [r for r in rows if r["status"] != "done"]
@@ -364,7 +366,7 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_assign(args) -> int:
-    from minigen import assign
+    from minigen.tools import assign
     return assign.main(args.rest)
 
 

@@ -8,7 +8,8 @@ A run directory holds everything about one training run:
     train.lock       who trains here now (pid, host); held with flock, so a killed process frees it
     samples.png      the latest samples; loss.png the loss curve; plus each family's figures
     generation.gif   how the family generates, animated (the families that have an animation)
-    index.html       the run on one page (minigen/report.py), with curves.png of every logged number
+    index.html       the run on one page, with curves.png of every logged number (written by the
+                     callers of train(): `minigen train`, the tour; minigen/tools/report.py)
 
 Checkpoints are written atomically (temp file, fsync, rename), at the end of
 every epoch and when the run is interrupted, so `--resume RUN_DIR` continues
@@ -382,8 +383,6 @@ def _train_locked(opts: TrainOptions, model, ckpt):
                "parameters": model.num_parameters()}
     summary.update(_finish(opts, model, history))
     _write_json(os.path.join(opts.out, "summary.json"), summary)
-    from minigen.report import write_run_report
-    write_run_report(opts.out)
     return model, summary
 
 
@@ -425,7 +424,8 @@ def _finish(opts: TrainOptions, model, history) -> dict:
 
 def _animation(model, path: str, generator) -> None:
     """generation.gif for the families that have an animation; a notice where this run has none to show."""
-    from minigen.animate import animate, animated_families
+    from minigen.animate import animate
+    from minigen.models.base import animated_families
     if model.family in animated_families():
         try:
             animate(model, path, generator=generator)

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from minigen.animate import Frames, animated_families, save_gif
+from minigen.animate import Frames, save_gif
+from minigen.models.base import animated_families
 from minigen.cli import main
 from minigen.errors import MinigenError
 from minigen.models import get_family

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from minigen import assign
+from minigen.tools import assign
 from minigen.cli import main as cli_main
 from minigen.errors import MinigenError
 

@@ -1,4 +1,4 @@
-"""Grading a class safely (minigen.grade): the teacher's tests, not the student's; limits per
+"""Grading a class safely (minigen.tools.grade): the teacher's tests, not the student's; limits per
 submission; a gradebook that resumes. Made-up submissions of the cheapest topic (optim: 4 tests)."""
 import csv
 import os
@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from minigen import assign, grade, jobs
+from minigen.tools import assign, grade, jobs
 from minigen.cli import main as cli_main
 
 pytest.importorskip("dask.distributed")     # the test extra installs it; the fallback is tested below too

@@ -88,7 +88,7 @@ def test_bad_input_gives_clear_errors():
 
 
 def test_ar_vs_nar_demo_draws_its_figure_and_table(tmp_path):
-    from minigen.demos.ar_vs_nar import format_table, run
+    from minigen.tools.demos.ar_vs_nar import format_table, run
     result = run(out_dir=str(tmp_path), pixelcnn_steps=2, nar_steps=2, batch_size=8, channels=4, num_blocks=1,
                  eval_examples=20, verbose=False)
     assert (tmp_path / "ar_vs_nar.png").stat().st_size > 0 and result["figure"].endswith("ar_vs_nar.png")

@@ -14,7 +14,7 @@ from minigen.models.pixelcnn import PixelCNN
 from minigen.random import Generator
 from minigen.tensor import Tensor
 
-# (output, conditional, label_map); the ids without a map stay "bernoulli-False" etc. (minigen/assign.py names one)
+# (output, conditional, label_map); the ids without a map stay "bernoulli-False" etc. (minigen/tools/assign.py names one)
 VARIANTS = [pytest.param(output, conditional, label_map, id=f"{output}-{conditional}" + "-label_map" * label_map)
             for output in ("bernoulli", "categorical256")
             for conditional, label_map in ((False, False), (True, False), (True, True))]

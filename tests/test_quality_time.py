@@ -2,7 +2,7 @@
 import pytest
 
 from benchmarks import quality_time
-from minigen.tour import FAMILIES
+from minigen.tools.tour import FAMILIES
 
 
 def test_minutes_list_is_parsed_and_bad_lists_are_refused():

@@ -14,7 +14,7 @@ import urllib.request
 import pytest
 
 from minigen.cli import main
-from minigen.report import REPORT, write_comparison, write_run_report
+from minigen.tools.report import REPORT, write_comparison, write_run_report
 from minigen.train import TrainOptions, train
 
 VOID = {"meta", "img", "br", "hr", "link", "input"}
@@ -84,6 +84,7 @@ def tiny_run(tmp_path_factory):
                         n_samples=20, log_every=2, progress=False, conditional=True,
                         model_config={"hidden_dim": 16, "iw_samples": 2, "batch_size": 16, "variant": "mlp"})
     _, summary = train(opts)
+    write_run_report(out)                # what `minigen train` does after training
     return out, summary
 
 

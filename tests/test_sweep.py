@@ -1,4 +1,4 @@
-"""`minigen sweep` (minigen.sweep): a 2x2 grid of tiny VAE runs on a local Dask cluster gives the
+"""`minigen sweep` (minigen.tools.sweep): a 2x2 grid of tiny VAE runs on a local Dask cluster gives the
 numbers of the same runs made one by one; a killed sweep finishes on rerun without retraining."""
 import csv
 import json
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from benchmarks import harness
-from minigen import sweep
+from minigen.tools import sweep
 from minigen.cli import main as cli_main
 from minigen.errors import MinigenError
 

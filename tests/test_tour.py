@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from minigen import tour
+from minigen.tools import tour
 from minigen.errors import MinigenError
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")

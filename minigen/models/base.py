@@ -20,7 +20,7 @@ from minigen.optim import Optimizer, clip_grad_norm
 
 __all__ = ["GenerativeModel", "FAMILIES", "register_family", "get_family", "NUM_CLASSES",
            "check_images", "check_labels", "condition_labels", "labels_for_sampling", "evaluation_subset", "one_hot",
-           "check_temperature", "check_guidance"]
+           "check_temperature", "check_guidance", "animated_families"]
 
 FAMILIES: dict[str, type] = {}
 
@@ -34,11 +34,17 @@ def register_family(name: str):
 
 
 def get_family(name: str) -> type:
-    """The model class registered under `name`; imports the model modules on first use."""
-    import minigen.models  # noqa: F401  (registers every family)
+    """The model class registered under `name` (importing minigen.models.base runs minigen/models/__init__.py
+    first, which imports every family module, so the registry is full by the time this is called)."""
     if name not in FAMILIES:
         raise MinigenError(f"unknown model {name!r}; expected one of: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
+
+
+def animated_families() -> list[str]:
+    """The families whose models define generation_frames (the others have nothing to animate)."""
+    return sorted(name for name, cls in FAMILIES.items()
+                  if cls.generation_frames is not GenerativeModel.generation_frames)
 
 
 # --- what every family checks on the way in (the one home of these checks) ---------------------------
@@ -158,7 +164,7 @@ class GenerativeModel(Module):
         model too big for the memory available, before any layer is allocated."""
         self.hparams = self.Config.build(self.family, config)
         self.config = self.hparams.as_dict()
-        check_memory(self.family, self.hparams, self.config["batch_size"])
+        check_memory(self.family, self.hparams, self.hparams.batch_size)
 
     @classmethod
     def default_config(cls) -> dict:
@@ -210,7 +216,6 @@ class GenerativeModel(Module):
     def generation_frames(self, generator=None, **options):
         """How this family generates, frame by frame: a minigen.animate.Frames (a row of images per frame)
         for `minigen sample --animate` and the run's generation.gif. Families without one raise."""
-        from minigen.animate import animated_families
         raise MinigenError(f"{self.family}: nothing to animate; the families with an animation are: "
                            f"{', '.join(animated_families())}")
 

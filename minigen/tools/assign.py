@@ -20,9 +20,9 @@ Two commands make and grade an assignment:
         runs each topic's subset of the teacher's tests (TOPIC_TESTS, from the installed minigen's
         checkout) against only the copy's minigen/ folder, in a scratch folder and a fresh Python
         whose `import minigen` is the student's (checked, not assumed), and prints a score per
-        topic: tests passed / tests run. The copy's tests/, conftest.py etc. are ignored (minigen.grade).
+        topic: tests passed / tests run. The copy's tests/, conftest.py etc. are ignored (minigen.tools.grade).
     minigen assign grade SUBMISSIONS --out gradebook.csv [--workers N | --scheduler ADDRESS]
-        the same for every student's folder, in parallel, with time and memory limits (minigen.grade).
+        the same for every student's folder, in parallel, with time and memory limits (minigen.tools.grade).
 
 A copy made with no topics is the reference solution: every topic's tests pass on it.
 '''
@@ -106,7 +106,7 @@ DEF = re.compile(r"^(?P<indent>[ \t]*)(?:async\s+)?(?:def|class)\s+(?P<name>\w+)
 
 def source_root() -> str:
     """The folder that holds the minigen package being run (and, in a checkout, tests/)."""
-    return os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 # --- the markers: pure text -------------------------------------------------------------------
@@ -183,7 +183,7 @@ def _python_files(root: str):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for name in sorted(files):
             path = os.path.join(folder, name)
-            if name.endswith(".py") and os.path.relpath(path, root) != os.path.join("minigen", "assign.py"):
+            if name.endswith(".py") and os.path.relpath(path, root) != os.path.join("minigen", "tools", "assign.py"):
                 yield path
 
 
@@ -270,13 +270,13 @@ def _student_readme(topics: list[str], todo: list[Solution]) -> str:
     return "\n".join(lines)
 
 
-# --- check: one copy, on the safe path of minigen.grade -----------------------------------------
+# --- check: one copy, on the safe path of minigen.tools.grade -----------------------------------------
 def check(student_dir: str, topic=None, verbose: bool = False, timeout: float | None = None,
           memory_mb: int | None = None) -> dict:
     """Run the teacher's tests of `topic` ('a,b', a list, or None: the assignment's topics) against
-    only the minigen/ folder of the copy in student_dir (minigen.grade); print and return
+    only the minigen/ folder of the copy in student_dir (minigen.tools.grade); print and return
     {topic: {"passed", "total", "failed": [(test, first error line)]}}."""
-    from minigen.grade import expected_tests, grade_submission, read_submission, summarize_ignored, teacher_tests
+    from minigen.tools.grade import expected_tests, grade_submission, read_submission, summarize_ignored, teacher_tests
     student_dir = os.path.abspath(student_dir)
     submission = read_submission(student_dir)
     if not os.path.isdir(os.path.join(student_dir, "minigen")) or \
@@ -323,7 +323,7 @@ def _positive_int(text: str) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The options of `minigen assign make|check|grade` (also `python -m minigen.assign ...`)."""
+    """The options of `minigen assign make|check|grade` (also `python -m minigen.tools.assign ...`)."""
     parser = argparse.ArgumentParser(prog="minigen assign", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="action", required=True, metavar="make|check|grade")
     p = sub.add_parser("make", help="write a student copy with the topics' marked lines removed")
@@ -346,8 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _grade(args) -> int:
-    from minigen.grade import grade_class
-    from minigen.jobs import dask_available
+    from minigen.tools.grade import grade_class
+    from minigen.tools.jobs import dask_available
     print(f"grading {args.submissions_dir} on "
           + (f"the Dask cluster at {args.scheduler}" if args.scheduler else
              f"{args.workers or 1} worker(s){' (Dask LocalCluster)' if dask_available() else ''}"), flush=True)

@@ -10,8 +10,8 @@ conftest.py, pytest.ini, setup.cfg, pyproject.toml, ...) is ignored and listed a
 their fixtures (tests/conftest.py) and the pytest settings come from the installed minigen's checkout
 (the reference), shipped with each job, so a cluster worker needs no shared filesystem.
 
-Each submission is one job (minigen.jobs): in a scratch folder of its own it gets the student's
-minigen/ and a fresh copy of the teacher's tests/, and minigen/grade_runner.py runs pytest there in a
+Each submission is one job (minigen.tools.jobs): in a scratch folder of its own it gets the student's
+minigen/ and a fresh copy of the teacher's tests/, and minigen/tools/grade_runner.py runs pytest there in a
 new process (`python -I`, memory limit, wall-clock timeout that kills the whole process group).
 Results come back through a pipe, test phase by test phase, so a submission that hangs in one topic
 keeps the scores of the topics that finished. This is confinement of the working files, not a
@@ -38,7 +38,7 @@ import threading
 from dataclasses import dataclass, field
 
 from minigen.errors import MinigenError
-from minigen.jobs import run_jobs, run_limited
+from minigen.tools.jobs import run_jobs, run_limited
 from minigen.serialize import atomic_write_text
 
 __all__ = ["Submission", "read_submission", "teacher_tests", "expected_tests", "grade_submission", "grade_class"]
@@ -121,7 +121,7 @@ def summarize_ignored(ignored: list[str]) -> str:
 def teacher_tests(root: str | None = None) -> tuple[dict, str]:
     """The reference's tests/*.py as {relpath: text} and its pytest ini text (markers only: never
     the project's addopts or testpaths)."""
-    from minigen.assign import source_root
+    from minigen.tools.assign import source_root
     root = root or source_root()
     tests = os.path.join(root, "tests")
     if not os.path.isdir(tests):
@@ -129,7 +129,7 @@ def teacher_tests(root: str | None = None) -> tuple[dict, str]:
                            f"its source checkout (`pip install -e .`)")
     sources = {}
     for relpath, path in _walk(tests):
-        if relpath.endswith(".py"):          # the tests are Python modules (served from memory, minigen.grade_runner)
+        if relpath.endswith(".py"):          # the tests are Python modules (served from memory, minigen.tools.grade_runner)
             with open(path, encoding="utf-8") as f:
                 sources["tests/" + relpath] = f.read()
     parser = configparser.RawConfigParser()
@@ -143,7 +143,7 @@ def teacher_tests(root: str | None = None) -> tuple[dict, str]:
 def expected_tests(topics: list[str], ini: str) -> dict:
     """{topic: the test ids its TOPIC_TESTS expand to (parametrized cases one by one)}, collected once
     from the reference, so a submission that breaks collection is scored out of the same total."""
-    from minigen.assign import TOPIC_TESTS, source_root
+    from minigen.tools.assign import TOPIC_TESTS, source_root
     node_ids = [node for t in topics for node in TOPIC_TESTS[t]]
     with tempfile.TemporaryDirectory(prefix="minigen-collect-") as tmp:
         config = os.path.join(tmp, "pytest.ini")
@@ -189,7 +189,7 @@ def _scores(expected: dict, records: list[dict]) -> tuple[dict, str | None]:
 
 
 def grade_submission(job: dict) -> dict:
-    """Grade one submission in a scratch folder of its own (a job for minigen.jobs.run_jobs; never raises).
+    """Grade one submission in a scratch folder of its own (a job for minigen.tools.jobs.run_jobs; never raises).
 
     job: {"submission": Submission, "tests": {relpath: text}, "ini": text,
           "expected": {topic: [test ids]} (expected_tests), "timeout": seconds or None, "memory_mb": MB or None}
@@ -356,7 +356,7 @@ def grade_class(submissions_dir: str, out: str, *, topics=None, workers: int = 1
     """Grade every subfolder of submissions_dir into the gradebook CSV `out` (and out's folder
     `feedback/STUDENT.txt`). Resumable: a row whose content hash and grading key match is kept.
     Returns {student: row}."""
-    from minigen.assign import parse_topics
+    from minigen.tools.assign import parse_topics
     if not os.path.isdir(submissions_dir):
         raise MinigenError(f"{submissions_dir} is not a folder of submissions (one subfolder per student)")
     if timeout is not None and not timeout > 0:

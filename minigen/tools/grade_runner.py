@@ -1,6 +1,6 @@
 """The grading process: runs the teacher's tests against a student's `minigen/` in a scratch folder.
 
-Run as a script, never imported: `python -I grade_runner.py`, started by minigen.grade. In this
+Run as a script, never imported: `python -I grade_runner.py`, started by minigen.tools.grade. In this
 process `import minigen` is the STUDENT's package, so this file imports nothing from minigen.
 It reads its orders as one JSON line on stdin, before any student code exists in the process:
 

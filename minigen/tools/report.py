@@ -226,7 +226,7 @@ def write_run_report(run_dir: str) -> str:
 
 def write_tour_report(out_dir: str, result: dict, pictures: list[str], runs: list[str]) -> str:
     """OUT/index.html for the tour: the table, its figures and animations, links to each family's run report."""
-    from minigen.tour import TABLE_HEADER, table_rows
+    from minigen.tools.tour import TABLE_HEADER, table_rows
     return _write(os.path.join(out_dir, REPORT), "tour.html", title="minigen tour: every family side by side",
                   minutes=result["minutes"], dataset=result["dataset"], header=TABLE_HEADER,
                   rows=table_rows(result), figures=[_figure(p, out_dir) for p in pictures],

@@ -1,6 +1,6 @@
 """`minigen sweep SPEC.toml --out DIR [--workers N | --scheduler tcp://HOST:8786]`: a grid of
 `minigen train` runs, each an ordinary run directory DIR/NAME (so `minigen eval`, `sample` and
-`train --resume` work on it), run as independent jobs on Dask or local processes (minigen.jobs),
+`train --resume` work on it), run as independent jobs on Dask or local processes (minigen.tools.jobs),
 and then the spec's `minigen bench` cases, if any.
 
 A spec (read with Python's tomllib):
@@ -64,7 +64,7 @@ import time
 import tomllib
 
 from minigen.errors import MinigenError
-from minigen.jobs import run_jobs, run_limited
+from minigen.tools.jobs import run_jobs, run_limited
 from minigen.serialize import atomic_write_text
 
 __all__ = ["load_spec", "plan", "run_sweep", "run_one", "derive_seed"]
@@ -261,7 +261,7 @@ def train_argv(options: dict, seed: int, run_dir: str) -> list[str]:
 
 
 def run_one(job: dict) -> dict:
-    """One run, in a subprocess `python -m minigen train ...` (a job for minigen.jobs.run_jobs; never
+    """One run, in a subprocess `python -m minigen train ...` (a job for minigen.tools.jobs.run_jobs; never
     raises). Starts it, or resumes it from its checkpoint; its output goes to DIR/logs/NAME.log."""
     from minigen.train import CHECKPOINT, CONFIG
     run, out = job["run"], job["out"]
@@ -299,7 +299,7 @@ def run_one(job: dict) -> dict:
 
 
 def _failure(done) -> str:
-    """How a command (a minigen.jobs.Finished) failed, with its last line of output."""
+    """How a command (a minigen.tools.jobs.Finished) failed, with its last line of output."""
     lines = [line for line in done.output.splitlines() if line.strip()]
     return f"{done.how} (status {done.returncode}): {lines[-1] if lines else 'no output'}"[:300]
 
@@ -308,7 +308,7 @@ def _failure(done) -> str:
 def benchmark_script(suite: str) -> str:
     """The script of `minigen bench SUITE` in the source checkout minigen runs from. benchmarks/ is not
     part of the installed package: without the checkout, a MinigenError saying so."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     script = os.path.join(root, "benchmarks", BENCH_SCRIPTS[suite])
     if not os.path.exists(script):
         raise MinigenError(f"the benchmarks live in the source checkout ({script} not found); "

@@ -131,7 +131,10 @@ def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eva
     claim_run_dir(opts.out)
     os.makedirs(opts.out)
     open(os.path.join(opts.out, TOUR_MARK), "w").close()
-    return train(opts)
+    from minigen.tools.report import write_run_report
+    trained = train(opts)
+    write_run_report(opts.out)
+    return trained
 
 
 def _is_binary(images: np.ndarray) -> bool:
@@ -150,7 +153,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     from minigen.metrics import fid_mnist, label_accuracy, yardstick
     from minigen.animate import save_gif
     from minigen.plots import save_rows
-    from minigen.report import write_tour_report
+    from minigen.tools.report import write_tour_report
 
     if not minutes > 0:
         raise MinigenError(f"tour: --minutes must be positive, got {minutes}")

@@ -112,7 +112,6 @@ def machine_info(threads: int = THREADS) -> dict:
     import numba
     import numpy as np
 
-    from benchmarks.harness import torch_version
     from minigen.kernels import conv
     return {"cpu": cpu_model(), "threads": threads, "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version(),
@@ -137,3 +136,11 @@ def print_table(rows: list[dict], columns: list[str]) -> None:
     print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+def torch_version() -> str | None:
+    from importlib import metadata
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None

@@ -147,14 +147,6 @@ def available_frameworks() -> tuple[str, ...]:
     return FRAMEWORKS if importlib.util.find_spec("torch") is not None else FRAMEWORKS[:1]
 
 
-def torch_version() -> str | None:
-    from importlib import metadata
-    try:
-        return metadata.version("torch")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def worker_env(threads: int) -> dict:
     """The environment of every worker: the same thread count for every pool, the repository
     importable (so `benchmarks.` and this checkout's `minigen` are found)."""

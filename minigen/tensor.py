@@ -135,8 +135,7 @@ class Tensor:
         return self
 
     def astype(self, dtype) -> "Tensor":
-        from minigen.ops import cast
-        return cast(self, dtype)
+        return OPS["cast"](self, dtype)
 
     # --- autodiff ------------------------------------------------------------
     def backward(self, grad=None, retain_graph: bool = False) -> None:
@@ -171,21 +170,21 @@ class Tensor:
             if not retain_graph:              # free the closures (and the arrays they hold)
                 node._backward, node._parents = None, ()
 
-    # --- operators: defined in minigen/ops, attached at the bottom of this file
-    def __add__(self, o): return _ops.add(self, o)
-    def __radd__(self, o): return _ops.add(o, self)
-    def __sub__(self, o): return _ops.sub(self, o)
-    def __rsub__(self, o): return _ops.sub(o, self)
-    def __mul__(self, o): return _ops.mul(self, o)
-    def __rmul__(self, o): return _ops.mul(o, self)
-    def __truediv__(self, o): return _ops.div(self, o)
-    def __rtruediv__(self, o): return _ops.div(o, self)
-    def __pow__(self, o): return _ops.pow(self, o)
-    def __rpow__(self, o): return _ops.pow(o, self)
-    def __neg__(self): return _ops.neg(self)
-    def __matmul__(self, o): return _ops.matmul(self, o)
-    def __rmatmul__(self, o): return _ops.matmul(o, self)
-    def __getitem__(self, idx): return _ops.getitem(self, idx)
+    # --- operators: defined in minigen/ops, found in the op registry (ops import this module, not back)
+    def __add__(self, o): return OPS["add"](self, o)
+    def __radd__(self, o): return OPS["add"](o, self)
+    def __sub__(self, o): return OPS["sub"](self, o)
+    def __rsub__(self, o): return OPS["sub"](o, self)
+    def __mul__(self, o): return OPS["mul"](self, o)
+    def __rmul__(self, o): return OPS["mul"](o, self)
+    def __truediv__(self, o): return OPS["div"](self, o)
+    def __rtruediv__(self, o): return OPS["div"](o, self)
+    def __pow__(self, o): return OPS["pow"](self, o)
+    def __rpow__(self, o): return OPS["pow"](o, self)
+    def __neg__(self): return OPS["neg"](self)
+    def __matmul__(self, o): return OPS["matmul"](self, o)
+    def __rmatmul__(self, o): return OPS["matmul"](o, self)
+    def __getitem__(self, idx): return OPS["getitem"](self, idx)
 
     # comparisons give plain boolean arrays: they have no gradient
     def __lt__(self, o): return self.data < _data(o)
@@ -202,7 +201,7 @@ class Tensor:
 
     @property
     def T(self) -> "Tensor":
-        return _ops.transpose(self)
+        return OPS["transpose"](self)
 
 
 def _data(x):
@@ -320,5 +319,3 @@ def randn(*shape, generator=None, dtype=DEFAULT_DTYPE, requires_grad=False) -> T
 def rand(*shape, generator=None, dtype=DEFAULT_DTYPE, requires_grad=False) -> Tensor:
     return Tensor(resolve(generator).uniform(shape, dtype=dtype), requires_grad)
 
-
-from minigen import ops as _ops  # noqa: E402  (ops need Tensor defined first)

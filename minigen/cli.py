@@ -24,8 +24,10 @@ import sys
 from minigen.errors import MinigenError
 from minigen.tools.sweep import BENCH_SCRIPTS
 
-FAMILY_NAMES = ["vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier"]
-DATASETS = ["mnist", "fashion-mnist", "mnist-5k"]
+from minigen.data import NAMES as DATASETS
+from minigen.models import FAMILIES
+
+FAMILY_NAMES = list(FAMILIES)      # the registry (minigen/models/base.py) is the one list of families
 
 
 class _UsageError(MinigenError):

@@ -141,7 +141,7 @@ def train_classifier(dataset: str = "mnist-5k", data_dir=None, epochs: int = 3, 
 
     model = Classifier({}, generator=Generator(seed))
     train = data.load(dataset, "train", data_dir)
-    loader = data.DataLoader(data.to_float(train.images), train.labels, model.config["batch_size"],
+    loader = data.DataLoader(data.to_float(train.images), train.labels, model.hparams.batch_size,
                              generator=Generator(seed + 1))
     optimizers = model.make_optimizers()
     while loader.epoch < epochs:

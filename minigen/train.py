@@ -316,7 +316,7 @@ def _train_locked(opts: TrainOptions, model, ckpt):
 
     train_set = mdata.load(opts.dataset, "train", opts.data_dir)
     x_train, y_train = mdata.to_float(train_set.images[:opts.train_n]), train_set.labels[:opts.train_n]
-    loader = mdata.DataLoader(x_train, y_train, model.config["batch_size"], shuffle=True, drop_last=True,
+    loader = mdata.DataLoader(x_train, y_train, model.hparams.batch_size, shuffle=True, drop_last=True,
                               generator=Generator(opts.seed + 1))   # its own stream: data order
     optimizers = model.make_optimizers()
     base_lrs = {name: opt.lr for name, opt in optimizers.items()}   # before a checkpoint's scheduled lr

@@ -9,10 +9,10 @@ from hypothesis import strategies as st
 
 from minigen.config import HyperParameters, check_memory, excluded, knob
 from minigen.errors import ConfigError, MinigenError
-from minigen.models import get_family
+from minigen.models import FAMILIES as REGISTERED, get_family
 from minigen.models.vae import VAEConfig
 
-FAMILIES = ["vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier"]
+FAMILIES = list(REGISTERED)
 
 
 @dataclass(frozen=True)

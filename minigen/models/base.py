@@ -163,7 +163,7 @@ class GenerativeModel(Module):
         """Check `config` against the family's declaration (defaults fill in what it leaves out) and refuse a
         model too big for the memory available, before any layer is allocated."""
         self.hparams = self.Config.build(self.family, config)
-        self.config = self.hparams.as_dict()
+        self.config = self.hparams.as_dict()     # the same as a JSON-able dict: config.json, checkpoints
         check_memory(self.family, self.hparams, self.hparams.batch_size)
 
     @classmethod
@@ -174,7 +174,7 @@ class GenerativeModel(Module):
 
     @property
     def conditional(self) -> bool:
-        return bool(self.config.get("conditional", False))
+        return self.hparams.conditional
 
     def make_optimizers(self) -> dict[str, Optimizer]:
         """Named optimisers, e.g. {"model": Adam(...)} or {"generator": ..., "discriminator": ...}."""

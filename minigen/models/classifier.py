@@ -89,7 +89,7 @@ class Classifier(GenerativeModel):
 
     # --- the family interface -------------------------------------------------------------------
     def make_optimizers(self) -> dict:
-        return {"model": Adam(self.parameters(), lr=self.config["lr"])}
+        return {"model": Adam(self.parameters(), lr=self.hparams.lr)}
 
     def train_step(self, x, y, optimizers, generator=None) -> dict:
         """One cross-entropy step on real grey-level digits."""
@@ -97,13 +97,13 @@ class Classifier(GenerativeModel):
         x = check_images("classifier", x, 28)
         logits = self(Tensor(x))
         loss = ops.cross_entropy(logits, check_labels("classifier", y, len(x)))
-        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
+        grad_norm = self.optimize(loss, optimizers["model"], self.hparams.grad_clip)
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     def evaluate(self, x, y, generator=None) -> dict:
         """{"accuracy": fraction of test digits classified correctly}."""
         x = check_images("classifier", x, 28)
-        x, y = evaluation_subset(x, y, self.config["eval_examples"])
+        x, y = evaluation_subset(x, y, self.hparams.eval_examples)
         y = check_labels("classifier", y, len(x))
         return {"accuracy": float((self.predict(x) == y).mean()), "examples": len(x)}
 

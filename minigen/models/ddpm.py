@@ -332,16 +332,16 @@ class DDPM(GenerativeModel):
 
     def __init__(self, config: dict | None = None, generator=None):
         super().__init__(config)
-        config = self.config
-        self.schedule = NoiseSchedule(config["schedule"], int(config["T"]), config["beta_start"], config["beta_end"])
-        self.num_classes = int(config["num_classes"])
-        self.net = UNet(config["channels"], int(config["time_dim"]), int(config["groups"]),
+        config = self.hparams
+        self.schedule = NoiseSchedule(config.schedule, config.T, config.beta_start, config.beta_end)
+        self.num_classes = config.num_classes
+        self.net = UNet(config.channels, config.time_dim, config.groups,
                         self.num_classes if self.conditional else None, generator)
-        self.ema = EMA(self.net, config["ema_decay"])
+        self.ema = EMA(self.net, config.ema_decay)
 
     # --- training ---------------------------------------------------------------------------------
     def make_optimizers(self):
-        return {"model": Adam(self.net.parameters(), lr=self.config["lr"])}
+        return {"model": Adam(self.net.parameters(), lr=self.hparams.lr)}
 
     def train_step(self, x, y, optimizers, generator) -> dict[str, float]:
         """x: (N, 1, 28, 28) float32 in [0, 1]; y: (N,) int64.
@@ -357,15 +357,15 @@ class DDPM(GenerativeModel):
         noise = generator.normal(x.shape)
         xt = self.schedule.q_sample(x0, t, noise)
         if labels is not None:
-            drop = generator.uniform((len(x),)) < self.config["p_uncond"]
+            drop = generator.uniform((len(x),)) < self.hparams.p_uncond
             labels = np.where(drop, self.num_classes, labels)
         opt = optimizers["model"]
-        target = noise if self.config["prediction"] == "eps" else self.schedule.velocity(x0, noise, t)
+        target = noise if self.hparams.prediction == "eps" else self.schedule.velocity(x0, noise, t)
         loss = ops.mse_loss(self.net(Tensor(xt), t, labels), Tensor(target))
-        grad_norm = self.optimize(loss, opt, self.config["grad_clip"])
+        grad_norm = self.optimize(loss, opt, self.hparams.grad_clip)
         # EMA warm-up: average over ~all steps so far while there are few, so short runs are not
         # dominated by the random initial weights
-        self.ema.decay = ema_decay_at(opt.step_count, self.config["ema_decay"])
+        self.ema.decay = ema_decay_at(opt.step_count, self.hparams.ema_decay)
         self.ema.update(self.net)
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
@@ -395,7 +395,7 @@ class DDPM(GenerativeModel):
             cond, uncond = both[:n], both[n:]
             # eps is linear in the network output at a fixed x_t, so mixing outputs = mixing noises
             out = uncond + np.float32(guidance) * (cond - uncond)
-        return out if self.config["prediction"] == "eps" else self.schedule.eps_from_velocity(xt, out, t)
+        return out if self.hparams.prediction == "eps" else self.schedule.eps_from_velocity(xt, out, t)
 
     def _net_output(self, x: np.ndarray, t: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
         """The network's output array for x (N, 1, 28, 28), under no_grad. A sampling batch
@@ -408,7 +408,7 @@ class DDPM(GenerativeModel):
 
     def _x0_estimate(self, xt, eps, t):
         x0 = self.schedule.predict_x0(xt, eps, t)
-        if self.config["clip_denoised"]:
+        if self.hparams.clip_denoised:
             np.clip(x0, -1, 1, out=x0)
         return x0
 
@@ -426,7 +426,7 @@ class DDPM(GenerativeModel):
         ab = self.schedule.alpha_bar[t]
         ab_prev = self.schedule.alpha_bar[t_prev] if t_prev >= 0 else 1.0
         x0 = self._x0_estimate(xt, eps, t)
-        if self.config["clip_denoised"]:
+        if self.hparams.clip_denoised:
             # the noise consistent with the clipped x_0 (unchanged where nothing was clipped)
             eps = (xt - math.sqrt(ab) * x0) * np.float32(1 / math.sqrt(1 - ab))
         sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
@@ -443,11 +443,11 @@ class DDPM(GenerativeModel):
         taken evenly along the way, first = pure noise, last = final; empty if frames == 0).
         Options default to the config's sample_method / sample_steps / eta / guidance.
         """
-        cfg = self.config
-        method = cfg["sample_method"] if method is None else method
-        steps = (cfg["sample_steps"] if method == "ddim" else None) if steps is None else steps
-        eta = cfg["eta"] if eta is None else float(eta)
-        guidance = cfg["guidance"] if guidance is None else check_guidance("ddpm.sample", guidance)
+        cfg = self.hparams
+        method = cfg.sample_method if method is None else method
+        steps = (cfg.sample_steps if method == "ddim" else None) if steps is None else steps
+        eta = cfg.eta if eta is None else float(eta)
+        guidance = cfg.guidance if guidance is None else check_guidance("ddpm.sample", guidance)
         if guidance != 1 and not self.conditional:
             raise MinigenError(f"ddpm: guidance={guidance} needs a conditional model (config 'conditional': true)")
         if not isinstance(n, (int, np.integer)) or n < 1:
@@ -493,14 +493,14 @@ class DDPM(GenerativeModel):
     # --- evaluation, checkpoints, pictures --------------------------------------------------------
     def evaluate(self, x, y, generator=None) -> dict[str, float]:
         """The EMA network's denoising loss E_{t, eps} ||eps - eps_theta(x_t, t)||^2 on the first
-        config['eval_examples'] test images (one random t and eps per image). Sample quality (FID,
+        config.eval_examples test images (one random t and eps per image). Sample quality (FID,
         label accuracy; the literature uses 10k-50k samples) is measured by `minigen eval --fid`."""
-        x = check_images("ddpm.evaluate", x)[: self.config["eval_examples"]]
+        x = check_images("ddpm.evaluate", x)[: self.hparams.eval_examples]
         generator = resolve(generator)
         labels = (check_labels("ddpm.evaluate", np.asarray(y)[: len(x)], len(x), self.num_classes)
                   if self.conditional else None)
         total = 0.0
-        batch = int(self.config["batch_size"])
+        batch = self.hparams.batch_size
         with no_grad(), self.ema_weights():
             for start in range(0, len(x), batch):
                 xb = x[start:start + batch]
@@ -508,7 +508,7 @@ class DDPM(GenerativeModel):
                 noise = generator.normal(xb.shape)
                 xt = self.schedule.q_sample(2 * xb - 1, t, noise)
                 out = self.net(Tensor(xt), t, None if labels is None else labels[start:start + batch]).data
-                if self.config["prediction"] == "v":    # the loss is reported on the noise either way
+                if self.hparams.prediction == "v":    # the loss is reported on the noise either way
                     out = self.schedule.eps_from_velocity(xt, out, t)
                 total += float(((out - noise) ** 2).mean()) * len(xb)
         return {"loss": total / max(len(x), 1)}

@@ -342,29 +342,29 @@ class RealNVP(GenerativeModel):
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)
-        c = self.config
-        n_couplings = int(c["num_couplings"])
-        self.num_classes = int(c["num_classes"])
+        c = self.hparams
+        n_couplings = c.num_couplings
+        self.num_classes = c.num_classes
         label_dim = self.num_classes if self.conditional else 0
-        layers: list[Module] = [LogitTransform(c["alpha"])]
+        layers: list[Module] = [LogitTransform(c.alpha)]
         shape = IMAGE_SHAPE
         for i in range(n_couplings):
-            if c["variant"] == "mlp":
+            if c.variant == "mlp":
                 mask = checkerboard_mask(*shape, parity=i % 2)
-                net = MLPCouplingNet(shape, int(c["hidden_dim"]), label_dim)
+                net = MLPCouplingNet(shape, c.hidden_dim, label_dim)
             else:
                 if i == n_couplings // 2:                 # second half: 4 x 14 x 14 with channel masks
                     layers.append(Squeeze())
                     shape = (4 * shape[0], shape[1] // 2, shape[2] // 2)
                 first_half = i < n_couplings // 2
                 mask = checkerboard_mask(*shape, parity=i % 2) if first_half else channel_mask(shape[0], i % 2)
-                net = ConvCouplingNet(shape[0], int(c["hidden_channels"]), label_dim)
-            if c["actnorm"]:
-                layers.append(ActNorm((1, shape[0], 1, 1) if c["variant"] == "conv" else (1, *shape)))
+                net = ConvCouplingNet(shape[0], c.hidden_channels, label_dim)
+            if c.actnorm:
+                layers.append(ActNorm((1, shape[0], 1, 1) if c.variant == "conv" else (1, *shape)))
             layers.append(AffineCoupling(mask, net))
         self.layers = layers
         self.latent_shape = shape
-        self.prior = ClassPrior(self.num_classes, shape) if c["prior"] == "class" else None
+        self.prior = ClassPrior(self.num_classes, shape) if c.prior == "class" else None
 
     # --- the flow -------------------------------------------------------------------------
     def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
@@ -394,7 +394,7 @@ class RealNVP(GenerativeModel):
 
     # --- training -------------------------------------------------------------------------
     def make_optimizers(self) -> dict:
-        return {"model": Adam(self.parameters(), lr=self.config["lr"])}
+        return {"model": Adam(self.parameters(), lr=self.hparams.lr)}
 
     def train_step(self, x, y, optimizers, generator=None) -> dict:
         """Minimise bits/dim (the NLL, rescaled) on a freshly dequantized batch."""
@@ -403,7 +403,7 @@ class RealNVP(GenerativeModel):
         self.train()
         v = Tensor(self.dequantize(x, resolve(generator)))
         loss = bits_per_dim(self.log_prob(v, y if self.conditional else None), int(np.prod(IMAGE_SHAPE))).mean()
-        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
+        grad_norm = self.optimize(loss, optimizers["model"], self.hparams.grad_clip)
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     # --- sampling -------------------------------------------------------------------------
@@ -445,21 +445,21 @@ class RealNVP(GenerativeModel):
     def evaluate(self, x, y, generator=None) -> dict:
         """Test metrics: bits_per_dim (0..255 scale) and nll_nats (per image, same scale).
 
-        Exact given the dequantization noise, which comes from the fixed seed config["eval_seed"]
-        (so `generator` is not needed). Uses the first config["eval_examples"] examples (None: all);
+        Exact given the dequantization noise, which comes from the fixed seed config.eval_seed
+        (so `generator` is not needed). Uses the first config.eval_examples examples (None: all);
         the literature reports the whole 10,000-image test set.
         """
         x = check_images("RealNVP.evaluate", x)
         y = check_labels("RealNVP.evaluate", y, len(x), self.num_classes)
-        c = self.config
-        if c["eval_examples"] is not None:
-            x, y = x[:c["eval_examples"]], y[:c["eval_examples"]]
-        v = self.dequantize(x, Generator(c["eval_seed"]))
+        c = self.hparams
+        if c.eval_examples is not None:
+            x, y = x[:c.eval_examples], y[:c.eval_examples]
+        v = self.dequantize(x, Generator(c.eval_seed))
         self.eval()
         log_p = []
         with no_grad():
-            for start in range(0, len(v), c["eval_batch_size"]):
-                sl = slice(start, start + c["eval_batch_size"])
+            for start in range(0, len(v), c.eval_batch_size):
+                sl = slice(start, start + c.eval_batch_size)
                 log_p.append(self.log_prob(Tensor(v[sl]), y[sl] if self.conditional else None).data)
         log_p = np.concatenate(log_p).astype(np.float64)
         dims = int(np.prod(IMAGE_SHAPE))
@@ -481,7 +481,7 @@ class RealNVP(GenerativeModel):
                            title="samples at three temperatures", col_labels=labels)]
         self.eval()
         with no_grad():
-            v = self.dequantize(x[:10], Generator(self.config["eval_seed"]))
+            v = self.dequantize(x[:10], Generator(self.hparams.eval_seed))
             cond = y[:10] if self.conditional else None
             back = self.inverse(self(Tensor(v), cond)[0], cond).data
         paths.append(save_rows({"x": v, "inverse(forward(x))": back}, os.path.join(out_dir, "invertibility.png"),

@@ -189,22 +189,22 @@ class GAN(GenerativeModel):
 
     def __init__(self, config: dict | None = None, generator=None):
         super().__init__(config)
-        config = self.config
-        self.num_classes = int(config["num_classes"])
-        self.latent_dim = int(config["latent_dim"])
+        config = self.hparams
+        self.num_classes = config.num_classes
+        self.latent_dim = config.latent_dim
         classes = self.num_classes if self.conditional else None
-        self.G = DCGANGenerator(self.latent_dim, classes, int(config["label_dim"]), generator)
+        self.G = DCGANGenerator(self.latent_dim, classes, config.label_dim, generator)
         self.D = DCGANDiscriminator(classes, generator)
         dcgan_init(self.G, generator)
         dcgan_init(self.D, generator)
         self.snapshots = np.zeros((0, 10, 1, 28, 28), np.float32)   # (S, 10, 1, 28, 28) fixed-noise images
         self.snapshot_steps = np.zeros(0, np.int64)
-        self.snapshot_every = int(config["snapshot_every"])
+        self.snapshot_every = config.snapshot_every
 
     def make_optimizers(self):
-        betas = (self.config["beta1"], self.config["beta2"])
-        return {"generator": Adam(self.G.parameters(), lr=self.config["lr"], betas=betas),
-                "discriminator": Adam(self.D.parameters(), lr=self.config["lr"], betas=betas)}
+        betas = (self.hparams.beta1, self.hparams.beta2)
+        return {"generator": Adam(self.G.parameters(), lr=self.hparams.lr, betas=betas),
+                "discriminator": Adam(self.D.parameters(), lr=self.hparams.lr, betas=betas)}
 
     def discriminator_step(self, real: Tensor, fake: Tensor, labels, optimizer) -> dict[str, float]:
         """One step of D on a real and a (detached) fake batch, both (N, 1, 28, 28) in [-1, 1].
@@ -242,7 +242,7 @@ class GAN(GenerativeModel):
         fake = self.G(Tensor(z), labels)
         stats = self.discriminator_step(Tensor(2 * x - 1), fake.detach(), labels, optimizers["discriminator"])
         g_loss = self.generator_step(fake, labels, optimizers["generator"])
-        every = int(self.config["collapse_check_every"])
+        every = self.hparams.collapse_check_every
         if every and optimizers["generator"].step_count % every == 0:
             self.warn_if_collapsed(optimizers["generator"].step_count)
         if self.snapshot_every and optimizers["generator"].step_count % self.snapshot_every == 0:
@@ -251,16 +251,16 @@ class GAN(GenerativeModel):
 
     def warn_if_collapsed(self, step: int) -> int | None:
         """Classify samples of a fixed noise batch; warn when they show fewer than
-        config['collapse_min_digits'] different digits. Returns the count (None: no classifier)."""
-        n = int(self.config["collapse_samples"])
+        config.collapse_min_digits different digits. Returns the count (None: no classifier)."""
+        n = self.hparams.collapse_samples
         # a fixed probe (its own seed): the check never disturbs the training's random stream
         probe = Generator(0)
         labels = np.arange(n) % self.num_classes if self.conditional else None
         count = distinct_digits(self.sample(n, labels, probe))
-        if count is not None and count < self.config["collapse_min_digits"]:
+        if count is not None and count < self.hparams.collapse_min_digits:
             warnings.warn(f"gan: possible mode collapse at step {step}: the yardstick classifier sees only "
                           f"{count} different digits in {n} samples (expected at least "
-                          f"{self.config['collapse_min_digits']}). Try a lower lr or restart with another seed.",
+                          f"{self.hparams.collapse_min_digits}). Try a lower lr or restart with another seed.",
                           stacklevel=2)
         return count
 
@@ -271,7 +271,7 @@ class GAN(GenerativeModel):
         images = self.generate(z, np.arange(10) if self.conditional else None)
         self.snapshots = np.concatenate([self.snapshots, images[None]])
         self.snapshot_steps = np.append(self.snapshot_steps, step)
-        if len(self.snapshots) > int(self.config["snapshot_frames"]):     # thin out evenly: every other one
+        if len(self.snapshots) > self.hparams.snapshot_frames:     # thin out evenly: every other one
             self.snapshots, self.snapshot_steps = self.snapshots[1::2], self.snapshot_steps[1::2]
             self.snapshot_every *= 2
 
@@ -281,7 +281,7 @@ class GAN(GenerativeModel):
         from minigen.animate import Frames
         if len(self.snapshots) == 0:
             raise MinigenError("gan: this run kept no fixed-noise snapshots (it trained fewer than "
-                               f"snapshot_every={self.config['snapshot_every']} steps, or snapshot_every is 0)")
+                               f"snapshot_every={self.hparams.snapshot_every} steps, or snapshot_every is 0)")
         return Frames(self.snapshots, [f"after {s} generator steps" for s in self.snapshot_steps],
                       list(range(10)) if self.conditional else None, "GAN: the same noise across training")
 
@@ -315,11 +315,11 @@ class GAN(GenerativeModel):
         return np.clip((images + 1) / 2, 0, 1).astype(np.float32)
 
     def evaluate(self, x, y, generator=None) -> dict[str, float]:
-        """D's view of the first config['eval_examples'] test images and as many fresh samples (eval
+        """D's view of the first config.eval_examples test images and as many fresh samples (eval
         mode): d_loss, d_real_acc, d_fake_acc; plus distinct_digits among 100 samples when the
         yardstick classifier exists. FID and label accuracy (the literature uses 10k-50k samples)
         come from `minigen eval --fid`."""
-        x = check_images("gan.evaluate", x)[: self.config["eval_examples"]]
+        x = check_images("gan.evaluate", x)[: self.hparams.eval_examples]
         labels = (check_labels("gan.evaluate", np.asarray(y)[: len(x)], len(x), self.num_classes)
                   if self.conditional else None)
         fake = 2 * self.sample(len(x), labels, generator) - 1
@@ -330,7 +330,7 @@ class GAN(GenerativeModel):
                       + ops.binary_cross_entropy_with_logits(logits_fake, np.zeros(len(x), np.float32))).item()
         metrics = {"d_loss": d_loss, "d_real_acc": float((logits_real.data > 0).mean()),
                    "d_fake_acc": float((logits_fake.data < 0).mean())}
-        n = int(self.config["collapse_samples"])
+        n = self.hparams.collapse_samples
         count = distinct_digits(self.sample(n, np.arange(n) % self.num_classes if self.conditional else None,
                                             generator))
         if count is not None:

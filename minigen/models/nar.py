@@ -70,8 +70,8 @@ class NAR(GenerativeModel):
 
     def __init__(self, config: dict | None = None, generator=None):
         super().__init__(config)
-        config = self.config
-        hidden = int(config["hidden"])
+        config = self.hparams
+        hidden = config.hidden
         # an unconditional model has one "class": every image gets the same input
         self.label_embedding = Embedding(NUM_CLASSES if self.conditional else 1, hidden, generator=generator)
         self.hidden = Linear(hidden, hidden, generator=generator)
@@ -92,7 +92,7 @@ class NAR(GenerativeModel):
 
     # --- the family interface -----------------------------------------------------------------
     def make_optimizers(self) -> dict:
-        return {"model": Adam(self.parameters(), lr=self.config["lr"])}
+        return {"model": Adam(self.parameters(), lr=self.hparams.lr)}
 
     def train_step(self, x, y, optimizers, generator=None) -> dict:
         """Maximum likelihood on freshly binarized images: loss = mean NLL in nats per image."""
@@ -100,7 +100,7 @@ class NAR(GenerativeModel):
         x = check_images("nar", x, IMAGE_SIZE)
         cond = self._condition(y, len(x))
         loss = self.nll_per_image(binarize_dynamic(x, resolve(generator)), cond).mean()
-        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
+        grad_norm = self.optimize(loss, optimizers["model"], self.hparams.grad_clip)
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     def evaluate(self, x, y, generator=None) -> dict:
@@ -108,8 +108,8 @@ class NAR(GenerativeModel):
         the two models' numbers compare directly. A conditional model reports -log p(x | y)."""
         self.eval()
         x = check_images("nar", x, IMAGE_SIZE)
-        x, y = evaluation_subset(x, y, self.config["eval_examples"])
-        xb = binarize_fixed(x, self.config["eval_binarize_seed"])
+        x, y = evaluation_subset(x, y, self.hparams.eval_examples)
+        xb = binarize_fixed(x, self.hparams.eval_binarize_seed)
         with no_grad():
             nats = float(self.nll_per_image(xb, self._condition(y, len(x))).data.mean())
         return {"nll_nats": nats, "examples": len(x)}

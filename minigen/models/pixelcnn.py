@@ -191,23 +191,23 @@ class PixelCNN(GenerativeModel):
 
     def __init__(self, config: dict | None = None, generator=None):
         super().__init__(config)
-        config = self.config
-        self.likelihood_metric = "nll_nats" if config["output"] == "bernoulli" else "bits_per_dim"
-        c, cond = int(config["channels"]), self.conditional
+        config = self.hparams
+        self.likelihood_metric = "nll_nats" if config.output == "bernoulli" else "bits_per_dim"
+        c, cond = config.channels, self.conditional
         self.input = ConditionalConv(1, c, 7, "A", cond, generator)
-        self.blocks = [ConditionalConv(c, c, 3, "B", cond, generator) for _ in range(int(config["num_blocks"]))]
+        self.blocks = [ConditionalConv(c, c, 3, "B", cond, generator) for _ in range(config.num_blocks)]
         # A 1x1 conv is causal as it is; as type-B masked convs these layers share the code above.
         self.hidden = ConditionalConv(c, c, 1, "B", cond, generator)
-        self.output = ConditionalConv(c, OUTPUTS[config["output"]], 1, "B", cond, generator)
+        self.output = ConditionalConv(c, OUTPUTS[config.output], 1, "B", cond, generator)
         # The class bias above is the same at every position: it can say "more ink" but not "ink HERE".
         # A per-digit map over positions (zero at first) tells each pixel where in a digit of its class it
         # sits. It depends on the label alone, never on pixels, so the network stays causal.
         s = self.image_size
-        self.label_map = Parameter(np.zeros((NUM_CLASSES, c, s, s), np.float32)) if config["label_map"] else None
+        self.label_map = Parameter(np.zeros((NUM_CLASSES, c, s, s), np.float32)) if config.label_map else None
 
     @property
     def image_size(self) -> int:
-        return int(self.config["image_size"])
+        return self.hparams.image_size
 
     def forward(self, x: Tensor, y=None) -> Tensor:
         """x: (N, 1, S, S) model inputs (0/1, or grey level / 255); y: (N,) labels if conditional."""
@@ -223,7 +223,7 @@ class PixelCNN(GenerativeModel):
         """-log p(x) in nats, one per image: (N,). The exact likelihood, in one forward pass."""
         logits = self(Tensor(inputs), y)
         n = len(inputs)
-        if self.config["output"] == "bernoulli":
+        if self.hparams.output == "bernoulli":
             per_pixel = ops.binary_cross_entropy_with_logits(logits, Tensor(targets), reduction="none")
             return per_pixel.reshape(n, -1).sum(axis=1)
         per_pixel = ops.cross_entropy(logits.permute(0, 2, 3, 1).reshape(-1, logits.shape[1]),
@@ -235,15 +235,15 @@ class PixelCNN(GenerativeModel):
 
     # --- the family interface -----------------------------------------------------------------
     def make_optimizers(self) -> dict:
-        return {"model": Adam(self.parameters(), lr=self.config["lr"])}
+        return {"model": Adam(self.parameters(), lr=self.hparams.lr)}
 
     def train_step(self, x, y, optimizers, generator=None) -> dict:
         """Maximum likelihood: the loss is the mean NLL in nats per image."""
         self.train()
         x = check_images("pixelcnn", x, self.image_size)
-        inputs, targets = inputs_and_targets(x, self.config["output"], resolve(generator))
+        inputs, targets = inputs_and_targets(x, self.hparams.output, resolve(generator))
         loss = self.nll_per_image(inputs, targets, self._labels(y, len(x))).mean()
-        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
+        grad_norm = self.optimize(loss, optimizers["model"], self.hparams.grad_clip)
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     def evaluate(self, x, y, generator=None) -> dict:
@@ -252,10 +252,10 @@ class PixelCNN(GenerativeModel):
         A conditional model reports -log p(x | y). `eval_examples` evenly spaced images keep it cheap."""
         self.eval()
         x = check_images("pixelcnn", x, self.image_size)
-        x, y = evaluation_subset(x, y, self.config["eval_examples"])
+        x, y = evaluation_subset(x, y, self.hparams.eval_examples)
         labels = self._labels(y, len(x))
-        inputs, targets = inputs_and_targets(x, self.config["output"],
-                                             binarize_seed=self.config["eval_binarize_seed"])
+        inputs, targets = inputs_and_targets(x, self.hparams.output,
+                                             binarize_seed=self.hparams.eval_binarize_seed)
         total = 0.0
         with no_grad():
             for s in range(0, len(x), EVAL_BATCH):
@@ -264,7 +264,7 @@ class PixelCNN(GenerativeModel):
                                                   None if labels is None else labels[part]).data.sum())
         nats = total / len(x)
         metrics = {"nll_nats": nats, "examples": len(x)}
-        if self.config["output"] == "categorical256":
+        if self.hparams.output == "categorical256":
             metrics["bits_per_dim"] = nats / (self.image_size ** 2 * math.log(2))
         return metrics
 
@@ -295,13 +295,13 @@ class PixelCNN(GenerativeModel):
         for t in range(s * s):
             i, j = divmod(t, s)
             logits = self(Tensor(x), labels).data[:, :, i, j]
-            x[:, 0, i, j] = draw_pixel(logits, uniforms[:, t], temperature, self.config["output"])
+            x[:, 0, i, j] = draw_pixel(logits, uniforms[:, t], temperature, self.hparams.output)
         return x
 
     def _sample_fast(self, uniforms, labels, temperature):
         """Per step, each layer at the current position only. Caches (zero-padded, as the convs pad):
         the image for the 7x7 input layer, and ReLU(h) before each 3x3 block, filled in as we go."""
-        n, s, c = len(uniforms), self.image_size, int(self.config["channels"])
+        n, s, c = len(uniforms), self.image_size, self.hparams.channels
         x_pad = np.zeros((n, 1, s + 6, s + 6), np.float32)
         relu_pads = [np.zeros((n, c, s + 2, s + 2), np.float32) for _ in self.blocks]
         layers = [self.input, *self.blocks, self.hidden, self.output]
@@ -323,7 +323,7 @@ class PixelCNN(GenerativeModel):
                     h = h + at(block, pad[:, :, i:i + 3, j:j + 3])
                 h = at(self.hidden, np.maximum(h, 0)[:, :, None, None])
                 logits = at(self.output, np.maximum(h, 0)[:, :, None, None])
-                x_pad[:, 0, i + 3, j + 3] = draw_pixel(logits, uniforms[:, t], temperature, self.config["output"])
+                x_pad[:, 0, i + 3, j + 3] = draw_pixel(logits, uniforms[:, t], temperature, self.hparams.output)
         return x_pad[:, :, 3:-3, 3:-3].copy()
 
     def generation_frames(self, generator=None, frames: int = 29, temperature: float = 1.0, samples=None):

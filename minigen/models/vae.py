@@ -125,11 +125,11 @@ class VAE(GenerativeModel):
 
     def __init__(self, config: dict | None = None):
         super().__init__(config)
-        c = self.config
-        self.variant, self.latent_dim, self.num_classes = c["variant"], int(c["latent_dim"]), int(c["num_classes"])
-        hidden, label_dim = int(c["hidden_dim"]), self.num_classes if self.conditional else 0
+        c = self.hparams
+        self.variant, self.latent_dim, self.num_classes = c.variant, c.latent_dim, c.num_classes
+        hidden, label_dim = c.hidden_dim, self.num_classes if self.conditional else 0
         if self.variant == "conv":
-            ch = int(c["conv_channels"])
+            ch = c.conv_channels
             self.conv_shape = (2 * ch, 7, 7)          # 28 -> 14 -> 7 with two stride-2 convolutions
             features = int(np.prod(self.conv_shape))
             self.enc_conv1 = Conv2d(1, ch, 4, stride=2, padding=1, relu=True)      # conv + ReLU in one op
@@ -183,7 +183,7 @@ class VAE(GenerativeModel):
 
     # --- training -------------------------------------------------------------------------
     def make_optimizers(self) -> dict:
-        return {"model": Adam(self.parameters(), lr=self.config["lr"])}
+        return {"model": Adam(self.parameters(), lr=self.hparams.lr)}
 
     def train_step(self, x, y, optimizers, generator=None) -> dict:
         """Maximise the ELBO on a freshly binarized batch (dynamic binarization: a new coin per pixel
@@ -194,7 +194,7 @@ class VAE(GenerativeModel):
         self.train()
         recon, kl, _ = self(Tensor(binarize_dynamic(x, generator)), y, generator)
         loss = (recon + kl).mean()
-        grad_norm = self.optimize(loss, optimizers["model"], self.config["grad_clip"])
+        grad_norm = self.optimize(loss, optimizers["model"], self.hparams.grad_clip)
         return {"loss": loss.item(), "recon": float(recon.data.mean()), "kl": float(kl.data.mean()),
                 "grad_norm": grad_norm}
 
@@ -261,27 +261,27 @@ class VAE(GenerativeModel):
     def evaluate(self, x, y, generator=None) -> dict:
         """Test metrics in nats per image: neg_elbo (-ELBO), nll_nats (importance-weighted -log p(x)).
 
-        The images are binarized with the fixed seed config["binarize_seed"]; the first
-        config["eval_examples"] examples (None: all) are used, with k = config["iw_samples"].
+        The images are binarized with the fixed seed config.binarize_seed; the first
+        config.eval_examples examples (None: all) are used, with k = config.iw_samples.
         The literature's setting is all 10,000 test digits and k = 5000 (about 86 nats for
         this MLP VAE after long training).
         """
         x = check_images("VAE.evaluate", x)
         y = check_labels("VAE.evaluate", y, len(x), self.num_classes)
-        c = self.config
-        if c["eval_examples"] is not None:
-            x, y = x[:c["eval_examples"]], y[:c["eval_examples"]]
-        x = binarize_fixed(x, c["binarize_seed"])
+        c = self.hparams
+        if c.eval_examples is not None:
+            x, y = x[:c.eval_examples], y[:c.eval_examples]
+        x = binarize_fixed(x, c.binarize_seed)
         generator = resolve(generator)
         iw, elbo = [], []
-        for start in range(0, len(x), c["eval_batch_size"]):
-            sl = slice(start, start + c["eval_batch_size"])
+        for start in range(0, len(x), c.eval_batch_size):
+            sl = slice(start, start + c.eval_batch_size)
             batch_iw, batch_elbo = self.iw_log_likelihood(x[sl], y[sl] if self.conditional else None,
-                                                          int(c["iw_samples"]), generator)
+                                                          c.iw_samples, generator)
             iw.append(batch_iw)
             elbo.append(batch_elbo)
         return {"neg_elbo": float(-np.concatenate(elbo).mean()), "nll_nats": float(-np.concatenate(iw).mean()),
-                "iw_samples": int(c["iw_samples"]), "examples": len(x)}
+                "iw_samples": c.iw_samples, "examples": len(x)}
 
     # --- pictures -------------------------------------------------------------------------
     def figures(self, out_dir, x, y, generator=None) -> list[str]:
@@ -296,7 +296,7 @@ class VAE(GenerativeModel):
         self.eval()
         paths = []
         with no_grad():
-            xb = binarize_fixed(x[:10], self.config["binarize_seed"])
+            xb = binarize_fixed(x[:10], self.hparams.binarize_seed)
             mu, _ = self.encode(Tensor(xb), None if labels is None else labels[:10])
             recon = ops.sigmoid(self.decode(mu, None if labels is None else labels[:10])).data
             paths.append(save_rows({"input": xb, "reconstruction": recon}, os.path.join(out_dir, "reconstructions.png"),
@@ -307,7 +307,7 @@ class VAE(GenerativeModel):
                                    nrow=8, title="samples" + (" (one row per digit)" if self.conditional else "")))
             # interpolation between the codes of the first test digit and the first one of another class
             j = int(np.argmax(y != y[0]))
-            ends, _ = self.encode(Tensor(binarize_fixed(x[[0, j]], self.config["binarize_seed"])),
+            ends, _ = self.encode(Tensor(binarize_fixed(x[[0, j]], self.hparams.binarize_seed)),
                                   None if labels is None else labels[[0, j]])
             t = np.linspace(0, 1, 10, dtype=np.float32)[:, None]
             z = Tensor((1 - t) * ends.data[0] + t * ends.data[1])
@@ -329,7 +329,7 @@ class VAE(GenerativeModel):
         from minigen.plots import save_grid
         from minigen.serialize import atomic_write
         labels = y[:2000] if self.conditional else None
-        mu, _ = self.encode(Tensor(binarize_fixed(x[:2000], self.config["binarize_seed"])), labels)
+        mu, _ = self.encode(Tensor(binarize_fixed(x[:2000], self.hparams.binarize_seed)), labels)
         fig = plt.figure(figsize=(5, 4.5))
         points = plt.scatter(mu.data[:, 0], mu.data[:, 1], c=y[:2000], cmap="tab10", s=4)
         plt.colorbar(points, label="digit")

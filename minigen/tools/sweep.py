@@ -63,15 +63,16 @@ import sys
 import time
 import tomllib
 
+from minigen.data import NAMES as DATASETS
 from minigen.errors import MinigenError
+from minigen.models import FAMILIES as REGISTERED
 from minigen.tools.jobs import run_jobs, run_limited
 from minigen.serialize import atomic_write_text
 
 __all__ = ["load_spec", "plan", "run_sweep", "run_one", "derive_seed"]
 
 SPEC_COPY, RESULTS = "sweep.json", "results"
-FAMILIES = ("vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier")
-DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
+FAMILIES = tuple(REGISTERED)        # the registry (minigen/models/base.py) is the one list of families
 # option -> (type, check, what it must be); the keys of [train] and [grid]
 OPTIONS = {
     "model": (str, lambda v: v in FAMILIES, f"one of {', '.join(FAMILIES)}"),

@@ -1,12 +1,13 @@
-"""Rewrite README.md's Results section from the JSON the benchmarks and the tour wrote.
+"""Rewrite docs/results.md's tables and the README's tour table from the JSON the benchmarks and the tour wrote.
 
-    python benchmarks/readme_results.py [--ops benchmarks/results/ops.json]
+    python benchmarks/results_page.py [--ops benchmarks/results/ops.json]
         [--models benchmarks/results/models-full.json] [--tour benchmarks/results/tour.json]
         [--tour30 benchmarks/results/tour30.json]
         [--quality benchmarks/results/quality.json] [--scaling benchmarks/results/scaling.json]
 
-Everything between `<!-- results:begin -->` and `<!-- results:end -->` is replaced, so the
-numbers in the README are never typed by hand.
+Everything between `<!-- results:begin -->` and `<!-- results:end -->` in docs/results.md, and
+between `<!-- tour:begin -->` and `<!-- tour:end -->` in README.md, is replaced, so the numbers
+are never typed by hand.
 """
 from __future__ import annotations
 
@@ -18,6 +19,22 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+TOUR_BEGIN, TOUR_END = "<!-- tour:begin -->", "<!-- tour:end -->"
+FIGURES = "benchmarks/results/"      # the pictures, from the repository's root (docs/ pages prefix "../")
+
+
+def shown_command(command: str) -> str:
+    """A recorded command as the page shows it: without `--out PATH` (where one machine wrote its files)."""
+    words = command.split()
+    kept, skip = [], False
+    for word in words:
+        if skip:
+            skip = False
+        elif word == "--out":
+            skip = True
+        elif not word.startswith("--out="):
+            kept.append(word)
+    return " ".join(kept)
 
 
 def _fmt(v, digits=3):
@@ -62,7 +79,7 @@ def _how(res: dict) -> str:
 
 
 def ops_section(ops: dict) -> list[str]:
-    command = ops.get("command", "python benchmarks/ops.py")
+    command = shown_command(ops.get("command", "python benchmarks/ops.py"))
     out = [f"### Single ops, forward + backward at batch {ops.get('batch', 128)} (`{command}`)", "",
            machine_line(ops["machine"], ops.get("load_average")) + "; " + _how(ops) + ". The conv rows are "
            "every conv call of the model variants' default configs, listed from the models.", ""]
@@ -78,7 +95,7 @@ def ops_section(ops: dict) -> list[str]:
 
 
 def models_section(res: dict) -> list[str]:
-    out = [f"### The model families (`{res['command']}`)", "", machine_line(res["machine"], res.get("load_average"))
+    out = [f"### The model families (`{shown_command(res['command'])}`)", "", machine_line(res["machine"], res.get("load_average"))
            + "; " + _how(res) + ".", "",
            f"Training step at batch {res.get('batch', 128)} (seconds), time to first result (from the start of "
            "a fresh process: imports, set-up and the first step, JIT compilation included), achieved GFLOP/s (3 x forward matmul/conv FLOPs), and peak memory growth "
@@ -166,17 +183,40 @@ def _tour_header(tour: dict) -> str:
             + (f"; BLAS {tour['blas']}" if tour.get("blas") else "") + ".")
 
 
-def tour_section(tour: dict, tour30: dict | None = None) -> list[str]:
+def tour_section(tour: dict, tour30: dict | None = None, figures: str = "../" + FIGURES) -> list[str]:
     from minigen.tools.tour import format_table
     lines = ["### The tour (`minigen tour`)", "", _tour_header(tour), "",
-             "![one sample per family and digit](benchmarks/results/tour_samples.png)", "",
-             "![noise to digit, pixel by pixel](benchmarks/results/tour_strips.png)", "",
+             f"![one sample per family and digit]({figures}tour_samples.png)", "",
+             f"![noise to digit, pixel by pixel]({figures}tour_strips.png)", "",
              "```", format_table(tour), "```", ""]
     if tour30:
         lines += [f"With `--minutes {tour30['minutes']:g}`: " + _tour_header(tour30), "",
-                  "![the same after 30 minutes](benchmarks/results/tour30_samples.png)", "",
+                  f"![the same after 30 minutes]({figures}tour30_samples.png)", "",
                   "```", format_table(tour30), "```", ""]
     return lines + tour_targets(tour, tour30)
+
+
+def front_tour_section(tour: dict) -> list[str]:
+    """The README's picture and table of the 10-minute tour (the rest is in docs/results.md)."""
+    from minigen.tools.tour import format_table
+    return [f"![one sample per family (rows) and digit (columns)]({FIGURES}tour_samples.png)", "",
+            "```", format_table(tour), "```", "",
+            _tour_header(tour) + " More, with the 30-minute tour and the targets: "
+            "[docs/results.md](docs/results.md#the-tour-minigen-tour)."]
+
+
+def replace_between(path: str, begin: str, end: str, lines: list[str]) -> None:
+    """Rewrite what lies between the markers begin and end in the file at path (atomically)."""
+    with open(path) as f:
+        text = f.read()
+    if begin not in text or end not in text:
+        raise SystemExit(f"{path} has no {begin} ... {end} block")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = head + begin + "\n" + "\n".join(lines) + end + tail
+    from minigen.serialize import atomic_write
+    atomic_write(path, lambda f: f.write(new.encode()))
+    print(f"updated {path}")
 
 
 def targets_section(ops: dict | None, res: dict | None) -> list[str]:
@@ -217,6 +257,7 @@ def main(argv=None) -> int:
                    help="a longer tour (--minutes 30), shown beside the 10-minute one")
     p.add_argument("--quality", default=os.path.join(HERE, "results", "quality.json"))
     p.add_argument("--scaling", default=os.path.join(HERE, "results", "scaling.json"))
+    p.add_argument("--page", default=os.path.join(ROOT, "docs", "results.md"))
     p.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     args = p.parse_args(argv)
     loaded = {}
@@ -237,16 +278,9 @@ def main(argv=None) -> int:
                           (args.scaling, scaling_section), (args.quality, quality_section)):
         if path in loaded:
             lines += section(loaded[path]) + [""]
-    with open(args.readme) as f:
-        text = f.read()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{args.readme} has no {BEGIN} ... {END} block")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    new = head + BEGIN + "\n" + "\n".join(lines) + END + tail
-    from minigen.serialize import atomic_write
-    atomic_write(args.readme, lambda f: f.write(new.encode()))
-    print(f"updated {args.readme}")
+    replace_between(args.page, BEGIN, END, lines)
+    if args.tour in loaded:
+        replace_between(args.readme, TOUR_BEGIN, TOUR_END, front_tour_section(loaded[args.tour]) + [""])
     return 0
 
 

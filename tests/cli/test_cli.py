@@ -15,7 +15,7 @@ from minigen.errors import MinigenError
 from minigen.models.pixelcnn import PixelCNN
 from minigen.train import load_run
 
-SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 DATA = ["--dataset", "mnist-5k"] + (["--data-dir", SHARED_MNIST] if os.path.isdir(SHARED_MNIST) else [])
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # example -> (the smallest settings, the files it must write under --out)
 EXAMPLES = {
@@ -95,7 +95,7 @@ def test_the_autograd_example_runs_as_a_notebook(tmp_path):
 
 def test_every_example_is_tested():
     scripts = {f for f in os.listdir(os.path.join(ROOT, "examples")) if f.endswith(".py")}
-    # common.py is the examples' shared helper; ar_vs_nar.py wraps minigen/tools/demos/ar_vs_nar.py (tests/test_nar.py)
+    # common.py is the examples' shared helper; ar_vs_nar.py wraps minigen/tools/demos/ar_vs_nar.py (tests/models/test_nar.py)
     assert scripts - {"common.py", "ar_vs_nar.py"} == set(EXAMPLES)
 
 

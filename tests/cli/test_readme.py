@@ -3,7 +3,7 @@ paths of a development machine in it or in the docs."""
 import re
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_the_readme_is_a_front_page():

@@ -5,7 +5,7 @@ import importlib
 
 def all_cases() -> dict:
     cases = {}
-    for module in ("tests.test_tensor_ops", "tests.test_nn_ops"):
+    for module in ("tests.engine.test_tensor_ops", "tests.engine.test_nn_ops"):
         try:
             cases.update(importlib.import_module(module).CASES)
         except ModuleNotFoundError as e:

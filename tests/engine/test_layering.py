@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 LAYERS = [                                   # lowest first; a module's layer is its longest matching prefix
     ("foundation", ["minigen.errors", "minigen.random", "minigen.config", "minigen.serialize"]),
@@ -125,7 +125,7 @@ def layer_of(module: str) -> int:
         for prefix in prefixes:
             if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_length:
                 best, best_length = rank, len(prefix)
-    assert best is not None, f"{module}: in no layer of tests/test_layering.py (add it to LAYERS)"
+    assert best is not None, f"{module}: in no layer of tests/engine/test_layering.py (add it to LAYERS)"
     return best
 
 

@@ -23,7 +23,7 @@ def distinct(*shape):
     return Tensor(rng.permutation(np.prod(shape)).reshape(shape) * 0.1, requires_grad=True)
 
 
-# name -> (function, inputs), collected by tests/op_cases.py so every registered op is checked
+# name -> (function, inputs), collected by tests/engine/op_cases.py so every registered op is checked
 CASES = {
     "conv2d": (lambda x, w, b: ops.conv2d(x, w, b, stride=(2, 1), padding=1, dilation=(1, 2), groups=2),
                lambda: [t(2, 4, 5, 6), t(4, 2, 3, 2), t(4)]),

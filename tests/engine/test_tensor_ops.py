@@ -94,7 +94,7 @@ def test_gradcheck_catches_a_wrong_gradient():
 
 
 def test_every_registered_op_has_a_gradcheck_case():
-    from tests.op_cases import all_cases
+    from tests.engine.op_cases import all_cases
     missing = sorted(set(OPS) - set(all_cases()))
     assert not missing, f"ops without a gradcheck case: {missing}"
 

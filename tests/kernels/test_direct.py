@@ -12,7 +12,7 @@ from minigen.gradcheck import gradcheck
 from minigen.errors import DTypeError, ShapeError
 from minigen.kernels import direct as D, planar as P, reference as R
 from minigen.tensor import Tensor
-from tests.fakes import (assert_conv2d_matches_the_reference, assert_conv3x3_module_float32_bound,
+from tests.kernels.conv_checks import (assert_conv2d_matches_the_reference, assert_conv3x3_module_float32_bound,
                          assert_conv3x3_module_matches_the_reference, assert_same_bits_on_one_and_all_threads,
                          spy_conv3x3_parts)
 

@@ -11,7 +11,7 @@ from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
 from minigen.kernels import reference as R, stride2 as S
 from minigen.tensor import Tensor
-from tests.fakes import assert_same_bits_on_one_and_all_threads
+from tests.kernels.conv_checks import assert_same_bits_on_one_and_all_threads
 
 S2, P1, D1, NO_PAD = (2, 2), (1, 1), (1, 1), (0, 0)
 

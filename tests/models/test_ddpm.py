@@ -7,7 +7,7 @@ from minigen.models import get_family
 from minigen.models.ddpm import DDPM, NoiseSchedule, timestep_embedding
 from minigen.random import Generator
 from minigen.tensor import Tensor, no_grad
-from tests.fakes import bar_digits
+from tests.models.synthetic import bar_digits
 
 # a tiny U-Net and a short chain keep every test to seconds
 TINY = {"T": 20, "channels": [8, 16, 16], "time_dim": 16, "groups": 4, "batch_size": 8, "sample_steps": 5,

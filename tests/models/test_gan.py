@@ -11,7 +11,7 @@ from minigen.models import get_family
 from minigen.models.gan import GAN
 from minigen.random import Generator
 from minigen.tensor import Tensor, no_grad
-from tests.fakes import bar_digits
+from tests.models.synthetic import bar_digits
 
 SMALL = {"batch_size": 8, "collapse_check_every": 0, "eval_examples": 8, "collapse_samples": 10}
 

@@ -142,7 +142,7 @@ def test_check_refuses_a_copy_whose_minigen_is_not_a_package(tmp_path):
 def test_student_copy_fails_the_topics_and_the_reference_copy_passes_them(tmp_path, capsys):
     student = assign.make("autograd,vae", str(tmp_path / "student"))
     reference = assign.make([], str(tmp_path / "reference"))
-    for name in ("README.md", "assignment.json", "setup.cfg", "pyproject.toml", "tests/test_vae.py"):
+    for name in ("README.md", "assignment.json", "setup.cfg", "pyproject.toml", "tests/models/test_vae.py"):
         assert os.path.exists(os.path.join(student, name)), name
     readme = open(os.path.join(student, "README.md")).read()
     assert "`minigen/models/vae.py`, `reparameterize`" in readme and "## autograd" in readme

@@ -18,10 +18,10 @@ CONFTEST_TRICK = ("import pytest\n\n@pytest.hookimpl(tryfirst=True)\n"
                   "def pytest_pyfunc_call(pyfuncitem):\n    return True\n")
 TAMPER = '''
 import os as _os, pathlib as _pathlib
-for _p in _pathlib.Path(_os.getcwd(), "tests").glob("test_*.py"):   # delete every test, rewrite one
+for _p in _pathlib.Path(_os.getcwd(), "tests").rglob("test_*.py"):  # delete every test, rewrite one
     _p.unlink()
 _fake = "def test_adam_matches_hand_computation(): pass\\n"
-(_pathlib.Path(_os.getcwd(), "tests") / "test_nn_optim.py").write_text(_fake)
+(_pathlib.Path(_os.getcwd(), "tests", "engine") / "test_nn_optim.py").write_text(_fake)
 '''
 
 
@@ -70,7 +70,7 @@ def klass(blank, tmp_path_factory):
     student(blank, root, "cheats", extra={
         "conftest.py": CONFTEST_TRICK, "minigen/conftest.py": CONFTEST_TRICK,
         "pytest.ini": "[pytest]\naddopts = -p no:python\n",
-        "tests/test_nn_optim.py": "def test_adam_matches_hand_computation(): pass\n"})
+        "tests/engine/test_nn_optim.py": "def test_adam_matches_hand_computation(): pass\n"})
     return root
 
 
@@ -96,12 +96,12 @@ def test_a_class_on_a_local_dask_cluster_gives_exactly_the_expected_gradebook(kl
     assert got == EXPECTED
     assert "RuntimeError: boom at import" in rows["raises"]["note"]
     assert "unfinished: optim" in rows["loops"]["note"]
-    n_tests = len(os.listdir(os.path.join(klass, "cheats", "tests")))
+    n_tests = sum(len(files) for _, _, files in os.walk(os.path.join(klass, "cheats", "tests")))
     assert rows["cheats"]["ignored"] == "README.md, conftest.py, minigen/conftest.py, pyproject.toml, pytest.ini, " \
                                         f"setup.cfg, tests/ ({n_tests} files)"
     feedback = (tmp_path / "feedback" / "wrong.txt").read_text()
     assert "optim: 1/4 passed" in feedback
-    assert "FAILED tests/test_nn_optim.py::test_adam_matches_hand_computation[Adam-0.0]: " in feedback
+    assert "FAILED tests/engine/test_nn_optim.py::test_adam_matches_hand_computation[Adam-0.0]: " in feedback
     assert "assert" in feedback.split("[Adam-0.0]: ")[1].splitlines()[0]        # the first error line
     assert "NotImplementedError: optim: weight decay" in (tmp_path / "feedback" / "cheats.txt").read_text()
 
@@ -145,7 +145,7 @@ def test_deleting_and_rewriting_the_tests_at_import_changes_nothing(blank, tmp_p
                      init=lambda text: text + TAMPER)
     scores = assign.check(folder, verbose=True)
     assert (scores["optim"]["passed"], scores["optim"]["total"]) == (passed, 4)
-    assert "changed the teacher's test files during grading (tests/test_" in capsys.readouterr().out
+    assert "changed the teacher's test files during grading (tests/" in capsys.readouterr().out
 
 
 def test_the_conftest_trick_and_an_edited_test_score_nothing_in_check(klass, capsys):

@@ -159,7 +159,7 @@ def test_a_time_budget_stops_training(tmp_path):
 
 
 def test_the_example_spec_is_valid_and_so_is_its_commented_bench_case(tmp_path):
-    example = os.path.join(os.path.dirname(__file__), "..", "examples", "sweep.toml")
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "sweep.toml")
     runs = sweep.plan(sweep.load_spec(example))
     assert len(runs) == 12 and runs[0]["name"] == "lr=0.001,latent_dim=2,replicate=0"
     assert len({r["seed"] for r in runs}) == 12

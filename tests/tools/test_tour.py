@@ -8,7 +8,7 @@ import pytest
 from minigen.tools import tour
 from minigen.errors import MinigenError
 
-SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 
 
 @pytest.mark.slow
@@ -83,3 +83,4 @@ def test_a_rerun_replaces_only_what_a_tour_made(tmp_path):
     tour.claim_run_dir(str(made))
     assert not made.exists()
     tour.claim_run_dir(str(tmp_path / "new"))                # nothing there: nothing to do
+

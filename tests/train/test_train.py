@@ -25,7 +25,7 @@ from minigen.tensor import Tensor
 from minigen.train import (CHECKPOINT, LOCK, METRICS, RunLock, TrainingStopped, TrainOptions, load_run, read_metrics,
                            train)
 
-SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
 DATA_DIR = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
 
 

@@ -84,3 +84,11 @@ def test_a_rerun_replaces_only_what_a_tour_made(tmp_path):
     assert not made.exists()
     tour.claim_run_dir(str(tmp_path / "new"))                # nothing there: nothing to do
 
+
+def test_every_recipe_names_a_registered_family_and_every_generator_has_one():
+    from minigen.models import FAMILIES
+    recipes = [recipe.family for recipe in tour.FAMILIES]
+    assert set(recipes) <= set(FAMILIES) and len(set(recipes)) == len(recipes)
+    generators = {name for name, cls in FAMILIES.items()          # (tests may register toy families of their own)
+                  if cls.generates and cls.__module__.startswith("minigen.models.")}
+    assert generators == set(recipes), "a generating family without a tour recipe (or the reverse)"

@@ -19,16 +19,10 @@ __version__ = "0.1.0"
 
 import os
 
-# minigen's parallel work runs on three thread pools in turn: Numba's (OpenMP), the conv workers
-# and BLAS's. By default OpenMP's and OpenBLAS's threads keep spinning for a while after each
-# parallel loop or matrix product (OpenBLAS's for 2^28 clock cycles, about 0.1 s), and those
-# spinning threads took the cores from the next op on another pool. Measured on the 2-core
-# machine (training steps, medians): with sleeping OpenMP threads the conv VAE's step went from
-# 88-152 to 71 ms; OpenBLAS threads that spin 2^12 cycles then sleep took it from 89-93 to 55-57
-# ms and the GAN's from 234 to 183-202 ms, the other families the same within noise (the 12
-# measured like 4 and 18). Both are read once: OpenMP's when Numba starts its threads, OpenBLAS's
-# when NumPy is first imported, so they count only if minigen is imported before NumPy (the
-# `minigen` command is); a value the user set wins.
+# minigen's work runs on three thread pools in turn (Numba's OpenMP loops, the conv workers, BLAS); threads that
+# keep spinning after their work take the cores from the next op on another pool, so both libraries' threads
+# sleep soon. Read once (OpenBLAS's when NumPy is first imported): import minigen before NumPy; a value the
+# user set wins. Measurements: docs/measurements.md#thread-pools.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
 

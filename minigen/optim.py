@@ -42,8 +42,7 @@ class Optimizer:
     def _scratch(self, param: np.ndarray) -> np.ndarray:
         """A scratch array of param's shape and dtype, one buffer shared by all parameters (not
         state: checkpoints do not hold it). Updates written with NumPy's `out=` into it allocate
-        nothing: the flow-sized Adam step (17M parameters) measured 33-36 ms this way against 40-44 ms
-        with a new array per temporary (in-process)."""
+        nothing (docs/measurements.md#adam-scratch)."""
         flat = self._scratch_flat
         if flat is None or flat.size < param.size or flat.dtype != param.dtype:
             flat = self._scratch_flat = np.empty(max(p.data.size for p in self.params), param.dtype)

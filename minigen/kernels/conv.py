@@ -62,20 +62,14 @@ __all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "con
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
-# Work too small to share: below these sizes a kernel runs on the calling thread alone (Numba
-# loops and BLAS both), because handing work to a second thread means waiting for it to be
-# scheduled, which on a busy 2-core machine took longer than the work (a 16x64x28x28 group
-# norm: ~0.15 ms on one thread, 20 ms when its parallel loop waited for the other). Sizes
-# count elements an elementwise kernel touches, or a conv's multiply-adds.
+# Work too small to share: below these sizes a kernel runs on the calling thread alone (Numba loops and BLAS
+# both), because waiting for a second thread to be scheduled costs more than such work. Sizes count elements
+# an elementwise kernel touches, or a conv's multiply-adds. Measurements: docs/measurements.md#serial-work.
 SERIAL_ELEMENTS = 1 << 22
 SERIAL_MULTIPLY_ADDS = 1 << 27
 
-# Size of each worker's im2col buffer, in elements (256K float32 = 1 MB: one core's L2 cache
-# here, so col2im reads back what the matrix product just wrote without going out to L3).
-# Measured against 2M (8 MB) on the 2-core machine, batch 128, medians of alternating runs:
-# the col2im paths 10-25% faster (the GAN's 128->64 transposed conv 46 -> 34-37 ms, a k4 s2
-# conv's backward 77-82 -> 71-72 ms, DDPM's k3 s2 backward 59 -> 51 ms), the rest unchanged;
-# 128K started to slow the plain forward. Smaller buffers also lower the peak memory.
+# Size of each worker's im2col buffer, in elements (256K float32 = 1 MB: one core's L2 cache, so col2im reads
+# back what the matrix product just wrote). Measurements: docs/measurements.md#cols-budget.
 COLS_BUDGET = 1 << 18
 
 

@@ -36,10 +36,8 @@ cycle while it can do two vector multiply-adds. Three choices fix that:
    loop 45-70, 45-70 and 85-100 GFLOP/s; 7 pixels as a loop over pairs, 60; 8 pixels as two
    loops of 4, 10. 7 is also what the families' widths (28, 14, 7) are made of.
 
-Measured on the 2-core development machine (batch 128, 2 threads): the forward of 64->64
-channels at 7x7 runs at 124 GFLOP/s and at 14x14 at 102-136, against 63 and 89-96 for the best
-of Winograd and im2col. `conv.py` picks this kernel only for the shapes and parts where it
-measured fastest (`takes_forward`, `takes_input_grad`, `takes_weight_grad`).
+`conv.py` picks this kernel only for the shapes and parts where it measured fastest
+(`takes_forward`, `takes_input_grad`, `takes_weight_grad`; docs/measurements.md#direct-loops).
 
 Masked convs of 5 taps
 ----------------------
@@ -63,7 +61,7 @@ Gradients
   of x, measured 5-12 GFLOP/s.)
 
 Arithmetic order differs from im2col (sums are reassociated: `fastmath`), so float32 results
-differ by rounding only: the bound is tested in tests/test_direct.py against the float64
+differ by rounding only: the bound is tested in tests/kernels/test_direct.py against the float64
 reference. The images are shared between Numba's threads (`prange`); the weight gradient is
 summed per chunk of IMAGES_PER_CHUNK images and the chunks' partial sums are added in chunk
 order, so results do not depend on the number of threads.
@@ -77,19 +75,15 @@ from numba import njit, prange
 
 from minigen.kernels import conv
 
-# images per chunk of the weight gradient: each chunk is one partial sum (C_in*9*C_out, up to
-# 0.5 MB for stride2.py's 64->128 conv); 16 rather than 4 measured 25.6 -> 17.3 ms there at
-# batch 128 (fewer partial sums to zero and add), and still 8 chunks for the 2 threads.
+# images per chunk of the weight gradient: each chunk is one partial sum (C_in*9*C_out, up to 0.5 MB for
+# stride2.py's 64->128 conv); fewer partial sums to zero and add, still 8 chunks for the 2 threads
+# (docs/measurements.md#direct-images-per-chunk).
 IMAGES_PER_CHUNK = 16
 
-# Where this kernel is used (`conv.py` asks per part: forward, input gradient, weight gradient).
-# Measured against Winograd and im2col on the 2-core machine, for every stride-1 3x3 conv of the
-# five families, batch 128 on 2 threads and batch 8 on 1 thread (DDPM sampling's batch parts):
-# the direct loops win when the channels they vectorize over are at least MIN_VECTOR_CHANNELS and
-# an image's work is small (at most MAX_WORK = C_in*C_out*H*W, e.g. 64->64 channels at 14x14),
-# however few the channels they loop over (first layers: 11->64 at 28x28 forward 8.7 against
-# 15.7 ms). Bigger convs (64->64 at 28x28, 96->32 at 28x28) are faster with Winograd, which does
-# 2.25x fewer multiplies; fewer than 32 vectorized channels (64->2, 32->1) leave SIMD lanes idle.
+# Where this kernel is used (`conv.py` asks per part: forward, input gradient, weight gradient): when the
+# channels it vectorizes over are at least MIN_VECTOR_CHANNELS (fewer leave SIMD lanes idle) and an image's
+# work is at most MAX_WORK = C_in*C_out*H*W (bigger convs are faster with Winograd's 2.25x fewer multiplies)
+# (docs/measurements.md#direct-where-used).
 MIN_VECTOR_CHANNELS = 32
 MAX_WORK = 1 << 20
 

@@ -277,7 +277,7 @@ def group_norm_forward(x, groups, weight=None, bias=None, eps=1e-5, silu=False):
 
 
 # Elements of a block of `_silu_inplace`: 512 KB of float32, which stays in cache through its passes
-# (128x64x28x28 float32: 14.7 ms as whole-array passes, 4.8 ms in such blocks on the 2 workers).
+# (docs/measurements.md#silu-block).
 SILU_BLOCK = 1 << 17
 
 

@@ -35,7 +35,7 @@ Gradients
   pass over p makes the 9 dot products of one (o, c) pair, 9 multiply-adds per 10 loads.
 
 Arithmetic is reassociated (`fastmath`: the dot products run in SIMD lanes), so float32 results
-differ from the float64 reference by rounding only (tests/test_planar.py). Chunks of
+differ from the float64 reference by rounding only (tests/kernels/test_planar.py). Chunks of
 IMAGES_PER_CHUNK images go to conv.py's worker threads (not Numba's parallel loops, whose OpenMP
 runtime cannot be used again in a forked child); the weight gradient is one partial sum per
 chunk, added in chunk order, so results do not depend on the thread count.
@@ -49,14 +49,10 @@ from numba import njit
 
 from minigen.kernels import conv, direct
 
-# Where this kernel is used (`conv.py` asks per part). Measured against direct.py, Winograd and
-# im2col on the 2-core machine (batch 128, 2 threads, in-process, alternating): it wins for the parts
-# whose vectorized channels are too few for direct.py (output channels for the forward, e.g. 64->2
-# at 28x28 8.5 against 22 ms, 32->1 4.1 against 12.6 ms; input channels for the input gradient, e.g.
-# 1->64 at 28x28 9.5 against 11.6 ms), and for the weight gradient also with 32 output channels
-# (32->32 at 28x28: 21.6 against 32.3 ms) and for first layers of up to FIRST_LAYER_CHANNELS inputs
-# (1->64 at 28x28: 6.8 against 9.3 ms; 14->64 at 14x14: 6.7 against 10.1 ms). With more channels
-# direct.py and Winograd do more multiply-adds per load (64->64 at 14x14: 12.6 against 24.1 ms).
+# Where this kernel is used (`conv.py` asks per part): for the parts whose vectorized channels are too few for
+# direct.py (output channels for the forward, input channels for the input gradient), for the weight gradient
+# also with 32 output channels, and for first layers of up to FIRST_LAYER_CHANNELS inputs; with more channels
+# direct.py and Winograd do more multiply-adds per load (docs/measurements.md#planar-where-used).
 FIRST_LAYER_CHANNELS = 16
 
 # images per chunk of work for one worker thread (and per partial sum of the weight gradient)

@@ -37,7 +37,7 @@ swapping).
 Shapes: x (N, C_in, H, W) with H, W even; w (C_out, C_in, 4, 4), like PyTorch's conv2d; the
 output (N, C_out, H/2, W/2), whose width must be a multiple of SEGMENT (7: the families'
 14 and 7). Arithmetic is reassociated (`fastmath`): float32 results differ from the float64
-reference by rounding only, tested in tests/test_stride2.py.
+reference by rounding only, tested in tests/kernels/test_stride2.py.
 """
 from __future__ import annotations
 

@@ -77,15 +77,12 @@ stay NCHW like the rest of minigen.
 The transforms add and subtract before multiplying, so the rounding differs from a direct
 sum; with F(2x2, 3x3)'s coefficients (0, +-1, +-1/2) it stays within a small factor of
 im2col's. F(4x4, 3x3)'s larger coefficients (up to 8 in A^T, 5 in B^T) amplify it about 5x.
-The bounds tested in tests/test_winograd.py, as the relative error ||y32 - y64|| / ||y64||
+The bounds tested in tests/kernels/test_winograd.py, as the relative error ||y32 - y64|| / ||y64||
 against the float64 direct conv, are in `FLOAT32_ERROR_BOUND` (1e-6 for the fast path's
 forward, input gradient and weight gradient; measured 1.6e-7 - 3.2e-7, im2col 1.0e-7 - 2.8e-7).
-Measured before choosing (thread CPU time, 16 images, one thread): F(4x4, 3x3)'s 36 products
-take 2.2 ms against F(2x2, 3x3)'s 3.9 ms at 64 -> 64 channels, 28x28 (0.8 against 1.1 ms at 14x14,
-where 4x4 output tiles overhang by 2 and waste 31%), and F(2x2, 3x3)'s transforms take 2.9 ms
-of its 6.7 ms forward (input 1.2, output 1.7). Even if F(4x4, 3x3)'s transforms cost no more
-per output, it would save about 25% of the forward at 28x28 and 10% at 14x14, for 5x the
-float32 error: the fast path uses F(2x2, 3x3). `conv2d_reference` runs either.
+F(4x4, 3x3) would save at most about 25% of the forward at 28x28 and 10% at 14x14, for 5x the
+float32 error: the fast path uses F(2x2, 3x3) (docs/measurements.md#winograd-tile-size).
+`conv2d_reference` runs either.
 
 Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3); b (C_out,) or None; stride 1, padding 1,
 dilation 1, groups 1; float32 or float64. Output (N, C_out, H, W).
@@ -128,42 +125,18 @@ F4_3 = Transform(
     at=np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], np.float64))
 
 # float32 relative error bounds, ||y32 - y64|| / ||y64|| against the float64 direct conv, tested
-# in tests/test_winograd.py (unit-normal data, weights scaled by 1/sqrt(9 C_in), 16-128 channels).
-# Measured there: the fast path 1.6e-7 - 3.2e-7 (im2col: 1.0e-7 - 2.8e-7); F(4x4, 3x3) in float32
-# (the NumPy reference) 1.1e-6 - 1.2e-6, about 5x more.
+# in tests/kernels/test_winograd.py; F(4x4, 3x3)'s larger coefficients give about 5x the error
+# (docs/measurements.md#winograd-float32-error).
 FLOAT32_ERROR_BOUND = {"forward": 1e-6, "input_grad": 1e-6, "weight_grad": 1e-6, "F(4x4,3x3) forward": 5e-6}
 
-# Elements of V + M one block of tiles may use: 512K (2 MB of float32, 256 tiles of 64 -> 64 channels).
-# Measured forward and weight gradient at 32-128 channels, one thread: 64K 10-25% slower, 128K and
-# 256K 3-10% slower, 1M as fast or up to 50% slower.
+# Elements of V + M one block of tiles may use: 512K (2 MB of float32, 256 tiles of 64 -> 64 channels);
+# smaller and larger blocks measured slower (docs/measurements.md#winograd-block-budget).
 BLOCK_BUDGET = 1 << 19
 
-# The fast path takes convs with at least this many input channels (and C_in >= C_out / 2). Measured with
-# benchmarks/winograd.py (each path and PyTorch alone in fresh processes, alternating, 3 rounds,
-# medians; 2 threads, batch 128, forward + backward, on the shared 2-core machine at load ~15, so
-# the absolute ms are inflated, PyTorch's most: read the winograd / im2col column):
-#
-#   | conv (C_in-C_out@H=W) | winograd ms | im2col ms | PyTorch ms | wino/im2col | wino/PyTorch |
-#   | 1-32@28    |   72.3 |   74.9 |  137.7 | 0.93 | 0.54 |   <- one input channel: im2col (see below)
-#   | 32-32@28   |  170.9 |  365.9 |  256.1 | 0.47 | 0.64 |
-#   | 96-32@28   |  443.2 | 1078.0 |  535.9 | 0.41 | 0.78 |
-#   | 32-64@14   |   86.3 |  135.0 |  258.2 | 0.64 | 0.33 |
-#   | 64-64@14   |  156.0 |  261.7 |  278.9 | 0.59 | 0.57 |
-#   | 128-64@14  |  247.6 |  528.1 |  338.4 | 0.48 | 0.77 |
-#   | 64-64@7    |   51.0 |   75.9 |  231.7 | 0.75 | 0.25 |
-#   | 128-64@7   |   89.6 |  144.3 |  118.4 | 0.59 | 0.68 |
-#   | 64-64@28   |  517.2 |  932.9 |  596.0 | 0.54 | 0.87 |
-#   | 32-1@28    |   91.8 |  273.6 |  252.0 | 0.34 | 0.34 |   <- one output channel: Winograd
-#
-# Where few input channels meet many output channels, the transforms (whose cost grows with
-# C_in + C_out) outweigh the saved multiplies (C_in * C_out): the input gradient, itself a Winograd
-# conv from C_out to C_in channels, is then mostly transforms. So convs with C_in < 16 or
-# C_in < C_out / 2 stay with im2col. Measured single-threaded (thread CPU time, so less disturbed by
-# the shared machine; median of 9; batch 32, forward + backward), winograd / im2col:
-#   1-32@28 1.47   4-32@28 0.55 (im2col's time there is erratic: 5-13 ms)   8-32@28 0.92
-#   12-32@28 0.80  16-32@28 0.68  8-64@14 1.39  16-64@14 1.02  24-64@14 0.86  32-64@14 0.73
-#   64-64@7 1.16 (but 0.75 at batch 128 on 2 threads, above, where im2col splits 128 images into
-#   two uneven chunks). 16 keeps a margin: 8-15 input channels are close to even.
+# The fast path takes convs with at least this many input channels (and C_in >= C_out / 2): with fewer, the
+# transforms (whose cost grows with C_in + C_out) outweigh the saved multiplies (C_in * C_out), above all in
+# the input gradient, a Winograd conv from C_out to C_in channels. 16 keeps a margin over the measured
+# crossover of 8-15 (docs/measurements.md#winograd-min-in-channels).
 MIN_IN_CHANNELS = 16
 
 

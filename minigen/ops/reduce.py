@@ -116,14 +116,9 @@ def softmax(a: Tensor, axis: int = -1) -> Tensor:
     return make_result(out, (a,), backward, "softmax")
 
 
-# Products below this many multiply-adds run with one BLAS thread. BLAS splits an MLP's products
-# well (a 128x784 @ 784x400 product, 40M multiply-adds: 0.85 ms on one thread, 0.45 ms on two,
-# quiet 2-core machine; the MLP VAE's and flow's steps 1.3-1.4x faster), but OpenBLAS's threads
-# keep spinning for a while after each product, waiting for the next, and the Numba loops and
-# conv workers that come next in a conv network then share their cores with them: threading the
-# DDPM U-Net's small time-embedding products (1-8M multiply-adds) made its step slower (1.48 ->
-# 1.95 s). Conv networks' products are that small, an MLP's are not. (Splitting the products
-# between conv.py's sleeping workers instead measured no faster than one thread for the flow.)
+# Products below this many multiply-adds run with one BLAS thread: BLAS splits an MLP's products well, but its
+# threads keep spinning after each product and take the cores from the Numba loops and conv workers that come
+# next in a conv network, whose products are this small (docs/measurements.md#serial-matmul).
 SERIAL_MATMUL_MULTIPLY_ADDS = 1 << 24
 
 

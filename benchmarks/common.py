@@ -30,7 +30,7 @@ def variant(name: str) -> tuple[str, dict]:
 
 
 def set_threads(threads: int = THREADS, framework: str = "minigen"):
-    """Same thread count for NumPy's BLAS (via threadpoolctl when present), Numba and, in a
+    """Same thread count for NumPy's BLAS (via threadpoolctl), Numba and, in a
     PyTorch process, PyTorch (a minigen process never imports it).
 
     In a PyTorch process torch is imported FIRST: importing Numba and starting its threads first
@@ -46,11 +46,8 @@ def set_threads(threads: int = THREADS, framework: str = "minigen"):
         import minigen  # noqa: F401  (before numba starts its threads: its OpenMP settings, minigen/__init__.py)
     import numba
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(threads)
-    except ImportError:
-        pass
+    from threadpoolctl import threadpool_limits
+    threadpool_limits(threads)
     if framework == "torch":
         import torch
         torch.set_num_threads(threads)

@@ -1,18 +1,20 @@
 """minigen: a from-scratch NumPy + Numba deep-learning engine and five families of image generators.
 
-Where things live:
-    tensor.py      the autograd core (Tensor, backward, no_grad)
+Where things live (the engine first; tools/ imports it and is never imported by it):
+    tensor.py      the autograd core (Tensor, backward, no_grad, the op registry)
     ops/           differentiable ops, each forward beside its backward
     kernels/       Numba kernels (conv, pool, norm) and their NumPy references
     nn/            Module, Parameter, layers, initialisers
     optim.py       SGD / Adam / AdamW, gradient clipping, EMA
+    config.py      typed hyper-parameter declarations (knob)
     random.py      the one seeded random generator
     serialize.py   atomic save / load of checkpoints
-    data/          IDX reader, datasets, loader and transforms
-    models/        the generative model families (one module each)
-    viz.py         the autograd graph drawn (Graphviz DOT / SVG)
-    animate.py     generation as animated GIFs (each family's generation_frames)
-    report.py      HTML reports of runs, the tour, and runs side by side
+    data/          IDX reader, datasets, loader and transforms (and the shipped mnist-5k digits)
+    models/        the generative model families (one module each) and their registry
+    metrics.py     FID-MNIST and label accuracy
+    plots.py       sample grids and curves; animate.py: generation as GIFs; viz.py: the autograd graph
+    train.py       the one training loop: run directories, checkpoints, resume
+    tools/         tour, HTML reports, sweeps, assignments and grading, lecture demos
     cli.py         the `minigen` command
 """
 __version__ = "0.1.0"

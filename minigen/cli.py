@@ -9,6 +9,7 @@
     minigen tour                                    every family, trained briefly, side by side
     minigen report RUN_DIR [RUN_DIR ...] --out DIR  several runs side by side in one HTML page
     minigen sweep SPEC.toml --out DIR [--workers N]  a grid of training runs (Dask or local processes)
+    minigen assign make|check|grade ...             assignments: student copies, checked, a class graded
 
 Every bad input ends with one line `minigen: error: ...` and exit status 2.
 """

@@ -49,10 +49,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-try:                                  # installed with scikit-learn; without it BLAS keeps its own threads
-    from threadpoolctl import ThreadpoolController
-except ImportError:                   # pragma: no cover
-    ThreadpoolController = None
+from threadpoolctl import ThreadpoolController     # a declared dependency (setup.cfg): BLAS's thread count
 
 from minigen.errors import DTypeError, ShapeError
 from minigen.kernels import winograd      # (winograd.py imports this module back: it uses its worker pool)
@@ -283,7 +280,7 @@ def _to_channel_major(g, out):
 
 
 # --- running chunks on worker threads --------------------------------------------------------
-_BLAS = ThreadpoolController() if ThreadpoolController is not None else None
+_BLAS = ThreadpoolController()
 _pool: dict = {}                                         # process id -> its worker pool
 
 
@@ -302,7 +299,7 @@ def blas_kernels() -> str:
     kernels". OpenBLAS picks the kernels for the CPU it finds unless OPENBLAS_CORETYPE names others (some
     VMs set it, e.g. Haswell on an AVX-512 CPU, because old OpenBLAS builds misbehave there): that can
     halve its float32 GFLOP/s, so benchmarks and the tour record it."""
-    blas = [i for i in (_BLAS.info() if _BLAS is not None else []) if i.get("user_api") == "blas"]
+    blas = [i for i in _BLAS.info() if i.get("user_api") == "blas"]
     if not blas:
         return "unknown"
     forced = os.environ.get("OPENBLAS_CORETYPE")
@@ -312,7 +309,7 @@ def blas_kernels() -> str:
 
 def _single_threaded_blas():
     """While the workers run, each matmul uses one thread (they are already parallel)."""
-    return _BLAS.limit(limits=1, user_api="blas") if _BLAS is not None else contextlib.nullcontext()
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 # .active: this thread runs one part of a batch split by `map_batch_parts`; its kernels are

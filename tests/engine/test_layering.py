@@ -8,7 +8,7 @@ never imports the tools or the CLI, and no two modules import each other round a
     nn          nn/, optim.py, the package's __init__
     data, out   data/; plots.py, animate.py, viz.py      (pictures of arrays, GIFs, graphs)
     models      models/, metrics.py                      (the yardstick is a model)
-    train       train.py                                 (the one training loop)
+    train       train.py, rundir.py                      (the one training loop, its run directories)
     tools       minigen/tools/                           (sweep, grading, reports, tour, demos)
     cli         cli.py, __main__.py
 """
@@ -26,7 +26,7 @@ LAYERS = [                                   # lowest first; a module's layer is
     ("nn", ["minigen.nn", "minigen.optim", "minigen"]),
     ("data, out", ["minigen.data", "minigen.plots", "minigen.animate", "minigen.viz"]),
     ("models", ["minigen.models", "minigen.metrics"]),
-    ("train", ["minigen.train"]),
+    ("train", ["minigen.train", "minigen.rundir"]),    # rundir: the run directory's files (issue 26)
     ("tools", ["minigen.tools"]),
     ("cli", ["minigen.cli", "minigen.__main__"]),
 ]

@@ -1,23 +1,22 @@
-"""The grading process: runs the teacher's tests against a student's `minigen/` in a scratch folder.
+"""The grading process: runs the teacher's tests against a student's `minigen/`, inside the sandbox.
 
-Run as a script, never imported: `python -I grade_runner.py`, started by minigen.grade. In this
-process `import minigen` is the STUDENT's package, so this file imports nothing from minigen.
-It reads its orders as one JSON line on stdin, before any student code exists in the process:
+Run as a script, never imported: `python -I -S grade_runner.py`, started by minigen.grade inside
+minigen.sandbox. In this process `import minigen` is the STUDENT's package, so this file imports
+nothing from minigen. It reads its orders as one JSON line on stdin, before any student code exists:
 
-    {"token": secret, "fd": results pipe, "scratch": folder holding the
-     student's minigen/ and the teacher's tests/, "tests": {relpath: source text}, "pytest_args": [...]}
+    {"fd": results pipe, "root": folder holding the student's minigen/ and the teacher's tests/ (read-only),
+     "path": the import path after root, "pytest_args": [...],
+     "witness": {"functions": [[module, qualname], ...], "calls": K, "samples": S}}
 
-Three defences against a submission that tries to score what it did not earn:
-- the test modules are compiled from the teacher's source received here (assertions rewritten as
-  pytest does), not read from disk, so rewriting or deleting tests/ at import time changes nothing
-  that runs; files found changed or missing on disk are put back before each collection step;
-- results leave through an inherited pipe, one JSON line per test phase, each carrying the secret
-  token (the parent drops lines without it), and a failed phase always wins over a passed one;
-- pytest starts with only this plugin and hypothesis's (no autoloaded plugins, no conftest but the
-  teacher's, a teacher-made ini file given with -c).
+NOTHING this process sends is trusted: the student's code runs in it and can rewrite any of it.
+It sends two kinds of lines, and minigen.judge decides the score outside the sandbox:
+- each test phase's outcome (a pass here is necessary, never sufficient);
+- each test's witnesses: what the marked functions (the ones the student wrote) returned and left
+  in their arguments, for their first K calls in that test, as a few numbers per array. The judge
+  compares them with the reference solution's, so a pass also needs the student's functions to
+  have computed the reference's results on the teacher's inputs.
 """
-import ast
-import importlib.abc
+import importlib
 import importlib.util
 import json
 import os
@@ -34,90 +33,110 @@ def first_line(report) -> str:
     return lines[0][:300] if lines else "(no message)"
 
 
-class TeacherTests(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves the `tests` package from the teacher's source held in memory, with pytest's assertion
-    rewriting, ahead of every other importer."""
+class Witnesses:
+    """Wraps the marked functions so that each test's first K outermost calls are summarized."""
 
-    def __init__(self, scratch: str, sources: dict, config):
-        self.scratch, self.sources, self.config = scratch, sources, config
+    def __init__(self, calls: int, samples: int):
+        self.calls, self.samples = calls, samples
+        self.depth = 0                  # only outermost calls: a student's own call of another marked function is theirs
+        self.seen: dict = {}
 
-    def _relpath(self, fullname: str):
-        if fullname != "tests" and not fullname.startswith("tests."):
-            return None
-        base = fullname.replace(".", "/")
-        for relpath in (base + ".py", base + "/__init__.py"):
-            if relpath in self.sources:
-                return relpath
-        return None
+    def install(self, module_name: str, qualname: str) -> None:
+        try:
+            owner = importlib.import_module(module_name)
+        except Exception:              # a submission that does not import: its tests fail on their own
+            return
+        *path, name = qualname.split(".")
+        for part in path:
+            owner = getattr(owner, part, None)
+        raw = getattr(owner, "__dict__", {}).get(name)
+        if raw is None:
+            return
+        kind = type(raw) if isinstance(raw, (staticmethod, classmethod)) else None
+        function = raw.__func__ if kind else raw
+        wrapped = self.wrap(qualname, function)
+        setattr(owner, name, kind(wrapped) if kind else wrapped)
+        if not path:                    # a module's function: also where other modules imported it by name
+            for module in list(sys.modules.values()):
+                if getattr(module, "__name__", "").startswith("minigen") and getattr(module, name, None) is function:
+                    setattr(module, name, wrapped)
 
-    def find_spec(self, fullname, path=None, target=None):
-        relpath = self._relpath(fullname)
-        if relpath is None:
-            return None
-        origin = os.path.join(self.scratch, relpath)
-        spec = importlib.util.spec_from_loader(fullname, self, origin=origin,
-                                               is_package=relpath.endswith("__init__.py"))
-        spec.has_location = True
-        if relpath.endswith("__init__.py"):
-            spec.submodule_search_locations = [os.path.dirname(origin)]
-        return spec
-
-    def create_module(self, spec):
-        return None
-
-    def exec_module(self, module):
-        from _pytest.assertion.rewrite import rewrite_asserts
-        relpath = self._relpath(module.__name__)
-        origin = os.path.join(self.scratch, relpath)
-        source = self.sources[relpath].encode("utf-8")
-        tree = ast.parse(source, origin)
-        rewrite_asserts(tree, source, origin, self.config)
-        module.__file__ = origin
-        exec(compile(tree, origin, "exec", dont_inherit=True), module.__dict__)
-
-    def restore(self) -> list:
-        """Put back any teacher file that was changed or removed on disk (pytest finds tests by path);
-        returns the ones put back."""
-        restored = []
-        for relpath, text in self.sources.items():
-            path = os.path.join(self.scratch, relpath)
+    def wrap(self, qualname: str, function):
+        def witnessed(*args, **kwargs):
+            self.depth += 1
             try:
-                with open(path, encoding="utf-8") as f:
-                    if f.read() == text:
-                        continue
-            except (OSError, UnicodeDecodeError):
-                pass
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.rename(path, path + ".moved-by-submission")
-            elif os.path.lexists(path):
-                os.unlink(path)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            restored.append(relpath)
-        return restored
+                result = function(*args, **kwargs)
+            except BaseException as e:
+                if self.depth == 1:
+                    self.note(qualname, {"raised": type(e).__name__})
+                raise
+            finally:
+                self.depth -= 1
+            if self.depth == 0:
+                self.note(qualname, self.summary(function.__name__, result, args, kwargs))
+            return result
+        witnessed.__wrapped__ = function
+        return witnessed
+
+    def note(self, qualname: str, call: dict) -> None:
+        entry = self.seen.setdefault(qualname, {"count": 0, "calls": []})
+        entry["count"] += 1
+        if len(entry["calls"]) < self.calls:
+            entry["calls"].append(call)
+
+    def summary(self, name: str, result, args, kwargs) -> dict:
+        """{where: [shape, numbers]} of the return value and of the arguments after the call
+        (an __init__'s object by its attributes: it is what __init__ makes)."""
+        out: dict = {}
+        self.arrays("return", result, out)
+        for i, arg in enumerate(args):
+            self.arrays(f"arg{i}", vars(arg) if name == "__init__" and i == 0 else arg, out)
+        for key, arg in kwargs.items():
+            self.arrays(key, arg, out)
+        return out
+
+    def arrays(self, where: str, value, out: dict, depth: int = 0) -> None:
+        import numpy as np
+        if depth > 2 or len(out) > 64:
+            return
+        data = getattr(value, "data", None)
+        if isinstance(value, (np.ndarray, np.generic, int, float, bool)) or isinstance(data, np.ndarray):
+            array = np.asarray(data if isinstance(data, np.ndarray) else value)
+            if array.dtype.kind in "biuf":
+                flat = array.astype(np.float64).ravel()
+                picks = flat[np.linspace(0, flat.size - 1, min(self.samples, flat.size)).astype(int)] if flat.size \
+                    else flat
+                stats = [flat.mean(), np.abs(flat).mean(), np.sqrt((flat ** 2).mean())] if flat.size else []
+                out[where] = [list(array.shape), [float(x) for x in [*stats, *picks]]]
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                self.arrays(f"{where}.{key}", value[key], out, depth + 1)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                self.arrays(f"{where}[{i}]", item, out, depth + 1)
+        elif callable(getattr(value, "parameters", None)):
+            self.arrays(f"{where}.parameters()", list(value.parameters()), out, depth + 1)
+
+    def take(self) -> dict:
+        seen, self.seen = self.seen, {}
+        return seen
 
 
 class Reporter:
-    """The pytest plugin that sends each test phase's outcome to the parent."""
+    """The pytest plugin that sends each test phase's outcome, and each test's witnesses, to the parent."""
 
-    def __init__(self, out, token: str, tests: TeacherTests):
-        self.out, self.token, self.tests = out, token, tests
+    def __init__(self, out, witnesses: Witnesses):
+        self.out, self.witnesses = out, witnesses
 
     def send(self, **record) -> None:
-        self.out.write(json.dumps({"token": self.token, **record}) + "\n")
+        self.out.write(json.dumps(record) + "\n")
         self.out.flush()
 
-    def pytest_configure(self, config):
-        self.tests.config = config
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.witnesses.take()
 
-    def pytest_sessionstart(self, session):
-        sys.meta_path.insert(0, self.tests)         # ahead of pytest's own assertion-rewriting importer
-
-    def pytest_collectstart(self, collector):
-        restored = self.tests.restore()
-        if restored:
-            self.send(kind="restored", paths=restored)
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.send(kind="witness", nodeid=nodeid, functions=self.witnesses.take())
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -132,15 +151,20 @@ class Reporter:
 def main() -> int:
     orders = json.loads(sys.stdin.readline())
     out = os.fdopen(orders["fd"], "w", encoding="utf-8")
-    scratch = orders["scratch"]
-    sys.path[:] = [scratch] + [p for p in sys.path if p and os.path.abspath(p) != os.path.dirname(__file__)]
-    tests = TeacherTests(scratch, orders["tests"], None)
-    reporter = Reporter(out, orders["token"], tests)
+    root = orders["root"]
+    sys.path[:] = [root] + orders["path"]
+    witnesses = Witnesses(orders["witness"]["calls"], orders["witness"]["samples"])
+    reporter = Reporter(out, witnesses)
     found = importlib.util.find_spec("minigen")      # where `import minigen` goes, found without running it
     origin = os.path.realpath(found.origin) if found and found.origin else "nothing"
-    if not origin.startswith(os.path.realpath(scratch) + os.sep):   # e.g. an editable install's finder won
+    if not origin.startswith(os.path.realpath(root) + os.sep):
         reporter.send(kind="wrong-minigen", message=f"`import minigen` finds {origin}, not the submission")
         return 3
+    import hypothesis                                 # the same examples as the reference's run: comparable witnesses
+    hypothesis.settings.register_profile("minigen-grading", derandomize=True, database=None)
+    hypothesis.settings.load_profile("minigen-grading")
+    for module_name, qualname in orders["witness"]["functions"]:
+        witnesses.install(module_name, qualname)
     import pytest
     status = pytest.main(orders["pytest_args"], plugins=[reporter])
     reporter.send(kind="end", status=int(status))

@@ -17,6 +17,7 @@ The witnesses work for any topic of minigen.assign.TOPIC_TESTS: they come from t
 from __future__ import annotations
 
 import math
+import os
 
 from minigen.errors import MinigenError
 
@@ -28,9 +29,9 @@ RTOL = 1e-3         # an honest solution's rounding differs from the reference's
 
 
 def witness_orders(topics: list[str], root: str | None = None) -> dict:
-    """The runner's "witness" orders: the marked functions of these topics as [module, qualname]."""
+    """The runner's "witness" orders: the marked functions of these topics as [file, qualified name]."""
     from minigen.assign import all_solutions
-    functions = sorted({(s.path[:-3].replace("/", "."), s.where) for s in all_solutions(root) if s.topic in topics})
+    functions = sorted({(s.path.replace(os.sep, "/"), s.where) for s in all_solutions(root) if s.topic in topics})
     return {"functions": [list(f) for f in functions], "calls": CALLS, "samples": SAMPLES}
 
 

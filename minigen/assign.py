@@ -16,12 +16,13 @@ Two commands make and grade an assignment:
         marked lines become `raise NotImplementedError("vae: <hint>")`, for the others only the
         marker comments go. DIR/README.md tells the student what to write; DIR/assignment.json
         records the topics.
-    minigen assign check DIR [--topic vae]
+    minigen assign check DIR [--topic vae] [--no-sandbox]
         runs each topic's subset of the teacher's tests (TOPIC_TESTS, from the installed minigen's
-        checkout) against only the copy's minigen/ folder, in a scratch folder and a fresh Python
-        whose `import minigen` is the student's (checked, not assumed), and prints a score per
-        topic: tests passed / tests run. The copy's tests/, conftest.py etc. are ignored (minigen.grade).
-    minigen assign grade SUBMISSIONS --out gradebook.csv [--workers N | --scheduler ADDRESS]
+        checkout) against only the copy's minigen/ folder, in the bubblewrap sandbox where `import
+        minigen` is the student's (checked, not assumed), and prints a score per topic: tests passed /
+        tests run, judged against the reference solution where the installed checkout has it. The
+        copy's tests/, conftest.py etc. are ignored (minigen.grade).
+    minigen assign grade SUBMISSIONS --out gradebook.csv --topics T1,T2 [--workers N | --scheduler ADDRESS]
         the same for every student's folder, in parallel, with time and memory limits (minigen.grade).
 
 A copy made with no topics is the reference solution: every topic's tests pass on it.

@@ -1,6 +1,6 @@
 """The sandbox every submission runs in: bubblewrap (`bwrap`), a well-kept tool, not home-made isolation.
 
-    sandboxed(argv, scratch=..., inputs={...}, limits=...)  -> the command line that runs argv inside it
+    sandboxed(argv, inputs={host path: path inside}, env={...})  -> the bwrap command line that runs argv inside it
 
 Inside: new PID, network, IPC, UTS and user namespaces (`--unshare-all`), uid/gid 65534 with no
 capabilities, `--die-with-parent` and `--new-session`. The filesystem is only: the system's /usr
@@ -56,15 +56,15 @@ def check_sandbox() -> None:
 
 def python_path() -> list[str]:
     """The folders of this interpreter's import path that the sandbox may see: the standard library
-    and the site-packages (numpy, numba, pytest, hypothesis), never the current folder or minigen's
-    own source checkout (an editable install puts it, or a finder for it, on the path)."""
+    and the site-packages (numpy, numba, pytest, hypothesis; a virtualenv inside the checkout is
+    fine), never the current folder or minigen's source checkout itself (an old-style editable
+    install puts it on the path)."""
     from minigen.assign import source_root
     checkout = os.path.realpath(source_root())
     keep = []
     for folder in sys.path:
         real = os.path.realpath(folder) if folder else ""
-        if real and os.path.isdir(real) and real != checkout and not real.startswith(checkout + os.sep) \
-                and real not in keep:
+        if real and os.path.isdir(real) and real != checkout and real not in keep:
             keep.append(real)
     return keep
 
@@ -87,9 +87,10 @@ def sandboxed(argv: list[str], *, inputs: dict, env: dict | None = None, cwd: st
             args += ["--symlink", os.readlink(folder), folder]
         elif os.path.isdir(folder):
             args += ["--ro-bind", folder, folder]
-    readable = prefixes + python_path() + [os.path.dirname(interpreter)]
-    for folder in sorted(set(readable)):
-        if os.path.exists(folder) and not any(folder == s or folder.startswith(s + "/") for s in SYSTEM):
+    readable = sorted(set(prefixes + python_path() + [os.path.dirname(interpreter)]))
+    for folder in readable:         # each once: not inside the system folders or another one bound
+        if os.path.exists(folder) and not any(folder == s or folder.startswith(s + "/")
+                                              for s in (*SYSTEM, *[r for r in readable if r != folder])):
             args += ["--ro-bind", folder, folder]
     for hidden in _installed_minigen(readable):
         args += ["--tmpfs", hidden]

@@ -62,8 +62,8 @@ IMPORT_TIME = {
     "memory-bomb": "_waste = bytearray(16 * 2**30)\n",
     "stdout-flood": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)\n",
 }
-PHONE_HOME = ("import socket as _socket\ntry:\n    _socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\n"
-              "except OSError:\n    pass\n")
+PHONE_HOME = ("import socket as _socket\ntry:\n"
+              "    _socket.create_connection(('127.0.0.1', {port}), timeout=1).close()\nexcept OSError:\n    pass\n")
 GIB = 2**30
 
 

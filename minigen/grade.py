@@ -380,7 +380,7 @@ def _run_sandboxed(job: dict):
         if timeout:
             limits["RLIMIT_CPU"] = int(timeout * (os.cpu_count() or 1)) + 10
         try:
-            done = run_limited(argv, timeout=timeout, memory_mb=job.get("memory_mb"), cwd=scratch,
+            done = run_limited(argv, timeout=timeout, memory_mb=job.get("memory_mb"), cwd=scratch if sandbox else root,
                                env=None if sandbox else env, log=os.path.join(scratch, "log"),
                                stdin_text=json.dumps(orders) + "\n", pass_fds=(write_end,), rlimits=limits)
         finally:

@@ -45,7 +45,7 @@ def reference_witnesses(expected: dict, records: list[dict], output: str) -> dic
     for topic, nodes in expected.items():
         for node in nodes:
             if node not in passed or node in failed:
-                raise MinigenError(f"the reference solution fails {node} in the sandbox, so grading would be "
+                raise MinigenError(f"the reference solution fails {node} where it is graded, so grading would be "
                                    f"unfair: fix the reference or the test first (its last output: {output})")
             if not witnesses.get(node):
                 raise MinigenError(f"{node} calls none of topic {topic}'s marked functions, so the judge cannot "

@@ -15,7 +15,7 @@ import pytest
 from minigen import assign, grade, sandbox
 from minigen.errors import MinigenError
 
-pytestmark = pytest.mark.skipif(not sandbox.bwrap_path(), reason=sandbox.INSTALL_HINT)
+needs_bwrap = pytest.mark.skipif(not sandbox.bwrap_path(), reason=sandbox.INSTALL_HINT)
 
 ROOT = assign.source_root()
 MARK = "minigen-cheat-marker"           # in the command line of every process an attack leaves behind
@@ -173,6 +173,7 @@ STATUS = {"infinite-loop": "timeout", "memory-bomb": "out-of-memory", "sparse-3g
           "manifest-not-a-name": "malformed", "manifest-unknown-topic": "malformed"}
 
 
+@needs_bwrap
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_an_attack_scores_what_the_honest_blank_scores(graded, attack):
     rows = graded["rows"]
@@ -185,6 +186,7 @@ def test_an_attack_scores_what_the_honest_blank_scores(graded, attack):
     assert row["sandbox"] == "bwrap"
 
 
+@needs_bwrap
 def test_the_grader_survives_and_nothing_outside_the_sandbox_changed(graded):
     assert sorted(graded["rows"]) == sorted(["honest", "victim", *ATTACKS])
     assert graded["after"] == graded["before"]          # the teacher's checkout and every submission
@@ -194,6 +196,7 @@ def test_the_grader_survives_and_nothing_outside_the_sandbox_changed(graded):
     print(f"graded {len(graded['rows'])} submissions in {graded['seconds']:.0f} s")
 
 
+@needs_bwrap
 def test_no_process_outlives_grading_and_no_connection_leaves_the_sandbox(graded):
     assert graded["alive"] == []
     assert graded["connections"] == []
@@ -204,3 +207,15 @@ def test_an_unwritable_out_stops_before_any_grading(tmp_path):
     with pytest.raises(MinigenError, match="--out /proc/gradebook.csv: cannot write the gradebook"):
         grade.grade_class(str(tmp_path), "/proc/gradebook.csv", topics="optim")
     assert time.perf_counter() - started < 5
+
+
+def test_without_bwrap_grading_refuses_in_one_line_unless_told_and_then_it_says_so(tmp_path, monkeypatch, capsys):
+    blank = assign.make("optim", str(tmp_path / "class" / "blank"))
+    monkeypatch.setattr(sandbox, "BWRAP", "bwrap-not-installed")
+    with pytest.raises(MinigenError, match=r"apt-get install bubblewrap.*or pass --no-sandbox"):
+        grade.grade_class(str(tmp_path / "class"), str(tmp_path / "book.csv"), topics="optim")
+    rows = grade.grade_class(str(tmp_path / "class"), str(tmp_path / "book.csv"), topics="optim", sandbox=False,
+                             use_dask=False)
+    assert "WARNING: grading WITHOUT a sandbox" in capsys.readouterr().err
+    assert (rows["blank"]["sandbox"], rows["blank"]["optim passed"]) == ("none (--no-sandbox)", 0)
+    assert os.path.isdir(blank)

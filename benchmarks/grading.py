@@ -1,6 +1,8 @@
-"""Grading time of a class: `minigen assign grade` on 1 and on 2 local workers (Dask LocalCluster).
+"""Grading time of a class: `minigen assign grade` on 1 and on 2 local workers (Dask LocalCluster),
+in the bubblewrap sandbox and without it (--no-sandbox): the sandbox's cost, on the same machine.
 
-    python benchmarks/grading.py [--students 40] [--topics optim,autograd] [--workers 1,2] [--rounds 1]
+    python benchmarks/grading.py [--students 40] [--topics optim,autograd] [--workers 1,2]
+                                 [--sandbox on,off] [--rounds 1]
 
 Makes a class of made-up submissions (a third correct, a third with a wrong line, a third left
 blank), then grades it with each worker count, each grading a fresh `minigen assign grade` process
@@ -50,11 +52,12 @@ def make_class(folder: str, students: int, topics: list[str]) -> None:
                 f.write(text)
 
 
-def grade_once(folder: str, workers: int, timeout: float) -> dict:
-    book = os.path.join(folder, f"book-{workers}-{time.monotonic_ns()}.csv")
+def grade_once(folder: str, topics: list[str], workers: int, sandbox: str, timeout: float) -> dict:
+    book = os.path.join(folder, f"book-{workers}-{sandbox}-{time.monotonic_ns()}.csv")
     started = time.perf_counter()
     subprocess.run([sys.executable, "-m", "minigen", "assign", "grade", os.path.join(folder, "class"), "--out", book,
-                    "--workers", str(workers), "--timeout", str(timeout)], check=True, cwd=ROOT,
+                    "--topics", ",".join(topics), "--workers", str(workers), "--timeout", str(timeout)]
+                   + (["--no-sandbox"] if sandbox == "off" else []), check=True, cwd=ROOT,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - started
     with open(book, newline="") as f:
@@ -69,30 +72,33 @@ def main(argv=None) -> int:
     parser.add_argument("--students", type=int, default=40)
     parser.add_argument("--topics", default="optim,autograd")
     parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--sandbox", default="on,off", help="on, off or both: graded in bwrap or with --no-sandbox")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=300)
     parser.add_argument("--out", default=os.path.join(HERE, "results", "grading.json"))
     args = parser.parse_args(argv)
     topics = assign.parse_topics(args.topics)
-    counts = [int(w) for w in args.workers.split(",")]
-    runs: dict[int, list[dict]] = {w: [] for w in counts}
+    configs = [(int(w), mode) for w in args.workers.split(",") for mode in args.sandbox.split(",")]
+    runs: dict[tuple, list[dict]] = {c: [] for c in configs}
     with tempfile.TemporaryDirectory(prefix="minigen-grading-bench-") as folder:
         make_class(folder, args.students, topics)
         for r in range(args.rounds):
-            for w in counts if r % 2 == 0 else reversed(counts):      # alternate the order: drift hits both
-                runs[w].append(grade_once(folder, w, args.timeout))
-                print(f"round {r + 1}, {w} worker(s): {runs[w][-1]['wall_seconds']:.1f} s", flush=True)
+            for w, mode in configs if r % 2 == 0 else reversed(configs):      # alternate the order: drift hits all
+                runs[w, mode].append(grade_once(folder, topics, w, mode, args.timeout))
+                print(f"round {r + 1}, {w} worker(s), sandbox {mode}: {runs[w, mode][-1]['wall_seconds']:.1f} s",
+                      flush=True)
     results = {"students": args.students, "topics": topics, "rounds": args.rounds, "cpus": os.cpu_count(),
-               "by_workers": {}}
-    for w, measured in runs.items():
+               "by_config": {}}
+    for (w, mode), measured in runs.items():
         wall = statistics.median(m["wall_seconds"] for m in measured)
         cost = statistics.median(m["submission_seconds"] for m in measured)
         startup = max(0.0, wall - math.ceil(args.students / w) * cost)
-        results["by_workers"][w] = {"wall_seconds": wall, "submission_seconds": cost, "startup_seconds": startup,
-                                    "statuses": measured[0]["statuses"]}
-        print(f"{w} worker(s): {wall:.1f} s for {args.students} submissions "
+        results["by_config"][f"{w} worker(s), sandbox {mode}"] = {
+            "workers": w, "sandbox": mode, "wall_seconds": wall, "submission_seconds": cost,
+            "startup_seconds": startup, "statuses": measured[0]["statuses"]}
+        print(f"{w} worker(s), sandbox {mode}: {wall:.1f} s for {args.students} submissions "
               f"({wall / args.students:.2f} s each on average; one submission's grading process: {cost:.2f} s)")
-    one = results["by_workers"][min(counts)]
+    one = next(iter(results["by_config"].values()))
     print("on a cluster (arithmetic, not measured): T(W) ~ "
           f"{one['startup_seconds']:.0f} s + ceil({args.students} / W) x {one['submission_seconds']:.2f} s, "
           f"e.g. W=20: {one['startup_seconds'] + math.ceil(args.students / 20) * one['submission_seconds']:.0f} s")

@@ -16,12 +16,13 @@ Two commands make and grade an assignment:
         marked lines become `raise NotImplementedError("vae: <hint>")`, for the others only the
         marker comments go. DIR/README.md tells the student what to write; DIR/assignment.json
         records the topics.
-    minigen assign check DIR [--topic vae]
+    minigen assign check DIR [--topic vae] [--no-sandbox]
         runs each topic's subset of the teacher's tests (TOPIC_TESTS, from the installed minigen's
-        checkout) against only the copy's minigen/ folder, in a scratch folder and a fresh Python
-        whose `import minigen` is the student's (checked, not assumed), and prints a score per
-        topic: tests passed / tests run. The copy's tests/, conftest.py etc. are ignored (minigen.tools.grade).
-    minigen assign grade SUBMISSIONS --out gradebook.csv [--workers N | --scheduler ADDRESS]
+        checkout) against only the copy's minigen/ folder, in the bubblewrap sandbox where `import
+        minigen` is the student's (checked, not assumed), and prints a score per topic: tests passed /
+        tests run, judged against the reference solution where the installed checkout has it. The
+        copy's tests/, conftest.py etc. are ignored (minigen.tools.grade).
+    minigen assign grade SUBMISSIONS --out gradebook.csv --topics T1,T2 [--workers N | --scheduler ADDRESS]
         the same for every student's folder, in parallel, with time and memory limits (minigen.tools.grade).
 
 A copy made with no topics is the reference solution: every topic's tests pass on it.
@@ -272,31 +273,39 @@ def _student_readme(topics: list[str], todo: list[Solution]) -> str:
 
 # --- check: one copy, on the safe path of minigen.tools.grade -----------------------------------------
 def check(student_dir: str, topic=None, verbose: bool = False, timeout: float | None = None,
-          memory_mb: int | None = None) -> dict:
+          memory_mb: int | None = None, sandbox: bool = True) -> dict:
     """Run the teacher's tests of `topic` ('a,b', a list, or None: the assignment's topics) against
-    only the minigen/ folder of the copy in student_dir (minigen.tools.grade); print and return
+    only the minigen/ folder of the copy in student_dir, in the sandbox, judged against the
+    reference solution where this checkout has it (minigen.tools.grade); print and return
     {topic: {"passed", "total", "failed": [(test, first error line)]}}."""
-    from minigen.tools.grade import expected_tests, grade_submission, read_submission, summarize_ignored, teacher_tests
+    from minigen.tools.grade import NO_SANDBOX_WARNING, grade_submission, judged_jobs, read_submission, summarize_ignored
+    from minigen.tools.sandbox import check_sandbox
     student_dir = os.path.abspath(student_dir)
     submission = read_submission(student_dir)
     if not os.path.isdir(os.path.join(student_dir, "minigen")) or \
             not os.path.exists(os.path.join(student_dir, MANIFEST)):
         raise MinigenError(f"{student_dir} is not a copy made by `minigen assign make` (no minigen/ or {MANIFEST})")
-    if submission.malformed:
-        raise MinigenError(f"{student_dir}: {submission.malformed}")
+    if submission.refused:
+        raise MinigenError(f"{student_dir}: {submission.refused[1]}")
     if topic is None:
         topics = submission.topics
         if not topics:
             raise MinigenError(f"{student_dir} holds the reference solution (no topics); name one with --topic")
     else:
         topics = parse_topics(topic)
-    tests, ini = teacher_tests()
-    result = grade_submission({"submission": submission, "tests": tests, "ini": ini,
-                               "expected": expected_tests(topics, ini),
-                               "timeout": timeout, "memory_mb": memory_mb})
+    if sandbox:
+        check_sandbox()
+    else:
+        print(NO_SANDBOX_WARNING, file=sys.stderr, flush=True)
+    [job] = judged_jobs([submission], topics, timeout=timeout, memory_mb=memory_mb, sandbox=sandbox,
+                        need_judge=False, use_dask=False)
+    if job["reference"] is None:
+        print("self-check: no reference solution here, so the scores are the tests' own word "
+              "(the teacher's grading also compares your functions' results with the reference's)", flush=True)
+    result = grade_submission(job)
     if submission.ignored:
         print(f"ignored (only minigen/ is graded): {summarize_ignored(submission.ignored)}", flush=True)
-    if result["status"] != "graded" or result["tampered"]:
+    if result["status"] != "graded":
         print(f"{result['status']}: {result['note']}", flush=True)
     for t, score in result["topics"].items():
         print(f"{t:<10} {score['passed']:>3}/{score['total']:<3} passed", flush=True)
@@ -333,15 +342,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("student_dir")
     p.add_argument("--topic", default=None, help="only this topic (or a comma-separated list)")
     p.add_argument("-v", "--verbose", action="store_true", help="list the failed tests")
+    p.add_argument("--no-sandbox", action="store_true", help="run without bubblewrap (only for code you trust)")
     p = sub.add_parser("grade", help="grade a folder of student copies into a gradebook")
     p.add_argument("submissions_dir", help="one subfolder per student, each made by `minigen assign make`")
     p.add_argument("--out", required=True, help="the gradebook CSV (feedback/ is written next to it)")
-    p.add_argument("--topics", default=None, help="comma-separated (default: every topic the copies name)")
+    topics = p.add_mutually_exclusive_group(required=True)
+    topics.add_argument("--topics", default=None, help=f"comma-separated, from: {','.join(TOPIC_TESTS)}")
+    topics.add_argument("--assignment", default=None,
+                        help="the assignment.json `assign make` wrote (its topics; never a submission's)")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--workers", type=_positive_int, default=None, help="local worker processes (default 1)")
     where.add_argument("--scheduler", default=None, help="a Dask scheduler, e.g. tcp://HOST:8786")
     p.add_argument("--timeout", type=_positive_float, default=300.0, help="seconds per submission (default 300)")
     p.add_argument("--memory-limit", type=_positive_int, default=4096, help="MB per submission (default 4096)")
+    p.add_argument("--no-sandbox", action="store_true",
+                   help="run the submissions without bubblewrap (a warning every run; recorded in the gradebook)")
     return parser
 
 
@@ -356,8 +371,9 @@ def _grade(args) -> int:
         scores = ", ".join(f"{t} {s['passed']}/{s['total']}" for t, s in result["topics"].items())
         print(f"{result['student']:<20} {result['status']:<13} {scores}"
               + (f"  ({result['note']})" if result["note"] else ""), flush=True)
-    rows = grade_class(args.submissions_dir, args.out, topics=args.topics, workers=args.workers or 1,
-                       scheduler=args.scheduler, timeout=args.timeout, memory_mb=args.memory_limit, progress=show)
+    rows = grade_class(args.submissions_dir, args.out, topics=args.topics, assignment=args.assignment,
+                       workers=args.workers or 1, scheduler=args.scheduler, timeout=args.timeout,
+                       memory_mb=args.memory_limit, sandbox=not args.no_sandbox, progress=show)
     print(f"wrote the gradebook of {len(rows)} submission(s) to {args.out}")
     return 0
 
@@ -372,7 +388,7 @@ def main(argv=None) -> int:
             return 0
         if args.action == "grade":
             return _grade(args)
-        scores = check(args.student_dir, args.topic, verbose=args.verbose)
+        scores = check(args.student_dir, args.topic, verbose=args.verbose, sandbox=not args.no_sandbox)
     except MinigenError as e:
         print(f"minigen assign: error: {e}", file=sys.stderr)
         return 2

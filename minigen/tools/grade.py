@@ -1,24 +1,26 @@
-"""Grading student copies safely: the teacher's tests against only the student's `minigen/`.
+"""Grading student copies: the teacher's tests against only the student's `minigen/`, in a sandbox,
+judged outside it.
 
-    minigen assign check DIR [--topic T]            one copy, scores printed
-    minigen assign grade SUBMISSIONS --out gradebook.csv [--workers N | --scheduler tcp://HOST:8786]
-                         [--timeout S] [--memory-limit MB] [--topics T1,T2]
+    minigen assign check DIR [--topic T] [--no-sandbox]           one copy, scores printed
+    minigen assign grade SUBMISSIONS --out gradebook.csv (--topics T1,T2 | --assignment FILE)
+                         [--workers N | --scheduler tcp://HOST:8786] [--timeout S] [--memory-limit MB]
+                         [--no-sandbox]
 
 What is taken from a submission: the files of its `minigen/` folder, except conftest.py,
-sitecustomize.py, usercustomize.py, *.pth, compiled files and links. Everything else (tests/,
-conftest.py, pytest.ini, setup.cfg, pyproject.toml, ...) is ignored and listed as ignored. The tests,
-their fixtures (tests/conftest.py) and the pytest settings come from the installed minigen's checkout
-(the reference), shipped with each job, so a cluster worker needs no shared filesystem.
+sitecustomize.py, usercustomize.py, *.pth, compiled files, links, FIFOs and devices, after checking
+its size and file count (MAX_BYTES, MAX_FILES) and before reading a byte. Everything else is
+ignored and listed as ignored. The topics are the teacher's (--topics, or the assignment.json that
+`assign make` wrote for the teacher), never a submission's. The tests, their fixtures and the pytest
+settings come from the installed minigen's checkout (the reference), shipped with each job, so a
+cluster worker needs no shared filesystem.
 
-Each submission is one job (minigen.tools.jobs): in a scratch folder of its own it gets the student's
-minigen/ and a fresh copy of the teacher's tests/, and minigen/tools/grade_runner.py runs pytest there in a
-new process (`python -I`, memory limit, wall-clock timeout that kills the whole process group).
-Results come back through a pipe, test phase by test phase, so a submission that hangs in one topic
-keeps the scores of the topics that finished. This is confinement of the working files, not a
-security sandbox: the process runs as the grading user (see docs/distributed.md).
+Each submission is one job (minigen.tools.jobs): the teacher's tests run on the student's package in
+minigen.tools.sandbox (bubblewrap: no network, no other files, its own PIDs, rlimits), by
+minigen/tools/grade_runner.py. The score is decided outside, by minigen.tools.judge: a test passes only if the
+sandbox reported it passed AND the marked functions' results in it match the reference solution's
+(run once per grading, in the same sandbox). A test with no verdict scores 0.
 
-Row status: graded | timeout | out-of-memory | crashed | malformed. A row whose submission changed the
-teacher's test files on disk says so in its note (the tests ran from the teacher's copy anyway).
+Row status: graded | timeout | out-of-memory | crashed | malformed | too-large.
 """
 from __future__ import annotations
 
@@ -29,19 +31,20 @@ import importlib.util
 import io
 import json
 import os
-import secrets
-import shutil
 import stat
 import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
 
+from minigen import __version__, judge
 from minigen.errors import MinigenError
 from minigen.tools.jobs import run_jobs, run_limited
+from minigen.tools.sandbox import INSTALL_HINT, ROOT, bwrap_path, check_sandbox, python_path, sandboxed
 from minigen.serialize import atomic_write_text
 
-__all__ = ["Submission", "read_submission", "teacher_tests", "expected_tests", "grade_submission", "grade_class"]
+__all__ = ["Submission", "read_submission", "teacher_tests", "expected_tests", "grade_submission",
+           "reference_records", "grade_class"]
 
 MANIFEST = "assignment.json"
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grade_runner.py")
@@ -49,18 +52,27 @@ RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "grade_runner.
 NEVER_TAKEN = ("conftest.py", "sitecustomize.py", "usercustomize.py")
 SKIPPED_DIRS = ("__pycache__", ".pytest_cache", ".hypothesis")
 NOT_RUN = "did not run"
+MAX_BYTES = 8 * 1024 * 1024         # a submission's minigen/ (the package is under 1 MB); all are held in memory
+MAX_FILES = 1000                    # files in it (the package has about 60)
+MAX_ENTRIES = 20_000                # entries looked at in a whole submission folder
+MAX_MANIFEST = 64 * 1024
+MAX_REPORT = 64 * 1024 * 1024       # bytes read back from the sandbox's results pipe
+MAX_LINE = 4 * 1024 * 1024          # one record (a test's witnesses are well under 1 MB)
+MAX_OUTPUT_FILE = 64 * 1024 * 1024  # RLIMIT_FSIZE inside: an output flood stops here
+PRIVATE = "/runner"                 # inside the sandbox: the runner and the pytest ini (read-only)
 
 
 @dataclass
 class Submission:
     """One student's copy as the grader sees it: the files taken (relpath -> bytes), the ones
-    ignored, its topics (from assignment.json), a content hash, or why it cannot be graded."""
+    ignored, its topics (from assignment.json: `check` only), a content hash, or why it is refused
+    (status "malformed" or "too-large", with a note)."""
     name: str
     files: dict = field(default_factory=dict)
     ignored: list = field(default_factory=list)
     topics: list = field(default_factory=list)
     content_hash: str = ""
-    malformed: str | None = None
+    refused: tuple | None = None
 
 
 def _walk(root: str):
@@ -72,39 +84,77 @@ def _walk(root: str):
             yield os.path.relpath(path, root).replace(os.sep, "/"), path
 
 
-def read_submission(folder: str) -> Submission:
-    """Read what grading takes from one student's folder (never raises: a bad folder is `malformed`)."""
-    sub = Submission(os.path.basename(os.path.normpath(folder)))
-    digest = hashlib.sha256()
-    if not os.path.isdir(folder):
-        sub.malformed = "not a folder"
-        return sub
-    for relpath, path in _walk(folder):
-        regular = not os.path.islink(path) and stat.S_ISREG(os.lstat(path).st_mode)   # no links, FIFOs, devices
-        taken = regular and relpath.startswith("minigen/") and os.path.basename(path) not in NEVER_TAKEN \
-            and not path.endswith((".pth", ".pyc", ".pyo"))
-        try:
-            if regular:
-                with open(path, "rb") as f:
-                    data = f.read()
-            else:
-                data = os.readlink(path).encode() if os.path.islink(path) else b""
-        except OSError:
-            data = b""
-        digest.update(relpath.encode() + b"\0" + hashlib.sha256(data).digest())
-        if taken:
-            sub.files[relpath] = data
+def _read_capped(path: str, size: int) -> bytes | None:
+    """A regular file's bytes, opened without following a link or blocking on a FIFO; None if it is
+    not a regular file any more or holds more than `size` bytes (it changed since it was looked at)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        data = f.read(size + 1)
+    return data if len(data) <= size else None
+
+
+def read_package(folder: str, sub: Submission, only_package: bool = False) -> None:
+    """Take the files of folder/minigen/ into sub (listing the rest of folder as ignored, unless
+    only_package), checking sizes and counts before reading a byte."""
+    taken, total = [], 0
+    entries = (("minigen/" + relpath, path) for relpath, path in _walk(os.path.join(folder, "minigen"))) \
+        if only_package else _walk(folder)
+    for count, (relpath, path) in enumerate(entries):
+        if count >= MAX_ENTRIES:
+            sub.refused = ("too-large", f"more than {MAX_ENTRIES} files and folders in the submission")
+            return
+        info = os.lstat(path)
+        if stat.S_ISREG(info.st_mode) and relpath.startswith("minigen/") and os.path.basename(path) not in \
+                NEVER_TAKEN and not path.endswith((".pth", ".pyc", ".pyo")):
+            taken.append((relpath, path))
+            total += info.st_size
         elif relpath != MANIFEST:
             sub.ignored.append(relpath)
+    if total > MAX_BYTES or len(taken) > MAX_FILES:
+        sub.refused = ("too-large", f"minigen/ holds {len(taken)} files, {total / 2**20:.1f} MB; the limit is "
+                                    f"{MAX_FILES} files, {MAX_BYTES // 2**20} MB")
+        return
+    digest = hashlib.sha256()
+    for relpath, path in taken:
+        try:
+            data = _read_capped(path, MAX_BYTES)
+        except OSError:
+            data = None
+        if data is None:
+            sub.refused = ("too-large", f"{relpath} changed while it was read")
+            return
+        digest.update(relpath.encode() + b"\0" + hashlib.sha256(data).digest())
+        sub.files[relpath] = data
+    digest.update(json.dumps(sub.ignored).encode())
     sub.content_hash = digest.hexdigest()[:16]
     if "minigen/__init__.py" not in sub.files:
-        sub.malformed = "no minigen/__init__.py: not a copy made by `minigen assign make`"
+        sub.refused = ("malformed", "no minigen/__init__.py: not a copy made by `minigen assign make`")
+
+
+def read_submission(folder: str) -> Submission:
+    """Read what grading takes from one student's folder (never raises: a bad folder is refused,
+    `malformed` or `too-large`). Its manifest's topics are checked, and used only by `check`."""
+    from minigen.tools.assign import TOPIC_TESTS
+    sub = Submission(os.path.basename(os.path.normpath(folder)))
+    if not os.path.isdir(folder) or os.path.islink(folder):
+        sub.refused = ("malformed", "not a folder")
         return sub
+    read_package(folder, sub)
+    if sub.refused:
+        return sub
+    path = os.path.join(folder, MANIFEST)
     try:
-        with open(os.path.join(folder, MANIFEST)) as f:
-            sub.topics = list(json.load(f)["topics"])
+        data = _read_capped(path, MAX_MANIFEST) if os.path.lexists(path) else None
+        topics = json.loads(data)["topics"] if data is not None else None
     except (OSError, ValueError, KeyError, TypeError):
-        sub.malformed = f"no readable {MANIFEST}: not a copy made by `minigen assign make`"
+        topics = None
+    if not isinstance(topics, list) or not all(isinstance(t, str) and t in TOPIC_TESTS for t in topics):
+        sub.refused = ("malformed", f"{MANIFEST} is missing or its topics are not a list of topic names "
+                                    f"({', '.join(TOPIC_TESTS)}): not a copy made by `minigen assign make`")
+    else:
+        sub.topics = topics
     return sub
 
 
@@ -164,22 +214,36 @@ def expected_tests(topics: list[str], ini: str) -> dict:
     return expected
 
 
-def _scores(expected: dict, records: list[dict]) -> tuple[dict, str | None]:
-    """Fold the runner's per-phase records into {topic: {passed, total, failed: [(test, first line)]}}.
-    A test counts as passed only if its call passed and no phase failed; a test never reported failed."""
+def _scores(expected: dict, records: list[dict], reference: dict | None) -> tuple[dict, str | None]:
+    """Fold the sandbox's records into {topic: {passed, total, failed: [(test, first line)]}}. A test
+    passes only if its call passed, no phase failed and (reference given) minigen.tools.judge finds its
+    witnesses equal to the reference's; a test never reported, or reported in a broken form, failed."""
     outcome: dict[str, str] = {}
     message: dict[str, str] = {}
+    witnesses: dict[str, list] = {}
     collect_errors = []
     for r in records:
-        if r.get("kind") == "collect":
-            collect_errors.append(f"{r['nodeid']}: {r['message']}")
-        elif r.get("kind") == "test":
-            node = r["nodeid"]
-            if r["outcome"] in ("failed", "skipped"):
+        kind, node = r.get("kind"), r.get("nodeid")
+        if not isinstance(node, str):
+            continue
+        if kind == "collect":
+            collect_errors.append(f"{node}: {r.get('message')}")
+        elif kind == "witness":
+            witnesses.setdefault(node, []).append(r.get("functions"))
+        elif kind == "test":
+            if r.get("outcome") in ("failed", "skipped"):
                 outcome[node] = "failed"
-                message.setdefault(node, r["message"] or r["outcome"])
-            elif r["outcome"] == "passed" and outcome.get(node) != "failed":
+                message.setdefault(node, str(r.get("message") or r.get("outcome"))[:300])
+            elif r.get("outcome") == "passed" and r.get("when") == "call" and outcome.get(node) != "failed":
                 outcome[node] = "passed"
+    if reference is not None:
+        for node, state in outcome.items():
+            if state == "passed" and node in reference:
+                sent = witnesses.get(node, [])
+                why = judge.mismatch(reference[node], sent[0]) if len(sent) == 1 else \
+                    f"its results came back {len(sent)} times, not once"
+                if why:
+                    outcome[node], message[node] = "failed", f"judged outside the sandbox: {why}"
     scores = {}
     for topic, nodes in expected.items():
         failed = [(node, message.get(node) or (collect_errors[0] if collect_errors else NOT_RUN))
@@ -189,76 +253,32 @@ def _scores(expected: dict, records: list[dict]) -> tuple[dict, str | None]:
 
 
 def grade_submission(job: dict) -> dict:
-    """Grade one submission in a scratch folder of its own (a job for minigen.tools.jobs.run_jobs; never raises).
+    """Grade one submission in the sandbox (a job for minigen.tools.jobs.run_jobs; never raises).
 
     job: {"submission": Submission, "tests": {relpath: text}, "ini": text,
-          "expected": {topic: [test ids]} (expected_tests), "timeout": seconds or None, "memory_mb": MB or None}
+          "expected": {topic: [test ids]} (expected_tests), "timeout": seconds or None, "memory_mb": MB or None,
+          "sandbox": bool, "witness": judge.witness_orders(...),
+          "reference": {test id: witnesses} (judge.reference_witnesses), or None: pytest's word only}
     Returns {"student", "status", "note", "topics": {topic: {passed, total, failed}}, "ignored",
-    "content_hash", "tampered": [relpaths], "seconds"}."""
+    "content_hash", "seconds"}."""
     sub: Submission = job["submission"]
     result = {"student": sub.name, "status": "graded", "note": "", "ignored": sub.ignored,
-              "content_hash": sub.content_hash, "tampered": [], "seconds": 0.0,
+              "content_hash": sub.content_hash, "seconds": 0.0,
               "topics": {t: {"passed": 0, "total": len(nodes), "failed": [(n, NOT_RUN) for n in nodes]}
                          for t, nodes in job["expected"].items()}}
-    if sub.malformed:
-        result.update(status="malformed", note=sub.malformed)
+    if sub.refused:
+        result.update(status=sub.refused[0], note=sub.refused[1])
         return result
     try:
-        _run_in_scratch(job, result)
+        records, done = _run_sandboxed(job)
     except Exception as e:          # the grader's own trouble (disk full...) is this row's, not the class's
         result.update(status="crashed", note=f"grader error: {type(e).__name__}: {e}")
-    return result
-
-
-def _run_in_scratch(job: dict, result: dict) -> None:
-    sub, tests = job["submission"], job["tests"]
-    with tempfile.TemporaryDirectory(prefix="minigen-grade-") as scratch_root:
-        scratch, private = os.path.join(scratch_root, "work"), os.path.join(scratch_root, "private")
-        os.makedirs(private)
-        for relpath, data in list(sub.files.items()) + [(k, v.encode("utf-8")) for k, v in tests.items()]:
-            path = os.path.join(scratch, relpath)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(data)
-        for name in ("home", "tmp"):
-            os.makedirs(os.path.join(scratch, name))
-        shutil.copy2(RUNNER, os.path.join(private, "runner.py"))
-        ini = os.path.join(private, "pytest.ini")
-        with open(ini, "w") as f:
-            f.write(job["ini"])
-        node_ids = [node for nodes in job["expected"].values() for node in nodes]
-        args = ["-c", ini, "--rootdir", scratch, "-p", "no:cacheprovider", "-q", "-o", "addopts=",
-                "--basetemp", os.path.join(scratch, "tmp", "pytest")]
-        if importlib.util.find_spec("_hypothesis_pytestplugin"):
-            args += ["-p", "_hypothesis_pytestplugin"]
-        token = secrets.token_hex(16)
-        read_end, write_end = os.pipe()
-        records: list[dict] = []
-        reader = threading.Thread(target=_collect, args=(read_end, token, records), daemon=True)
-        reader.start()
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.path.join(scratch, "home"),
-               "TMPDIR": os.path.join(scratch, "tmp"), "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "MPLBACKEND": "Agg", "LC_ALL": "C.UTF-8",
-               "NUMBA_CACHE_DIR": os.path.join(scratch, "tmp", "numba")}
-        for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-            if name in os.environ:
-                env[name] = os.environ[name]
-        orders = {"token": token, "fd": write_end, "scratch": scratch,
-                  "tests": tests, "pytest_args": args + node_ids}
-        try:
-            done = run_limited([sys.executable, "-I", os.path.join(private, "runner.py")], timeout=job.get("timeout"),
-                               memory_mb=job.get("memory_mb"), cwd=scratch, env=env, log=os.path.join(private, "log"),
-                               stdin_text=json.dumps(orders) + "\n", pass_fds=(write_end,))
-        finally:
-            os.close(write_end)
-            reader.join(timeout=30)
-        result["seconds"] = round(done.seconds, 2)
-        result["tampered"] = sorted({p for p, text in tests.items() if _read(os.path.join(scratch, p)) != text} |
-                                    {p for r in records if r.get("kind") == "restored" for p in r["paths"]})
-    result["topics"], collect_error = _scores(job["expected"], records)
+        return result
+    result["seconds"] = round(done.seconds, 2)
+    result["topics"], collect_error = _scores(job["expected"], records, job["reference"])
     ended = any(r.get("kind") == "end" for r in records)
-    out_of_memory = "MemoryError" in done.output or any("MemoryError" in (r.get("message") or "") for r in records)
-    wrong_minigen = next((r["message"] for r in records if r.get("kind") == "wrong-minigen"), None)
+    out_of_memory = "MemoryError" in done.output or any("MemoryError" in str(r.get("message")) for r in records)
+    wrong_minigen = next((str(r.get("message")) for r in records if r.get("kind") == "wrong-minigen"), None)
     if wrong_minigen:
         result.update(status="crashed", note=f"grader error: {wrong_minigen}")
     elif done.how == "timeout":
@@ -276,17 +296,97 @@ def _run_in_scratch(job: dict, result: dict) -> None:
         for score in result["topics"].values():
             if any(m == NOT_RUN for _, m in score["failed"]):
                 score["passed"] = 0
-    if result["tampered"]:
-        result["note"] = (result["note"] + "; " if result["note"] else "") + \
-            f"changed the teacher's test files during grading ({', '.join(result['tampered'])}); they ran unchanged"
+    return result
 
 
-def _read(path: str):
+def reference_records(job: dict) -> dict:
+    """The reference solution's run (a job for run_jobs, on the same workers as the class's):
+    {"records": [...]} or {"error": why it could not run}."""
     try:
-        with open(path, encoding="utf-8") as f:
-            return f.read()
-    except (OSError, UnicodeDecodeError):
-        return None
+        if job["sandbox"]:
+            check_sandbox()
+        records, done = _run_sandboxed(job)
+    except MinigenError as e:
+        return {"error": str(e)}
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {e}"}
+    return {"records": records, "output": _last_line(done.output)}
+
+
+def _thread_env() -> dict:
+    return {name: os.environ[name] for name in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                                                "MKL_NUM_THREADS") if name in os.environ}
+
+
+def _user_tasks() -> int:
+    """Processes and threads of this user now: RLIMIT_NPROC counts them all, so the cap is on top."""
+    uid, count = str(os.getuid()), 0
+    for pid in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                status = f.read()
+        except OSError:
+            continue
+        line = next((line for line in status.splitlines() if line.startswith("Uid:")), "")
+        threads = next((line for line in status.splitlines() if line.startswith("Threads:")), "Threads: 1")
+        count += int(threads.split()[1]) if line.split()[1:2] == [uid] else 0
+    return count
+
+
+def _run_sandboxed(job: dict):
+    """Write the package and the tests to a host scratch folder, run the runner on them (in the
+    sandbox, where they are read-only at ROOT), and collect its records from a pipe, capped."""
+    sub, tests = job["submission"], job["tests"]
+    with tempfile.TemporaryDirectory(prefix="minigen-grade-") as scratch:
+        inputs, private = os.path.join(scratch, "inputs"), os.path.join(scratch, "private")
+        os.makedirs(private)
+        for relpath, data in list(sub.files.items()) + [(k, v.encode("utf-8")) for k, v in tests.items()]:
+            path = os.path.join(inputs, relpath)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(data)
+        with open(RUNNER, "rb") as f, open(os.path.join(private, "runner.py"), "wb") as g:
+            g.write(f.read())
+        with open(os.path.join(private, "pytest.ini"), "w") as f:
+            f.write(job["ini"])
+        sandbox = job["sandbox"]
+        root = ROOT if sandbox else os.path.join(scratch, "work")
+        here = PRIVATE if sandbox else private
+        if not sandbox:                     # the same layout as inside, on the host
+            os.makedirs(root)
+            for name in ("minigen", "tests"):
+                os.rename(os.path.join(inputs, name), os.path.join(root, name))
+        args = ["-c", os.path.join(here, "pytest.ini"), "--rootdir", root, "-p", "no:cacheprovider", "-q",
+                "-o", "addopts=", "--basetemp", os.path.join(root, "tmp", "pytest")]
+        if importlib.util.find_spec("_hypothesis_pytestplugin"):
+            args += ["-p", "_hypothesis_pytestplugin"]
+        env = {"PATH": "/usr/bin:/bin", "HOME": os.path.join(root, "home"), "TMPDIR": os.path.join(root, "tmp"),
+               "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1", "MPLBACKEND": "Agg", "LC_ALL": "C.UTF-8",
+               "NUMBA_CACHE_DIR": os.path.join(root, "tmp", "numba"), **_thread_env()}
+        argv = [os.path.realpath(sys.executable), "-I", "-S", "-B", os.path.join(here, "runner.py")]
+        if sandbox:
+            argv = sandboxed(argv, inputs={os.path.join(inputs, "minigen"): f"{ROOT}/minigen",
+                                           os.path.join(inputs, "tests"): f"{ROOT}/tests", private: PRIVATE},
+                             env=env)
+        read_end, write_end = os.pipe()
+        records: list[dict] = []
+        reader = threading.Thread(target=_collect, args=(read_end, records), daemon=True)
+        reader.start()
+        node_ids = [node for nodes in job["expected"].values() for node in nodes]
+        orders = {"fd": write_end, "root": root, "path": python_path(), "pytest_args": args + node_ids,
+                  "witness": job["witness"]}
+        timeout = job.get("timeout")
+        limits = {"RLIMIT_FSIZE": MAX_OUTPUT_FILE, "RLIMIT_NOFILE": 1024, "RLIMIT_NPROC": _user_tasks() + 256}
+        if timeout:
+            limits["RLIMIT_CPU"] = int(timeout * (os.cpu_count() or 1)) + 10
+        try:
+            done = run_limited(argv, timeout=timeout, memory_mb=job.get("memory_mb"), cwd=scratch if sandbox else root,
+                               env=None if sandbox else env, log=os.path.join(scratch, "log"),
+                               stdin_text=json.dumps(orders) + "\n", pass_fds=(write_end,), rlimits=limits)
+        finally:
+            os.close(write_end)
+            reader.join(timeout=30)
+    return records, done
 
 
 def _last_line(text: str) -> str:
@@ -294,15 +394,20 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
-def _collect(read_end: int, token: str, records: list) -> None:
-    """The pipe's reader: keep the runner's lines that carry this job's token."""
-    with os.fdopen(read_end, "r", encoding="utf-8", errors="replace") as f:
-        for line in f:
+def _collect(read_end: int, records: list) -> None:
+    """The pipe's reader: JSON objects, one a line, up to MAX_REPORT bytes in all (the rest is drained
+    and dropped, so the writer never blocks). What they say is judged, never taken on trust."""
+    received = 0
+    with os.fdopen(read_end, "rb") as f:
+        for line in iter(lambda: f.readline(MAX_LINE), b""):       # a longer line comes in pieces, none valid JSON
+            received += len(line)
+            if received > MAX_REPORT:
+                continue
             try:
                 record = json.loads(line)
             except ValueError:
                 continue
-            if isinstance(record, dict) and record.get("token") == token:
+            if isinstance(record, dict):
                 records.append(record)
 
 
@@ -311,13 +416,13 @@ def _gradebook_columns(topics: list[str]) -> list[str]:
     columns = ["student", "status", "score"]
     for t in topics:
         columns += [f"{t} passed", f"{t} total", f"{t} score"]
-    return columns + ["note", "ignored", "content hash", "grading key", "seconds"]
+    return columns + ["note", "ignored", "content hash", "grading key", "sandbox", "seconds"]
 
 
-def _row(result: dict, topics: list[str], key: str) -> dict:
+def _row(result: dict, topics: list[str], key: str, sandbox: str) -> dict:
     row = {"student": result["student"], "status": result["status"], "note": result["note"],
            "ignored": summarize_ignored(result["ignored"]), "content hash": result["content_hash"],
-           "grading key": key, "seconds": result["seconds"]}
+           "grading key": key, "sandbox": sandbox, "seconds": result["seconds"]}
     scores = []
     for t in topics:
         s = result["topics"][t]
@@ -350,45 +455,110 @@ def feedback_text(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def grade_class(submissions_dir: str, out: str, *, topics=None, workers: int = 1, scheduler: str | None = None,
-                timeout: float | None = 300.0, memory_mb: int | None = 4096, use_dask: bool | None = None,
-                progress=None) -> dict:
-    """Grade every subfolder of submissions_dir into the gradebook CSV `out` (and out's folder
-    `feedback/STUDENT.txt`). Resumable: a row whose content hash and grading key match is kept.
-    Returns {student: row}."""
+NO_SANDBOX_WARNING = ("minigen: WARNING: grading WITHOUT a sandbox (--no-sandbox): each submission's code runs as "
+                      "you, can read and write your files and can forge its score; use it only for code you trust")
+
+
+def teacher_topics(topics=None, assignment: str | None = None) -> list[str]:
+    """The topics to grade: --topics, or the assignment.json `assign make` wrote for the teacher."""
     from minigen.tools.assign import parse_topics
+    if (topics is None) == (assignment is None):
+        raise MinigenError("name the topics to grade with --topics T1,T2 or --assignment FILE (the assignment.json "
+                           "`minigen assign make` wrote), one of the two; a submission's own is never used")
+    if assignment is not None:
+        try:
+            with open(assignment) as f:
+                topics = json.load(f)["topics"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise MinigenError(f"--assignment {assignment}: expected the assignment.json of `minigen assign make` "
+                               f"({type(e).__name__}: {e})") from None
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            raise MinigenError(f"--assignment {assignment}: its topics are not a list of names: {topics!r}")
+    topics = parse_topics(topics)
+    if not topics:
+        raise MinigenError("no topic to grade: --topics (or the assignment's) names none")
+    return topics
+
+
+def _check_writable(out: str) -> None:
+    """--out's folder takes a file (tried, not guessed: as root, os.access says yes on a read-only filesystem)."""
+    feedback = os.path.join(os.path.dirname(os.path.abspath(out)), "feedback")
+    try:
+        os.makedirs(feedback, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=feedback, prefix=".probe-"):
+            pass
+    except OSError as e:
+        raise MinigenError(f"--out {out}: cannot write the gradebook and feedback/ there ({e.strerror or e}); "
+                           f"choose a writable folder") from None
+
+
+def judged_jobs(submissions: list, topics: list[str], *, timeout, memory_mb, sandbox: bool, need_judge: bool,
+                workers: int = 1, scheduler: str | None = None, use_dask: bool | None = None) -> list[dict]:
+    """The jobs grading these submissions: the teacher's tests, the expected test ids and the
+    reference's witnesses, from one run of the reference solution in the same sandbox on the same
+    workers. Without the solutions in this checkout (a student's copy installed) there is nothing to
+    judge against: with need_judge that is an error, else pytest's word is taken (a self-check)."""
+    from minigen.tools.assign import all_solutions, source_root
+    tests, ini = teacher_tests()
+    expected = expected_tests(topics, ini)
+    job = {"tests": tests, "ini": ini, "expected": expected, "timeout": timeout, "memory_mb": memory_mb,
+           "sandbox": sandbox, "witness": judge.witness_orders(topics), "reference": None}
+    marked = {s.topic for s in all_solutions()}
+    unmarked = [t for t in topics if t not in marked]
+    if unmarked and need_judge:
+        raise MinigenError(f"grading judges results against the reference solution, and "
+                           f"{os.path.join(source_root(), 'minigen')} has no solution of {', '.join(unmarked)}: "
+                           f"grade from the teacher's checkout (`pip install -e .` there)")
+    if not unmarked:
+        reference = Submission("reference")
+        read_package(source_root(), reference, only_package=True)
+        if reference.refused:
+            raise MinigenError(f"the reference solution cannot be graded: {reference.refused[1]}")
+        [(_, ran)] = list(run_jobs(reference_records, [dict(job, submission=reference)], workers=1,
+                                   scheduler=scheduler, use_dask=use_dask, notice=lambda line: None))
+        if "error" in ran:
+            raise MinigenError(ran["error"])
+        job["reference"] = judge.reference_witnesses(expected, ran["records"], ran["output"])
+    return [dict(job, submission=s) for s in submissions]
+
+
+def grade_class(submissions_dir: str, out: str, *, topics=None, assignment: str | None = None, workers: int = 1,
+                scheduler: str | None = None, timeout: float | None = 300.0, memory_mb: int | None = 4096,
+                sandbox: bool = True, use_dask: bool | None = None, progress=None) -> dict:
+    """Grade every subfolder of submissions_dir on the teacher's topics (`topics` or the `assignment`
+    file) into the gradebook CSV `out` (and out's folder `feedback/STUDENT.txt`), written by this
+    process only. Resumable: a row whose content hash and grading key (the tests, the options, this
+    minigen's version) match is kept. Returns {student: row}."""
     if not os.path.isdir(submissions_dir):
         raise MinigenError(f"{submissions_dir} is not a folder of submissions (one subfolder per student)")
     if timeout is not None and not timeout > 0:
         raise MinigenError(f"--timeout must be a positive number of seconds, got {timeout}")
     if memory_mb is not None and memory_mb < 64:
         raise MinigenError(f"--memory-limit must be at least 64 MB, got {memory_mb}")
+    topics = teacher_topics(topics, assignment)
+    _check_writable(out)
+    rows = _read_gradebook(out)
+    if not sandbox:
+        print(NO_SANDBOX_WARNING, file=sys.stderr, flush=True)
+    elif not scheduler and not bwrap_path():
+        raise MinigenError(INSTALL_HINT)
     names = sorted(n for n in os.listdir(submissions_dir)
                    if os.path.isdir(os.path.join(submissions_dir, n)) and not n.startswith("."))
     if not names:
         raise MinigenError(f"{submissions_dir} holds no submission folders")
-    submissions = [read_submission(os.path.join(submissions_dir, n)) for n in names]
-    if topics is None:          # the class's topics: every topic some manifest names (a student cannot drop one)
-        named = {t for s in submissions for t in s.topics}
-        topics = parse_topics(sorted(named))
-        if not topics:
-            raise MinigenError("no submission's assignment.json names a topic; choose them with --topics")
-    else:
-        topics = parse_topics(topics)
     tests, ini = teacher_tests()
-    key = hashlib.sha256(json.dumps([topics, timeout, memory_mb, sorted(tests.items()), ini]).encode()).hexdigest()[:16]
-    rows = _read_gradebook(out)
+    key = hashlib.sha256(json.dumps([topics, timeout, memory_mb, sorted(tests.items()), ini, __version__,
+                                     sandbox]).encode()).hexdigest()[:16]
     rows = {n: r for n, r in rows.items() if n in names}
+    submissions = [read_submission(os.path.join(submissions_dir, n)) for n in names]
     todo = [s for s in submissions
             if not (s.name in rows and rows[s.name].get("content hash") == s.content_hash
                     and rows[s.name].get("grading key") == key)]
     feedback = os.path.join(os.path.dirname(os.path.abspath(out)), "feedback")
-    expected = expected_tests(topics, ini) if todo else {}
-    jobs = [{"submission": s, "tests": tests, "ini": ini, "expected": expected, "timeout": timeout,
-             "memory_mb": memory_mb} for s in todo]
+    jobs = judged_jobs(todo, topics, timeout=timeout, memory_mb=memory_mb, sandbox=sandbox, need_judge=True,
+                       workers=workers, scheduler=scheduler, use_dask=use_dask) if todo else []
     for _, result in run_jobs(grade_submission, jobs, workers=workers, scheduler=scheduler, use_dask=use_dask):
-        rows[result["student"]] = _row(result, topics, key)
-        os.makedirs(feedback, exist_ok=True)
+        rows[result["student"]] = _row(result, topics, key, "bwrap" if sandbox else "none (--no-sandbox)")
         atomic_write_text(os.path.join(feedback, result["student"] + ".txt"), feedback_text(result))
         _write_gradebook(out, rows, topics)          # after every submission: an interrupt keeps what was done
         if progress:

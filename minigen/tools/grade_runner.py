@@ -1,23 +1,21 @@
-"""The grading process: runs the teacher's tests against a student's `minigen/` in a scratch folder.
+"""The grading process: runs the teacher's tests against a student's `minigen/`, inside the sandbox.
 
-Run as a script, never imported: `python -I grade_runner.py`, started by minigen.tools.grade. In this
-process `import minigen` is the STUDENT's package, so this file imports nothing from minigen.
-It reads its orders as one JSON line on stdin, before any student code exists in the process:
+Run as a script, never imported: `python -I -S grade_runner.py`, started by minigen.tools.grade inside
+minigen.tools.sandbox. In this process `import minigen` is the STUDENT's package, so this file imports
+nothing from minigen. It reads its orders as one JSON line on stdin, before any student code exists:
 
-    {"token": secret, "fd": results pipe, "scratch": folder holding the
-     student's minigen/ and the teacher's tests/, "tests": {relpath: source text}, "pytest_args": [...]}
+    {"fd": results pipe, "root": folder holding the student's minigen/ and the teacher's tests/ (read-only),
+     "path": the import path after root, "pytest_args": [...],
+     "witness": {"functions": [[module, qualname], ...], "calls": K, "samples": S}}
 
-Three defences against a submission that tries to score what it did not earn:
-- the test modules are compiled from the teacher's source received here (assertions rewritten as
-  pytest does), not read from disk, so rewriting or deleting tests/ at import time changes nothing
-  that runs; files found changed or missing on disk are put back before each collection step;
-- results leave through an inherited pipe, one JSON line per test phase, each carrying the secret
-  token (the parent drops lines without it), and a failed phase always wins over a passed one;
-- pytest starts with only this plugin and hypothesis's (no autoloaded plugins, no conftest but the
-  teacher's, a teacher-made ini file given with -c).
+NOTHING this process sends is trusted: the student's code runs in it and can rewrite any of it.
+It sends two kinds of lines, and minigen.tools.judge decides the score outside the sandbox:
+- each test phase's outcome (a pass here is necessary, never sufficient);
+- each test's witnesses: what the marked functions (the ones the student wrote) returned and left
+  in their arguments, for their first K calls in that test, as a few numbers per array. The judge
+  compares them with the reference solution's, so a pass also needs the student's functions to
+  have computed the reference's results on the teacher's inputs.
 """
-import ast
-import importlib.abc
 import importlib.util
 import json
 import os
@@ -34,90 +32,97 @@ def first_line(report) -> str:
     return lines[0][:300] if lines else "(no message)"
 
 
-class TeacherTests(importlib.abc.MetaPathFinder, importlib.abc.Loader):
-    """Serves the `tests` package from the teacher's source held in memory, with pytest's assertion
-    rewriting, ahead of every other importer."""
+class Witnesses:
+    """Watches the marked functions (by their code's file and qualified name, so closures such as
+    softmax's backward are found too) and summarizes each test's first K outermost calls of each:
+    what it returned and what its arguments hold when it returns."""
 
-    def __init__(self, scratch: str, sources: dict, config):
-        self.scratch, self.sources, self.config = scratch, sources, config
+    def __init__(self, functions: list, calls: int, samples: int):
+        self.targets = {(path, qualname) for path, qualname in functions}
+        self.calls, self.samples = calls, samples
+        self.known: dict = {}           # code object -> its qualified name, or None when not a target
+        self.active = 0                 # calls of targets in progress: only outermost ones are noted
+        self.seen: dict = {}
 
-    def _relpath(self, fullname: str):
-        if fullname != "tests" and not fullname.startswith("tests."):
-            return None
-        base = fullname.replace(".", "/")
-        for relpath in (base + ".py", base + "/__init__.py"):
-            if relpath in self.sources:
-                return relpath
-        return None
+    def target(self, code):
+        name = self.known.get(code, 0)
+        if name == 0:
+            path = code.co_filename.replace(os.sep, "/")
+            qualname = code.co_qualname.replace(".<locals>", "")
+            name = next((q for p, q in self.targets if q == qualname and path.endswith("/" + p)), None)
+            self.known[code] = name
+        return name
 
-    def find_spec(self, fullname, path=None, target=None):
-        relpath = self._relpath(fullname)
-        if relpath is None:
-            return None
-        origin = os.path.join(self.scratch, relpath)
-        spec = importlib.util.spec_from_loader(fullname, self, origin=origin,
-                                               is_package=relpath.endswith("__init__.py"))
-        spec.has_location = True
-        if relpath.endswith("__init__.py"):
-            spec.submodule_search_locations = [os.path.dirname(origin)]
-        return spec
+    def profile(self, frame, event, arg):
+        if event not in ("call", "return"):
+            return
+        name = self.target(frame.f_code)
+        if name is None:
+            return
+        if event == "call":
+            self.active += 1
+            return
+        self.active -= 1
+        if self.active == 0:
+            code = frame.f_code
+            names = code.co_varnames[:code.co_argcount + code.co_kwonlyargcount]
+            arguments = [frame.f_locals.get(n) for n in names]
+            if code.co_name == "__init__" and arguments:
+                arguments[0] = vars(arguments[0])      # what __init__ makes is its object's attributes
+            out: dict = {}
+            self.arrays("return", arg, out)
+            for n, value in zip(names, arguments):
+                self.arrays(n, value, out)
+            self.note(name, out)
 
-    def create_module(self, spec):
-        return None
+    def note(self, qualname: str, call: dict) -> None:
+        entry = self.seen.setdefault(qualname, {"count": 0, "calls": []})
+        entry["count"] += 1
+        if len(entry["calls"]) < self.calls:
+            entry["calls"].append(call)
 
-    def exec_module(self, module):
-        from _pytest.assertion.rewrite import rewrite_asserts
-        relpath = self._relpath(module.__name__)
-        origin = os.path.join(self.scratch, relpath)
-        source = self.sources[relpath].encode("utf-8")
-        tree = ast.parse(source, origin)
-        rewrite_asserts(tree, source, origin, self.config)
-        module.__file__ = origin
-        exec(compile(tree, origin, "exec", dont_inherit=True), module.__dict__)
+    def arrays(self, where: str, value, out: dict, depth: int = 0) -> None:
+        import numpy as np
+        if depth > 2 or len(out) > 64:
+            return
+        data = getattr(value, "data", None)
+        if isinstance(value, (np.ndarray, np.generic, int, float, bool)) or isinstance(data, np.ndarray):
+            array = np.asarray(data if isinstance(data, np.ndarray) else value)
+            if array.dtype.kind in "biuf":
+                flat = array.astype(np.float64).ravel()
+                picks = flat[np.linspace(0, flat.size - 1, min(self.samples, flat.size)).astype(int)] if flat.size \
+                    else flat
+                stats = [flat.mean(), np.abs(flat).mean(), np.sqrt((flat ** 2).mean())] if flat.size else []
+                out[where] = [list(array.shape), [float(x) for x in [*stats, *picks]]]
+        elif isinstance(value, dict):
+            for key in sorted(value, key=str):
+                self.arrays(f"{where}.{key}", value[key], out, depth + 1)
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                self.arrays(f"{where}[{i}]", item, out, depth + 1)
+        elif callable(getattr(value, "parameters", None)):
+            self.arrays(f"{where}.parameters()", list(value.parameters()), out, depth + 1)
 
-    def restore(self) -> list:
-        """Put back any teacher file that was changed or removed on disk (pytest finds tests by path);
-        returns the ones put back."""
-        restored = []
-        for relpath, text in self.sources.items():
-            path = os.path.join(self.scratch, relpath)
-            try:
-                with open(path, encoding="utf-8") as f:
-                    if f.read() == text:
-                        continue
-            except (OSError, UnicodeDecodeError):
-                pass
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.rename(path, path + ".moved-by-submission")
-            elif os.path.lexists(path):
-                os.unlink(path)
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            restored.append(relpath)
-        return restored
+    def take(self) -> dict:
+        seen, self.seen = self.seen, {}
+        return seen
 
 
 class Reporter:
-    """The pytest plugin that sends each test phase's outcome to the parent."""
+    """The pytest plugin that sends each test phase's outcome, and each test's witnesses, to the parent."""
 
-    def __init__(self, out, token: str, tests: TeacherTests):
-        self.out, self.token, self.tests = out, token, tests
+    def __init__(self, out, witnesses: Witnesses):
+        self.out, self.witnesses = out, witnesses
 
     def send(self, **record) -> None:
-        self.out.write(json.dumps({"token": self.token, **record}) + "\n")
+        self.out.write(json.dumps(record) + "\n")
         self.out.flush()
 
-    def pytest_configure(self, config):
-        self.tests.config = config
+    def pytest_runtest_logstart(self, nodeid, location):
+        self.witnesses.take()
 
-    def pytest_sessionstart(self, session):
-        sys.meta_path.insert(0, self.tests)         # ahead of pytest's own assertion-rewriting importer
-
-    def pytest_collectstart(self, collector):
-        restored = self.tests.restore()
-        if restored:
-            self.send(kind="restored", paths=restored)
+    def pytest_runtest_logfinish(self, nodeid, location):
+        self.send(kind="witness", nodeid=nodeid, functions=self.witnesses.take())
 
     def pytest_collectreport(self, report):
         if report.failed:
@@ -132,16 +137,21 @@ class Reporter:
 def main() -> int:
     orders = json.loads(sys.stdin.readline())
     out = os.fdopen(orders["fd"], "w", encoding="utf-8")
-    scratch = orders["scratch"]
-    sys.path[:] = [scratch] + [p for p in sys.path if p and os.path.abspath(p) != os.path.dirname(__file__)]
-    tests = TeacherTests(scratch, orders["tests"], None)
-    reporter = Reporter(out, orders["token"], tests)
+    root = orders["root"]
+    sys.path[:] = [root] + orders["path"]
+    witness = orders["witness"]
+    witnesses = Witnesses(witness["functions"], witness["calls"], witness["samples"])
+    reporter = Reporter(out, witnesses)
     found = importlib.util.find_spec("minigen")      # where `import minigen` goes, found without running it
     origin = os.path.realpath(found.origin) if found and found.origin else "nothing"
-    if not origin.startswith(os.path.realpath(scratch) + os.sep):   # e.g. an editable install's finder won
+    if not origin.startswith(os.path.realpath(root) + os.sep):
         reporter.send(kind="wrong-minigen", message=f"`import minigen` finds {origin}, not the submission")
         return 3
+    import hypothesis                                 # the same examples as the reference's run: comparable witnesses
+    hypothesis.settings.register_profile("minigen-grading", derandomize=True, database=None)
+    hypothesis.settings.load_profile("minigen-grading")
     import pytest
+    sys.setprofile(witnesses.profile)
     status = pytest.main(orders["pytest_args"], plugins=[reporter])
     reporter.send(kind="end", status=int(status))
     return int(status)

@@ -15,6 +15,7 @@ Two layers, kept apart:
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -42,33 +43,34 @@ class Finished:
 
 # Runs first in the job's process, then becomes the command (exec): asks Linux to send it a signal
 # when its supervisor dies (so killing a sweep or a grader leaves no orphan training or grading),
-# and caps the address space, so an allocation past the limit fails (MemoryError) instead of
-# swapping the machine. A preexec_fn could do the same, but it is not safe in a threaded parent
-# such as a Dask worker.
+# and sets the rlimits: the address space, so an allocation past the limit fails (MemoryError)
+# instead of swapping the machine, and any others asked for (a sandbox's CPU time, processes,
+# files). A preexec_fn could do the same, but it is not safe in a threaded parent such as a Dask worker.
 _SUPERVISED = """
-import ctypes, os, resource, sys
-parent, signum, memory_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+import ctypes, json, os, resource, sys
+parent, signum, limits = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
 try:
     ctypes.CDLL(None, use_errno=True).prctl(1, signum)      # 1: PR_SET_PDEATHSIG
 except (AttributeError, OSError):
     pass                                                     # not Linux: no parent-death signal
 if os.getppid() != parent:
     sys.exit(128 + signum)                                   # the supervisor died before prctl
-if memory_mb:
-    resource.setrlimit(resource.RLIMIT_AS, (memory_mb * 1024 * 1024,) * 2)
+for name, value in limits.items():
+    resource.setrlimit(getattr(resource, name), (value, value))
 os.execvp(sys.argv[4], sys.argv[4:])
 """
 
 
 def run_limited(argv: list[str], *, timeout: float | None = None, memory_mb: int | None = None, cwd: str | None = None,
                 env: dict | None = None, stdin_text: str | None = None, pass_fds=(),
-                on_parent_death: int = signal.SIGKILL, log: str | None = None) -> Finished:
+                on_parent_death: int = signal.SIGKILL, log: str | None = None, rlimits: dict | None = None) -> Finished:
     """Run argv in a new session (its own process group) with the limits; on timeout, SIGKILL the
     whole group, so no child it started outlives it. If this (supervising) process dies first, the
     command gets the signal on_parent_death (SIGTERM lets a training run save a checkpoint).
-    log: a file its output is appended to as it runs (else it is only collected)."""
-    argv = [sys.executable, "-c", _SUPERVISED, str(os.getpid()), str(int(on_parent_death)), str(int(memory_mb or 0)),
-            *argv]
+    log: a file its output is appended to as it runs (else it is only collected).
+    rlimits: more limits, {"RLIMIT_NPROC": 256, ...} (names of the resource module)."""
+    limits = {**({"RLIMIT_AS": memory_mb * 1024 * 1024} if memory_mb else {}), **(rlimits or {})}
+    argv = [sys.executable, "-c", _SUPERVISED, str(os.getpid()), str(int(on_parent_death)), json.dumps(limits), *argv]
     sink = open(log, "a") if log else subprocess.PIPE
     start = sink.tell() if log else 0
     started = time.perf_counter()

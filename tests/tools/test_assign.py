@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from minigen.tools import assign
+from minigen.tools import assign, sandbox
 from minigen.cli import main as cli_main
 from minigen.errors import MinigenError
 
@@ -139,6 +139,7 @@ def test_check_refuses_a_copy_whose_minigen_is_not_a_package(tmp_path):
 
 
 # --- end to end: two topics -----------------------------------------------------------------------
+@pytest.mark.skipif(not sandbox.bwrap_path(), reason=sandbox.INSTALL_HINT)
 def test_student_copy_fails_the_topics_and_the_reference_copy_passes_them(tmp_path, capsys):
     student = assign.make("autograd,vae", str(tmp_path / "student"))
     reference = assign.make([], str(tmp_path / "reference"))

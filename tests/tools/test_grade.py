@@ -1,15 +1,17 @@
 """Grading a class safely (minigen.tools.grade): the teacher's tests, not the student's; limits per
-submission; a gradebook that resumes. Made-up submissions of the cheapest topic (optim: 4 tests)."""
+submission; a gradebook that resumes. Made-up submissions of the cheapest topic (optim: 4 tests).
+The attacks of issue 25 are in tests/test_grade_cheats.py."""
 import csv
 import os
 import shutil
 
 import pytest
 
-from minigen.tools import assign, grade, jobs
+from minigen.tools import assign, grade, jobs, sandbox
 from minigen.cli import main as cli_main
 
 pytest.importorskip("dask.distributed")     # the test extra installs it; the fallback is tested below too
+pytestmark = pytest.mark.skipif(not sandbox.bwrap_path(), reason=sandbox.INSTALL_HINT)
 
 OPTIM = "minigen/optim.py"
 WRONG = ("m *= beta1\n", "m *= beta2\n")                  # a plausible slip: the wrong decay for m
@@ -18,10 +20,12 @@ CONFTEST_TRICK = ("import pytest\n\n@pytest.hookimpl(tryfirst=True)\n"
                   "def pytest_pyfunc_call(pyfuncitem):\n    return True\n")
 TAMPER = '''
 import os as _os, pathlib as _pathlib
-for _p in _pathlib.Path(_os.getcwd(), "tests").rglob("test_*.py"):  # delete every test, rewrite one
-    _p.unlink()
-_fake = "def test_adam_matches_hand_computation(): pass\\n"
-(_pathlib.Path(_os.getcwd(), "tests", "engine") / "test_nn_optim.py").write_text(_fake)
+try:                                # delete every test, rewrite one: the tests are read-only in the sandbox
+    for _p in _pathlib.Path(_os.getcwd(), "tests").rglob("test_*.py"):
+        _p.unlink()
+    (_pathlib.Path(_os.getcwd(), "tests", "engine") / "test_nn_optim.py").write_text("def test_adam(): pass\\n")
+except OSError:
+    pass
 '''
 
 
@@ -90,7 +94,8 @@ def read_rows(path):
 
 def test_a_class_on_a_local_dask_cluster_gives_exactly_the_expected_gradebook(klass, tmp_path):
     out = tmp_path / "gradebook.csv"
-    assert cli_main(["assign", "grade", klass, "--out", str(out), "--workers", "2", "--timeout", "15"]) == 0
+    assert cli_main(["assign", "grade", klass, "--out", str(out), "--workers", "2", "--timeout", "15",
+                     "--topics", "optim"]) == 0
     rows = read_rows(out)
     got = {name: (r["status"], r["optim passed"], r["optim total"], r["optim score"]) for name, r in rows.items()}
     assert got == EXPECTED
@@ -112,14 +117,15 @@ def test_the_gradebook_resumes_and_regrades_only_a_changed_submission(klass, tmp
         shutil.copytree(os.path.join(klass, name), os.path.join(sub, name))
     out = str(tmp_path / "book.csv")
     graded = []
-    first = grade.grade_class(sub, out, workers=1, timeout=60, use_dask=False, progress=graded.append)
+    first = grade.grade_class(sub, out, topics="optim", workers=1, timeout=60, use_dask=False, progress=graded.append)
     assert sorted(r["student"] for r in graded) == ["correct", "wrong"]
     assert first["wrong"]["optim passed"] == 1
     graded.clear()
-    grade.grade_class(sub, out, workers=1, timeout=60, use_dask=False, progress=graded.append)
+    grade.grade_class(sub, out, topics="optim", workers=1, timeout=60, use_dask=False, progress=graded.append)
     assert graded == []                                    # unchanged: nothing regraded
     edit(os.path.join(sub, "wrong"), OPTIM, lambda text: text.replace(*reversed(WRONG)))
-    rows = grade.grade_class(sub, out, workers=1, timeout=60, use_dask=False, progress=graded.append)
+    rows = grade.grade_class(sub, out, topics="optim", workers=1, timeout=60, use_dask=False,
+                             progress=graded.append)
     assert [r["student"] for r in graded] == ["wrong"]      # the fixed one only
     assert rows["wrong"]["optim passed"] == 4 and read_rows(out)["correct"]["optim passed"] == "4"
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
@@ -131,7 +137,7 @@ def test_without_dask_the_same_submission_gets_the_same_row(klass, tmp_path, cap
     shutil.copytree(os.path.join(klass, "wrong"), os.path.join(sub, "wrong"))
     os.environ[jobs.NO_DASK_ENV] = "1"
     try:
-        rows = grade.grade_class(sub, str(tmp_path / "b.csv"), workers=2, timeout=60)
+        rows = grade.grade_class(sub, str(tmp_path / "b.csv"), topics="optim", workers=2, timeout=60)
     finally:
         del os.environ[jobs.NO_DASK_ENV]
     assert "Dask distributed not in use" in capfd.readouterr().err
@@ -139,13 +145,12 @@ def test_without_dask_the_same_submission_gets_the_same_row(klass, tmp_path, cap
 
 
 @pytest.mark.parametrize("right, passed", [(True, 4), (False, 1)])
-def test_deleting_and_rewriting_the_tests_at_import_changes_nothing(blank, tmp_path, capsys, right, passed):
+def test_deleting_and_rewriting_the_tests_at_import_changes_nothing(blank, tmp_path, right, passed):
     optim = reference_optim()
     folder = student(blank, str(tmp_path), "tamper", optim=optim if right else optim.replace(*WRONG),
                      init=lambda text: text + TAMPER)
     scores = assign.check(folder, verbose=True)
     assert (scores["optim"]["passed"], scores["optim"]["total"]) == (passed, 4)
-    assert "changed the teacher's test files during grading (tests/" in capsys.readouterr().out
 
 
 def test_the_conftest_trick_and_an_edited_test_score_nothing_in_check(klass, capsys):
@@ -162,8 +167,12 @@ def test_a_malformed_submission_and_bad_options_are_clear(tmp_path, capsys):
     row = read_rows(tmp_path / "g.csv")["empty"]
     assert (row["status"], row["optim passed"], row["note"]) == (
         "malformed", "0", "no minigen/__init__.py: not a copy made by `minigen assign make`")
-    assert cli_main(["assign", "grade", str(tmp_path / "nope"), "--out", str(tmp_path / "g.csv")]) == 2
+    assert cli_main(["assign", "grade", str(tmp_path / "nope"), "--out", str(tmp_path / "g.csv"),
+                     "--topics", "optim"]) == 2
     assert "is not a folder of submissions" in capsys.readouterr().err
+    with pytest.raises(SystemExit):                 # the topics are the teacher's to name, never the submissions'
+        cli_main(["assign", "grade", str(tmp_path / "class"), "--out", str(tmp_path / "g.csv")])
+    assert "one of the arguments --topics --assignment is required" in capsys.readouterr().err
 
 
 def test_a_submission_past_the_memory_limit_is_out_of_memory(blank, tmp_path, capsys):

@@ -11,6 +11,7 @@ either the old file or the new one, never half of one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import zipfile
@@ -43,13 +44,17 @@ def _split(obj, prefix, arrays, meta):
             meta[key] = value.item() if isinstance(value, np.generic) else value
 
 
-def _join(meta, arrays):
+def _join(path, meta, arrays, where=""):
+    """Rebuild the nested dict `_split` took apart; every array reference must name an array of the file."""
     out = {}
     for key, value in meta.items():
         if isinstance(value, dict) and "__array__" in value:
+            if not isinstance(value["__array__"], str) or value["__array__"] not in arrays:
+                raise CheckpointError(f"{path}: __meta__ field {where + key!r} refers to an array "
+                                      f"{value['__array__']!r} the file does not hold")
             out[key] = arrays[value["__array__"]]
         elif isinstance(value, dict):
-            out[key] = _join(value, arrays)
+            out[key] = _join(path, value, arrays, where + key + _SEP)
         else:
             out[key] = value
     return out
@@ -77,9 +82,12 @@ def atomic_write(path, write_fn) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename in (None, tmp):
+            # the user knows `path`, not our temp file's name (and a full disk names no file at all)
+            raise OSError(e.errno, e.strerror or str(e), path) from None
         raise
 
 
@@ -108,24 +116,74 @@ def save(obj: dict, path) -> None:
                               f"any previous file at that path is unchanged") from None
 
 
+# dtypes a checkpoint member may have: booleans, integers and real floats. Complex numbers, strings, objects
+# and structured records are never written by `save` (only __meta__ is a string) and would be cast silently.
+_MEMBER_KINDS = "biuf"
+
+
+def _member_headers(path: str, archive: zipfile.ZipFile) -> dict:
+    """{member name: (shape, dtype)} from each .npy header, read before any array is allocated, so a header
+    claiming terabytes or a dtype `save` never writes is refused without reading further. Checks each
+    member is stored uncompressed (as np.savez writes) and holds exactly the bytes its header claims."""
+    headers = {}
+    for info in archive.infolist():
+        name = info.filename.removesuffix(".npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise CheckpointError(f"{path}: member {name!r} is compressed; minigen writes uncompressed members")
+        with archive.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read_header = {(1, 0): np.lib.format.read_array_header_1_0,
+                           (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if read_header is None:
+                raise CheckpointError(f"{path}: member {name!r} has .npy format version {version}; expected 1.0 "
+                                      f"or 2.0")
+            shape, _, dtype = read_header(f)
+            header_size = f.tell()
+        expected_kinds = "U" if name == "__meta__" else _MEMBER_KINDS
+        if dtype.kind not in expected_kinds or dtype.hasobject or dtype.fields is not None:
+            raise CheckpointError(f"{path}: member {name!r} has dtype {dtype}; expected "
+                                  + ("a string" if name == "__meta__" else "booleans, integers or real floats"))
+        size = dtype.itemsize * math.prod(shape)
+        if header_size + size != info.file_size:
+            raise CheckpointError(f"{path}: member {name!r} claims shape {shape} of {dtype} ({size:,} bytes) but "
+                                  f"holds {info.file_size - header_size:,} bytes of data")
+        headers[name] = (shape, dtype)
+    return headers
+
+
 def load(path) -> dict:
-    """Load what `save` wrote. Raises CheckpointError naming the file if it is missing, truncated,
-    not a minigen file, or from an incompatible format version."""
+    """Load what `save` wrote. Raises CheckpointError naming the file (and the member) if it is missing, not a
+    regular file, truncated, not a minigen file, from an incompatible format version, or holds a member
+    `save` never writes (a dtype other than bool/int/real float, a size its header does not account for)."""
+    from minigen.errors import RunFileError
+    from minigen.rundir import check_regular_file
     path = os.fspath(path)
-    if not os.path.exists(path):
+    if not os.path.lexists(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            if "__format__" not in data.files or "__meta__" not in data.files:
-                raise CheckpointError(f"{path}: not a minigen checkpoint (no format version inside)")
-            version = int(data["__format__"])
-            if version != FORMAT_VERSION:
-                raise CheckpointError(f"{path}: checkpoint format version {version}, but this minigen reads "
-                                      f"version {FORMAT_VERSION}")
-            meta = json.loads(str(data["__meta__"]))
-            arrays = {k: data[k] for k in data.files if not k.startswith("__")}
-    except CheckpointError:
-        raise
-    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError) as e:
-        raise CheckpointError(f"{path}: checkpoint is truncated or corrupt ({type(e).__name__}: {e})") from None
-    return _join(meta, arrays)
+        check_regular_file(path)
+        with zipfile.ZipFile(path) as archive:
+            headers = _member_headers(path, archive)
+            for name, ok, expected in (("__format__", lambda s, d: s == () and d.kind in "iu", "an integer"),
+                                       ("__meta__", lambda s, d: s == (), "a JSON string")):
+                if name not in headers:
+                    raise CheckpointError(f"{path}: not a minigen checkpoint (no {name} inside)")
+                if not ok(*headers[name]):
+                    raise CheckpointError(f"{path}: member {name!r}: expected {expected}, found an array of shape "
+                                          f"{headers[name][0]} and dtype {headers[name][1]}")
+            with np.load(path, allow_pickle=False) as data:
+                version = int(data["__format__"])
+                if version != FORMAT_VERSION:
+                    raise CheckpointError(f"{path}: checkpoint format version {version}, but this minigen reads "
+                                          f"version {FORMAT_VERSION}")
+                meta = json.loads(str(data["__meta__"]))
+                if not isinstance(meta, dict):
+                    raise CheckpointError(f"{path}: member '__meta__': expected a JSON object, found "
+                                          f"{type(meta).__name__}")
+                arrays = {k: data[k] for k in data.files if not k.startswith("__")}
+    except (CheckpointError, RunFileError) as e:
+        raise CheckpointError(str(e)) from None
+    except (zipfile.BadZipFile, EOFError, ValueError, OSError, KeyError, RecursionError) as e:
+        raise CheckpointError(f"{path}: checkpoint is truncated or corrupt ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0][:200] if str(e) else ''})") from None
+    return _join(path, meta, arrays)

@@ -14,6 +14,7 @@ import pytest
 from minigen.cli import main
 from minigen.data import write_idx
 from minigen.serialize import TEMP_PREFIX
+from minigen.rundir import STATE
 from minigen.train import LOCK, METRICS, load_run, read_metrics
 
 KILLS = int(os.environ.get("MINIGEN_CRASH_KILLS", "4"))      # more for a deliberate, longer run
@@ -78,5 +79,5 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, tiny_data, capsys):
         steps = step_records(run)
         assert steps == sorted(set(steps)), f"kill {kill}: steps in {METRICS} not strictly increasing: {steps}"
         assert not [n for n in os.listdir(run) if n.startswith(TEMP_PREFIX)], os.listdir(run)
-        assert set(os.listdir(run)) <= {"config.json", METRICS, "checkpoint.npz", LOCK, "samples.png", "loss.png",
+        assert set(os.listdir(run)) <= {"config.json", STATE, METRICS, "checkpoint.npz", LOCK, "samples.png", "loss.png",
                                         "summary.json", "curves.png", "generation.gif", "index.html"}

@@ -326,7 +326,9 @@ def cmd_eval(args) -> int:
     from minigen import data as mdata
     from minigen.random import Generator
     from minigen.train import load_run
+    from minigen.rundir import check_report_inputs
     model, config, _ = load_run(args.run_dir, allow_non_finite=args.allow_non_finite)
+    check_report_inputs(args.run_dir)
     model.eval()
     train_cfg = config["train"]
     dataset = args.dataset or train_cfg.get("dataset", "mnist")
@@ -337,7 +339,8 @@ def cmd_eval(args) -> int:
         from minigen.metrics import sample_quality
         results.update(sample_quality(model, x, generator=Generator(args.seed + 1), dataset=dataset,
                                       data_dir=args.data_dir or train_cfg.get("data_dir")))
-    from minigen.report import EVAL, write_run_report
+    from minigen.report import write_run_report
+    from minigen.rundir import EVAL
     from minigen.serialize import atomic_write
     atomic_write(os.path.join(args.run_dir, EVAL), lambda f: f.write(json.dumps(results, indent=2).encode()))
     print(json.dumps(results, indent=2))

@@ -13,12 +13,12 @@ import shlex
 import urllib.parse
 
 from minigen.errors import MinigenError
+from minigen.rundir import EVAL
 from minigen.serialize import atomic_write
 
 __all__ = ["write_run_report", "write_tour_report", "write_comparison", "REPORT"]
 
 REPORT = "index.html"
-EVAL = "eval.json"
 
 # what a picture shows, by file name (for alt text and captions); others are described by their name
 DESCRIPTIONS = {
@@ -152,12 +152,6 @@ def _number(value) -> str:
     return str(value)
 
 
-def _read_json(path: str, expected: str):
-    """The JSON object in `path` (checked: minigen.rundir.read_json), None if there is no such file."""
-    from minigen.rundir import read_json
-    return read_json(path, expected) if os.path.lexists(path) else None
-
-
 def _figure(path: str, start: str) -> dict:
     name = os.path.basename(path)
     what = DESCRIPTIONS.get(name, os.path.splitext(name)[0].replace("_", " "))
@@ -199,12 +193,12 @@ def _curves(run_dir: str) -> None:
 
 def write_run_report(run_dir: str) -> str:
     """RUN_DIR/index.html from what the run directory holds (config, summary, metrics, pictures)."""
-    from minigen.rundir import read_summary
+    from minigen.rundir import read_eval, read_summary
     from minigen.train import CONFIG, read_config
     config = read_config(run_dir)
     _curves(run_dir)
     summary = read_summary(run_dir) or {}
-    evaluated = _read_json(os.path.join(run_dir, EVAL), "the test metrics `minigen eval` writes (a JSON object)") or {}
+    evaluated = read_eval(run_dir) or {}
     facts = ", ".join(f"{label} {_number(summary[key])}" for key, label in
                       (("epochs", "epochs"), ("steps", "steps"), ("train_seconds", "seconds of training"),
                        ("parameters", "parameters"), ("sample_seconds_per_image", "seconds per sample"))

@@ -24,10 +24,10 @@ import sys
 
 from minigen.errors import RunFileError
 
-__all__ = ["check_regular_file", "read_json", "require", "read_metrics", "read_summary", "write_state",
-           "read_state", "METRICS", "SUMMARY", "STATE", "STATES"]
+__all__ = ["check_regular_file", "read_json", "require", "read_metrics", "read_summary", "read_eval",
+           "check_report_inputs", "write_state", "read_state", "METRICS", "SUMMARY", "EVAL", "STATE", "STATES"]
 
-METRICS, SUMMARY, STATE = "metrics.jsonl", "summary.json", "state.json"
+METRICS, SUMMARY, EVAL, STATE = "metrics.jsonl", "summary.json", "eval.json", "state.json"
 STATES = ("starting", "training", "finished", "failed")
 _NUMBER = (int, float)
 
@@ -100,7 +100,7 @@ def _as_tuple(kinds) -> tuple:
 
 def read_metrics(run_dir: str) -> list[dict]:
     """The records of RUN_DIR/metrics.jsonl ([] if there is none yet), one JSON object per line; a record's
-    "step" must be an integer and its "loss" a number. A torn last line (a kill during the write) is dropped
+    "step" must be an integer and its "loss" a number (both present in a "kind": "step" record). A torn last line (a kill during the write) is dropped
     with a warning on stderr; a bad line anywhere else is a RunFileError naming its number."""
     path = os.path.join(run_dir, METRICS)
     check_regular_file(path)
@@ -132,8 +132,11 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 
 def _record_problem(record) -> str | None:
+    """What is wrong with one parsed line of metrics.jsonl, or None: a "step" record needs both fields."""
     if not isinstance(record, dict):
         return "expected a JSON object such as {\"kind\": \"step\", \"step\": 20, \"loss\": 0.5}"
+    if record.get("kind") == "step" and not {"step", "loss"} <= set(record):
+        return "a \"step\" record needs fields 'step' and 'loss'"
     step, loss = record.get("step", 0), record.get("loss", 0.0)
     if not isinstance(step, int) or isinstance(step, bool) or step < 0:
         return f"field 'step': expected a non-negative integer, found {json.dumps(step)[:40]}"
@@ -153,6 +156,20 @@ def read_summary(run_dir: str) -> dict | None:
         require(path, summary, "test", dict, "an object of test metrics",
                 lambda test: all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in test.values()))
     return summary
+
+
+def read_eval(run_dir: str) -> dict | None:
+    """RUN_DIR/eval.json (the test metrics `minigen eval` writes), None if there is none."""
+    path = os.path.join(run_dir, EVAL)
+    return read_json(path, "the test metrics `minigen eval` writes (a JSON object)") if os.path.lexists(path) else None
+
+
+def check_report_inputs(run_dir: str) -> None:
+    """Read what the run's report (minigen.report) reads, so a command that ends with the report refuses a
+    damaged file before its work (an evaluation, more training), not after it."""
+    read_metrics(run_dir)
+    read_summary(run_dir)
+    read_eval(run_dir)
 
 
 def write_state(run_dir: str, state: str, reason: str = "") -> None:

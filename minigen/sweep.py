@@ -462,6 +462,17 @@ def _write_table(out: str, rows: list[dict]) -> None:
     atomic_write_text(os.path.join(out, RESULTS + ".csv"), buffer.getvalue())
 
 
+def _plottable(value) -> float | None:
+    """A summary's number as a finite float, None if it is none (a string, NaN, an integer past float range)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _plot(out: str, rows: list[dict], metrics: list[str]) -> list[str]:
     """One bar chart per metric across the finished runs: DIR/plots/METRIC.png (constant ones skipped)."""
     import matplotlib
@@ -473,8 +484,8 @@ def _plot(out: str, rows: list[dict], metrics: list[str]) -> list[str]:
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
     written = []
     for metric in metrics:
-        values = [r.get(metric) for r in done]
-        if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or \
+        values = [_plottable(r.get(metric)) for r in done]
+        if not values or None in values or \
                 (len(values) > 1 and len(set(values)) == 1):
             continue                      # a missing or constant number (steps, examples) is no comparison
         fig = plt.figure(figsize=(max(4.0, 0.6 * len(done) + 2), 3.2))

@@ -39,7 +39,7 @@ from minigen.errors import CheckpointError, ConfigError, MinigenError
 from minigen.models import FAMILIES, get_family
 from minigen.optim import LR_DECAYS, lr_factor
 from minigen.random import Generator, default_generator, manual_seed
-from minigen.rundir import METRICS, SUMMARY, read_json, read_metrics, read_state, require, write_state
+from minigen.rundir import METRICS, SUMMARY, check_report_inputs, read_json, read_metrics, read_state, require, write_state
 from minigen.serialize import TEMP_PREFIX, atomic_write, load, save
 
 __all__ = ["TrainOptions", "train", "load_run", "read_config", "options_from_run", "read_metrics", "RunLock",
@@ -402,7 +402,7 @@ def train(opts: TrainOptions, resume: bool = False):
     with _prepare_run_dir(opts.out, opts.model, resume):
         if resume:
             model, _, ckpt = load_run(opts.out, resuming=True)
-            _cut_metrics_to(opts.out, ckpt["step"])
+            check_report_inputs(opts.out)
         try:
             return _train_locked(opts, model, ckpt)
         except BaseException as e:
@@ -445,6 +445,7 @@ def _train_locked(opts: TrainOptions, model, ckpt):
         _restore(path, "loader", loader.load_state_dict, ckpt["loader"])
         epoch, step = ckpt["epoch"], ckpt["step"]
         resumed_sums, resumed_count = ckpt["epoch_sums"], ckpt["epoch_count"]
+        _cut_metrics_to(opts.out, step)        # only now: a resume refused above leaves the log as it was
         print(f"minigen: resuming {opts.out} at epoch {epoch}, step {step}", file=sys.stderr)
 
     minigen.set_detect_anomaly(opts.detect_anomaly)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from minigen.cli import main
-from minigen.data import write_idx
 from minigen.serialize import TEMP_PREFIX
 from minigen.rundir import STATE
 from minigen.train import LOCK, METRICS, load_run, read_metrics
+from tests.fakes import write_noise_idx
 
 KILLS = int(os.environ.get("MINIGEN_CRASH_KILLS", "4"))      # more for a deliberate, longer run
 
@@ -24,10 +24,7 @@ KILLS = int(os.environ.get("MINIGEN_CRASH_KILLS", "4"))      # more for a delibe
 def tiny_data(tmp_path_factory):
     """400 training and 20 test images of noise: what the loop needs, loaded in milliseconds."""
     folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 400), ("t10k", 20)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    write_noise_idx(folder, 400, 20)
     return folder
 
 

@@ -256,8 +256,12 @@ def _write_json(path: str, obj) -> None:
 
 
 def _log(run_dir: str, record: dict) -> None:
-    with open(os.path.join(run_dir, METRICS), "a") as f:
-        f.write(json.dumps(record) + "\n")
+    path = os.path.join(run_dir, METRICS)
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    except OSError as e:        # a full disk names no file; the user needs to know which one
+        raise OSError(e.errno, e.strerror, path) from None
 
 
 # --- checkpoints -----------------------------------------------------------------------

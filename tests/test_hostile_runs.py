@@ -248,7 +248,20 @@ def test_a_full_disk_names_the_file(run, tmp_path, monkeypatch):
     monkeypatch.setattr(os, "fsync", no_space)
     one_line(["sample", run, "--out", tmp_path / "s.png"], f"{tmp_path / 's.png'}: No space left on device")
     one_line(["eval", run, "--n", "4"], f"{run / 'eval.json'}: No space left on device")
+    assert f"{run}/" in one_line(["train", "--resume", run, "--no-progress"], "No space left on device")
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".tmp-")]
+
+
+def test_a_full_disk_while_logging_names_metrics_jsonl(tmp_path, monkeypatch):
+    import minigen.train
+
+    class FullDisk(io.StringIO):
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(minigen.train, "open", lambda *args: FullDisk(), raising=False)
+    with pytest.raises(OSError) as raised:
+        minigen.train._log(str(tmp_path), {"kind": "step", "step": 1, "loss": 0.5})
+    assert raised.value.filename == str(tmp_path / METRICS)
 
 
 def test_resuming_a_finished_run_keeps_one_test_record(run):

@@ -81,16 +81,17 @@ def _first_line(error: Exception) -> str:
     return str(error).splitlines()[0][:120] if str(error) else type(error).__name__
 
 
-def require(path: str, document: dict, key: str, kinds, expected: str, check=None):
-    """document[key] (a field of the JSON in `path`), which must be present, an instance of `kinds` (a bool
-    is no number) and pass `check` if given; else RunFileError naming file, field and `expected`."""
+def require(path: str, document: dict, key: str, kinds, expected: str, check=None, within: str = ""):
+    """document[key] (a field of the JSON in `path`; `within` names the object holding it, e.g. "train."),
+    which must be present, an instance of `kinds` (a bool is no number) and pass `check` if given; else
+    RunFileError naming file, field and `expected`."""
     if key not in document:
-        raise RunFileError(f"{path}: no field {key!r}; expected {expected} there")
+        raise RunFileError(f"{path}: no field {within + key!r}; expected {expected} there")
     value = document[key]
     wrong_type = not isinstance(value, kinds) or (isinstance(value, bool) and bool not in _as_tuple(kinds))
     if wrong_type or (check is not None and not check(value)):
         shown = json.dumps(value)[:60] if not wrong_type else _type_name(value)
-        raise RunFileError(f"{path}: field {key!r}: expected {expected}, found {shown}")
+        raise RunFileError(f"{path}: field {within + key!r}: expected {expected}, found {shown}")
     return value
 
 
@@ -100,8 +101,9 @@ def _as_tuple(kinds) -> tuple:
 
 def read_metrics(run_dir: str) -> list[dict]:
     """The records of RUN_DIR/metrics.jsonl ([] if there is none yet), one JSON object per line; a record's
-    "step" must be an integer and its "loss" a number (both present in a "kind": "step" record). A torn last line (a kill during the write) is dropped
-    with a warning on stderr; a bad line anywhere else is a RunFileError naming its number."""
+    "step" must be an integer and its "loss" a number (both present in a "kind": "step" record). A torn last
+    line (a kill during the write) is dropped with a warning on stderr; a bad line anywhere else is a
+    RunFileError naming its number."""
     path = os.path.join(run_dir, METRICS)
     check_regular_file(path)
     if not os.path.exists(path):

@@ -179,7 +179,7 @@ def load(path) -> dict:
                 meta = json.loads(str(data["__meta__"]))
                 if not isinstance(meta, dict):
                     raise CheckpointError(f"{path}: member '__meta__': expected a JSON object, found "
-                                          f"{type(meta).__name__}")
+                                          f"JSON of Python type {type(meta).__name__}")
                 arrays = {k: data[k] for k in data.files if not k.startswith("__")}
     except (CheckpointError, RunFileError) as e:
         raise CheckpointError(str(e)) from None

@@ -39,7 +39,8 @@ from minigen.errors import CheckpointError, ConfigError, MinigenError
 from minigen.models import FAMILIES, get_family
 from minigen.optim import LR_DECAYS, lr_factor
 from minigen.random import Generator, default_generator, manual_seed
-from minigen.rundir import METRICS, SUMMARY, check_report_inputs, read_json, read_metrics, read_state, require, write_state
+from minigen.rundir import (METRICS, SUMMARY, check_report_inputs, read_json, read_metrics, read_state, require,
+                            write_state)
 from minigen.serialize import TEMP_PREFIX, atomic_write, load, save
 
 __all__ = ["TrainOptions", "train", "load_run", "read_config", "options_from_run", "read_metrics", "RunLock",
@@ -215,7 +216,8 @@ def read_config(run_dir: str) -> dict:
     for name, option in TrainOptions.__dataclass_fields__.items():
         if name in options and name not in ("model_config", "progress"):
             kinds = tuple(_JSON_TYPES[t][0] for t in option.type.split(" | "))
-            require(path, options, name, kinds, " or ".join(_JSON_TYPES[t][1] for t in option.type.split(" | ")))
+            require(path, options, name, kinds, " or ".join(_JSON_TYPES[t][1] for t in option.type.split(" | ")),
+                    within="train.")
     return config
 
 

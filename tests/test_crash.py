@@ -77,8 +77,8 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, tiny_data, capsys):
         steps = step_records(run)
         assert steps == sorted(set(steps)), f"kill {kill}: steps in {METRICS} not strictly increasing: {steps}"
         assert not [n for n in os.listdir(run) if n.startswith(TEMP_PREFIX)], os.listdir(run)
-        assert set(os.listdir(run)) <= {"config.json", STATE, METRICS, "checkpoint.npz", LOCK, "samples.png", "loss.png",
-                                        "summary.json", "curves.png", "generation.gif", "index.html"}
+        assert set(os.listdir(run)) <= {"config.json", STATE, METRICS, "checkpoint.npz", LOCK, "samples.png",
+                                        "loss.png", "summary.json", "curves.png", "generation.gif", "index.html"}
 
 
 def test_kill_9_in_the_first_epoch_then_the_same_command_recovers(tmp_path, tiny_data, capsys):

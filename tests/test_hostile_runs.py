@@ -152,7 +152,7 @@ def test_torn_or_wrong_summary_and_metrics_are_one_line_in_eval_and_report(run, 
     ('{"model": "vae", "train": {}}', "no field 'model_config'"),
     ('{"model": "vae", "model_config": {}}', "no field 'train'"),
     ('{"model": "vae", "model_config": {}, "train": {"epochs": "abc"}}',
-     "config.json: field 'epochs': expected an integer, found a string"),
+     "config.json: field 'train.epochs': expected an integer, found a string"),
     ('{"model": "vae", "model_config": {}, "train": {"epochs": -3}}', "field 'train': --epochs must be a positive"),
 ])
 def test_a_damaged_config_is_one_line_in_every_command(run, tmp_path, content, pattern):

@@ -145,18 +145,20 @@ def kill_at(step):
 
 
 def test_checkpoints_within_an_epoch_resume_bit_identically(tmp_path):
-    """checkpoint_minutes=0: a checkpoint after every step; a kill at step 13 (mid epoch 1) loses one step,
-    and the resumed run ends with the same weights and the same metrics.jsonl (its epoch averages too)."""
-    train(options(tmp_path, "straight", checkpoint_minutes=0))
+    """checkpoint_minutes=0: a checkpoint after every step; a kill at step 13 (the 3rd of 10 steps of epoch 2)
+    loses one step, and the resumed run ends with the same weights and the same metrics.jsonl (its epoch
+    averages too)."""
+    small = dict(checkpoint_minutes=0, train_n=1000, log_every=2)
+    train(options(tmp_path, "straight", **small))
     Toy.hooks = kill_at(13)
     with pytest.raises(Killed):
-        train(options(tmp_path, "killed", checkpoint_minutes=0))
+        train(options(tmp_path, "killed", **small))
     Toy.hooks = {}
     ckpt = load_run(tmp_path / "killed", resuming=True)[2]
-    assert (ckpt["epoch"], ckpt["step"], ckpt["epoch_count"]) == (0, 12, 12)
+    assert (ckpt["epoch"], ckpt["step"], ckpt["epoch_count"]) == (1, 12, 2)
     assert json.loads((tmp_path / "killed" / STATE).read_text()) == {"state": "failed",
                                                                       "reason": "Killed: killed at step 13"}
-    train(options(tmp_path, "killed", checkpoint_minutes=0), resume=True)
+    train(options(tmp_path, "killed", **small), resume=True)
     assert_same(weights(tmp_path / "straight"), weights(tmp_path / "killed"))
     assert read_metrics(tmp_path / "straight") == read_metrics(tmp_path / "killed")
 

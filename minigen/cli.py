@@ -325,8 +325,8 @@ def _check_options(options: dict, method, what: str) -> None:
 def cmd_eval(args) -> int:
     from minigen import data as mdata
     from minigen.random import Generator
-    from minigen.train import load_run
     from minigen.rundir import check_report_inputs
+    from minigen.train import load_run
     model, config, _ = load_run(args.run_dir, allow_non_finite=args.allow_non_finite)
     check_report_inputs(args.run_dir)
     model.eval()

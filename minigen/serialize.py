@@ -18,7 +18,8 @@ import zipfile
 
 import numpy as np
 
-from minigen.errors import CheckpointError
+from minigen.errors import CheckpointError, RunFileError
+from minigen.rundir import check_regular_file
 
 __all__ = ["save", "load", "atomic_write", "FORMAT_VERSION", "TEMP_PREFIX"]
 
@@ -155,8 +156,6 @@ def load(path) -> dict:
     """Load what `save` wrote. Raises CheckpointError naming the file (and the member) if it is missing, not a
     regular file, truncated, not a minigen file, from an incompatible format version, or holds a member
     `save` never writes (a dtype other than bool/int/real float, a size its header does not account for)."""
-    from minigen.errors import RunFileError
-    from minigen.rundir import check_regular_file
     path = os.fspath(path)
     if not os.path.lexists(path):
         raise CheckpointError(f"{path}: no such checkpoint file")

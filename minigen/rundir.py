@@ -19,38 +19,17 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import sys
 
 from minigen.errors import RunFileError
+from minigen.serialize import atomic_write_text, check_regular_file
 
-__all__ = ["check_regular_file", "read_json", "require", "read_metrics", "read_summary", "read_eval",
+__all__ = ["read_json", "require", "read_metrics", "read_summary", "read_eval",
            "check_report_inputs", "write_state", "read_state", "METRICS", "SUMMARY", "EVAL", "STATE", "STATES"]
 
 METRICS, SUMMARY, EVAL, STATE = "metrics.jsonl", "summary.json", "eval.json", "state.json"
 STATES = ("starting", "training", "finished", "failed")
 _NUMBER = (int, float)
-
-
-def check_regular_file(path: str) -> None:
-    """Raise RunFileError unless `path` is a regular file (or a link to one): reading a FIFO or a device
-    blocks or never ends, and a folder cannot be read at all. A missing file is the caller's to report."""
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise RunFileError(f"{path}: cannot read it ({e.strerror})") from None
-    if not stat.S_ISREG(mode):
-        raise RunFileError(f"{path}: expected a regular file, found {_kind_of(mode)}")
-
-
-def _kind_of(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
-        if test(mode):
-            return name
-    return "something that is not a file"
 
 
 def _type_name(value) -> str:
@@ -176,7 +155,6 @@ def check_report_inputs(run_dir: str) -> None:
 
 def write_state(run_dir: str, state: str, reason: str = "") -> None:
     """Record how far the run got (one of STATES; `reason` says why it failed), atomically."""
-    from minigen.serialize import atomic_write_text
     atomic_write_text(os.path.join(run_dir, STATE), json.dumps({"state": state, "reason": reason}) + "\n")
 
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 import tempfile
 import zipfile
 
 import numpy as np
 
 from minigen.errors import CheckpointError, RunFileError
-from minigen.rundir import check_regular_file
 
-__all__ = ["save", "load", "atomic_write", "FORMAT_VERSION", "TEMP_PREFIX"]
+__all__ = ["save", "load", "atomic_write", "check_regular_file", "FORMAT_VERSION", "TEMP_PREFIX"]
 
 FORMAT_VERSION = 1
 TEMP_PREFIX = ".tmp-"      # atomic_write's temp files: one left behind can only be from a killed process
@@ -59,6 +59,27 @@ def _join(path, meta, arrays, where=""):
         else:
             out[key] = value
     return out
+
+
+def check_regular_file(path: str) -> None:
+    """Raise RunFileError unless `path` is a regular file (or a link to one): reading a FIFO or a device
+    blocks or never ends, and a folder cannot be read at all. A missing file is the caller's to report."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise RunFileError(f"{path}: cannot read it ({e.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise RunFileError(f"{path}: expected a regular file, found {_kind_of(mode)}")
+
+
+def _kind_of(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return name
+    return "something that is not a file"
 
 
 def new_file_mode() -> int:

@@ -1,7 +1,4 @@
 """Small synthetic inputs and helpers shared by several test files."""
-import contextlib
-import io
-
 import numpy as np
 
 from minigen.random import Generator
@@ -102,26 +99,3 @@ def assert_conv3x3_module_float32_bound(module, c_in, c_out, size):
     wants = R.conv2d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), one, one, one, 1)
     for got, want in zip(module.conv3x3_backward(g, x, w), wants):
         assert got.dtype == np.float32 and relative_error(got, want) < 1e-6
-
-
-def write_noise_idx(folder, train_n: int, test_n: int) -> None:
-    """An MNIST-style IDX dataset of uniform noise in `folder` (`--dataset mnist --data-dir folder`): what
-    the training loop needs, loaded in milliseconds. Labels count 0..9 over and over."""
-    from minigen.data import write_idx
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", train_n), ("t10k", test_n)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
-
-
-def run_in_process(argv):
-    """minigen.cli.main(argv) (paths allowed among the words) with stdout and stderr captured:
-    (exit status, stderr)."""
-    from minigen.cli import main
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        try:
-            code = main([str(word) for word in argv])
-        except SystemExit as e:                 # argparse: usage errors (2) and --help (0)
-            code = e.code
-    return code, err.getvalue()

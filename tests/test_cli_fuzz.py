@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from minigen.cli import FAMILY_NAMES, main
 from minigen.models import get_family
-from tests.fakes import run_in_process, write_noise_idx
+from tests.commands import run_in_process, write_noise_idx
 
 EXAMPLES = int(os.environ.get("MINIGEN_FUZZ_EXAMPLES", "40"))
 KNOBS = sorted({name for family in FAMILY_NAMES for name in get_family(family).default_config()})

@@ -16,7 +16,7 @@ from minigen.cli import main
 from minigen.serialize import TEMP_PREFIX
 from minigen.rundir import STATE
 from minigen.train import LOCK, METRICS, load_run, read_metrics
-from tests.fakes import write_noise_idx
+from tests.commands import write_noise_idx
 
 KILLS = int(os.environ.get("MINIGEN_CRASH_KILLS", "4"))      # more for a deliberate, longer run
 

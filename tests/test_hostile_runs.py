@@ -26,7 +26,7 @@ from minigen.rundir import STATE
 from minigen.sweep import load_spec, plan
 from minigen.tensor import Tensor
 from minigen.train import CHECKPOINT, CONFIG, METRICS
-from tests.fakes import run_in_process, write_noise_idx
+from tests.commands import run_in_process, write_noise_idx
 
 EXAMPLES = int(os.environ.get("MINIGEN_FUZZ_EXAMPLES", "40"))
 SECONDS_PER_COMMAND = 30        # a command still running after this long counts as a hang

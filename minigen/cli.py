@@ -62,6 +62,16 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -131,6 +141,11 @@ def _data_args(p):
     p.add_argument("--data-dir", default=None, help="a folder of MNIST-style IDX files to use instead")
 
 
+def _allow_non_finite_arg(p):
+    p.add_argument("--allow-non-finite", action="store_true",
+                   help="load a checkpoint whose weights hold NaN or infinity (refused otherwise)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="minigen", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -154,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=_positive_float, help="stop after this much training time (a budget)")
     p.add_argument("--eval-n", type=_non_negative_int, default=1000, help="test images to evaluate on (0: skip)")
     p.add_argument("--detect-anomaly", action="store_true", help="name the op that first makes a NaN/Inf gradient")
+    p.add_argument("--checkpoint-minutes", type=_non_negative_float, default=None,
+                   help="also save a checkpoint within an epoch this often (default 5; 0: after every step)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
@@ -168,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, help="flow / VAE / GAN: scales the latent noise, finite, >= 0 "
                                                      "(0: the mode); PixelCNN: divides the logits, finite, > 0")
     p.add_argument("--animate", metavar="GIF", help="instead: write an animation of how this family generates")
+    _allow_non_finite_arg(p)
 
     p = sub.add_parser("eval", help="test-set metrics of a trained run")
     p.add_argument("run_dir")
@@ -175,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_positive_int, default=1000, help="test images to use")
     p.add_argument("--fid", action="store_true", help="also FID-MNIST and label accuracy of samples")
     p.add_argument("--seed", type=_non_negative_int, default=0)
+    _allow_non_finite_arg(p)
 
     p = sub.add_parser("data", help="dataset information and download")
     p.add_argument("action", choices=["info", "fetch"])
@@ -211,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--scheduler", default=None, help="a Dask scheduler, e.g. tcp://HOST:8786")
     p.add_argument("--timeout", type=_positive_float, default=None,
                    help="seconds before a run (or a bench case) is stopped (default: none)")
+    p.add_argument("--max-runs", type=_positive_int, default=None,
+                   help="refuse a grid of more runs than this (default 1000)")
     p.add_argument("--no-progress", action="store_true")
 
     p = sub.add_parser("assign", help="teachers: make a student copy with lines to write, or grade one")
@@ -221,19 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 # --- commands ---------------------------------------------------------------------------
 def cmd_train(args) -> int:
-    from minigen.train import CONFIG, TrainOptions, train
+    from minigen.train import CONFIG, TrainOptions, options_from_run, train
     if args.resume:
-        config_path = os.path.join(args.resume, CONFIG)
-        if not os.path.exists(config_path):
+        if not os.path.lexists(os.path.join(args.resume, CONFIG)):
             raise _UsageError(f"--resume {args.resume}: not a minigen run directory (no {CONFIG} there)")
-        with open(config_path) as f:
-            saved = json.load(f)
-        if args.model and args.model != saved["model"]:
-            raise _UsageError(f"run directory {args.resume} belongs to a '{saved['model']}' run, not '{args.model}'")
-        known = set(TrainOptions.__dataclass_fields__)
-        opts = TrainOptions(**{k: v for k, v in saved["train"].items() if k in known},
-                            model_config=saved["model_config"])
-        opts.out = args.resume
+        opts = options_from_run(args.resume)
+        if args.model and args.model != opts.model:
+            raise _UsageError(f"run directory {args.resume} belongs to a '{opts.model}' run, not '{args.model}'")
+        if args.checkpoint_minutes is not None:
+            opts.checkpoint_minutes = args.checkpoint_minutes
         if args.epochs:
             opts.epochs = args.epochs
         opts.max_steps = args.max_steps
@@ -249,6 +266,8 @@ def cmd_train(args) -> int:
                             model_config=dict(args.set), train_n=args.train_n, max_steps=args.max_steps,
                             max_seconds=args.max_seconds, eval_n=args.eval_n, detect_anomaly=args.detect_anomaly,
                             progress=not args.no_progress, command=shlex.join(["minigen", *args.argv]))
+        if args.checkpoint_minutes is not None:
+            opts.checkpoint_minutes = args.checkpoint_minutes
         _, summary = train(opts)
     from minigen.tools.report import write_run_report
     write_run_report(opts.out)
@@ -263,7 +282,11 @@ def cmd_sample(args) -> int:
     from minigen.plots import save_grid
     from minigen.random import Generator
     from minigen.train import load_run
-    model, config, _ = load_run(args.run_dir)
+    out = args.out or os.path.join(args.run_dir, "sample.png")
+    _check_out_file(out, "--out", (".png", ".svg", ".pdf"))
+    if args.animate:
+        _check_out_file(args.animate, "--animate", (".gif",))
+    model, config, _ = load_run(args.run_dir, allow_non_finite=args.allow_non_finite)
     model.eval()
     if args.label is not None and not model.conditional:
         raise _UsageError(f"--label {args.label}: the run in {args.run_dir} is not conditional "
@@ -282,10 +305,18 @@ def cmd_sample(args) -> int:
         return 0
     _check_options(options, model.sample, f"{config['model']} sampling")
     images = model.sample(args.n, labels=labels, generator=Generator(args.seed), **options)
-    out = args.out or os.path.join(args.run_dir, "sample.png")
     save_grid(images, out, nrow=min(args.n, 10 if model.conditional else 8))
     print(f"wrote {args.n} samples to {out}")
     return 0
+
+
+def _check_out_file(path: str, option: str, extensions: tuple[str, ...]) -> None:
+    """An output file name must end in one of `extensions` and must not name an existing folder."""
+    if os.path.isdir(path):
+        raise _UsageError(f"{option} {path} is a folder; expected a file name such as "
+                          f"{os.path.join(path, 'samples' + extensions[0])}")
+    if not path.lower().endswith(extensions):
+        raise _UsageError(f"{option} {path}: expected a file name ending in {' or '.join(extensions)}")
 
 
 def _check_options(options: dict, method, what: str) -> None:
@@ -299,11 +330,13 @@ def _check_options(options: dict, method, what: str) -> None:
 def cmd_eval(args) -> int:
     from minigen import data as mdata
     from minigen.random import Generator
+    from minigen.rundir import check_report_inputs
     from minigen.train import load_run
-    model, config, _ = load_run(args.run_dir)
+    model, config, _ = load_run(args.run_dir, allow_non_finite=args.allow_non_finite)
+    check_report_inputs(args.run_dir)
     model.eval()
     train_cfg = config["train"]
-    dataset = args.dataset or train_cfg["dataset"]
+    dataset = args.dataset or train_cfg.get("dataset", "mnist")
     test = mdata.load(dataset, "test", args.data_dir or train_cfg.get("data_dir"))
     x, y = mdata.to_float(test.images[:args.n]), test.labels[:args.n]
     results = model.evaluate(x, y, generator=Generator(args.seed))
@@ -311,7 +344,8 @@ def cmd_eval(args) -> int:
         from minigen.metrics import sample_quality
         results.update(sample_quality(model, x, generator=Generator(args.seed + 1), dataset=dataset,
                                       data_dir=args.data_dir or train_cfg.get("data_dir")))
-    from minigen.tools.report import EVAL, write_run_report
+    from minigen.rundir import EVAL
+    from minigen.tools.report import write_run_report
     from minigen.serialize import atomic_write
     atomic_write(os.path.join(args.run_dir, EVAL), lambda f: f.write(json.dumps(results, indent=2).encode()))
     print(json.dumps(results, indent=2))
@@ -358,9 +392,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_sweep(args) -> int:
-    from minigen.tools.sweep import run_sweep
+    from minigen.tools.sweep import MAX_RUNS, run_sweep
     rows = run_sweep(args.spec, args.out, workers=args.workers, scheduler=args.scheduler, timeout=args.timeout,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, max_runs=args.max_runs or MAX_RUNS)
     failed = [r for r in rows if r["status"] != "done"]
     for row in failed:
         print(f"minigen sweep: {row['name']}: {row['status']}: {row['error']}", file=sys.stderr)

@@ -211,6 +211,12 @@ class HyperParameters:
         An estimate within a small factor is enough: it catches requests that are off by orders of magnitude."""
         raise NotImplementedError
 
+    def eval_memory_floats(self) -> tuple[int, str]:
+        """(floats evaluate() holds at once beyond the parameters, the settings that make them, e.g.
+        "eval_batch_size=100, iw_samples=100"): the evaluation's part of `check_memory`. The default, for a
+        family whose evaluation needs no more than a training batch: nothing."""
+        return 0, ""
+
 
 def _show(value) -> str:
     import json
@@ -252,13 +258,22 @@ def format_bytes(n: float) -> str:
 
 
 def check_memory(family: str, hp: HyperParameters, batch_size: int, available: int | None = None) -> int:
-    """Estimated bytes to train `hp` on batches of `batch_size`: float32 parameters, their gradients and
-    two Adam moments (4 copies), plus activations kept for the backward pass and their gradients (2 copies).
+    """Estimated bytes to train and then evaluate `hp` on batches of `batch_size`: float32 parameters, their
+    gradients and two Adam moments (4 copies, all still held when a run evaluates at its end), plus the larger
+    of a training step's activations kept for the backward pass and their gradients (2 copies) and what
+    evaluate() holds at once (HyperParameters.eval_memory_floats).
     Raises MinigenError with the estimate when it exceeds the memory available; returns the estimate."""
     params, per_example = hp.memory_floats()
-    need = 4 * (4 * params + 2 * per_example * batch_size)
+    eval_floats, eval_settings = hp.eval_memory_floats()
+    train_floats = 2 * per_example * batch_size
+    need = 4 * (4 * params + max(train_floats, eval_floats))
     available = available_memory_bytes() if available is None else available
     if available is not None and need > available:
+        if eval_floats > train_floats:
+            raise MinigenError(
+                f"{family}: evaluating this model would need about {format_bytes(need)} ({params:,} parameters, "
+                f"{eval_floats:,} floats at once for {eval_settings}), but only {format_bytes(available)} is "
+                f"available; choose smaller evaluation settings")
         raise MinigenError(
             f"{family}: training this model would need about {format_bytes(need)} ({params:,} parameters, "
             f"{per_example:,} activation floats per example, batch_size={batch_size}), but only "

@@ -23,3 +23,9 @@ class CheckpointError(MinigenError):
 
 class ConfigError(MinigenError, ValueError):
     """A hyper-parameter has the wrong type, is out of range, unknown, or cannot work with another one."""
+
+
+class RunFileError(MinigenError):
+    """A file minigen wrote and reads back (a run's config.json, metrics.jsonl, summary.json, a sweep's
+    sweep.json ...) is torn, not a regular file, or holds the wrong kind of value (the message names the
+    file, the field and what was expected)."""

@@ -131,6 +131,11 @@ class FlowConfig(HyperParameters):
             params += 2 * self.num_classes * d
         return params, activations
 
+    def eval_memory_floats(self) -> tuple[int, str]:
+        # log_prob of one evaluation batch without gradients: about half a training example's activations each
+        n = min(self.eval_batch_size, self.eval_examples or self.eval_batch_size)
+        return n * self.memory_floats()[1] // 2, f"eval_batch_size={self.eval_batch_size}"
+
 
 def _per_example_sum(t: Tensor) -> Tensor:
     """(N, ...) -> (N,): the sum over everything but the batch axis."""

@@ -54,6 +54,7 @@ __all__ = ["VAE", "VAEConfig", "reparameterize", "gaussian_kl"]
 
 IMAGE_SHAPE = (1, 28, 28)
 NUM_PIXELS = 784
+IW_DECODE_ROWS = 10_000     # latent samples decoded per call in iw_log_likelihood (bounds its memory)
 
 
 # --- the hyper-parameters (`minigen train vae --help` lists them; --set KEY=VALUE changes one) --------------
@@ -89,6 +90,15 @@ class VAEConfig(HyperParameters):
         params = convs + (features + label) * h + 2 * h * z + (z + label) * h + h * features
         activations = 2 * (maps + 2 * h + 4 * z + features + 3 * NUM_PIXELS)
         return params, activations
+
+    def eval_memory_floats(self) -> tuple[int, str]:
+        # iw_log_likelihood: a batch of n images decodes ~10,000 latent samples per call, and keeps
+        # log w and log p(x|z) (float64: 2 floats each) for all n x iw_samples of them
+        n = min(self.eval_batch_size, self.eval_examples or self.eval_batch_size)
+        rows = n * max(1, IW_DECODE_ROWS // n)
+        per_row = self.memory_floats()[1] // 2
+        return (rows * per_row + 4 * n * self.iw_samples,
+                f"eval_batch_size={self.eval_batch_size}, iw_samples={self.iw_samples}")
 
 
 # --- the two formulas of the lecture --------------------------------------------------------------
@@ -243,7 +253,7 @@ class VAE(GenerativeModel):
         with no_grad():
             mu, logvar = self.encode(Tensor(x), y)
             log_w, log_px_z = [], []
-            chunk = max(1, 10_000 // n)               # samples per decoder call: keeps the batch ~10k images
+            chunk = max(1, IW_DECODE_ROWS // n)       # samples per decoder call: keeps the batch ~10k images
             for start in range(0, k, chunk):
                 m = min(chunk, k - start)
                 z = mu.data[:, None] + np.exp(0.5 * logvar.data)[:, None] * generator.normal((n, m, self.latent_dim))

@@ -11,7 +11,7 @@ import math
 import numpy as np
 
 from minigen import ops
-from minigen.errors import ShapeError
+from minigen.errors import ConfigError, ShapeError
 from minigen.nn import init
 from minigen.nn.module import Buffer, Module, Parameter
 from minigen.random import resolve
@@ -26,10 +26,28 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else tuple(v)
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _check_args(layer: str, positive: dict, non_negative: dict | None = None) -> None:
+    """Raise ConfigError naming the first argument of `layer` that is not an integer (or a pair of them, for
+    kernel sizes, strides and paddings) > 0, respectively >= 0: a zero size fails later and far away
+    (a division by zero in the initialiser, an empty weight)."""
+    for low, args in ((1, positive), (0, non_negative or {})):
+        for name, value in args.items():
+            values = value if isinstance(value, (tuple, list)) else (value,)
+            if not values or len(values) > 2 or not all(_is_int(v) and v >= low for v in values):
+                raise ConfigError(f"{layer}: {name} must be {'a positive' if low else 'a non-negative'} integer"
+                                  f"{' (or a pair of them)' if isinstance(value, (tuple, list)) else ''}, "
+                                  f"got {value!r}")
+
+
 class Linear(Module):
     """y = x W^T + b. x: (..., in_features) -> (..., out_features)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, generator=None):
+        _check_args("Linear", {"in_features": in_features, "out_features": out_features})
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(init.kaiming_uniform((out_features, in_features), generator=generator))
         bound = 1 / math.sqrt(in_features)
@@ -67,6 +85,7 @@ class Embedding(Module):
     """A lookup table: integer ids (any shape) -> vectors (..., dim). Used for class labels."""
 
     def __init__(self, num_embeddings: int, dim: int, generator=None):
+        _check_args("Embedding", {"num_embeddings": num_embeddings, "dim": dim})
         self.num_embeddings = num_embeddings
         self.weight = Parameter(resolve(generator).normal((num_embeddings, dim)))
 
@@ -84,7 +103,7 @@ class Dropout(Module):
 
     def __init__(self, p: float = 0.5, generator=None):
         if not 0 <= p < 1:
-            raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
+            raise ConfigError(f"Dropout: p must be in [0, 1), got {p}")
         self.p, self.generator = p, generator
 
     def forward(self, x: Tensor) -> Tensor:
@@ -142,6 +161,11 @@ class Conv2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
                  bias=True, generator=None, relu: bool = False):
+        _check_args("Conv2d", {"in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel_size,
+                               "stride": stride, "dilation": dilation, "groups": groups}, {"padding": padding})
+        if in_channels % groups or out_channels % groups:
+            raise ConfigError(f"Conv2d: in_channels={in_channels} and out_channels={out_channels} must both be "
+                              f"divisible by groups={groups}")
         kh, kw = _pair(kernel_size)
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.relu = relu
@@ -160,6 +184,9 @@ class MaskedConv2d(Conv2d):
     order (type "A", for the first layer) or up to and including it (type "B")."""
 
     def __init__(self, in_channels, out_channels, kernel_size, mask_type: str, bias=True, generator=None):
+        if mask_type not in ("A", "B"):
+            raise ConfigError(f"MaskedConv2d: mask_type must be 'A' or 'B', got {mask_type!r}")
+        _check_args("MaskedConv2d", {"kernel_size": kernel_size})
         kh, kw = _pair(kernel_size)
         super().__init__(in_channels, out_channels, kernel_size, padding=(kh // 2, kw // 2), bias=bias,
                          generator=generator)
@@ -174,6 +201,9 @@ class ConvTranspose2d(Module):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, output_padding=0,
                  bias=True, generator=None):
+        _check_args("ConvTranspose2d", {"in_channels": in_channels, "out_channels": out_channels,
+                                        "kernel_size": kernel_size, "stride": stride},
+                    {"padding": padding, "output_padding": output_padding})
         kh, kw = _pair(kernel_size)
         self.stride, self.padding, self.output_padding = stride, padding, output_padding
         shape = (in_channels, out_channels, kh, kw)
@@ -193,6 +223,7 @@ class BatchNorm(Module):
     """
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1):
+        _check_args("BatchNorm", {"num_features": num_features})
         self.eps, self.momentum = eps, momentum
         self.weight = Parameter(np.ones(num_features, np.float32))
         self.bias = Parameter(np.zeros(num_features, np.float32))
@@ -209,6 +240,7 @@ class GroupNorm(Module):
     silu=True: followed by SiLU, fused into the same kernel."""
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, silu: bool = False):
+        _check_args("GroupNorm", {"num_groups": num_groups, "num_channels": num_channels})
         if num_channels % num_groups:
             raise ShapeError(f"GroupNorm: {num_channels} channels cannot be split into {num_groups} groups")
         self.num_groups, self.eps, self.silu = num_groups, eps, silu
@@ -224,6 +256,8 @@ class LayerNorm(Module):
 
     def __init__(self, shape, eps: float = 1e-5):
         shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not shape or not all(_is_int(n) and n > 0 for n in shape):
+            raise ConfigError(f"LayerNorm: shape must be a positive integer or a tuple of them, got {shape!r}")
         self.eps = eps
         self.weight = Parameter(np.ones(shape, np.float32))
         self.bias = Parameter(np.zeros(shape, np.float32))
@@ -234,6 +268,8 @@ class LayerNorm(Module):
 
 class MaxPool2d(Module):
     def __init__(self, kernel_size, stride=None, padding=0):
+        _check_args(type(self).__name__, {"kernel_size": kernel_size, "stride": stride or kernel_size},
+                    {"padding": padding})
         self.kernel_size, self.stride, self.padding = kernel_size, stride or kernel_size, padding
 
     def forward(self, x):
@@ -249,6 +285,7 @@ class Upsample(Module):
     """Nearest-neighbour upsampling by an integer factor."""
 
     def __init__(self, scale_factor: int = 2):
+        _check_args("Upsample", {"scale_factor": scale_factor})
         self.scale_factor = scale_factor
 
     def forward(self, x):

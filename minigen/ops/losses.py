@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from minigen.errors import ShapeError
+from minigen.errors import ConfigError, ShapeError
 from minigen.ops.elementwise import _pair, _sigmoid, _softplus
 from minigen.ops.reduce import _logsumexp_keep
 from minigen.tensor import Tensor, as_tensor, make_result, register_op
@@ -30,7 +30,7 @@ def _reduce(name: str, loss: Tensor, reduction: str) -> Tensor:
         return loss.sum()
     if reduction == "none":
         return loss
-    raise ValueError(f"{name}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    raise ConfigError(f"{name}: reduction must be one of {', '.join(map(repr, _REDUCTIONS))}, got {reduction!r}")
 
 
 def _same_shape(name: str, a: Tensor, b: Tensor):

@@ -37,7 +37,8 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 
-from minigen import __version__, judge
+from minigen import __version__
+from minigen.tools import judge
 from minigen.errors import MinigenError
 from minigen.tools.jobs import run_jobs, run_limited
 from minigen.tools.sandbox import INSTALL_HINT, ROOT, bwrap_path, check_sandbox, python_path, sandboxed

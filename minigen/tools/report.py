@@ -13,12 +13,12 @@ import shlex
 import urllib.parse
 
 from minigen.errors import MinigenError
+from minigen.rundir import EVAL
 from minigen.serialize import atomic_write
 
 __all__ = ["write_run_report", "write_tour_report", "write_comparison", "REPORT"]
 
 REPORT = "index.html"
-EVAL = "eval.json"
 
 # what a picture shows, by file name (for alt text and captions); others are described by their name
 DESCRIPTIONS = {
@@ -152,13 +152,6 @@ def _number(value) -> str:
     return str(value)
 
 
-def _read_json(path: str):
-    if not os.path.exists(path):
-        return None
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _figure(path: str, start: str) -> dict:
     name = os.path.basename(path)
     what = DESCRIPTIONS.get(name, os.path.splitext(name)[0].replace("_", " "))
@@ -187,7 +180,7 @@ def equivalent_command(config: dict) -> str:
 def _curves(run_dir: str) -> None:
     """curves.png: one small plot per number logged at each step (loss, its terms, gradient norm ...)."""
     from minigen.plots import save_metric_curves
-    from minigen.train import read_metrics
+    from minigen.rundir import read_metrics
     steps = [r for r in read_metrics(run_dir) if r.get("kind") == "step"]
     series = {}
     for record in steps:
@@ -200,13 +193,12 @@ def _curves(run_dir: str) -> None:
 
 def write_run_report(run_dir: str) -> str:
     """RUN_DIR/index.html from what the run directory holds (config, summary, metrics, pictures)."""
-    from minigen.train import CONFIG
-    config = _read_json(os.path.join(run_dir, CONFIG))
-    if config is None:
-        raise MinigenError(f"{run_dir} is not a minigen run directory (no {CONFIG})")
+    from minigen.rundir import read_eval, read_summary
+    from minigen.train import CONFIG, read_config
+    config = read_config(run_dir)
     _curves(run_dir)
-    summary = _read_json(os.path.join(run_dir, "summary.json")) or {}
-    evaluated = _read_json(os.path.join(run_dir, EVAL)) or {}
+    summary = read_summary(run_dir) or {}
+    evaluated = read_eval(run_dir) or {}
     facts = ", ".join(f"{label} {_number(summary[key])}" for key, label in
                       (("epochs", "epochs"), ("steps", "steps"), ("train_seconds", "seconds of training"),
                        ("parameters", "parameters"), ("sample_seconds_per_image", "seconds per sample"))
@@ -238,12 +230,13 @@ def write_comparison(run_dirs: list[str], out_dir: str) -> str:
     Each run's own index.html is (re)written too, so the links resolve."""
     if not run_dirs:
         raise MinigenError("report: name at least one run directory")
-    from minigen.train import CONFIG
+    from minigen.rundir import read_summary
+    from minigen.train import read_config
     runs, keys = [], []
     for run_dir in run_dirs:
         write_run_report(run_dir)
-        config = _read_json(os.path.join(run_dir, CONFIG))
-        summary = _read_json(os.path.join(run_dir, "summary.json")) or {}
+        config = read_config(run_dir)
+        summary = read_summary(run_dir) or {}
         values = {"model": config["model"]}
         values.update((k, _number(summary[k])) for k in ("steps", "train_seconds", "parameters") if k in summary)
         values.update((f"test {k}", _number(v)) for k, v in summary.get("test", {}).items())

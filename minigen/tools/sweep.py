@@ -57,7 +57,6 @@ import itertools
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import time
@@ -66,8 +65,9 @@ import tomllib
 from minigen.data import NAMES as DATASETS
 from minigen.errors import MinigenError
 from minigen.models import FAMILIES as REGISTERED
-from minigen.tools.jobs import run_jobs, run_limited
+from minigen.rundir import read_json, read_summary, require
 from minigen.serialize import atomic_write_text
+from minigen.tools.jobs import run_jobs, run_limited
 
 __all__ = ["load_spec", "plan", "run_sweep", "run_one", "derive_seed"]
 
@@ -139,10 +139,13 @@ def load_spec(path: str) -> dict:
     seed = raw.get("seed", 0)
     if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
         raise MinigenError(f"{path}: seed: expected a non-negative integer, got {seed!r}")
-    train, grid = dict(raw.get("train", {})), dict(raw.get("grid", {}))
-    for name, table in (("[train]", train), ("[grid]", grid)):
+    train, grid = raw.get("train", {}), raw.get("grid", {})
+    for name, table in (("[train]", train), ("[grid]", grid), ("[train.set]", train.get("set", {}) if
+                                                                isinstance(train, dict) else {})):
         if not isinstance(table, dict):
-            raise MinigenError(f"{path}: {name} must be a table")
+            raise MinigenError(f"{path}: {name} must be a table (KEY = VALUE lines under a {name} header), got "
+                               f"{table!r}")
+    train, grid = dict(train), dict(grid)
     shared = {f"set.{k}": v for k, v in train.pop("set", {}).items()}
     shared.update(train)
     checked_train = {k: _check_value(f"{path}: [train]", k, v) for k, v in shared.items()}
@@ -229,18 +232,32 @@ def derive_seed(sweep_seed: int, name: str) -> int:
     return int.from_bytes(digest[:4], "little") % (2 ** 31)
 
 
-def plan(spec: dict) -> list[dict]:
+MAX_RUNS = 1000      # a bigger grid is more likely a typo than a plan; --max-runs raises the cap
+
+
+def plan(spec: dict, max_runs: int = MAX_RUNS) -> list[dict]:
     """The runs: [{"name", "grid": {key: value}, "options": {key: value}, "seed"}], in grid order
-    (none for a spec of benchmark cases alone)."""
+    (none for a spec of benchmark cases alone). Refuses, before building any of it, a grid of more than
+    `max_runs` runs, and two grid points whose values print alike (2 and "2") and so would share a folder."""
     if not spec["train"] and not spec["grid"]:
         return []
     keys = list(spec["grid"])
-    runs = []
+    count = math.prod(len(spec["grid"][k]) for k in keys)
+    if count > max_runs:
+        raise MinigenError(f"the grid makes {count:,} runs ({' x '.join(str(len(spec['grid'][k])) for k in keys)} "
+                           f"values of {', '.join(keys)}), more than the cap of {max_runs:,}; trim the grid or "
+                           f"pass --max-runs {count}")
+    runs, points = [], {}
     for values in itertools.product(*(spec["grid"][k] for k in keys)):
         grid = dict(zip(keys, values))
         name = ",".join(f"{k.removeprefix('set.')}={v}" for k, v in grid.items()) or "run"
         if "/" in name or name.startswith("."):
             raise MinigenError(f"run name {name!r} is not a folder name: grid values may not contain '/'")
+        if name in points:
+            raise MinigenError(f"grid points {json.dumps(points[name])} and {json.dumps(grid)} would both be run "
+                               f"{name!r} (one folder for two runs); make the values differ in print, e.g. all "
+                               f"numbers or all strings")
+        points[name] = grid
         runs.append({"name": name, "grid": grid, "options": {**spec["train"], **grid},
                      "seed": derive_seed(spec["seed"], name)})
     return runs
@@ -264,14 +281,12 @@ def train_argv(options: dict, seed: int, run_dir: str) -> list[str]:
 def run_one(job: dict) -> dict:
     """One run, in a subprocess `python -m minigen train ...` (a job for minigen.tools.jobs.run_jobs; never
     raises). Starts it, or resumes it from its checkpoint; its output goes to DIR/logs/NAME.log."""
-    from minigen.train import CHECKPOINT, CONFIG
+    from minigen.train import CHECKPOINT
     run, out = job["run"], job["out"]
     run_dir = os.path.join(out, run["name"])
     result = {"name": run["name"], "status": "failed", "wall_seconds": None, "error": ""}
     try:
-        if os.path.exists(os.path.join(run_dir, CONFIG)) and not os.path.exists(os.path.join(run_dir, CHECKPOINT)):
-            shutil.rmtree(run_dir)            # died before its first checkpoint: nothing to resume
-        options = run["options"]
+        options = run["options"]    # a run that died before its first checkpoint: `train` starts it again in place
         if os.path.exists(os.path.join(run_dir, CHECKPOINT)):
             argv = ["train", "--resume", run_dir, "--no-progress"]
             for key in ("max_steps", "max_seconds", "epochs"):     # what `--resume` does not read back
@@ -403,11 +418,10 @@ def _table(out: str, runs: list[dict], outcomes: dict) -> tuple[list[dict], list
         outcome = outcomes.get(run["name"], {})
         row = {"name": run["name"], **run["grid"], "seed": run["seed"], "status": outcome.get("status", "not run"),
                "wall_seconds": outcome.get("wall_seconds"), "error": outcome.get("error", "")}
-        summary_path = os.path.join(out, run["name"], "summary.json")
-        if os.path.exists(summary_path):
-            with open(summary_path) as f:
-                summary = {}
-                _flatten("", json.load(f), summary)
+        finished = read_summary(os.path.join(out, run["name"]))
+        if finished is not None:
+            summary = {}
+            _flatten("", finished, summary)
             row.update(summary, status="done")
             metrics += [k for k, v in summary.items() if k not in metrics and isinstance(v, (int, float))
                         and not isinstance(v, bool)]
@@ -423,9 +437,11 @@ def _bench_table(out: str, cases: list[dict], outcomes: dict) -> list[dict]:
     for case in cases:
         base = {"name": f"bench/{case['name']}", "suite": case["suite"], "threads": case["threads"]}
         record_path = os.path.join(out, "bench", case["name"], BENCH_DONE)
-        if os.path.exists(record_path):
-            with open(record_path) as f:
-                record = json.load(f)
+        if os.path.lexists(record_path):
+            record = read_json(record_path, "the sweep's record of a finished benchmark case (a JSON object)")
+            require(record_path, record, "wall_seconds", (int, float), "a number")
+            require(record_path, record, "lines", list, "a list of objects with a measure",
+                    lambda lines: all(isinstance(line, dict) and "measure" in line for line in lines))
             rows += [{**base, "measure": line["measure"], "status": "done", "wall_seconds": record["wall_seconds"],
                       **line} for line in record["lines"]]
         else:
@@ -447,6 +463,17 @@ def _write_table(out: str, rows: list[dict]) -> None:
     atomic_write_text(os.path.join(out, RESULTS + ".csv"), buffer.getvalue())
 
 
+def _plottable(value) -> float | None:
+    """A summary's number as a finite float, None if it is none (a string, NaN, an integer past float range)."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
+
+
 def _plot(out: str, rows: list[dict], metrics: list[str]) -> list[str]:
     """One bar chart per metric across the finished runs: DIR/plots/METRIC.png (constant ones skipped)."""
     import matplotlib
@@ -458,8 +485,8 @@ def _plot(out: str, rows: list[dict], metrics: list[str]) -> list[str]:
     os.makedirs(os.path.join(out, "plots"), exist_ok=True)
     written = []
     for metric in metrics:
-        values = [r.get(metric) for r in done]
-        if not values or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values) or \
+        values = [_plottable(r.get(metric)) for r in done]
+        if not values or None in values or \
                 (len(values) > 1 and len(set(values)) == 1):
             continue                      # a missing or constant number (steps, examples) is no comparison
         fig = plt.figure(figsize=(max(4.0, 0.6 * len(done) + 2), 3.2))
@@ -475,9 +502,8 @@ def _plot(out: str, rows: list[dict], metrics: list[str]) -> list[str]:
 def _claim(out: str, spec: dict) -> None:
     """DIR belongs to this spec: a new or empty folder, or one an earlier run of the same spec made."""
     marker = os.path.join(out, SPEC_COPY)
-    if os.path.exists(marker):
-        with open(marker) as f:
-            earlier = json.load(f)
+    if os.path.lexists(marker):
+        earlier = read_json(marker, "the spec of the sweep that made this folder (a JSON object)")
         earlier.setdefault("bench", [])       # a sweep made before specs had [bench] cases
         if earlier != json.loads(json.dumps(spec)):
             raise MinigenError(f"--out {out} holds a different sweep (its spec is in {marker}); "
@@ -490,10 +516,11 @@ def _claim(out: str, spec: dict) -> None:
 
 
 def run_sweep(spec_path: str, out: str, *, workers: int = 1, scheduler: str | None = None,
-              timeout: float | None = None, use_dask: bool | None = None, progress: bool = True) -> list[dict]:
+              timeout: float | None = None, use_dask: bool | None = None, progress: bool = True,
+              max_runs: int = MAX_RUNS) -> list[dict]:
     """Run (or finish) the sweep; returns the table's rows."""
     spec = load_spec(spec_path)
-    runs, cases = plan(spec), spec["bench"]
+    runs, cases = plan(spec, max_runs), spec["bench"]
     for case in cases:                      # before any training: a missing checkout is known at once
         benchmark_script(case["suite"])
     _claim(out, spec)
@@ -501,10 +528,10 @@ def run_sweep(spec_path: str, out: str, *, workers: int = 1, scheduler: str | No
     todo = [r for r in runs if r["name"] not in finished]
     outcomes = {}
     previous = os.path.join(out, RESULTS + ".json")
-    if os.path.exists(previous):           # keep the timings of runs an earlier invocation finished
-        with open(previous) as f:
-            outcomes = {r["name"]: {"status": "done", "wall_seconds": r.get("wall_seconds")} for r in json.load(f)
-                        if r["name"] in finished}
+    if os.path.lexists(previous):          # keep the timings of runs an earlier invocation finished
+        rows = read_json(previous, "a list of result rows (objects with a name)", list)
+        outcomes = {r["name"]: {"status": "done", "wall_seconds": r.get("wall_seconds")} for r in rows
+                    if isinstance(r, dict) and r.get("name") in finished}
     bar = None
     if progress:
         from tqdm import tqdm

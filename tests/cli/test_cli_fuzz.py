@@ -6,21 +6,18 @@ Derandomized and small for CI (well under a minute); MINIGEN_FUZZ_EXAMPLES=2000 
 Most draws fail validation at once; the few that pass train for at most one step on 256 tiny images, and
 MINIGEN_MEMORY_LIMIT keeps every model that passes small (a bigger one is refused with exit status 2).
 """
-import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from minigen.cli import FAMILY_NAMES, main
-from minigen.data import write_idx
 from minigen.models import get_family
+from tests.commands import run_in_process, write_noise_idx
 
 EXAMPLES = int(os.environ.get("MINIGEN_FUZZ_EXAMPLES", "40"))
 KNOBS = sorted({name for family in FAMILY_NAMES for name in get_family(family).default_config()})
@@ -74,10 +71,7 @@ def sandbox(tmp_path_factory):
     root = tmp_path_factory.mktemp("fuzz")
     data = root / "data"
     data.mkdir()
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 256), ("t10k", 8)):
-        write_idx(data / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(data / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    write_noise_idx(data, 256, 8)
     run = root / "vae"
     assert main(["train", "vae", "--out", str(run), "--dataset", "mnist", "--data-dir", str(data), "--batch-size",
                  "8", "--max-steps", "1", "--eval-n", "0", "--no-progress", "--set", "hidden_dim=8"]) == 0
@@ -94,17 +88,6 @@ def snapshot(*folders):
                 st_ = os.stat(path)
                 files[path] = (st_.st_size, st_.st_mtime_ns)
     return files
-
-
-def run_in_process(argv):
-    """main(argv) with stdout and stderr captured: (exit status, stderr)."""
-    err = io.StringIO()
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as e:                 # argparse: usage errors (2) and --help (0)
-            code = e.code
-    return code, err.getvalue()
 
 
 COUNTER = iter(range(10**9))

@@ -1,6 +1,7 @@
 """Crash consistency under kill -9 (the out-of-memory killer, a power cut): a training process is killed with
 SIGKILL at derandomized moments, several times; after each kill the checkpoint loads, `--resume` continues,
-the steps in metrics.jsonl strictly increase and no temporary file is left. A tiny VAE on a tiny synthetic
+the steps in metrics.jsonl strictly increase and no temporary file is left; killed in its first epoch, before
+any checkpoint, the run is started again by the same command. A tiny VAE on a tiny synthetic
 IDX dataset keeps each kill to a few seconds."""
 import os
 import signal
@@ -12,9 +13,10 @@ import numpy as np
 import pytest
 
 from minigen.cli import main
-from minigen.data import write_idx
 from minigen.serialize import TEMP_PREFIX
+from minigen.rundir import STATE
 from minigen.train import LOCK, METRICS, load_run, read_metrics
+from tests.commands import write_noise_idx
 
 KILLS = int(os.environ.get("MINIGEN_CRASH_KILLS", "4"))      # more for a deliberate, longer run
 
@@ -23,10 +25,7 @@ KILLS = int(os.environ.get("MINIGEN_CRASH_KILLS", "4"))      # more for a delibe
 def tiny_data(tmp_path_factory):
     """400 training and 20 test images of noise: what the loop needs, loaded in milliseconds."""
     folder = tmp_path_factory.mktemp("idx")
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", 400), ("t10k", 20)):
-        write_idx(folder / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28), dtype=np.uint8))
-        write_idx(folder / f"{prefix}-labels-idx1-ubyte", (np.arange(n) % 10).astype(np.uint8))
+    write_noise_idx(folder, 400, 20)
     return folder
 
 
@@ -78,5 +77,41 @@ def test_kill_9_at_random_moments_then_resume(tmp_path, tiny_data, capsys):
         steps = step_records(run)
         assert steps == sorted(set(steps)), f"kill {kill}: steps in {METRICS} not strictly increasing: {steps}"
         assert not [n for n in os.listdir(run) if n.startswith(TEMP_PREFIX)], os.listdir(run)
-        assert set(os.listdir(run)) <= {"config.json", METRICS, "checkpoint.npz", LOCK, "samples.png", "loss.png",
-                                        "summary.json", "curves.png", "generation.gif", "index.html"}
+        assert set(os.listdir(run)) <= {"config.json", STATE, METRICS, "checkpoint.npz", LOCK, "samples.png",
+                                        "loss.png", "summary.json", "curves.png", "generation.gif", "index.html"}
+
+
+def test_kill_9_in_the_first_epoch_then_the_same_command_recovers(tmp_path, tiny_data, capsys):
+    """SIGKILL at derandomized moments from the process start to the end of its first epoch, several times in
+    a row on one run directory: each time, the same command starts the run again (no checkpoint yet) or
+    --resume continues it (a checkpoint was written), and --resume on a directory without a checkpoint says
+    to run the same command. The run that finally completes matches an uninterrupted one bit for bit."""
+    first_epoch = ["--epochs", "2", "--batch-size", "1"]        # 400 steps: long enough to be killed in
+    argv = train_args(tmp_path / "run", tiny_data, *first_epoch)
+    run = tmp_path / "run"
+    rng = np.random.default_rng(26)
+    for kill in range(KILLS):
+        proc = subprocess.Popen([sys.executable, "-m", "minigen", *argv], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        started = time.time()
+        try:
+            deadline = started + 120               # until it has started the run (imports take a while) ...
+            while not (run / STATE).exists() or (run / STATE).stat().st_mtime < started:
+                assert time.time() < deadline and proc.poll() is None
+                time.sleep(0.01)
+            time.sleep(float(rng.uniform(0, 0.6)))  # ... then a moment before or within its first epoch
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        if (run / "checkpoint.npz").exists():
+            break                                  # the first epoch is over; resuming is the other test's
+        assert main(["train", "--resume", str(run), "--no-progress"]) == 2
+        assert "never reached a checkpoint" in capsys.readouterr().err
+    resume = (run / "checkpoint.npz").exists()
+    assert main(["train", "--resume", str(run), "--no-progress"] if resume else argv) == 0, capsys.readouterr().err
+    assert main(train_args(tmp_path / "straight", tiny_data, *first_epoch)) == 0
+    straight, recovered = load_run(tmp_path / "straight")[0], load_run(run)[0]
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(value, recovered.state_dict()[name], err_msg=name)
+    steps = step_records(run)
+    assert steps == sorted(set(steps)) and steps == step_records(tmp_path / "straight")

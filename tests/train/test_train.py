@@ -20,6 +20,7 @@ from minigen.config import HyperParameters, batch_size_knob, conditional_knob, k
 from minigen.errors import CheckpointError, ConfigError, MinigenError
 from minigen.models import get_family
 from minigen.models.base import FAMILIES, GenerativeModel, register_family
+from minigen.rundir import STATE
 from minigen.serialize import save
 from minigen.tensor import Tensor
 from minigen.train import (CHECKPOINT, LOCK, METRICS, RunLock, TrainingStopped, TrainOptions, load_run, read_metrics,
@@ -131,6 +132,54 @@ def test_interrupt_mid_epoch_checkpoints_and_resumes_bit_identically(tmp_path):
     Toy.hooks = {}
     train(options(tmp_path, "interrupted"), resume=True)
     assert_same(weights(tmp_path / "straight"), weights(tmp_path / "interrupted"))
+
+
+class Killed(BaseException):
+    """Stands for kill -9 in-process: nothing in train() may catch it and save."""
+
+
+def kill_at(step):
+    def hook(loss):
+        raise Killed(f"killed at step {step}")
+    return {step: hook}
+
+
+def test_checkpoints_within_an_epoch_resume_bit_identically(tmp_path):
+    """checkpoint_minutes=0: a checkpoint after every step; a kill at step 13 (the 3rd of 10 steps of epoch 2)
+    loses one step, and the resumed run ends with the same weights and the same metrics.jsonl (its epoch
+    averages too)."""
+    small = dict(checkpoint_minutes=0, train_n=1000, log_every=2)
+    train(options(tmp_path, "straight", **small))
+    Toy.hooks = kill_at(13)
+    with pytest.raises(Killed):
+        train(options(tmp_path, "killed", **small))
+    Toy.hooks = {}
+    ckpt = load_run(tmp_path / "killed", resuming=True)[2]
+    assert (ckpt["epoch"], ckpt["step"], ckpt["epoch_count"]) == (1, 12, 2)
+    assert json.loads((tmp_path / "killed" / STATE).read_text()) == {"state": "failed",
+                                                                      "reason": "Killed: killed at step 13"}
+    train(options(tmp_path, "killed", **small), resume=True)
+    assert_same(weights(tmp_path / "straight"), weights(tmp_path / "killed"))
+    assert read_metrics(tmp_path / "straight") == read_metrics(tmp_path / "killed")
+
+
+def test_no_checkpoint_within_an_epoch_before_checkpoint_minutes(tmp_path):
+    Toy.hooks = kill_at(13)
+    with pytest.raises(Killed):
+        train(options(tmp_path, "run"))              # the default: every 5 minutes, and the epoch takes less
+    assert not (tmp_path / "run" / CHECKPOINT).exists()
+
+
+def test_states_of_a_run(tmp_path):
+    Toy.hooks = kill_at(8)                           # after the record of step 5
+    with pytest.raises(Killed):
+        train(options(tmp_path, "run", epochs=1))
+    assert json.loads((tmp_path / "run" / STATE).read_text())["state"] == "failed"
+    Toy.hooks = {}
+    train(options(tmp_path, "run", epochs=1))       # never checkpointed: the same call starts it again
+    assert json.loads((tmp_path / "run" / STATE).read_text()) == {"state": "finished", "reason": ""}
+    steps = [r["step"] for r in read_metrics(tmp_path / "run") if r["kind"] == "step"]
+    assert steps == sorted(set(steps)) and steps[0] == 5       # the first start's records were replaced
 
 
 def test_second_interrupt_stops_at_once_and_keeps_last_checkpoint(tmp_path):

@@ -70,7 +70,7 @@ from minigen.serialize import atomic_write_text
 __all__ = ["load_spec", "plan", "run_sweep", "run_one", "derive_seed"]
 
 SPEC_COPY, RESULTS = "sweep.json", "results"
-FAMILIES = ("vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier")
+FAMILIES = ("vae", "flow", "pixelcnn", "nar", "ddpm", "flowmatch", "gan", "classifier")
 DATASETS = ("mnist", "fashion-mnist", "mnist-5k")
 # option -> (type, check, what it must be); the keys of [train] and [grid]
 OPTIONS = {

@@ -10,11 +10,12 @@ for a fixed total time budget, then asks each of them for every digit 0-9 (the
     VAE        decoder(z, y), z ~ N(0, I); encoder for training   minigen/models/vae.py
     Flow       invertible map, exact likelihood           minigen/models/flow.py
     Diffusion  denoise pure noise step by step            minigen/models/ddpm.py
+    Flow matching  follow a learned velocity, noise to image, in a few steps   minigen/models/flow_matching.py
     GAN        generator vs discriminator                 minigen/models/gan.py
 
 Outputs in --out: tour_samples.png (a row per family, a column per digit),
-tour_strips.png (DDPM from noise to digit; PixelCNN pixel by pixel) and the same as animations
-of every digit (tour_ddpm.gif, tour_pixelcnn.gif), index.html (the whole lecture as one page), tour.json and
+tour_strips.png (DDPM and flow matching from noise to digit; PixelCNN pixel by pixel) and the same as
+animations of every digit (tour_ddpm.gif, tour_flowmatch.gif, tour_pixelcnn.gif), index.html (the whole lecture as one page), tour.json and
 the printed table: parameters, training and sampling time, the likelihood where the
 family has one, FID-MNIST and label accuracy of its samples.
 """
@@ -213,6 +214,10 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
             frames = model.generation_frames(generator=Generator(seed + 11), frames=19)
             strips["DDPM, noise to digit"] = frames.images[::2, 7]       # 10 of the 19 frames, the 7's column
             animations["tour_ddpm.gif"] = frames
+        if family == "flowmatch":
+            frames = model.generation_frames(generator=Generator(seed + 11), frames=model.hparams.sample_steps + 1)
+            strips["Flow matching, noise to digit"] = frames.images[:, 7]
+            animations["tour_flowmatch.gif"] = frames
         bar.update(1)
 
     bar.set_description("tour: figures")

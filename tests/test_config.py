@@ -12,7 +12,7 @@ from minigen.errors import ConfigError, MinigenError
 from minigen.models import get_family
 from minigen.models.vae import VAEConfig
 
-FAMILIES = ["vae", "flow", "pixelcnn", "nar", "ddpm", "gan", "classifier"]
+FAMILIES = ["vae", "flow", "pixelcnn", "nar", "ddpm", "flowmatch", "gan", "classifier"]
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,9 @@ def velocity_target(x0: np.ndarray, x1: np.ndarray) -> np.ndarray:
 
 def flow_matching_loss(predicted: Tensor, x0: np.ndarray, x1: np.ndarray) -> Tensor:
     """The mean squared error between the predicted velocity (N, ...) and x1 - x0: a scalar Tensor."""
+    # BEGIN SOLUTION flowmatch: ops.mse_loss between the prediction and the velocity target (as a Tensor)
     return ops.mse_loss(predicted, Tensor(velocity_target(x0, x1)))
+    # END SOLUTION
 
 
 # --- 4. the samplers: ODE steps -----------------------------------------------------------------------

@@ -275,23 +275,41 @@ def test_guidance_mixes_outputs_and_a_digit_only_moves_its_own_samples():
 
 
 def test_reflow_trains_on_the_models_own_couplings_and_keeps_them_in_checkpoints():
-    m = tiny(conditional=True, reflow_pairs=8, reflow_after=2, reflow_steps=2)
+    m = tiny(conditional=True, guidance=3.0, reflow_pairs=8, reflow_after=2, reflow_steps=2)
     x, y = bar_digits(8)
     opt = m.make_optimizers()
     m.train_step(x, y, opt, Generator(0))
     m.train_step(x, y, opt, Generator(1))
-    assert m.reflow_pairs is None
+    assert m.reflow_pairs is None and m.network_passes() == 3 * 2 * 2
     m.train_step(x, y, opt, Generator(2))
+    assert m.network_passes() == 3 * 2        # the pairs carry the guidance: sampling no longer guides
     noise, images, labels = m.reflow_pairs
     assert noise.shape == images.shape == (8, 1, 28, 28) and list(labels) == list(range(8))
     # each pair is the noise and where the EMA model's Heun ODE carries it (reflow_steps steps)
     fresh_noise, fresh_images, _ = m.make_reflow_pairs(4, Generator(9))
-    np.testing.assert_allclose(m._solve(fresh_noise, np.arange(4), "heun", 2, 1.0)[0], fresh_images, atol=1e-6)
+    np.testing.assert_allclose(m._solve(fresh_noise, np.arange(4), "heun", 2, 3.0)[0], fresh_images, atol=1e-6)
     state = m.extra_state()
-    restored = tiny(conditional=True, reflow_pairs=8, reflow_after=2, reflow_steps=2)
+    restored = tiny(conditional=True, guidance=3.0, reflow_pairs=8, reflow_after=2, reflow_steps=2)
     restored.load_extra_state(state)
     np.testing.assert_array_equal(restored.reflow_pairs[1], images)
     assert np.isfinite(m.train_step(x, y, opt, Generator(3))["loss"])
+
+
+def test_the_pytorch_twin_trains_and_samples_the_same_numbers():
+    pytest.importorskip("torch")
+    from benchmarks.twins import flowmatch as twin_module
+    m = tiny(conditional=True, guidance=2.0)
+    twin = twin_module.build(m)
+    x, y = bar_digits(8)
+    ours, theirs = m.make_optimizers(), twin_module.make_optimizers(twin, m.config)
+    for i in range(2):
+        a, b = m.train_step(x, y, ours, Generator(i)), twin_module.train_step(twin, theirs, x, y, Generator(i))
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    for method in ("euler", "heun"):
+        np.testing.assert_allclose(m.sample(4, np.arange(4), Generator(3), method=method),
+                                   twin_module.sample(twin, 4, np.arange(4), Generator(3), method=method), atol=1e-5)
+    assert m.evaluate(x, y, Generator(5))["loss"] == pytest.approx(twin_module.evaluate(twin, x, y, Generator(5))["loss"],
+                                                                   rel=1e-5)
 
 
 # --- the interface -----------------------------------------------------------------------------------------

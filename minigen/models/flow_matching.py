@@ -260,7 +260,7 @@ class FlowMatching(UNetModel):
         hp = self.hparams
         method = hp.sample_method if method is None else method
         steps = hp.sample_steps if steps is None else steps
-        guidance = self.check_sampling("flowmatch.sample", n, guidance)
+        guidance = self.check_sampling("flowmatch.sample", n, self.default_guidance() if guidance is None else guidance)
         labels = condition_labels("flowmatch.sample", labels, n, self.conditional, self.num_classes)
         x, snapshots = self._solve(resolve(generator).normal((n, 1, 28, 28)), labels, method, steps, guidance,
                                    frames)
@@ -271,16 +271,22 @@ class FlowMatching(UNetModel):
         """n images (n, 1, 28, 28) in [0, 1].
 
         method: "euler" or "heun"; steps: ODE steps (Heun costs two network passes each); guidance:
-        classifier-free guidance scale (conditional models; 1 = no guidance). Defaults come from the config.
+        classifier-free guidance scale (conditional models; 1 = no guidance). Defaults come from the config
+        (guidance: `default_guidance`).
         """
         return self.sample_trajectory(n, labels, generator, 0, method, steps, guidance)[0]
+
+    def default_guidance(self) -> float:
+        """The config's guidance, or 1 after reflow: the reflow pairs were drawn with that guidance, so the
+        reflowed model's plain conditional velocity already carries it (guiding again would apply it twice)."""
+        return 1.0 if self.reflow_pairs is not None else self.hparams.guidance
 
     def network_passes(self, method=None, steps=None, guidance=None) -> int:
         """U-Net passes over the batch that sample() makes (a guided pass runs a doubled batch: two)."""
         hp = self.hparams
         steps = hp.sample_steps if steps is None else steps
         per_step = 2 if (hp.sample_method if method is None else method) == "heun" else 1
-        guided = self.conditional and (hp.guidance if guidance is None else guidance) != 1
+        guided = self.conditional and (self.default_guidance() if guidance is None else guidance) != 1
         return steps * per_step * (2 if guided else 1)
 
     def generation_frames(self, generator=None, frames: int = 11, method=None, steps=None, guidance=None):

@@ -15,7 +15,8 @@ for a fixed total time budget, then asks each of them for every digit 0-9 (the
 
 Outputs in --out: tour_samples.png (a row per family, a column per digit),
 tour_strips.png (DDPM and flow matching from noise to digit; PixelCNN pixel by pixel) and the same as
-animations of every digit (tour_ddpm.gif, tour_flowmatch.gif, tour_pixelcnn.gif), index.html (the whole lecture as one page), tour.json and
+animations of every digit (tour_ddpm.gif, tour_flowmatch.gif, tour_pixelcnn.gif), index.html (the whole
+lecture as one page), tour.json and
 the printed table: parameters, training and sampling time, the likelihood where the
 family has one, FID-MNIST and label accuracy of its samples.
 """
@@ -198,7 +199,8 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
         test_metrics = summary.get("test", {})
         metric = model.likelihood_metric
         table.append({
-            "family": title, "module": type(model).__module__.replace(".", "/") + ".py", "parameters": model.num_parameters(),
+            "family": title, "module": type(model).__module__.replace(".", "/") + ".py",
+            "parameters": model.num_parameters(),
             "train_seconds": round(summary["train_seconds"], 1), "train_steps": summary["steps"],
             "recipe": recipe_settings(recipe, model.config), "note": recipe.note,
             "sample_seconds_per_image": per_image,

@@ -143,7 +143,8 @@ class TorchUNetModel(nn.Module):
         n = len(x)
         if labels is None or guidance == 1:
             return self.net(x, t, labels)
-        both = self.net(torch.cat([x, x]), np.concatenate([t, t]), np.concatenate([labels, np.full(n, self.num_classes)]))
+        both = self.net(torch.cat([x, x]), np.concatenate([t, t]),
+                        np.concatenate([labels, np.full(n, self.num_classes)]))
         cond, uncond = both[:n], both[n:]
         return uncond + guidance * (cond - uncond)
 

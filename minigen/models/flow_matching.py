@@ -43,7 +43,6 @@ for the model and back to [0, 1] for the caller.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 from dataclasses import dataclass
@@ -58,6 +57,7 @@ from minigen.models.base import check_images, check_labels, condition_labels, re
 from minigen.models.ddpm import UNetConfig, UNetModel
 from minigen.models.flow import RealNVP, bits_per_dim
 from minigen.random import resolve
+from minigen.nn import frozen
 from minigen.tensor import Tensor, no_grad
 
 __all__ = ["interpolate", "velocity_target", "flow_matching_loss", "euler_step", "heun_step", "integrate",
@@ -300,24 +300,12 @@ class FlowMatching(UNetModel):
         return Frames(snaps, captions, None if labels is None else list(labels), "Flow matching: noise to digit")
 
     # --- the likelihood ---------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _input_gradients_only(self):
-        """Backward passes in here compute gradients for the input alone, not the weights."""
-        params = self.net.parameters()
-        for p in params:
-            p.requires_grad = False
-        try:
-            yield
-        finally:
-            for p in params:
-                p.requires_grad = True
-
     def velocity_divergence(self, x: np.ndarray, t: float, labels, probes: np.ndarray):
         """The velocity at (x, t) and probes^T (dv/dx) probes per image: one forward and one backward pass
         of (v . probes) with respect to the input. With random signs as probes this is Hutchinson's
         unbiased estimate of div v; with the K basis vectors of the pixels, summed over them, it is exact.
         x, probes: (N, 1, 28, 28) -> (v (N, 1, 28, 28), (N,) float64). Uses the current weights."""
-        with self._input_gradients_only():
+        with frozen(self.net):         # the gradient wanted is the input's
             inputs = Tensor(x, requires_grad=True)
             v = self.net(inputs, np.full(len(x), TIME_SCALE * t), labels)
             (v * Tensor(probes)).sum().backward()

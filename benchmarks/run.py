@@ -5,7 +5,7 @@
     (or: minigen bench models ...)
 
 For each model variant (benchmarks.common.VARIANTS: vae, vae-conv, flow, flow-conv, nar,
-pixelcnn, ddpm, gan; default configs, unconditional), the identical architecture in minigen and
+pixelcnn, ddpm, flowmatch, gan; default configs, unconditional), the identical architecture in minigen and
 in PyTorch (the twin in benchmarks/twins/, weights copied from a minigen model built with the
 same seed), timed by benchmarks/harness.py: per round, one fresh minigen process then one fresh
 PyTorch process per variant, same thread count; median and min-max over rounds, ratio minigen /
@@ -15,7 +15,8 @@ is reported apart.
 * training step at batch 128 on real mnist-5k digits, and achieved GFLOP/s (3 x the forward
   matmul/conv FLOPs counted during one step) against NumPy's float32 matmul GFLOP/s;
 * sampling: VAE, flow, GAN, NAR 1000 images; PixelCNN 16 images (4 with --quick) with its
-  cached sampler; DDPM 16 images with DDIM-50 and with 1000 ancestral steps. The ancestral
+  cached sampler; DDPM 16 images with DDIM-50 and with 1000 ancestral steps; flow matching 16
+  images with 4 Euler and with 10 Heun steps. The ancestral
   figure is timed on a model whose schedule has fewer steps (T = 20; 5 with --quick), the
   same network, and scaled to 1000 steps: every ancestral step costs the same;
 * (--full, or --memory) peak memory growth of a training step, each framework alone in a process
@@ -61,6 +62,9 @@ SAMPLING = {
                        ("16 images, ancestral 1000 (5 timed)", {"n": 16, "ancestral_steps": 5})],
              "full": [("16 images, DDIM 50", {"n": 16, "options": DDIM}),
                       ("16 images, ancestral 1000 (20 timed)", {"n": 16, "ancestral_steps": 20})]},
+    "flowmatch": {mode: [("16 images, Euler 4", {"n": 16, "options": {"method": "euler", "steps": 4}}),
+                         ("16 images, Heun 10", {"n": 16, "options": {"method": "heun", "steps": 10}})]
+                  for mode in ("quick", "full")},
     "gan": {"quick": [("1000 images", {"n": 1000})], "full": [("1000 images", {"n": 1000})]},
 }
 
@@ -127,7 +131,8 @@ def train_step_case(framework: str, model: str, synthetic: bool = False):
 def sample_case(framework: str, model: str, n: int, options: dict | None = None, ancestral_steps: int = 0) -> Work:
     """Sampling n images from variant `model`. ancestral_steps > 0 (DDPM): ancestral sampling on
     a schedule of that many steps, scaled to 1000 (each step costs the same). Iterative samplers
-    warm up with 2 DDIM steps, which compile what 50 or 1000 would."""
+    warm up with 2 steps of their method (DDPM's ancestral sampler: 2 DDIM steps), which compile what
+    50 or 1000 would."""
     import minigen
     options = dict(options or {})
     # a short schedule for the per-step cost of ancestral sampling (its DDIM default must fit in it)
@@ -147,7 +152,8 @@ def sample_case(framework: str, model: str, n: int, options: dict | None = None,
         sample(n, generator=minigen.Generator(2), **options)
     warmup = None
     if "method" in options:
-        warmup = lambda: sample(n, generator=minigen.Generator(2), method="ddim", steps=2)  # noqa: E731
+        method = "ddim" if options["method"] == "ancestral" else options["method"]
+        warmup = lambda: sample(n, generator=minigen.Generator(2), method=method, steps=2)  # noqa: E731
     return Work(run, warmup, scale)
 
 
@@ -341,7 +347,7 @@ def quality(family: str, epochs: int, eval_n: int = 1000, seed: int = 0) -> dict
         seconds = time.perf_counter() - start
         metrics = (model.evaluate(xt, yt, minigen.Generator(3)) if name == "minigen"
                    else twin_module.evaluate(twin, xt, yt, minigen.Generator(3)))
-        if family in ("ddpm", "gan"):
+        if family in ("ddpm", "flowmatch", "gan"):
             from minigen.metrics import fid_mnist, yardstick
             sampler = model.sample if name == "minigen" else (lambda n, **kw: twin_module.sample(twin, n, **kw))
             samples = sampler(200, generator=minigen.Generator(4))

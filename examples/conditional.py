@@ -14,6 +14,7 @@ the digit label y beside its random vector z:
     VAE       decoder(z, y)                           y one-hot, beside z
     Flow      f^-1(z; y)                              y one-hot, into every coupling network
     DDPM      eps_theta(x_t, t, y)                    with classifier-free guidance
+    FlowMatch v_theta(x_t, t, y)                      the same U-Net and guidance, a velocity
     GAN       G(z, y)                                 y embedded, beside z
 
 This script trains each family with minigen's trainer for at most --max-seconds (default 90)
@@ -33,7 +34,8 @@ from minigen.random import Generator
 from minigen.train import load_run
 
 # family -> its configuration: the defaults, except a smaller PixelCNN (784 passes per sample)
-FAMILIES = {"pixelcnn": {"channels": 32, "num_blocks": 5}, "nar": {}, "vae": {}, "flow": {}, "ddpm": {}, "gan": {}}
+FAMILIES = {"pixelcnn": {"channels": 32, "num_blocks": 5}, "nar": {}, "vae": {}, "flow": {}, "ddpm": {},
+            "flowmatch": {}, "gan": {}}
 
 
 # %% [markdown]

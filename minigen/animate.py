@@ -1,9 +1,9 @@
 """Generation, animated: a family's `generation_frames` written as an animated GIF.
 
 Each family that has something to show over time defines `generation_frames(...)` returning
-`Frames`: a row of images per frame (DDPM denoising every digit side by side, PixelCNN drawing
-pixel by pixel, the VAE walking between two codes, the flow's temperature sweep, the GAN's
-fixed-noise samples across training). This module turns any of them into a GIF with
+`Frames`: a row of images per frame (DDPM denoising every digit side by side, flow matching
+following its ODE from noise, PixelCNN drawing pixel by pixel, the VAE walking between two codes,
+the flow's temperature sweep, the GAN's fixed-noise samples across training). This module turns any of them into a GIF with
 matplotlib's animation writer and Pillow (which matplotlib already installs).
 
     minigen sample RUN_DIR --animate out.gif

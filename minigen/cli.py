@@ -179,9 +179,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=_sample_count, default=64, help=f"how many (1..{MAX_SAMPLES}, default 64)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/sample.png)")
-    p.add_argument("--method", choices=["ancestral", "ddim"], help="DDPM: the sampler (default: the run's config)")
-    p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, 1..T (e.g. 50)")
-    p.add_argument("--guidance", type=float, help="DDPM: classifier-free guidance scale, finite and >= 0")
+    p.add_argument("--method", choices=["ancestral", "ddim", "euler", "heun"],
+                   help="the sampler (default: the run's config); DDPM: ancestral or ddim; flowmatch: euler or heun")
+    p.add_argument("--steps", type=_positive_int, help="DDPM: DDIM sampling steps, 1..T (e.g. 50); flowmatch: "
+                                                       "ODE steps (e.g. 4)")
+    p.add_argument("--guidance", type=float, help="DDPM, flowmatch: classifier-free guidance scale, finite and >= 0")
     p.add_argument("--temperature", type=float, help="flow / VAE / GAN: scales the latent noise, finite, >= 0 "
                                                      "(0: the mode); PixelCNN: divides the logits, finite, > 0")
     p.add_argument("--animate", metavar="GIF", help="instead: write an animation of how this family generates")

@@ -95,12 +95,13 @@ class UNet(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-class TorchDDPM(nn.Module):
-    def __init__(self, config: dict):
+class TorchUNetModel(nn.Module):
+    """What the DDPM and flow-matching twins share (as minigen's UNetModel): the U-Net, its EMA, guidance."""
+
+    def __init__(self, config: dict, family):
         super().__init__()
-        self.config = c = {**DDPM.default_config(), **config}
+        self.config = c = {**family.default_config(), **config}
         self.conditional, self.num_classes = bool(c["conditional"]), int(c["num_classes"])
-        self.schedule = NoiseSchedule(c["schedule"], int(c["T"]), c["beta_start"], c["beta_end"])
         self.net = UNet([int(ch) for ch in c["channels"]], int(c["time_dim"]), int(c["groups"]),
                         self.num_classes if self.conditional else None)
         # the EMA: a plain dict, so it is not part of the state_dict (as in minigen: it is extra state)
@@ -120,9 +121,44 @@ class TorchDDPM(nn.Module):
                 for name, p in self.net.named_parameters():
                     p.copy_(saved[name])
 
+    def drop_labels(self, y, generator):
+        """As UNetModel.drop_labels: one uniform per label (none when unconditional)."""
+        if not self.conditional:
+            return None
+        drop = generator.uniform((len(y),)) < self.config["p_uncond"]
+        return np.where(drop, self.num_classes, np.asarray(y, np.int64))
 
-def build(model) -> TorchDDPM:
-    twin = copy_weights(TorchDDPM(model.config), model)
+    def optimize_and_average(self, loss, optimizer) -> float:
+        """As UNetModel.optimize_and_average: the step, then the EMA with its warm-up."""
+        grad_norm = optimize(loss, optimizer, self.config["grad_clip"])
+        step = optimizer.state[next(iter(self.net.parameters()))]["step"].item()
+        decay = ema_decay_at(step, self.ema_decay)
+        with torch.no_grad():
+            for name, p in self.net.named_parameters():
+                self.ema_shadow[name].mul_(decay).add_(p, alpha=1 - decay)
+        return grad_norm
+
+    def guided_output(self, x, t: np.ndarray, labels, guidance: float):
+        """As UNetModel.guided_output: one pass over a doubled batch when guided."""
+        n = len(x)
+        if labels is None or guidance == 1:
+            return self.net(x, t, labels)
+        both = self.net(torch.cat([x, x]), np.concatenate([t, t]),
+                        np.concatenate([labels, np.full(n, self.num_classes)]))
+        cond, uncond = both[:n], both[n:]
+        return uncond + guidance * (cond - uncond)
+
+
+class TorchDDPM(TorchUNetModel):
+    def __init__(self, config: dict):
+        super().__init__(config, DDPM)
+        c = self.config
+        self.schedule = NoiseSchedule(c["schedule"], int(c["T"]), c["beta_start"], c["beta_end"])
+
+
+def build(model, twin_class=TorchDDPM):
+    """The twin (TorchDDPM, or another TorchUNetModel) of a minigen U-Net model, weights and EMA copied."""
+    twin = copy_weights(twin_class(model.config), model)
     with torch.no_grad():
         for name, value in twin.ema_shadow.items():
             value.copy_(torch.from_numpy(model.ema.shadow[name]))
@@ -141,20 +177,10 @@ def train_step(torch_model, optimizers, x, y, generator) -> dict:
     t = generator.integers(0, m.schedule.T, (len(x),))
     noise = generator.normal(x.shape)
     xt = m.schedule.q_sample(2 * x - 1, t, noise)
-    labels = None
-    if m.conditional:
-        drop = generator.uniform((len(x),)) < c["p_uncond"]
-        labels = np.where(drop, m.num_classes, np.asarray(y, np.int64))
-    opt = optimizers["model"]
+    labels = m.drop_labels(y, generator)
     target = noise if c["prediction"] == "eps" else m.schedule.velocity(2 * x - 1, noise, t)
     loss = F.mse_loss(m.net(torch.from_numpy(xt), t, labels), torch.from_numpy(target))
-    grad_norm = optimize(loss, opt, c["grad_clip"])
-    step = opt.state[next(iter(m.net.parameters()))]["step"].item()
-    decay = ema_decay_at(step, m.ema_decay)
-    with torch.no_grad():
-        for name, p in m.net.named_parameters():
-            m.ema_shadow[name].mul_(decay).add_(p, alpha=1 - decay)
-    return {"loss": loss.item(), "grad_norm": grad_norm}
+    return {"loss": loss.item(), "grad_norm": m.optimize_and_average(loss, optimizers["model"])}
 
 
 def _eps_from_output(m, x, out, t):
@@ -166,12 +192,7 @@ def _eps_from_output(m, x, out, t):
 
 
 def _predict_noise(m, x, t, labels, guidance):
-    n = len(x)
-    if labels is None or guidance == 1:
-        return _eps_from_output(m, x, m.net(x, np.full(n, t), labels), t)
-    both = m.net(torch.cat([x, x]), np.full(2 * n, t), np.concatenate([labels, np.full(n, m.num_classes)]))
-    cond, uncond = both[:n], both[n:]
-    return _eps_from_output(m, x, uncond + guidance * (cond - uncond), t)
+    return _eps_from_output(m, x, m.guided_output(x, np.full(len(x), t), labels, guidance), t)
 
 
 @torch.no_grad()

@@ -6,6 +6,7 @@ from minigen.models.base import FAMILIES, GenerativeModel, get_family, register_
 from minigen.models import vae  # noqa: F401
 from minigen.models import flow  # noqa: F401
 from minigen.models import ddpm  # noqa: F401
+from minigen.models import flow_matching  # noqa: F401
 from minigen.models import gan  # noqa: F401
 from minigen.models import pixelcnn  # noqa: F401
 from minigen.models import nar  # noqa: F401

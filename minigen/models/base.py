@@ -1,7 +1,7 @@
 """What every generative model family offers, so one trainer, one CLI and one benchmark serve all.
 
 A family is one module in `minigen/models/` (vae.py, flow.py, pixelcnn.py, nar.py,
-ddpm.py, gan.py) defining a subclass of `GenerativeModel` and registering it with
+ddpm.py, flow_matching.py, gan.py) defining a subclass of `GenerativeModel` and registering it with
 `@register_family("name")`. Images reach a model as `x: (N, 1, H, W) float32` in
 [0, 1] (pixel / 255) with labels `y: (N,) int64`; each family turns them into
 what it models (binarized, dequantized, scaled to [-1, 1]) itself, because that

@@ -47,51 +47,34 @@ from minigen.optim import EMA, Adam, ema_decay_at
 from minigen.random import resolve
 from minigen.tensor import Tensor, no_grad
 
-__all__ = ["NoiseSchedule", "timestep_embedding", "ResBlock", "UNet", "DDPM", "DDPMConfig"]
+__all__ = ["NoiseSchedule", "timestep_embedding", "ResBlock", "UNet", "UNetModel", "DDPM", "UNetConfig", "DDPMConfig"]
 
 
 # --- the hyper-parameters (`minigen train ddpm --help` lists them; --set KEY=VALUE changes one) -------------
 @dataclass(frozen=True)
-class DDPMConfig(HyperParameters):
+class UNetConfig(HyperParameters):
+    """The knobs of a U-Net denoiser with EMA weights and classifier-free guidance: what DDPM and flow
+    matching (minigen/models/flow_matching.py) share. Each family adds its own training objective's."""
     lr: float = lr_knob(2e-4)
     batch_size: int = batch_size_knob(128)
-    conditional: bool = conditional_knob(doc="the noise predictor also sees the label (classifier-free guidance)")
+    conditional: bool = conditional_knob(doc="the U-Net also sees the label (classifier-free guidance)")
     num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
-    schedule: str = knob("linear", doc="how beta_t grows from beta_start to beta_end", choices=("linear", "cosine"))
-    T: int = knob(1000, 2, 10_000, "diffusion steps")
-    beta_start: float = knob(1e-4, excluded(0.0), excluded(1.0), "noise variance of the first step")
-    beta_end: float = knob(0.02, excluded(0.0), excluded(1.0), "noise variance of the last step (>= beta_start)")
     channels: tuple[int, ...] = knob((32, 64, 64), 1, 1024, "U-Net widths at 28, 14, 7 pixels (one per level)",
                                      length=(1, 3))
     time_dim: int = knob(128, 2, 4096, "timestep embedding size (even: sin and cos halves)")
     groups: int = knob(8, 1, 1024, "GroupNorm groups (must divide every entry of channels)")
     p_uncond: float = knob(0.1, 0.0, excluded(1.0), "label dropped this often in training (classifier-free guidance)")
-    # v (sqrt(ab) eps - sqrt(1 - ab) x_0, Salimans & Ho 2022) keeps a well-scaled target at every noise level,
-    # so a short run's x_0 guess at high t is not amplified noise; measured: 98% label accuracy after 600
-    # steps of the tour's recipe (docs/recipes.md). Sampling converts either output to eps.
-    prediction: str = knob("eps", doc="what the U-Net outputs: the noise eps (DDPM) or v", choices=("eps", "v"))
     ema_decay: float = knob(0.999, 0.0, excluded(1.0), "the EMA of the weights used for sampling")
     grad_clip: float | None = grad_clip_knob(1.0)
-    clip_denoised: bool = knob(True, doc="clip the predicted x_0 to [-1, 1] at every sampling step")
-    # sampling defaults (each can be overridden by a keyword of sample()):
-    # DDIM with 50 steps, because 1000 ancestral steps take minutes on a CPU
-    sample_method: str = knob("ddim", doc="the sampler", choices=("ancestral", "ddim"))
-    sample_steps: int = knob(50, 1, 10_000, "DDIM sampling steps (at most T)")
-    eta: float = knob(0.0, 0.0, 1.0, "DDIM noise (0: deterministic given x_T; 1: ancestral-like)")
     guidance: float = knob(1.0, 0.0, 100.0, "classifier-free guidance scale (1: none)")
-    eval_examples: int = knob(1000, 1, None, "test images for the denoising loss in evaluate()")
+    eval_examples: int = knob(1000, 1, None, "test images for the loss in evaluate()")
 
     def check(self) -> None:
-        if self.beta_start > self.beta_end:
-            raise ConfigError(f"beta_start={self.beta_start:g} is above beta_end={self.beta_end:g}; "
-                              f"need beta_start <= beta_end")
         if any(c % self.groups for c in self.channels):
             raise ConfigError(f"groups={self.groups} does not divide channels={list(self.channels)}; "
                               f"every entry of channels must be a multiple of groups")
         if self.time_dim % 2:
             raise ConfigError(f"time_dim={self.time_dim} must be even (sin and cos halves)")
-        if self.sample_method == "ddim" and self.sample_steps > self.T:
-            raise ConfigError(f"sample_steps={self.sample_steps} is more than T={self.T}; need 1..T")
 
     def memory_floats(self) -> tuple[int, int]:
         emb, ch = 2 * self.time_dim, self.channels
@@ -104,6 +87,32 @@ class DDPMConfig(HyperParameters):
             prev = c
         params += 9 * 2 * prev * prev                   # the middle block
         return params, activations + 8 * (28 >> (len(ch) - 1)) ** 2 * prev
+
+
+@dataclass(frozen=True)
+class DDPMConfig(UNetConfig):
+    schedule: str = knob("linear", doc="how beta_t grows from beta_start to beta_end", choices=("linear", "cosine"))
+    T: int = knob(1000, 2, 10_000, "diffusion steps")
+    beta_start: float = knob(1e-4, excluded(0.0), excluded(1.0), "noise variance of the first step")
+    beta_end: float = knob(0.02, excluded(0.0), excluded(1.0), "noise variance of the last step (>= beta_start)")
+    # v (sqrt(ab) eps - sqrt(1 - ab) x_0, Salimans & Ho 2022) keeps a well-scaled target at every noise level,
+    # so a short run's x_0 guess at high t is not amplified noise; measured: 98% label accuracy after 600
+    # steps of the tour's recipe (docs/recipes.md). Sampling converts either output to eps.
+    prediction: str = knob("eps", doc="what the U-Net outputs: the noise eps (DDPM) or v", choices=("eps", "v"))
+    clip_denoised: bool = knob(True, doc="clip the predicted x_0 to [-1, 1] at every sampling step")
+    # sampling defaults (each can be overridden by a keyword of sample()):
+    # DDIM with 50 steps, because 1000 ancestral steps take minutes on a CPU
+    sample_method: str = knob("ddim", doc="the sampler", choices=("ancestral", "ddim"))
+    sample_steps: int = knob(50, 1, 10_000, "DDIM sampling steps (at most T)")
+    eta: float = knob(0.0, 0.0, 1.0, "DDIM noise (0: deterministic given x_T; 1: ancestral-like)")
+
+    def check(self) -> None:
+        if self.beta_start > self.beta_end:
+            raise ConfigError(f"beta_start={self.beta_start:g} is above beta_end={self.beta_end:g}; "
+                              f"need beta_start <= beta_end")
+        super().check()
+        if self.sample_method == "ddim" and self.sample_steps > self.T:
+            raise ConfigError(f"sample_steps={self.sample_steps} is more than T={self.T}; need 1..T")
 
 
 # --- 1. the forward process -------------------------------------------------------------------
@@ -220,7 +229,7 @@ class NoiseSchedule:
 # --- 2. the noise-predicting network ------------------------------------------------------------
 def timestep_embedding(t: np.ndarray, dim: int) -> np.ndarray:
     """Sinusoidal features of the timestep (as in the Transformer's positions): a smooth code the
-    network can read at every scale. t: (N,) ints -> (N, dim) float32, [sin | cos] halves."""
+    network can read at every scale. t: (N,) numbers -> (N, dim) float32, [sin | cos] halves."""
     half = dim // 2
     freqs = np.exp(-math.log(10000.0) * np.arange(half, dtype=np.float64) / half)
     angles = np.asarray(t, dtype=np.float64)[:, None] * freqs[None, :]
@@ -268,9 +277,10 @@ class UNet(Module):
     keeps each level's output; the up path concatenates it back (skip connections), so fine
     detail does not have to squeeze through the 7x7 bottleneck.
 
-    x: (N, 1, 28, 28) float32 in about [-1, 1]; t: (N,) ints; labels: (N,) ints in [0, num_classes],
+    x: (N, 1, 28, 28) float32 in about [-1, 1]; t: (N,) times (DDPM: step indices 0..T-1; flow matching:
+    1000 t for t in [0, 1]); labels: (N,) ints in [0, num_classes],
     where num_classes is the "null" label (used for classifier-free guidance), or None for an
-    unconditional network -> predicted noise (N, 1, 28, 28).
+    unconditional network -> the prediction (noise, v or velocity) (N, 1, 28, 28).
     """
 
     def __init__(self, channels=(32, 64, 64), time_dim: int = 128, groups: int = 8, num_classes: int | None = None,
@@ -322,27 +332,106 @@ class UNet(Module):
         return self.conv_out(self.norm_out(h))
 
 
+# --- the U-Net model: what DDPM and flow matching share -----------------------------------------
+class UNetModel(GenerativeModel):
+    """A family whose network is the U-Net above, trained with Adam, sampled with an EMA of its weights
+    and classifier-free guidance. DDPM and flow matching differ only in what the U-Net is trained to
+    output (noise or v here; a velocity there) and how a sampler uses it. Config: a UNetConfig."""
+
+    def __init__(self, config: dict | None = None, generator=None):
+        super().__init__(config)
+        hp = self.hparams
+        self.num_classes = hp.num_classes
+        self.net = UNet(hp.channels, hp.time_dim, hp.groups, self.num_classes if self.conditional else None,
+                        generator)
+        self.ema = EMA(self.net, hp.ema_decay)
+
+    def make_optimizers(self):
+        return {"model": Adam(self.net.parameters(), lr=self.hparams.lr)}
+
+    def drop_labels(self, labels: np.ndarray | None, generator) -> np.ndarray | None:
+        """Classifier-free guidance's training half: each label becomes the null label (num_classes) with
+        probability p_uncond, so one network learns the conditional and the unconditional output.
+        Draws one uniform per label (none for an unconditional model)."""
+        if labels is None:
+            return None
+        drop = generator.uniform((len(labels),)) < self.hparams.p_uncond
+        return np.where(drop, self.num_classes, labels)
+
+    def optimize_and_average(self, loss, optimizer) -> float:
+        """One optimiser step on `loss`, then the EMA update; returns the gradient norm."""
+        grad_norm = self.optimize(loss, optimizer, self.hparams.grad_clip)
+        # EMA warm-up: average over ~all steps so far while there are few, so short runs are not
+        # dominated by the random initial weights
+        self.ema.decay = ema_decay_at(optimizer.step_count, self.hparams.ema_decay)
+        self.ema.update(self.net)
+        return grad_norm
+
+    @contextlib.contextmanager
+    def ema_weights(self):
+        """Temporarily put the EMA weights into the network (the training weights come back after)."""
+        saved = [(p, p.data) for p in self.net.parameters()]
+        self.ema.copy_to(self.net)
+        try:
+            yield
+        finally:
+            for p, data in saved:
+                p.data = data
+
+    def guided_output(self, x: np.ndarray, t: np.ndarray, labels: np.ndarray | None, guidance: float) -> np.ndarray:
+        """The network's output for x (N, 1, 28, 28) at times t (N,) (call under no_grad); guided when
+        guidance != 1: out_u + guidance * (out_c - out_u).
+
+        With guidance, conditional and unconditional outputs come from ONE network pass over
+        a doubled batch (cheaper than two passes)."""
+        n = len(x)
+        if labels is None or guidance == 1:
+            return self._net_output(x, t, labels)
+        both = self._net_output(np.concatenate([x, x]), np.concatenate([t, t]),
+                                np.concatenate([labels, np.full(n, self.num_classes)]))
+        cond, uncond = both[:n], both[n:]
+        return uncond + np.float32(guidance) * (cond - uncond)
+
+    def _net_output(self, x: np.ndarray, t: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
+        """The network's output array for x (N, 1, 28, 28), under no_grad. A sampling batch
+        (e.g. 16 images) is too small for any one kernel to be worth sharing between threads,
+        so the batch is split instead: each thread runs the whole network on its part."""
+        def part(n0, n1):
+            return self.net(Tensor(x[n0:n1]), t[n0:n1], None if labels is None else labels[n0:n1]).data
+        parts = map_batch_parts(part, len(x))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def check_sampling(self, where: str, n, guidance) -> float:
+        """Check sample()'s n and guidance (None: the config's); returns the guidance."""
+        guidance = self.hparams.guidance if guidance is None else check_guidance(where, guidance)
+        if guidance != 1 and not self.conditional:
+            raise MinigenError(f"{self.family}: guidance={guidance} needs a conditional model "
+                               f"(config 'conditional': true)")
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise MinigenError(f"{self.family}: number of samples must be a positive integer, got {n!r}")
+        return guidance
+
+    def extra_state(self) -> dict:
+        return {"ema": self.ema.state_dict()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.ema.load_state_dict(state["ema"])
+
+
 # --- 3 and 4. the model: training, sampling, evaluation, pictures -------------------------------
 @register_family("ddpm")
-class DDPM(GenerativeModel):
+class DDPM(UNetModel):
     """Denoising diffusion on 28x28 digits: U-Net noise predictor, EMA weights, ancestral or DDIM sampling."""
 
     likelihood_metric = None   # the bound needs T network passes per image; we report the denoising loss
     Config = DDPMConfig
 
     def __init__(self, config: dict | None = None, generator=None):
-        super().__init__(config)
-        config = self.hparams
-        self.schedule = NoiseSchedule(config.schedule, config.T, config.beta_start, config.beta_end)
-        self.num_classes = config.num_classes
-        self.net = UNet(config.channels, config.time_dim, config.groups,
-                        self.num_classes if self.conditional else None, generator)
-        self.ema = EMA(self.net, config.ema_decay)
+        super().__init__(config, generator)
+        hp = self.hparams
+        self.schedule = NoiseSchedule(hp.schedule, hp.T, hp.beta_start, hp.beta_end)
 
     # --- training ---------------------------------------------------------------------------------
-    def make_optimizers(self):
-        return {"model": Adam(self.net.parameters(), lr=self.hparams.lr)}
-
     def train_step(self, x, y, optimizers, generator) -> dict[str, float]:
         """x: (N, 1, 28, 28) float32 in [0, 1]; y: (N,) int64.
 
@@ -356,55 +445,19 @@ class DDPM(GenerativeModel):
         t = generator.integers(0, self.schedule.T, (len(x),))
         noise = generator.normal(x.shape)
         xt = self.schedule.q_sample(x0, t, noise)
-        if labels is not None:
-            drop = generator.uniform((len(x),)) < self.hparams.p_uncond
-            labels = np.where(drop, self.num_classes, labels)
+        labels = self.drop_labels(labels, generator)
         opt = optimizers["model"]
         target = noise if self.hparams.prediction == "eps" else self.schedule.velocity(x0, noise, t)
         loss = ops.mse_loss(self.net(Tensor(xt), t, labels), Tensor(target))
-        grad_norm = self.optimize(loss, opt, self.hparams.grad_clip)
-        # EMA warm-up: average over ~all steps so far while there are few, so short runs are not
-        # dominated by the random initial weights
-        self.ema.decay = ema_decay_at(opt.step_count, self.hparams.ema_decay)
-        self.ema.update(self.net)
+        grad_norm = self.optimize_and_average(loss, opt)
         return {"loss": loss.item(), "grad_norm": grad_norm}
 
     # --- sampling -------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def ema_weights(self):
-        """Temporarily put the EMA weights into the network (the training weights come back after)."""
-        saved = [(p, p.data) for p in self.net.parameters()]
-        self.ema.copy_to(self.net)
-        try:
-            yield
-        finally:
-            for p, data in saved:
-                p.data = data
-
     def predict_noise(self, xt: np.ndarray, t: int, labels: np.ndarray | None, guidance: float) -> np.ndarray:
-        """eps_theta at one timestep for a batch (call under no_grad); guided when guidance != 1.
-
-        With guidance, conditional and unconditional predictions come from ONE network pass over
-        a doubled batch (cheaper than two passes)."""
-        n = len(xt)
-        if labels is None or guidance == 1:
-            out = self._net_output(xt, np.full(n, t), labels)
-        else:
-            both = self._net_output(np.concatenate([xt, xt]), np.full(2 * n, t),
-                                    np.concatenate([labels, np.full(n, self.num_classes)]))
-            cond, uncond = both[:n], both[n:]
-            # eps is linear in the network output at a fixed x_t, so mixing outputs = mixing noises
-            out = uncond + np.float32(guidance) * (cond - uncond)
+        """eps_theta at one timestep for a batch (call under no_grad); guided when guidance != 1
+        (eps is linear in the network output at a fixed x_t, so mixing outputs = mixing noises)."""
+        out = self.guided_output(xt, np.full(len(xt), t), labels, guidance)
         return out if self.hparams.prediction == "eps" else self.schedule.eps_from_velocity(xt, out, t)
-
-    def _net_output(self, x: np.ndarray, t: np.ndarray, labels: np.ndarray | None) -> np.ndarray:
-        """The network's output array for x (N, 1, 28, 28), under no_grad. A sampling batch
-        (e.g. 16 images) is too small for any one kernel to be worth sharing between threads,
-        so the batch is split instead: each thread runs the whole network on its part."""
-        def part(n0, n1):
-            return self.net(Tensor(x[n0:n1]), t[n0:n1], None if labels is None else labels[n0:n1]).data
-        parts = map_batch_parts(part, len(x))
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _x0_estimate(self, xt, eps, t):
         x0 = self.schedule.predict_x0(xt, eps, t)
@@ -447,11 +500,7 @@ class DDPM(GenerativeModel):
         method = cfg.sample_method if method is None else method
         steps = (cfg.sample_steps if method == "ddim" else None) if steps is None else steps
         eta = cfg.eta if eta is None else float(eta)
-        guidance = cfg.guidance if guidance is None else check_guidance("ddpm.sample", guidance)
-        if guidance != 1 and not self.conditional:
-            raise MinigenError(f"ddpm: guidance={guidance} needs a conditional model (config 'conditional': true)")
-        if not isinstance(n, (int, np.integer)) or n < 1:
-            raise MinigenError(f"ddpm: number of samples must be a positive integer, got {n!r}")
+        guidance = self.check_sampling("ddpm.sample", n, guidance)
         labels = condition_labels("ddpm.sample", labels, n, self.conditional, self.num_classes)
         plan = self.schedule.sampling_plan(method, steps)
         generator = resolve(generator)
@@ -512,12 +561,6 @@ class DDPM(GenerativeModel):
                     out = self.schedule.eps_from_velocity(xt, out, t)
                 total += float(((out - noise) ** 2).mean()) * len(xb)
         return {"loss": total / max(len(x), 1)}
-
-    def extra_state(self) -> dict:
-        return {"ema": self.ema.state_dict()}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.ema.load_state_dict(state["ema"])
 
     def figures(self, out_dir, x, y, generator=None) -> list[str]:
         """ddpm_reverse.png: 8 samples, each a row from pure noise to the digit (10 frames);

@@ -38,7 +38,7 @@ from minigen.config import HyperParameters, batch_size_knob, conditional_knob, e
 from minigen.errors import MinigenError
 from minigen.models.base import (GenerativeModel, check_images, check_labels, check_temperature, condition_labels,
                                  register_family)
-from minigen.nn import BatchNorm, Conv2d, ConvTranspose2d, Embedding, Linear, Module, init
+from minigen.nn import BatchNorm, Conv2d, ConvTranspose2d, Embedding, Linear, Module, frozen, init
 from minigen.optim import Adam
 from minigen.random import Generator, resolve
 from minigen.tensor import Tensor, no_grad
@@ -154,20 +154,6 @@ def _eval_mode(module: Module):
         module.train(was_training)
 
 
-@contextlib.contextmanager
-def _frozen(module: Module):
-    """Inside the block (forward AND backward) the module's weights get no gradient: D is only a
-    fixed judge during G's step, so computing its weight gradients would be wasted work."""
-    params = module.parameters()
-    for p in params:
-        p.requires_grad = False
-    try:
-        yield
-    finally:
-        for p in params:
-            p.requires_grad = True
-
-
 def distinct_digits(images: np.ndarray) -> int | None:
     """How many different digits the yardstick classifier sees in images (N, 1, 28, 28) in [0, 1];
     None when there is no trained yardstick (`minigen.metrics` missing, or its classifier not yet
@@ -223,7 +209,7 @@ class GAN(GenerativeModel):
     def generator_step(self, fake: Tensor, labels, optimizer) -> float:
         """One step of G through D's opinion of G's output `fake` (still attached to G's graph):
         the non-saturating loss BCE(D(G(z)), 1) = -log D(G(z))."""
-        with _frozen(self.D):
+        with frozen(self.D):     # D is only a fixed judge during G's step
             # BEGIN SOLUTION gan: the non-saturating loss: D's logits on the fakes against the label "real"
             loss = ops.binary_cross_entropy_with_logits(self.D(fake, labels), np.ones(len(fake), np.float32))
             # END SOLUTION

@@ -6,6 +6,7 @@ a class that assigns layers in `__init__` and uses them in `forward`.
 """
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -13,7 +14,7 @@ import numpy as np
 from minigen.errors import CheckpointError
 from minigen.tensor import Tensor
 
-__all__ = ["Parameter", "Module", "Buffer"]
+__all__ = ["Parameter", "Module", "Buffer", "frozen"]
 
 
 class Parameter(Tensor):
@@ -124,3 +125,18 @@ class Module:
     def __repr__(self):
         lines = [f"  ({name}): " + repr(child).replace("\n", "\n  ") for name, child in self.named_children()]
         return type(self).__name__ + ("(\n" + "\n".join(lines) + "\n)" if lines else "()")
+
+
+@contextlib.contextmanager
+def frozen(module: Module):
+    """Inside the block (forward AND backward) the module's weights get no gradient: for a backward pass
+    whose gradients are wanted elsewhere (the GAN's generator step through a fixed judge; the gradient
+    with respect to the input, for a divergence), so computing the weights' would be wasted work."""
+    params = module.parameters()
+    for p in params:
+        p.requires_grad = False
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad = True

@@ -87,6 +87,13 @@ TOPIC_TESTS: dict[str, list[str]] = {
         "tests/models/test_ddpm.py::test_posterior_mean_and_variance_match_bayes_rule",
         "tests/models/test_ddpm.py::test_posterior_matches_simulated_pairs",
     ],
+    "flowmatch": [
+        "tests/models/test_flow_matching.py::test_the_path_starts_at_the_noise_ends_at_the_image_and_moves_at_the_target_velocity",
+        "tests/models/test_flow_matching.py::test_the_exact_velocity_field_minimises_the_loss_on_the_toy",
+        "tests/models/test_flow_matching.py::test_the_steps_use_the_velocity_as_written",
+        "tests/models/test_flow_matching.py::test_euler_is_first_order_and_heun_second_order",
+        "tests/models/test_flow_matching.py::test_training_regresses_the_network_on_the_velocity_target",
+    ],
     "gan": [
         "tests/models/test_gan.py::test_one_discriminator_step_lowers_its_loss_on_the_same_batch",
         "tests/models/test_gan.py::test_one_generator_step_raises_the_discriminators_score_of_its_samples",

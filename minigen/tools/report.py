@@ -34,6 +34,8 @@ DESCRIPTIONS = {
     "invertibility.png": "test images and their round trip through the flow",
     "ddpm_reverse.png": "the reverse process from noise to digits",
     "ddpm_forward.png": "test images noised by the forward process",
+    "flowmatch_paths.png": "the ODE from noise to digits, step by step",
+    "flowmatch_interpolation.png": "test images on the straight line from noise (the training points)",
     "gan_latent.png": "generator outputs along latent directions",
     "pixelcnn_samples.png": "PixelCNN samples",
     "tour_samples.png": "one sample per family (rows) for each requested digit (columns)",

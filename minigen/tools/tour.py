@@ -10,11 +10,13 @@ for a fixed total time budget, then asks each of them for every digit 0-9 (the
     VAE        decoder(z, y), z ~ N(0, I); encoder for training   minigen/models/vae.py
     Flow       invertible map, exact likelihood           minigen/models/flow.py
     Diffusion  denoise pure noise step by step            minigen/models/ddpm.py
+    Flow matching  follow a learned velocity, noise to image, in a few steps   minigen/models/flow_matching.py
     GAN        generator vs discriminator                 minigen/models/gan.py
 
 Outputs in --out: tour_samples.png (a row per family, a column per digit),
-tour_strips.png (DDPM from noise to digit; PixelCNN pixel by pixel) and the same as animations
-of every digit (tour_ddpm.gif, tour_pixelcnn.gif), index.html (the whole lecture as one page), tour.json and
+tour_strips.png (DDPM and flow matching from noise to digit; PixelCNN pixel by pixel) and the same as
+animations of every digit (tour_ddpm.gif, tour_flowmatch.gif, tour_pixelcnn.gif), index.html (the whole
+lecture as one page), tour.json and
 the printed table: parameters, training and sampling time, the likelihood where the
 family has one, FID-MNIST and label accuracy of its samples.
 """
@@ -55,9 +57,10 @@ class Recipe:
 
 # The recipes. Shares, sizes and learning rates were chosen by measuring quality against the number of
 # optimiser steps each family's share buys on a quiet 2-core machine (docs/recipes.md has the numbers):
-# each family gets about the time its recipe needs to meet the tour's targets, with some to spare: PixelCNN
-# (with its per-digit map over positions) ~800 steps, DDPM ~600 steps of its narrow U-Net, the GAN ~800,
-# the VAE ~14,000 and the flow (with its class prior) ~900. Every family gets a cosine lr decay that ends
+# each family gets about the time its recipe needs to meet the tour's targets: PixelCNN (with its per-digit
+# map over positions) ~700 steps, DDPM ~430 steps of its narrow U-Net, flow matching ~390 of the same U-Net,
+# the GAN ~700, the VAE ~13,000 and the flow (with its class prior) ~800. Flow matching's share was taken
+# from the others where they had steps to spare (docs/recipes.md). Every family gets a cosine lr decay that ends
 # with its time budget: the last steps, at a small lr, settle the weights (and the DDPM's EMA) instead of
 # ending mid-stride.
 FAMILIES = [
@@ -66,8 +69,8 @@ FAMILIES = [
     # goes: 765 / 1500 / 2500 steps drew strokes, 19% / 26% / 31% label accuracy (FID-MNIST 254 / 179 / 140).
     # label_map (a learned per-digit map over positions after the first layer) drew readable digits of the
     # asked-for class: 765 steps 88% / FID-MNIST 32 (minigen: 91% / 35), 1500 steps 92% / 27, and even 300
-    # steps 74% / 54 (docs/recipes.md has the probes). This share buys ~850 steps (0.108 s each, quiet machine).
-    Recipe("pixelcnn", "AR (PixelCNN)", 0.18,
+    # steps 74% / 54 (docs/recipes.md has the probes). This share buys ~700 steps (0.108 s each, quiet machine).
+    Recipe("pixelcnn", "AR (PixelCNN)", 0.15,
            {"channels": 24, "num_blocks": 7, "batch_size": 32, "lr": 3e-3, "label_map": True},
            warmup_steps=50, shown=("channels", "num_blocks", "label_map")),
     # converges in seconds; its blur is the point
@@ -77,28 +80,36 @@ FAMILIES = [
     # accuracy and FID-MNIST 114 at T 1.0 (83% / 127 at T 0.8); 14,000 steps gave 85% / 89 at T 1.0, 90% / 91
     # at T 0.9, 94% / 94 at T 0.8 (a 512-wide hidden layer: no better, and slower). So it gets ~14,000
     # steps' time and samples at T 0.9; iw_samples 50 keeps its evaluation short
-    Recipe("vae", "VAE", 0.15, {"iw_samples": 50}, sample_options={"temperature": 0.9},
+    Recipe("vae", "VAE", 0.14, {"iw_samples": 50}, sample_options={"temperature": 0.9},
            shown=("hidden_dim", "latent_dim")),
     # lr 1e-3 (ten times the long-run default) is stable after a 100-step warm-up. With N(0, I) as the prior
     # 900 steps drew speckle (16% label accuracy, FID-MNIST 652): label-dependent couplings are slow to learn.
     # Glow's class-conditional prior N(mu_y, sigma_y^2), mu_y started at each digit's mean code, gave 100% and
     # FID-MNIST 156 after 880 steps. Temperature 1.0 / 0.7 / 0.4 / 0: FID 156 / 165 / 185 / 217 at 100%
     # label accuracy each, so the flow samples at 1.0 (printed as T)
-    Recipe("flow", "Flow (RealNVP)", 0.09, {"hidden_dim": 256, "lr": 1e-3, "prior": "class"}, warmup_steps=100,
+    Recipe("flow", "Flow (RealNVP)", 0.08, {"hidden_dim": 256, "lr": 1e-3, "prior": "class"}, warmup_steps=100,
            sample_options={"temperature": 1.0}, shown=("hidden_dim", "prior")),
     # a quarter-width U-Net (16/32/32) at batch 32 takes ~16x less per step than the 32/64/64 default at
     # 128, so the budget buys hundreds of steps, not tens; lr 2e-3 with a 100-step warm-up, EMA warm-up
     # (in the model), 20 DDIM steps. Measured at 600 steps: v-prediction 98% label accuracy, FID-MNIST 55
     # with guidance 3 (83% / 68 without); eps-prediction 57% / 176 (25% / 253); at 300 steps v: 92% / 80
-    Recipe("ddpm", "Diffusion (DDPM)", 0.25,
+    Recipe("ddpm", "Diffusion (DDPM)", 0.18,
            {"channels": [16, 32, 32], "batch_size": 32, "lr": 2e-3, "prediction": "v", "guidance": 3.0,
             "sample_steps": 20},
            warmup_steps=100, shown=("channels", "prediction", "guidance", "sample_steps")),
+    # DDPM's U-Net and recipe (16/32/32 at batch 32, lr 2e-3, 100-step warm-up, guidance 3), trained for the
+    # velocity instead, sampled with 2 guided Heun steps: 8 network passes to DDPM's 40 (with guidance 3, more
+    # steps scored worse). Its share was taken from the others where their probes leave room and buys ~390
+    # steps (docs/recipes.md has the probes)
+    Recipe("flowmatch", "Flow matching", 0.16,
+           {"channels": [16, 32, 32], "batch_size": 32, "lr": 2e-3, "guidance": 3.0, "sample_method": "heun",
+            "sample_steps": 2},
+           warmup_steps=100, shown=("channels", "guidance", "sample_method", "sample_steps")),
     # the DCGAN recipe (beta1 0.5, batch 128) at twice its lr, plus the cosine decay, which calms the end of
     # the game. Measured by steps (PyTorch twin, same math): lr 2e-4 gave 64% / FID-MNIST 213 after 320 steps
     # and 76% / 189 after 500; lr 4e-4 gave 90% / 117 after 500 and 91% / 84 after 800 (batch 64 at lr 4e-4,
-    # 800 steps: 74% / 169, worse). So it gets lr 4e-4 and the time of ~800 steps
-    Recipe("gan", "GAN (DCGAN)", 0.30, {"lr": 4e-4}, shown=("latent_dim",)),
+    # 800 steps: 74% / 169, worse). So it gets lr 4e-4 and, since flow matching's share, the time of ~700 steps
+    Recipe("gan", "GAN (DCGAN)", 0.26, {"lr": 4e-4}, shown=("latent_dim",)),
 ]
 # of the budget kept for evaluation and sampling (the yardstick's training, when it is not cached yet, is
 # taken off first): a 10-minute tour spent ~80 s on them with the old recipes and less with these (the
@@ -194,7 +205,8 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
         test_metrics = summary.get("test", {})
         metric = model.likelihood_metric
         table.append({
-            "family": title, "module": f"minigen/models/{family}.py", "parameters": model.num_parameters(),
+            "family": title, "module": type(model).__module__.replace(".", "/") + ".py",
+            "parameters": model.num_parameters(),
             "train_seconds": round(summary["train_seconds"], 1), "train_steps": summary["steps"],
             "recipe": recipe_settings(recipe, model.config), "note": recipe.note,
             "sample_seconds_per_image": per_image,
@@ -210,6 +222,10 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
             frames = model.generation_frames(generator=Generator(seed + 11), frames=19)
             strips["DDPM, noise to digit"] = frames.images[::2, 7]       # 10 of the 19 frames, the 7's column
             animations["tour_ddpm.gif"] = frames
+        if family == "flowmatch":
+            frames = model.generation_frames(generator=Generator(seed + 11), frames=model.hparams.sample_steps + 1)
+            strips["Flow matching, noise to digit"] = frames.images[:, 7]
+            animations["tour_flowmatch.gif"] = frames
         bar.update(1)
 
     bar.set_description("tour: figures")

@@ -197,13 +197,15 @@ def test_train_model_help_lists_its_hyper_parameters(capsys):
 
 @pytest.fixture(scope="module")
 def tiny_runs(tmp_path_factory):
-    """A one-step VAE and a one-step DDPM (T=20) to sample from."""
+    """A one-step VAE, DDPM (T=20) and flow-matching model to sample from."""
     root = tmp_path_factory.mktemp("runs")
     common = ["--max-steps", "1", "--eval-n", "0", "--no-progress", "--train-n", "64", "--batch-size", "16", *DATA]
     assert main(["train", "vae", "--out", str(root / "vae"), "--set", "hidden_dim=16", *common]) == 0
     assert main(["train", "ddpm", "--out", str(root / "ddpm"), "--conditional", "--set", "channels=[8]",
                  "--set", "groups=4", "--set", "time_dim=8", "--set", "T=20", "--set", "sample_steps=5",
                  *common]) == 0
+    assert main(["train", "flowmatch", "--out", str(root / "flowmatch"), "--conditional", "--set", "channels=[8]",
+                 "--set", "groups=4", "--set", "time_dim=8", "--set", "sample_steps=2", *common]) == 0
     return root
 
 
@@ -215,6 +217,10 @@ def tiny_runs(tmp_path_factory):
     ("ddpm", ["--guidance", "nan"], "ddpm.sample: guidance must be a finite number >= 0 (1: no guidance), got nan"),
     ("ddpm", ["--guidance", "-2"], "guidance must be a finite number >= 0"),
     ("ddpm", ["--steps", "21"], "DDIM steps must be in [1, 20], got 21"),
+    ("ddpm", ["--method", "heun"], "ddpm: method must be 'ancestral' or 'ddim', got 'heun'"),
+    ("flowmatch", ["--method", "ddim"], "flowmatch: method must be one of euler, heun, got 'ddim'"),
+    ("flowmatch", ["--guidance", "inf"], "flowmatch.sample: guidance must be a finite number >= 0"),
+    ("flowmatch", ["--steps", "0"], "argument --steps"),
 ])
 def test_bad_sampling_options_are_one_line_and_write_no_grid(tiny_runs, tmp_path, capsys, family, options, pattern):
     grid = tmp_path / "g.png"
@@ -223,7 +229,8 @@ def test_bad_sampling_options_are_one_line_and_write_no_grid(tiny_runs, tmp_path
 
 
 def test_good_sampling_options_still_work(tiny_runs, tmp_path, capsys):
-    for family, options in (("vae", ["--temperature", "0.5"]), ("ddpm", ["--guidance", "2", "--steps", "3"])):
+    for family, options in (("vae", ["--temperature", "0.5"]), ("ddpm", ["--guidance", "2", "--steps", "3"]),
+                            ("flowmatch", ["--method", "euler", "--steps", "2", "--guidance", "2"])):
         code, _, err = run_cli(capsys, "sample", str(tiny_runs / family), "--n", "4", "--out", str(tmp_path / "g.png"),
                                *options)
         assert code == 0 and (tmp_path / "g.png").exists(), err

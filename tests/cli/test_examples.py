@@ -27,6 +27,10 @@ EXAMPLES = {
     "ddpm.py": (["--max-steps", "1", "--eval-n", "8", "--set", "channels=[8,8,8]", "--set", "groups=4",
                  "--set", "time_dim=16", "--set", "sample_steps=3", "--set", "batch_size=8"],
                 ["noising.png", "denoising.png", "ddpm/ddpm_forward.png"]),
+    "flow_matching.py": (["--max-steps", "1", "--eval-n", "8", "--set", "channels=[8,8,8]", "--set", "groups=4",
+                          "--set", "time_dim=16", "--set", "sample_steps=3", "--set", "batch_size=8",
+                          "--set", "likelihood_examples=2", "--set", "likelihood_steps=2"],
+                         ["straight_line.png", "few_steps.png", "flowmatch/flowmatch_interpolation.png"]),
     "gan.py": (["--max-steps", "1", "--eval-n", "8", "--set", "batch_size=8", "--set", "collapse_samples=10"],
                ["walk.png", "gan/gan_latent.png"]),
     "conditional.py": (["--families", "nar,vae", "--max-steps", "1", "--eval-n", "8"], ["write_me_a_7.png"]),
@@ -151,7 +155,7 @@ def test_every_figure_in_the_tour_is_written_by_a_file_on_its_line():
 def test_the_tour_covers_every_family_and_example():
     with open(os.path.join(ROOT, "docs", "tour.md"), encoding="utf-8") as f:
         tour = f.read()
-    for family in ("pixelcnn", "nar", "vae", "flow", "ddpm", "gan"):
-        assert f"minigen/models/{family}.py" in tour
+    for module in ("pixelcnn", "nar", "vae", "flow", "ddpm", "flow_matching", "gan"):
+        assert f"minigen/models/{module}.py" in tour
     for script in list(EXAMPLES) + ["ar_vs_nar.py"]:
         assert f"examples/{script}" in tour

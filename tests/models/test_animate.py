@@ -16,6 +16,7 @@ from minigen.random import Generator
 
 TINY = {
     "ddpm": {"channels": [8, 8, 8], "groups": 4, "time_dim": 16, "sample_steps": 3},
+    "flowmatch": {"channels": [8, 8, 8], "groups": 4, "time_dim": 16, "sample_steps": 3},
     "pixelcnn": {"channels": 6, "num_blocks": 1, "image_size": 28},
     "vae": {"hidden_dim": 16},
     "flow": {"hidden_dim": 16, "num_couplings": 2},
@@ -23,7 +24,7 @@ TINY = {
 
 
 def test_the_animated_families():
-    assert animated_families() == ["ddpm", "flow", "gan", "pixelcnn", "vae"]
+    assert animated_families() == ["ddpm", "flow", "flowmatch", "gan", "pixelcnn", "vae"]
 
 
 @pytest.mark.parametrize("family", sorted(TINY))
@@ -99,7 +100,7 @@ def test_save_gif_writes_every_frame(tmp_path):
 
 
 def test_families_without_an_animation_say_which_have_one():
-    with pytest.raises(MinigenError, match="nar: nothing to animate; .*ddpm, flow, gan, pixelcnn, vae"):
+    with pytest.raises(MinigenError, match="nar: nothing to animate; .*ddpm, flow, flowmatch, gan, pixelcnn, vae"):
         get_family("nar")({}).generation_frames()
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from minigen import kernels as K
 from minigen.errors import ShapeError
-from minigen.kernels.conv import pair
+from minigen.kernels.convbase import pair
 from minigen.tensor import Tensor, as_tensor, make_result, register_op
 
 __all__ = ["conv2d", "conv_transpose2d", "masked_conv2d", "causal_mask"]

@@ -7,7 +7,7 @@ own (same thread count, benchmarks/common.py), alternating for several rounds; e
 process times every shape (median of --repeats after a warm-up). Reported: per shape the
 median over rounds of each (ms, with the min-max spread) and the ratios winograd/im2col and
 winograd/PyTorch. First layers (1 input channel) see data, so no side computes their input
-gradient. This table is what `minigen.kernels.winograd.applies` is decided from. --ddpm
+gradient. This table is what `minigen.kernels.winograd.preferred` (the estimate plan) is decided from. --ddpm
 times the whole DDPM training step (batch 128, benchmarks/run.py's) instead of single convs.
 """
 from __future__ import annotations
@@ -58,9 +58,8 @@ def _step(impl, c_in, c_out, hw, batch):
 def child(impl, shapes, batch, repeats, ddpm=False) -> dict:
     from benchmarks.common import median_seconds, set_threads, settle_interpreter
     set_threads()
-    if impl != "torch":                  # force the path under test, whatever the dispatch rule says
-        from minigen.kernels import winograd
-        winograd.applies = (lambda geo, w: impl == "winograd" and winograd.fits(geo))
+    if impl != "torch":                  # force the algorithm under test wherever it takes the conv
+        os.environ["MINIGEN_CONV"] = impl
     if ddpm:
         from benchmarks.run import training_step
         step = training_step("ddpm", "torch" if impl == "torch" else "minigen")

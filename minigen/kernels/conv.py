@@ -33,8 +33,9 @@ import numpy as np
 
 from minigen.errors import ConfigError
 from minigen.kernels import direct, im2col, plan, planar, pointwise, stride2, subpixel, winograd
-from minigen.kernels.convbase import (ConvGeometry, bias_grad, check_grad, conv2d_geometry, conv_output_size,
-                                      conv_transpose2d_geometry, conv_transpose_output_size, map_batch_parts)
+from minigen.kernels.convbase import (ConvGeometry, bias_grad, check_grad, conv2d_geometry, conv_multiply_adds,
+                                      conv_output_size, conv_transpose2d_geometry, conv_transpose_output_size,
+                                      map_batch_parts)
 # the models share out their own work with these (pixelcnn.py, ddpm.py import them from here)
 from minigen.kernels.convbase import SERIAL_MULTIPLY_ADDS, serial_below  # noqa: F401
 
@@ -125,7 +126,7 @@ def run_part(geo: ConvGeometry, part: str, *arrays):
     names, chosen = candidates(geo, part), forced_algorithm()
     if chosen in names:
         return run(chosen)
-    return plan.run(_plan_key(geo, part, arrays[0].dtype), names, estimate(geo, part), run)
+    return plan.run(_plan_key(geo, part, arrays[0].dtype), names, estimate(geo, part), run, conv_multiply_adds(geo))
 
 
 def with_zero_tap(geo: ConvGeometry, w) -> ConvGeometry:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
 import threading
 import time
@@ -39,6 +40,7 @@ _clock = time.perf_counter               # the tests put a fake clock here
 _lock = threading.Lock()
 _winners: dict[str, str] | None = None   # plan key -> algorithm; None until the wisdom file is read
 timings: dict[str, dict[str, float]] = {}    # plan key -> {algorithm: seconds}, this process's measurements
+multiply_adds: dict[str, int] = {}            # plan key -> the part's multiply-adds (for GFLOP/s)
 
 
 def mode() -> str:
@@ -62,7 +64,7 @@ def machine() -> dict:
 
 
 def cpu_model() -> str:
-    """The CPU's model name as the OS reports it ("unknown" where it does not)."""
+    """The CPU's model name as the OS reports it (else the platform's processor or machine name)."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -70,7 +72,7 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return "unknown"
+    return platform.processor() or platform.machine()
 
 
 def wisdom_path() -> Path:
@@ -127,11 +129,13 @@ def forget() -> None:
     with _lock:
         _winners = None
         timings.clear()
+        multiply_adds.clear()
 
 
-def run(key: str, candidates: list[str], estimate: str, run_candidate):
+def run(key: str, candidates: list[str], estimate: str, run_candidate, work: int = 0):
     """run_candidate(name)'s result for the algorithm the plan picks for `key` among `candidates`
-    (names; `estimate` is the thresholds' pick), measuring them first if this is the first time."""
+    (names; `estimate` is the thresholds' pick), measuring them first if this is the first time.
+    work: the part's multiply-adds, kept with the timings for reports."""
     if mode() == "estimate" or len(candidates) == 1:
         return run_candidate(estimate)
     winner = known(key)
@@ -140,7 +144,7 @@ def run(key: str, candidates: list[str], estimate: str, run_candidate):
     seconds, result = _measure([estimate] + [c for c in candidates if c != estimate], run_candidate)
     winner = min(seconds, key=seconds.get)
     with _lock:
-        timings[key] = seconds
+        timings[key], multiply_adds[key] = seconds, work
         _winners[key] = winner
         _write_wisdom(dict(_winners))
     return result

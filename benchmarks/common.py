@@ -116,8 +116,8 @@ def machine_info(threads: int = THREADS) -> dict:
     import numpy as np
 
     from minigen.kernels import convbase
-    from minigen.kernels.plan import cpu_model
-    return {"cpu": cpu_model(), "vector_bits": numba_vector_bits(), "threads": threads, "python": platform.python_version(),
+    from minigen.kernels import plan
+    return {"cpu": plan.machine()["cpu"], "vector_bits": numba_vector_bits(), "threads": threads, "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version(),
             "blas": convbase.blas_kernels(), "numpy_matmul_gflops": round(numpy_matmul_gflops(), 1)}
 

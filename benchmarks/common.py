@@ -117,7 +117,8 @@ def machine_info(threads: int = THREADS) -> dict:
 
     from minigen.kernels import convbase
     from minigen.kernels import plan
-    return {"cpu": plan.machine()["cpu"], "vector_bits": numba_vector_bits(), "threads": threads, "python": platform.python_version(),
+    return {"cpu": plan.machine()["cpu"], "vector_bits": numba_vector_bits(), "threads": threads,
+            "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version(),
             "blas": convbase.blas_kernels(), "numpy_matmul_gflops": round(numpy_matmul_gflops(), 1)}
 

@@ -58,13 +58,13 @@ def _spawn(model: str, wisdom: str, threads: int) -> dict:
 
 
 def describe(key: str) -> str:
-    """A plan key as "forward 128x64x14x14 -> 64, 3x3 s1" (masked: "taps 5")."""
-    fields = dict(re.findall(r"(\w+)=(\([^)]*\)|[^,)]+)", key))
-    image = "x".join(re.findall(r"\d+", fields["image"]))
-    kernel = "x".join(re.findall(r"\d+", fields["kernel"]))
+    """A plan key as "forward 128x64x14x14 -> 64, 3x3 s1" (masked convs: ", 5 taps")."""
+    fields = dict(re.findall(r"(\w+)=(\([^()]*\)|[^,()\s]+)", key.split("ConvGeometry", 1)[1]))
+    image, kernel = ("x".join(re.findall(r"\d+", fields[name])) for name in ("image", "kernel"))
     stride = re.findall(r"\d+", fields["stride"])[0]
-    taps = "" if fields.get("taps") == "None" else f", taps {len(re.findall(r'[(]', fields['taps'])) - 1}"
-    return f"{key.split()[0]:11s} {image} -> {fields['c_out']}, {kernel} s{stride}{taps}"
+    taps = key.split("taps=", 1)[1].split(", zero_tap", 1)[0]
+    used = "" if taps == "None" else f", {taps.count('(') - 1} taps"
+    return f"{key.split()[0]:11s} {image} -> {fields['c_out']}, {kernel} s{stride}{used}"
 
 
 def main(argv=None) -> int:

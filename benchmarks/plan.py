@@ -3,10 +3,10 @@
     python benchmarks/plan.py [--models vae-conv,flow-conv,pixelcnn,ddpm,gan] [--threads 2] [--out plan.json]
 
 Per family, three fresh processes each take one training step at batch 128 (random digits) with
-MINIGEN_PLAN=measure (kernels/plan.py): the first with an empty wisdom folder (Numba compiles, and
-the plan times every candidate of every conv part it meets), the second with another empty folder
-(everything compiled and cached on disk: Numba's cache plus the plan's timing), the third reading
-the wisdom the second wrote (cache only). The plan's first-use cost is the second's first step
+MINIGEN_PLAN=measure (kernels/plan.py): the first with an empty wisdom folder (Numba compiles what
+its on-disk cache lacks, and the plan times every candidate of every conv part it meets), the second
+with another empty folder (everything in Numba's cache: the plan's timing only), the third reading
+the wisdom the second wrote (nothing to compile or time). The plan's first-use cost is the second's first step
 minus the third's. The table lists, per conv part, every candidate's time in the second process,
 the winner, and the winner's GFLOP/s (2 x multiply-adds / time) as a fraction of NumPy's 1024^3
 float32 matmul in this process.
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
             runs = [_spawn(model, folder, args.threads) for folder in (cold, warm, warm)]
         cost = runs[1]["first_step_s"] - runs[2]["first_step_s"]
         results["models"][model] = {"runs": runs, "plan_first_use_s": cost}
-        print(f"\n{model}: first step {runs[0]['first_step_s']:.2f} s (nothing cached), "
+        print(f"\n{model}: first step {runs[0]['first_step_s']:.2f} s (Numba's cache as found), "
               f"{runs[1]['first_step_s']:.2f} s (measuring), {runs[2]['first_step_s']:.2f} s (from the wisdom); "
               f"the plan's first-use cost {cost:.2f} s; later steps {runs[2]['second_step_s']:.3f} s")
         print(f"  {'part and conv':44s} {'candidates, ms':54s} {'winner':9s} GFLOP/s  of sgemm")

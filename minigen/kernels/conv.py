@@ -14,9 +14,10 @@ and the module that runs it, whose `forward(x, w, b, geo)`, `input_grad(g, w, b,
 `weight_grad(g, x, geo)` compute the parts. Which row runs a part (`run_part`):
 
 1. MINIGEN_CONV=<name> (or `forced(name)`): that algorithm wherever it takes the part;
-2. MINIGEN_PLAN=estimate: the first row that takes the part and prefers it (im2col, last, always does);
-3. MINIGEN_PLAN=measure (the default): the fastest row that takes it, timed the first time this
-   geometry is seen and remembered (`plan.py`).
+2. MINIGEN_PLAN=estimate (the default): the first row that takes the part and prefers it (im2col,
+   last, always does);
+3. MINIGEN_PLAN=measure: the fastest row that takes it, timed the first time this geometry is seen
+   and remembered (`plan.py`).
 
 Whatever is chosen, the answer is the same up to float rounding: a wrong plan costs speed only.
 Shapes follow PyTorch: x (N, C_in, H, W); conv weight (C_out, C_in/groups, kH, kW);

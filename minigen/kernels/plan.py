@@ -1,7 +1,7 @@
 """The conv plan: which algorithm runs each conv part on this machine (FFTW's planner is the model).
 
 Thresholds measured on one CPU need not hold on another (docs/fast-paths.md#the-plan). So with
-MINIGEN_PLAN=measure (the default), the first time a part (forward, input gradient, weight
+MINIGEN_PLAN=measure, the first time a part (forward, input gradient, weight
 gradient) of a geometry is seen, `run` times every algorithm that takes it on the call's own arrays,
 runs the fastest from then on, and remembers it: in memory for the process and in a small
 "wisdom" file per CPU in the cache folder ($MINIGEN_DATA, else ~/.cache/minigen), so the next
@@ -9,8 +9,10 @@ process measures nothing. The file records the CPU model, its feature flags, the
 the minigen version; one made for another of these is stale, and it and a corrupt one are ignored
 with a warning (then rewritten). Deleting it is always safe.
 
-MINIGEN_PLAN=estimate times nothing: the hand-measured thresholds of the conv table decide (what
-the tests use, so they are deterministic).
+MINIGEN_PLAN=estimate, the default, times nothing: the hand-measured thresholds of the conv table
+decide (what the tests use, so they are deterministic). Measuring is not the default yet: on the
+Intel machine it was tried on, under load, the plan it remembered made the DDPM step 1.15x slower
+(docs/measurements.md#conv-plan).
 
 The budget: each candidate runs once to warm up (compiling or loading its Numba code, filling its
 buffers), and once more timed, unless its warm-up already took SKIP_FACTOR times the best timed
@@ -44,7 +46,7 @@ multiply_adds: dict[str, int] = {}            # plan key -> the part's multiply-
 
 
 def mode() -> str:
-    value = os.environ.get("MINIGEN_PLAN", "measure") or "measure"
+    value = os.environ.get("MINIGEN_PLAN", "estimate") or "estimate"
     if value not in MODES:
         raise ConfigError(f"MINIGEN_PLAN={value!r} is not a plan mode; expected one of {', '.join(MODES)}")
     return value

@@ -1,7 +1,7 @@
 """Masked (causal) convolution that skips the taps its mask zeroes, forward and backward.
 
 PixelCNN multiplies each kH x kW kernel by a fixed 0/1 mask so that an output pixel
-sees only the pixels before it in raster order. With im2col (see `conv.py`) a plain
+sees only the pixels before it in raster order. With im2col (see `im2col.py`) a plain
 conv would copy all kH*kW taps of every window into `cols` and multiply the masked
 weights - zeros - with them. Here only the T taps the mask keeps are used:
 
@@ -15,9 +15,9 @@ weights - zeros - with them. Here only the T taps the mask keeps are used:
 
 so the matrix product and the im2col buffer are T/(kH*kW) of the plain conv's (about
 half for both masks). The masked conv is a conv geometry with `taps` (`convbase.ConvGeometry`),
-planned like any other conv (`conv.py`): im2col over the taps takes every mask. Backward runs the same chunk loop as a plain conv:
-dw_taps (C_out, C_in, T) = g @ cols.T, scattered into a zero (C_out, C_in, kH, kW) array,
-so the masked-out weights get exactly zero gradient; dx = col2im(w_taps.T @ g) over the
+planned like any other conv (`conv.py`): im2col over the taps takes every mask. Backward runs
+the same chunk loop as a plain conv: dw_taps (C_out, C_in, T) = g @ cols.T, scattered into a
+zero (C_out, C_in, kH, kW) array, so the masked-out weights get exactly zero gradient; dx = col2im(w_taps.T @ g) over the
 same taps. No arithmetic is reordered: each output sums the same nonzero products as the
 plain conv of w * mask, only without the zero terms (float32 results equal it to rounding).
 

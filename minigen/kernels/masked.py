@@ -17,8 +17,8 @@ so the matrix product and the im2col buffer are T/(kH*kW) of the plain conv's (a
 half for both masks). The masked conv is a conv geometry with `taps` (`convbase.ConvGeometry`),
 planned like any other conv (`conv.py`): im2col over the taps takes every mask. Backward runs
 the same chunk loop as a plain conv: dw_taps (C_out, C_in, T) = g @ cols.T, scattered into a
-zero (C_out, C_in, kH, kW) array, so the masked-out weights get exactly zero gradient; dx = col2im(w_taps.T @ g) over the
-same taps. No arithmetic is reordered: each output sums the same nonzero products as the
+zero (C_out, C_in, kH, kW) array, so the masked-out weights get exactly zero gradient;
+dx = col2im(w_taps.T @ g) over the same taps. No arithmetic is reordered: each output sums the same nonzero products as the
 plain conv of w * mask, only without the zero terms (float32 results equal it to rounding).
 
 A mask that keeps every tap is a plain conv (which may take its own fast paths, e.g. 1x1); one

@@ -94,25 +94,33 @@ def numpy_matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
     return 2 * n ** 3 / median_seconds(lambda: a @ b, repeats) / 1e9
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+def numba_vector_bits() -> int:
+    """The vector width of the loops Numba compiles here: 512 if an axpy loop uses zmm registers, 256
+    for ymm, else 128. LLVM's cost model may keep an AVX-512 CPU at 256 bits (`prefer-256-bit`, e.g.
+    on Intel's Skylake-SP to Rocket Lake cores) unless NUMBA_CPU_FEATURES says otherwise."""
+    import numpy as np
+    from numba import njit
+
+    @njit
+    def axpy(a, x, y):
+        for i in range(x.size):
+            y[i] += a * x[i]
+    x = np.ones(64, np.float32)
+    axpy(np.float32(2), x, x.copy())
+    asm = next(iter(axpy.inspect_asm().values()))
+    return 512 if "zmm" in asm else 256 if "ymm" in asm else 128
 
 
 def machine_info(threads: int = THREADS) -> dict:
     import numba
     import numpy as np
 
-    from minigen.kernels import conv
-    return {"cpu": cpu_model(), "threads": threads, "python": platform.python_version(),
+    from minigen.kernels import convbase
+    from minigen.kernels import plan
+    return {"cpu": plan.machine()["cpu"], "vector_bits": numba_vector_bits(), "threads": threads,
+            "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "torch": torch_version(),
-            "blas": conv.blas_kernels(), "numpy_matmul_gflops": round(numpy_matmul_gflops(), 1)}
+            "blas": convbase.blas_kernels(), "numpy_matmul_gflops": round(numpy_matmul_gflops(), 1)}
 
 
 def write_json(path: str, obj) -> None:

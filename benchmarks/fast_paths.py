@@ -1,20 +1,19 @@
 """Micro-benchmarks of the conv shapes the fast paths touch (3x3 direct, masked, 1x1, strided, transposed),
 and DDPM DDIM sampling of 16 images: minigen (this tree), minigen (another tree, e.g. the code
-before a change) and PyTorch, each in a fresh process of its own, alternating, several rounds.
+before a change) and PyTorch, each in fresh processes of its own, alternating, several rounds.
 
-    python benchmarks/fast_paths.py [--old PATH_TO_OLD_TREE] [--rounds 3] [--threads 2] [--only TEXT,TEXT]
+    python benchmarks/fast_paths.py [--old PATH_TO_OLD_TREE] [--rounds 3] [--threads 2] [--only TEXT,TEXT] [--out FILE]
 
-Each process runs one case: forward + backward at batch 128 (first layers: no input
-gradient, as in the models), median of `--repeats` after a warm-up; the driver prints each
-framework's median over the rounds with the min-max spread, and the ratios to PyTorch.
+Cases of benchmarks/harness.py (one process per framework per round runs every selected case; the
+other tree's minigen runs this file's cases, loaded by path). Each case: forward + backward at batch
+128 (first layers: no input gradient, as in the models), median of `--repeats` after a warm-up; the
+driver prints each framework's median over the rounds with the min-max spread, and the ratios to
+PyTorch. Set MINIGEN_CONV to force one algorithm wherever it takes a conv.
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import statistics
-import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -52,7 +51,7 @@ CASES = {
 }
 
 
-def _conv_step(lib, kind, c_in, c_out, hw, k, stride, padding, input_grad):
+def _conv_step(framework, kind, c_in, c_out, hw, k, stride, padding, input_grad):
     import numpy as np
     rng = np.random.default_rng(0)
     transposed = kind == "transposed"
@@ -62,7 +61,7 @@ def _conv_step(lib, kind, c_in, c_out, hw, k, stride, padding, input_grad):
     mask_type = kind[-1] if kind.startswith("masked") else None
     from minigen import ops
     mask = None if mask_type is None else ops.causal_mask(k, k, mask_type)
-    if lib == "torch":
+    if framework == "torch":
         import torch
         import torch.nn.functional as F
         xt = torch.from_numpy(x).requires_grad_(input_grad)
@@ -93,11 +92,11 @@ def _conv_step(lib, kind, c_in, c_out, hw, k, stride, padding, input_grad):
     return step
 
 
-def _ddim_step(lib):
+def _ddim_step(framework):
     from minigen.models.ddpm import DDPM
     from minigen.random import Generator
     model = DDPM({})
-    if lib == "torch":
+    if framework == "torch":
         sys.path.insert(0, os.path.dirname(HERE))
         from benchmarks.twins import ddpm as twin
         torch_model = twin.build(model)
@@ -105,22 +104,10 @@ def _ddim_step(lib):
     return lambda: model.sample(16, generator=Generator(0), method="ddim", steps=5)
 
 
-def run_one(lib, name, repeats):
-    """In this process: time one case, print {"ms": ...} as JSON."""
+def case(framework, name):
+    """A harness case: the work of CASES[name] in `framework`."""
     kind = CASES[name][0]
-    step = _ddim_step(lib) if kind == "ddim" else _conv_step(lib, *CASES[name])
-    from benchmarks.common import median_seconds     # the tree under test's (an older tree has it too)
-    print(json.dumps({"ms": 1e3 * median_seconds(step, repeats)}))
-
-
-def _spawn(lib, tree, name, repeats, threads):
-    env = dict(os.environ, PYTHONPATH=tree, OMP_NUM_THREADS=str(threads), NUMBA_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", lib, "--case", name,
-                          "--repeats", str(repeats)], env=env, capture_output=True, text=True, cwd=tree)
-    if out.returncode:
-        raise RuntimeError(f"{lib} {name} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])["ms"]
+    return _ddim_step(framework) if kind == "ddim" else _conv_step(framework, *CASES[name])
 
 
 def main(argv=None) -> int:
@@ -130,33 +117,31 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", default="", help="run the cases whose name contains one of these comma-separated texts")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    p.add_argument("--case", help=argparse.SUPPRESS)
+    p.add_argument("--out", help="write the results here as JSON")
     args = p.parse_args(argv)
-    if args.child:
-        if args.child == "torch":
-            import torch
-            torch.set_num_threads(args.threads)
-        run_one(args.child, args.case, args.repeats)
-        return 0
-    new = os.path.dirname(HERE)
-    runs = [("new", "minigen", new)] + ([("old", "minigen", os.path.abspath(args.old))] if args.old else []) \
-        + [("torch", "torch", new)]
-    print(f"{'case':34s} " + " ".join(f"{label + ' ms (min-max)':>24s}" for label, _, _ in runs)
-          + "  new/torch" + ("  old/torch  new/old" if args.old else ""))
-    for name in CASES:
-        if not any(part in name for part in args.only.split(",")):
-            continue
-        times = {label: [] for label, _, _ in runs}
-        for _ in range(args.rounds):
-            for label, lib, tree in runs:
-                times[label].append(_spawn(lib, tree, name, args.repeats, args.threads))
-        med = {label: statistics.median(t) for label, t in times.items()}
-        cells = " ".join(f"{med[l]:9.1f} ({min(t):6.1f}-{max(t):6.1f})" for l, t in times.items())
-        ratios = f"  {med['new'] / med['torch']:9.2f}"
-        if args.old:
-            ratios += f"  {med['old'] / med['torch']:9.2f}  {med['new'] / med['old']:7.2f}"
-        print(f"{name:34s} {cells}{ratios}", flush=True)
+    sys.path.insert(0, os.path.dirname(HERE))            # `benchmarks.` importable when run as a script
+    from benchmarks.common import machine_info, write_json
+    from benchmarks.harness import Case, format_spread, run_cases
+    names = [name for name in CASES if any(part in name for part in args.only.split(","))]
+    cases = [Case(name, f"{os.path.abspath(__file__)}:case", {"name": name}, iterations=args.repeats) for name in names]
+    others = {"old": os.path.abspath(args.old)} if args.old else {}
+    machine = machine_info(args.threads)
+    results = run_cases([cases], args.rounds, threads=args.threads, other_trees=others,
+                        progress=lambda m: print(m, file=sys.stderr))
+    labels = ["minigen"] + list(others) + ["torch"]
+    print(f"{machine['cpu']}, {machine['vector_bits']}-bit Numba loops, {machine['blas']}, {args.threads} threads")
+    print(f"{'case':34s} " + " ".join(f"{label + ' ms (min-max)':>26s}" for label in labels)
+          + "  new/torch" + ("  old/torch  new/old" if others else ""))
+    for name in names:
+        r = results[name]
+        median = {label: r.get(label, {}).get("median_s") for label in labels}
+        ratio = lambda a, b: f"{median[a] / median[b]:9.2f}" if median[a] and median[b] else f"{'-':>9s}"  # noqa: E731
+        ratios = ratio("minigen", "torch") + ("  " + ratio("old", "torch") + "  " + ratio("minigen", "old")
+                                               if others else "")
+        print(f"{name:34s} " + " ".join(f"{format_spread(r.get(label, {})):>26s}" for label in labels) + "  " + ratios,
+              flush=True)
+    if args.out:
+        write_json(args.out, {"machine": machine, "rounds": args.rounds, "results": results})
     return 0
 
 

@@ -147,22 +147,26 @@ def available_frameworks() -> tuple[str, ...]:
     return FRAMEWORKS if importlib.util.find_spec("torch") is not None else FRAMEWORKS[:1]
 
 
-def worker_env(threads: int) -> dict:
-    """The environment of every worker: the same thread count for every pool, the repository
-    importable (so `benchmarks.` and this checkout's `minigen` are found)."""
+def worker_env(threads: int, tree: str = ROOT) -> dict:
+    """The environment of every worker: the same thread count for every pool, the checkout `tree`
+    importable (so `benchmarks.` and that checkout's `minigen` are found)."""
     env = dict(os.environ, MINIGEN_BENCH_THREADS=str(threads))
     env.update({name: str(threads) for name in THREAD_VARIABLES})
-    env["PYTHONPATH"] = os.pathsep.join([ROOT] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    env["PYTHONPATH"] = os.pathsep.join([tree] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
     return env
 
 
-def run_worker(framework: str, cases: list[Case], threads: int = THREADS, timeout: float = 1800) -> dict:
-    """Run `cases` in one fresh `framework` process; {case name: worker result or {"error"}}."""
+def run_worker(framework: str, cases: list[Case], threads: int = THREADS, timeout: float = 1800,
+               tree: str = ROOT) -> dict:
+    """Run `cases` in one fresh `framework` process; {case name: worker result or {"error"}}. tree: the
+    checkout whose minigen it imports (this checkout's worker runs there: e.g. the code before a change,
+    with cases given as '/path/to/file.py:function' of this checkout)."""
     request = {"framework": framework, "threads": threads, "spawned_at": time.time(),
                "cases": [asdict(c) for c in cases]}
+    worker = os.path.join(ROOT, "benchmarks", "worker.py")
     try:
-        proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", framework], input=json.dumps(request),
-                              capture_output=True, text=True, timeout=timeout, env=worker_env(threads), cwd=ROOT)
+        proc = subprocess.run([sys.executable, worker, framework], input=json.dumps(request), capture_output=True,
+                              text=True, timeout=timeout, env=worker_env(threads, tree), cwd=tree)
     except subprocess.TimeoutExpired:
         return {c.name: {"error": f"worker timed out after {timeout:.0f} s"} for c in cases}
     lines = proc.stdout.strip().splitlines()
@@ -174,10 +178,14 @@ def run_worker(framework: str, cases: list[Case], threads: int = THREADS, timeou
 
 
 def run_cases(groups: list[list[Case]], rounds: int, frameworks=None, threads: int = THREADS,
-              progress: Callable[[str], None] | None = print) -> dict:
+              progress: Callable[[str], None] | None = print, other_trees: dict | None = None) -> dict:
     """Time every case: each group in one process per framework per round, rounds alternating.
-    Returns {case name: summarize(...)} in the order the cases were given."""
+    other_trees: {label: checkout}: minigen from these checkouts too, each under its label, after
+    this checkout's minigen in every round. Returns {case name: summarize(...)} in the order the
+    cases were given (the other trees' results under their labels)."""
+    other_trees = other_trees or {}
     frameworks = tuple(frameworks or available_frameworks())
+    frameworks = frameworks[:1] + tuple(other_trees) + frameworks[1:]
     names = [c.name for g in groups for c in g]
     if len(set(names)) != len(names):
         raise ValueError("run_cases: case names must be unique")
@@ -187,7 +195,9 @@ def run_cases(groups: list[list[Case]], rounds: int, frameworks=None, threads: i
         if progress:
             progress(f"[{time.perf_counter() - started:6.0f}s] round {round_index + 1}/{rounds} {framework}: "
                      + ", ".join(c.name for c in groups[group][:3]) + (" ..." if len(groups[group]) > 3 else ""))
-        for name, result in run_worker(framework, groups[group], threads).items():
+        tree = other_trees.get(framework, ROOT)
+        runs_as = "minigen" if framework in other_trees else framework
+        for name, result in run_worker(runs_as, groups[group], threads, tree=tree).items():
             raw[name][framework].append(result)
             if progress and "error" in result:
                 progress(f"    {name} ({framework}) failed: {result['error']}")

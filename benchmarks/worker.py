@@ -16,17 +16,25 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import json
+import os
 import sys
 import time
 import traceback
 
 
 def resolve_case(func: str):
-    """'package.module:function' -> the function."""
-    module, _, name = func.partition(":")
-    if not name:
+    """'package.module:function' (or '/path/to/file.py:function': a case of this checkout run against
+    another checkout's minigen) -> the function."""
+    module, _, name = func.rpartition(":")
+    if not module:
         raise ValueError(f"case function must be 'module:function', got {func!r}")
+    if module.endswith(".py"):
+        spec = importlib.util.spec_from_file_location(os.path.basename(module)[:-3], module)
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+        return getattr(loaded, name)
     return getattr(importlib.import_module(module), name)
 
 

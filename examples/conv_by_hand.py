@@ -14,8 +14,10 @@ filter over the image and takes a dot product at every position:
 1. `conv2d_loops` below: that formula as four Python loops (plus NumPy's sum of the window).
 2. `minigen/kernels/reference.py: conv2d`: one loop per kernel tap; each tap multiplies a
    shifted view of the whole batch at once (einsum). Obviously right, reasonably fast.
-3. `minigen/kernels/conv.py: conv2d_forward`: im2col (copy every window into a matrix row,
-   in Numba) and one BLAS matrix product: what `ops.conv2d` and the Conv2d layer run.
+3. `minigen/kernels/im2col.py`: im2col (copy every window into a matrix row, in Numba) and
+   one BLAS matrix product, the general algorithm, forced here with `conv.forced("im2col")`.
+   Left to choose, `ops.conv2d` would run these 4 filters of 1 channel on `planar.py`'s loops:
+   the table in `minigen/kernels/conv.py` picks an algorithm per conv (MINIGEN_CONV forces one).
 
 The filters are hand-made edge and blob detectors, so the feature maps mean something.
 """
@@ -28,7 +30,7 @@ import numpy as np
 from common import digits, parser
 
 from minigen import kernels
-from minigen.kernels import reference
+from minigen.kernels import conv, reference
 from minigen.plots import save_rows
 
 
@@ -94,10 +96,11 @@ def main(argv=None) -> dict:
     x = digits("test", args.data_dir)[0][:args.batch]
     w, b = hand_made_filters(), np.zeros(4, np.float32)
     one = (1, 1)
-    kernels.conv2d_forward(x[:1], w, b, 1, 1)          # compile the Numba kernel before timing it
     loops, t_loops = timed(lambda: conv2d_loops(x[:args.loop_batch], w, b, padding=1), 1)
     ref, t_ref = timed(lambda: reference.conv2d(x, w, b, one, one, one, 1), args.repeats)
-    fast, t_fast = timed(lambda: kernels.conv2d_forward(x, w, b, 1, 1), args.repeats)
+    with conv.forced("im2col"):
+        kernels.conv2d_forward(x[:1], w, b, 1, 1)      # compile the Numba kernel before timing it
+        fast, t_fast = timed(lambda: kernels.conv2d_forward(x, w, b, 1, 1), args.repeats)
 
     k = args.loop_batch
     print(f"largest difference: loops vs reference {np.abs(loops - ref[:k]).max():.2e}, "

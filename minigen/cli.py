@@ -4,7 +4,8 @@
     minigen sample RUN_DIR [--label 7] [--n 64]     draw samples from a trained run
     minigen eval RUN_DIR [--fid]                    test-set metrics of a trained run
     minigen data info|fetch NAME                    what a dataset holds / download it
-    minigen bench [ops|models|quality] ...          minigen vs PyTorch benchmarks (quality: at equal time)
+    minigen bench [ops|models|quality|plan] ...     minigen vs PyTorch benchmarks (quality: at equal time;
+                                                    plan: this machine's conv plan)
     minigen demo ar-vs-nar                          the lecture's AR vs NAR figure
     minigen tour                                    every family, trained briefly, side by side
     minigen report RUN_DIR [RUN_DIR ...] --out DIR  several runs side by side in one HTML page

@@ -1,5 +1,11 @@
-"""Test-wide settings: tests never read or write the user's real cache (~/.cache/minigen)."""
+"""Test-wide settings: tests never read or write the user's real cache (~/.cache/minigen), and the conv
+plan is the hand thresholds' (MINIGEN_PLAN=estimate), not timed: the same algorithms run on every run
+(set here, before any test, so the processes tests start inherit it too)."""
+import os
+
 import pytest
+
+os.environ["MINIGEN_PLAN"] = "estimate"
 
 
 @pytest.fixture(autouse=True, scope="session")

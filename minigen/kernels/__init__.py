@@ -4,8 +4,10 @@ Pure functions on float32 / float64 NumPy arrays, each forward beside its backwa
 `minigen.ops` wraps them as differentiable ops; `reference.py` holds the slow plain
 NumPy versions the tests compare them against.
 
-conv.py  conv2d, conv_transpose2d: the dispatch to the fast paths below, the general im2col + BLAS
-         kernel, the worker pool, and the shared argument checks
+conv.py  conv2d, conv_transpose2d: the table of algorithms and which runs each part
+plan.py  which algorithm the table picks: the hand thresholds, or timed on this machine (wisdom file)
+convbase.py  what they share: argument checks, geometry, worker pool, im2col copy loops
+im2col.py  the general algorithm: im2col + BLAS, takes every conv
 direct.py  small stride-1 3x3 convs as register-tiled direct loops (and the 2x2 loops stride2.py uses)
 planar.py  stride-1 3x3 convs with few channels, vectorized along the flat padded image
 winograd.py  larger stride-1 3x3 convs by Winograd F(2x2, 3x3)

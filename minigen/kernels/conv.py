@@ -1,530 +1,142 @@
-"""2-D convolution and transposed convolution on NumPy arrays, forward and backward.
+"""conv2d and conv_transpose2d on NumPy arrays, forward and backward: which algorithm runs each part.
 
-How it works: im2col + one matrix product per batch chunk.
+A conv call has up to three parts (PARTS): the forward, the gradient w.r.t. the input and the
+gradient w.r.t. the weight. A transposed conv is described by the conv it is the transpose of
+(`convbase.ConvGeometry`): its forward is that conv's input gradient, its input gradient that conv's
+forward, and its weight gradient that conv's weight gradient with image and output gradient swapped.
 
-* `_unfold` (im2col) copies every kH x kW window of a chunk of Nc images into a
-  column of `cols`, shape (C_in*kH*kW, Nc*H_out*W_out). The conv is then ONE
-  matrix product `w (C_out, C_in*kH*kW) @ cols`, done by NumPy's BLAS.
-* Backward: `dw = g @ cols.T` and `dcols = w.T @ g`; `_fold` (col2im) adds
-  `dcols` back onto the image, summing where windows overlapped.
-* A transposed conv is exactly "conv backward to the input" run forwards, and
-  its backward is a conv forward: `conv_transpose2d_*` reuses the same chunk
-  loops with the roles swapped (`_conv_chunks` / `_conv_grad_chunks`).
-* Groups split the rows of `cols` (channel-major, so each group's rows are
-  contiguous) and the weight into G blocks: one matrix product per group.
+ALGORITHMS below is the whole dispatch: one row per algorithm, with two predicates of one signature,
 
-The batch goes through in chunks so `cols` stays about 1 MB (all of an N=128,
-64-channel 28x28 batch would be 230 MB) and is still in cache when the matrix
-product reads it. Parallelism is coarse: each worker thread takes whole chunks and
-runs unfold -> matmul -> fold on them alone, with BLAS held to one thread. Measured
-on a busy 2-core machine, that is several times faster than alternating between
-Numba's parallel loops and OpenBLAS's own threads, whose every hand-over waits for
-a descheduled thread (one thread per matmul was 3-4x faster than two there).
+    takes(geo, part)      it can compute this part of this conv (the shapes it is written for)
+    preferred(geo, part)  the hand-measured thresholds prefer it here (the estimate plan)
 
-Some shapes take a faster route, chosen where they measured faster (benchmarks/fast_paths.py):
-small stride-1 3x3 convs run as direct loops (`direct.py`; `planar.py` for few channels), larger
-ones by Winograd (`winograd.py`); 1x1 convs skip im2col (`pointwise.py`); a transposed conv, or a strided conv's
-input gradient, whose channels grow runs as interleaved sub-pixel phase convs with no col2im
-(`subpixel.py`);
-PixelCNN's masked convs (`masked.py`) reuse the chunk loops below over the kept taps only.
-Work below SERIAL_MULTIPLY_ADDS stays on the calling thread (`serial_below`). Where every kernel
-of a network pass is that small (DDPM sampling at 16 images), `map_batch_parts` shares the
-batch instead: each thread runs the whole pass on its part of the images, serially.
+and the module that runs it, whose `forward(x, w, b, geo)`, `input_grad(g, w, b, geo)` and
+`weight_grad(g, x, geo)` compute the parts. Which row runs a part (`run_part`):
 
+1. MINIGEN_CONV=<name> (or `forced(name)`): that algorithm wherever it takes the part;
+2. MINIGEN_PLAN=estimate (the default): the first row that takes the part and prefers it (im2col,
+   last, always does);
+3. MINIGEN_PLAN=measure: the fastest row that takes it, timed the first time this geometry is seen
+   and remembered (`plan.py`).
+
+Whatever is chosen, the answer is the same up to float rounding: a wrong plan costs speed only.
 Shapes follow PyTorch: x (N, C_in, H, W); conv weight (C_out, C_in/groups, kH, kW);
 transposed-conv weight (C_in, C_out/groups, kH, kW). float32 or float64.
-
-The argument checks at the top are shared with `pool.py` and `norm.py`.
 """
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import threading
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numba
 import numpy as np
-from numba import njit, prange
 
-from threadpoolctl import ThreadpoolController     # a declared dependency (setup.cfg): BLAS's thread count
-
-from minigen.errors import DTypeError, ShapeError
-from minigen.kernels import winograd      # (winograd.py imports this module back: it uses its worker pool)
+from minigen.errors import ConfigError
+from minigen.kernels import direct, im2col, plan, planar, pointwise, stride2, subpixel, winograd
+from minigen.kernels.convbase import (ConvGeometry, bias_grad, check_grad, conv2d_geometry, conv_multiply_adds,
+                                      conv_output_size, conv_transpose2d_geometry, conv_transpose_output_size,
+                                      map_batch_parts)
+# the models share out their own work with these (pixelcnn.py, ddpm.py import them from here)
+from minigen.kernels.convbase import SERIAL_MULTIPLY_ADDS, serial_below  # noqa: F401
 
 __all__ = ["conv2d_forward", "conv2d_backward", "conv_transpose2d_forward", "conv_transpose2d_backward",
-           "conv_output_size", "conv_transpose_output_size", "map_batch_parts"]
+           "conv_output_size", "conv_transpose_output_size", "map_batch_parts", "forced"]
 
-FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
-
-# Work too small to share: below these sizes a kernel runs on the calling thread alone (Numba loops and BLAS
-# both), because waiting for a second thread to be scheduled costs more than such work. Sizes count elements
-# an elementwise kernel touches, or a conv's multiply-adds. Measurements: docs/measurements.md#serial-work.
-SERIAL_ELEMENTS = 1 << 22
-SERIAL_MULTIPLY_ADDS = 1 << 27
-
-# Size of each worker's im2col buffer, in elements (256K float32 = 1 MB: one core's L2 cache, so col2im reads
-# back what the matrix product just wrote). Measurements: docs/measurements.md#cols-budget.
-COLS_BUDGET = 1 << 18
+PARTS = ("forward", "input_grad", "weight_grad")
 
 
-# --- argument checks shared by all kernels ------------------------------------------------
-def pair(value, op: str, name: str) -> tuple[int, int]:
-    """An int or a pair of ints, as an (h, w) tuple of Python ints."""
-    if isinstance(value, (int, np.integer)):
-        return int(value), int(value)
-    try:
-        h, w = value
-        return int(h), int(w)
-    except (TypeError, ValueError):
-        raise ShapeError(f"{op}: {name} must be an int or a pair of ints, got {value!r}") from None
+class Algorithm(NamedTuple):
+    name: str
+    takes: Callable[[ConvGeometry, str], bool]
+    preferred: Callable[[ConvGeometry, str], bool]
+    module: object
 
 
-def check_float(op: str, **arrays) -> np.dtype:
-    """All given arrays (None entries skipped) are float32, or all float64; return that dtype."""
-    dtypes = {name: np.asarray(a).dtype for name, a in arrays.items() if a is not None}
-    for name, dt in dtypes.items():
-        if dt not in FLOAT_DTYPES:
-            raise DTypeError(f"{op}: {name} has dtype {dt}; expected float32 or float64")
-    if len(set(dtypes.values())) > 1:
-        listing = ", ".join(f"{name} {dt}" for name, dt in dtypes.items())
-        raise DTypeError(f"{op}: all arrays must have the same dtype, got {listing}")
-    return next(iter(dtypes.values()))
+# The estimate plan takes the first row that takes and prefers a part, so the order matters there only.
+ALGORITHMS = (
+    Algorithm("planar", planar.takes, planar.preferred, planar),           # 3x3 s1, few channels
+    Algorithm("direct", direct.takes, direct.preferred, direct),           # small 3x3 s1 (and mask B's 5 taps)
+    Algorithm("stride2", stride2.takes, stride2.preferred, stride2),       # k4 s2 p1 on the space-to-depth image
+    Algorithm("winograd", winograd.takes, winograd.preferred, winograd),   # larger 3x3 s1: fewer multiplies
+    Algorithm("pointwise", pointwise.takes, pointwise.preferred, pointwise),   # 1x1: products on the images
+    Algorithm("subpixel", subpixel.takes, subpixel.preferred, subpixel),   # strided input gradients, channels growing
+    Algorithm("im2col", im2col.takes, im2col.preferred, im2col),           # everything else
+)
+BY_NAME = {row.name: row for row in ALGORITHMS}
+CHOICES = ("auto",) + tuple(BY_NAME)
 
-
-def check_4d(op: str, name: str, x: np.ndarray) -> None:
-    if np.ndim(x) != 4:
-        raise ShapeError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {np.shape(x)}")
-
-
-def check_vector(op: str, name: str, v, length: int) -> None:
-    """v is None or has shape (length,)."""
-    if v is not None and np.shape(v) != (length,):
-        raise ShapeError(f"{op}: {name} must have shape ({length},), got {np.shape(v)}")
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
-    """Output length of a sliding window along one axis (rounded down, like PyTorch)."""
-    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-
-
-def conv_transpose_output_size(size, kernel, stride, padding, dilation, output_padding) -> int:
-    return (size - 1) * stride - 2 * padding + dilation * (kernel - 1) + output_padding + 1
-
-
-def check_grad(op, grad, shape, dtype):
-    """grad_out has the forward output's shape and the input's dtype."""
-    if grad.shape != tuple(shape):
-        raise ShapeError(f"{op}: grad_out has shape {grad.shape} but the forward output has shape {tuple(shape)}")
-    if grad.dtype != dtype:
-        raise DTypeError(f"{op}: grad_out has dtype {grad.dtype} but the input has dtype {dtype}")
-
-
-def check_window(op: str, shape, kernel, stride, padding, dilation) -> tuple[int, int]:
-    """Validate a sliding window over images of `shape` (N, C, H, W); return (H_out, W_out)."""
-    if min(kernel) < 1 or min(stride) < 1 or min(dilation) < 1:
-        raise ShapeError(f"{op}: kernel size {kernel}, stride {stride} and dilation {dilation} must be >= 1")
-    if min(padding) < 0:
-        raise ShapeError(f"{op}: padding must be >= 0, got {padding}")
-    span = tuple(d * (k - 1) + 1 for k, d in zip(kernel, dilation))
-    padded = tuple(s + 2 * p for s, p in zip(shape[2:], padding))
-    if span[0] > padded[0] or span[1] > padded[1]:
-        raise ShapeError(f"{op}: kernel {kernel} (dilated span {span}) is larger than the padded input "
-                         f"{padded}: input shape {tuple(shape)}, padding {padding}")
-    return tuple(conv_output_size(*a) for a in zip(shape[2:], kernel, stride, padding, dilation))
-
-
-# --- geometry ------------------------------------------------------------------------------
-class ConvGeometry(NamedTuple):
-    """Everything about one conv that is not data. `image` is the shape (N, C, H, W) of the
-    conv's *input* and `out_hw` its output size; a transposed conv is described by the conv
-    it is the transpose of (its output is that conv's input)."""
-    image: tuple
-    out_hw: tuple
-    kernel: tuple
-    stride: tuple
-    padding: tuple
-    dilation: tuple
-    groups: int
-    taps: tuple | None = None        # the kernel taps (i, j) in use, row-major; None: all kH*kW
-
-    @property
-    def tap_list(self) -> tuple:
-        return self.taps if self.taps is not None else tuple(np.ndindex(*self.kernel))
-
-    @property
-    def offsets(self) -> np.ndarray:
-        """(T, 2) int64: where each tap reads, relative to the window's corner output*stride."""
-        return np.array([(i * self.dilation[0] - self.padding[0], j * self.dilation[1] - self.padding[1])
-                         for i, j in self.tap_list], np.int64).reshape(-1, 2)
-
-    @property
-    def window(self):
-        """The arguments `_unfold` and `_fold` take after the arrays."""
-        return self.out_hw, self.offsets, self.stride
-
-    @property
-    def rows(self) -> int:
-        """Rows of cols: C_in*T (T = kH*kW unless only some taps are used)."""
-        return self.image[1] * len(self.tap_list)
-
-    def chunks(self):
-        """Batch ranges [n0, n1) whose im2col buffer fits in COLS_BUDGET elements."""
-        per_image = self.rows * self.out_hw[0] * self.out_hw[1]
-        step = max(1, COLS_BUDGET // per_image)
-        n = self.image[0]
-        return [(n0, min(n, n0 + step)) for n0 in range(0, n, step)]
-
-
-def _conv_geometry(op, image_shape, c_out, w_shape, stride, padding, dilation, groups, names):
-    """Validate a conv from images `image_shape` (N, C, H, W) to c_out channels with a
-    conv-layout weight (C_out, C/groups, kH, kW) of shape `w_shape`. `names` are what the
-    error messages call the image and the weight."""
-    stride, padding, dilation = (pair(v, op, name) for v, name in
-                                 ((stride, "stride"), (padding, "padding"), (dilation, "dilation")))
-    groups = int(groups)
-    c = image_shape[1]
-    if image_shape[0] < 1:
-        raise ShapeError(f"{op}: the batch is empty: {names[0]} shape {tuple(image_shape)}")
-    if groups < 1 or c % groups or c_out % groups:
-        raise ShapeError(f"{op}: groups={groups} must divide the input channels ({c}) and the output "
-                         f"channels ({c_out}); {names[0]} shape {tuple(image_shape)}, "
-                         f"{names[1]} shape {tuple(w_shape)}")
-    out_hw = check_window(op, image_shape, tuple(w_shape[2:]), stride, padding, dilation)
-    return ConvGeometry(tuple(image_shape), out_hw, tuple(w_shape[2:]), stride, padding, dilation, groups)
-
-
-# --- the Numba pieces ----------------------------------------------------------------------
-@njit(cache=True, inline="always")
-def _valid_range(size, out_size, offset, stride):
-    """The output positions o in [0, out_size) with 0 <= o*stride + offset < size, as [lo, hi)."""
-    lo = 0 if offset >= 0 else (-offset + stride - 1) // stride
-    hi = 0 if size - offset <= 0 else min(out_size, (size - 1 - offset) // stride + 1)
-    return lo, max(lo, hi)
-
-
-@njit(cache=True, nogil=True)
-def _unfold(x, cols, out_hw, offsets, stride):
-    """im2col: copy the windows of x (Nc, C, H, W) into cols (C*T, Nc*H_out*W_out), with 0 where
-    a window hangs over the padding. Row (c, t) holds tap t of every window: output (oh, ow)
-    reads x[n, c, oh*stride_h + offsets[t, 0], ow*stride_w + offsets[t, 1]]. A plain conv's
-    taps are all (i*dilation - padding, j*dilation - padding); `masked.py` and `subpixel.py`
-    pass other tap lists."""
-    nc, c_in, h, w = x.shape
-    taps = len(offsets)
-    h_out, w_out = out_hw
-    plane = h_out * w_out
-    for row in range(c_in * taps):
-        c, t = row // taps, row % taps
-        off_h, off_w = offsets[t, 0], offsets[t, 1]
-        lo_h, hi_h = _valid_range(h, h_out, off_h, stride[0])
-        lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
-        for n in range(nc):
-            dst = cols[row, n * plane:(n + 1) * plane]
-            dst[:lo_h * w_out] = 0
-            dst[hi_h * w_out:] = 0
-            for oh in range(lo_h, hi_h):
-                src = x[n, c, oh * stride[0] + off_h]
-                line = dst[oh * w_out:(oh + 1) * w_out]
-                line[:lo_w] = 0
-                line[hi_w:] = 0
-                for ow in range(lo_w, hi_w):
-                    line[ow] = src[ow * stride[1] + off_w]
-
-
-@njit(cache=True, nogil=True)
-def _fold(cols, image, out_hw, offsets, stride):
-    """col2im, the adjoint of `_unfold`: image (Nc, C, H, W) = every window of
-    cols (C*T, Nc*H_out*W_out) added back where it came from (overlaps add up)."""
-    nc, c_in, h, w = image.shape
-    taps = len(offsets)
-    h_out, w_out = out_hw
-    plane = h_out * w_out
-    image[:] = 0
-    for n in range(nc):
-        for c in range(c_in):
-            dst = image[n, c]
-            for t in range(taps):
-                off_h, off_w = offsets[t, 0], offsets[t, 1]
-                lo_h, hi_h = _valid_range(h, h_out, off_h, stride[0])
-                lo_w, hi_w = _valid_range(w, w_out, off_w, stride[1])
-                src = cols[c * taps + t, n * plane:(n + 1) * plane]
-                for oh in range(lo_h, hi_h):
-                    line = dst[oh * stride[0] + off_h]
-                    for ow in range(lo_w, hi_w):
-                        line[ow * stride[1] + off_w] += src[oh * w_out + ow]
-
-
-@njit(cache=True, nogil=True)
-def _to_batch_major(y, out, bias):
-    """out (Nc, C, P) = y (C, Nc*P) regrouped image by image, plus bias (C,) unless None."""
-    nc, c, p = out.shape
-    for n in range(nc):
-        for k in range(c):
-            src = y[k, n * p:(n + 1) * p]
-            if bias is None:
-                out[n, k] = src
-            else:
-                out[n, k] = src + bias[k]
-
-
-@njit(cache=True, nogil=True)
-def _to_channel_major(g, out):
-    """out (C, Nc*P) = g (Nc, C, P) regrouped channel by channel (the inverse of `_to_batch_major`)."""
-    nc, c, p = g.shape
-    for n in range(nc):
-        for k in range(c):
-            out[k, n * p:(n + 1) * p] = g[n, k]
-
-
-# --- running chunks on worker threads --------------------------------------------------------
-_BLAS = ThreadpoolController()
-_pool: dict = {}                                         # process id -> its worker pool
-
-
-def _workers() -> ThreadPoolExecutor:
-    """This process's worker pool. Keyed by process id because threads do not survive a
-    fork(): a forked child (e.g. a data-loading worker) must start its own."""
-    pid = os.getpid()
-    if pid not in _pool:
-        _pool.clear()
-        _pool[pid] = ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS, thread_name_prefix="minigen-conv")
-    return _pool[pid]
-
-
-def blas_kernels() -> str:
-    """Which BLAS does the matrix products and which kernel set it chose, e.g. "openblas 0.3.31, SkylakeX
-    kernels". OpenBLAS picks the kernels for the CPU it finds unless OPENBLAS_CORETYPE names others (some
-    VMs set it, e.g. Haswell on an AVX-512 CPU, because old OpenBLAS builds misbehave there): that can
-    halve its float32 GFLOP/s, so benchmarks and the tour record it."""
-    blas = [i for i in _BLAS.info() if i.get("user_api") == "blas"]
-    if not blas:
-        return "unknown"
-    forced = os.environ.get("OPENBLAS_CORETYPE")
-    return (f"{blas[0]['internal_api']} {blas[0]['version']}, {blas[0].get('architecture') or 'default'} kernels"
-            + (f" (forced by OPENBLAS_CORETYPE={forced})" if forced else ""))
-
-
-def _single_threaded_blas():
-    """While the workers run, each matmul uses one thread (they are already parallel)."""
-    return _BLAS.limit(limits=1, user_api="blas")
-
-
-# .active: this thread runs one part of a batch split by `map_batch_parts`; its kernels are
-# already serial (Numba held to one thread here, BLAS to one thread in the whole process)
-_batch_part = threading.local()
-
-
-def _in_batch_part() -> bool:
-    return getattr(_batch_part, "active", False)
+_forced: list[str] = []              # the `forced` blocks' algorithms, innermost last (all threads see them)
 
 
 @contextlib.contextmanager
-def serial_below(size: int, threshold: int):
-    """Within the block, Numba's parallel loops and BLAS use the calling thread only, if
-    size < threshold (see SERIAL_ELEMENTS); otherwise nothing changes. Inside a part of
-    `map_batch_parts` everything is serial already, and nothing changes either."""
-    if size >= threshold or _in_batch_part():
-        yield
-        return
-    before = numba.get_num_threads()
-    numba.set_num_threads(1)
+def forced(name: str):
+    """Within the block, every conv part that algorithm `name` takes runs on it (like MINIGEN_CONV,
+    which the block overrides); "auto" lets the plan choose again."""
+    _forced.append(_checked(name, "conv.forced"))
     try:
-        with _single_threaded_blas():
-            yield
+        yield
     finally:
-        numba.set_num_threads(before)
+        _forced.pop()
 
 
-def bias_grad(grad_out: np.ndarray) -> np.ndarray:
-    """db (C,) = grad_out (N, C, H, W) summed over N, H and W: each image's channel sums first (one
-    einsum pass), then those over the batch. Measured 2-4x faster than grad_out.sum(axis=(0, 2, 3))
-    (128x32x28x28 float32: 0.18 against 0.75 ms), with the same float32 error (4e-7 relative)."""
-    return np.einsum("nchw->nc", grad_out).sum(axis=0)
+def _checked(name: str, source: str) -> str:
+    if name not in CHOICES:
+        raise ConfigError(f"{source}={name!r} is not a conv algorithm; expected one of {', '.join(CHOICES)}")
+    return name
 
 
-def conv_multiply_adds(geo: ConvGeometry, c_out: int) -> int:
-    """The multiply-adds of a conv's im2col product: geo's im2col size times c_out."""
-    return geo.image[0] * geo.rows * geo.out_hw[0] * geo.out_hw[1] * c_out
+def forced_algorithm() -> str:
+    """The algorithm forced by `forced` or else $MINIGEN_CONV, or "auto"."""
+    if _forced:
+        return _forced[-1]
+    return _checked(os.environ.get("MINIGEN_CONV", "auto") or "auto", "MINIGEN_CONV")
 
 
-def _for_each_chunk(chunk_list: list, task, multiply_adds: int, threshold: int = SERIAL_MULTIPLY_ADDS) -> list:
-    """Call task(n0, n1, scratch) for every chunk [n0, n1) (of a batch, or of Winograd tiles)
-    and return the workers' scratch dicts. Workers (as many as Numba's thread count) claim the
-    next chunk as they finish one; each keeps its own scratch (buffers, partial sums) across its
-    chunks. Work of fewer than `threshold` (SERIAL_MULTIPLY_ADDS, or SERIAL_ELEMENTS for
-    elementwise work measured in elements) runs on the calling thread alone."""
-    count = len(chunk_list)
-    chunks = iter(chunk_list)
-    lock = threading.Lock()
-
-    def worker():
-        scratch = {}
-        while True:
-            with lock:
-                chunk = next(chunks, None)
-            if chunk is None:
-                return scratch
-            task(*chunk, scratch)
-
-    workers = min(numba.get_num_threads(), count)
-    if workers == 1 or multiply_adds < threshold:   # nothing (worth) sharing out
-        with serial_below(multiply_adds, threshold):   # small: BLAS on this thread too
-            return [worker()]
-    with _single_threaded_blas():
-        futures = [_workers().submit(worker) for _ in range(workers)]
-        return [f.result() for f in futures]
+def candidates(geo: ConvGeometry, part: str) -> list[str]:
+    """The algorithms that take this part, in table order."""
+    return [row.name for row in ALGORITHMS if row.takes(geo, part)]
 
 
-@njit(cache=True, parallel=True)
-def _start_threading_layer(a):
-    for i in prange(a.size):
-        a[i] = i
+def estimate(geo: ConvGeometry, part: str) -> str:
+    """The estimate plan's algorithm: the first row that takes and prefers the part."""
+    return next(row.name for row in ALGORITHMS if row.takes(geo, part) and row.preferred(geo, part))
 
 
-@functools.lru_cache(maxsize=None)
-def _parallel_loops_thread_safe() -> bool:
-    """Whether Numba's parallel loops may be started from two threads at once: yes with its
-    OpenMP and TBB threading layers, no with the fallback "workqueue" layer (which aborts the
-    process). The layer is chosen at the first parallel loop, once per process: run a trivial
-    one to know it (once: each run wakes Numba's threads)."""
-    _start_threading_layer(np.empty(1))
-    return numba.threading_layer() != "workqueue"
+def _plan_key(geo: ConvGeometry, part: str, dtype) -> str:
+    return f"{part} {np.dtype(dtype).name} threads={numba.get_num_threads()} {geo}"
 
 
-def map_batch_parts(fn, n: int) -> list:
-    """[fn(n0, n1) for each part [n0, n1) of a batch of n], the parts near-equal and contiguous,
-    one per thread (numba.get_num_threads()), all at once: the calling thread runs the first,
-    pool workers the rest, and every kernel inside a part runs serially on its thread.
-
-    This is coarse parallelism for work whose kernels are each too small to share (below
-    SERIAL_MULTIPLY_ADDS, e.g. a U-Net forward at batch 16): one hand-off per call instead of
-    none (one core idle) or one per kernel. fn must only read shared state (e.g. a network's
-    forward under no_grad) and handle each image apart from the others; its float32 results
-    can then differ from one call over the whole batch only by rounding, where BLAS blocks a
-    narrower product differently. One thread, one image, a call from inside a part, or Numba's
-    workqueue layer: just fn(0, n)."""
-    parts = min(n, numba.get_num_threads())
-    if parts < 2 or _in_batch_part() or not _parallel_loops_thread_safe():
-        return [fn(0, n)]
-    bounds = [round(n * i / parts) for i in range(parts + 1)]
-
-    def part(n0, n1):
-        before = numba.get_num_threads()         # thread-local in Numba
-        numba.set_num_threads(1)
-        _batch_part.active = True
-        try:
-            return fn(n0, n1)
-        finally:
-            _batch_part.active = False
-            numba.set_num_threads(before)
-    with _single_threaded_blas():
-        futures = [_workers().submit(part, n0, n1) for n0, n1 in zip(bounds[1:-1], bounds[2:])]
-        try:
-            first = part(bounds[0], bounds[1])
-        finally:
-            wait(futures)                           # every part has finished, even after an error
-    return [first] + [f.result() for f in futures]
+def algorithm_for(geo: ConvGeometry, part: str, dtype=np.float32) -> str | None:
+    """The algorithm that will run this part: forced, estimated, or already measured; None when
+    the measure plan has yet to time it."""
+    names, chosen = candidates(geo, part), forced_algorithm()
+    if chosen in names:
+        return chosen
+    if plan.mode() == "estimate" or len(names) == 1:
+        return estimate(geo, part)
+    known = plan.known(_plan_key(geo, part, dtype))
+    return known if known in names else None
 
 
-def _buffer(scratch, name, size, dtype):
-    """The worker's scratch array `name` with at least `size` elements, flat."""
-    if name not in scratch:
-        scratch[name] = np.empty(size, dtype)
-    return scratch[name]
+def run_part(geo: ConvGeometry, part: str, *arrays):
+    """Run `part` of the conv `geo` on its arrays (forward: x, w, b; input_grad: g, w, b; weight_grad: g, x)
+    with the algorithm the plan chooses."""
+    def run(name):
+        return getattr(BY_NAME[name].module, part)(*arrays, geo)
+    names, chosen = candidates(geo, part), forced_algorithm()
+    if chosen in names:
+        return run(chosen)
+    return plan.run(_plan_key(geo, part, arrays[0].dtype), names, estimate(geo, part), run, conv_multiply_adds(geo))
 
 
-def _grouped_matmul(a, b, out=None):
-    """out[g] = a[g] @ b[g] for each group g, as separate 2-D products: NumPy hands a 2-D
-    product (transposed views included) straight to BLAS, while its stacked 3-D path
-    measured ~1.5x slower for one group."""
-    if out is None:
-        out = np.empty((a.shape[0], a.shape[1], b.shape[2]), a.dtype)
-    for g in range(a.shape[0]):
-        np.matmul(a[g], b[g], out=out[g])
-    return out
+def with_zero_tap(geo: ConvGeometry, w) -> ConvGeometry:
+    """geo, noting whether a weight Winograd could take has a tap that is zero in every channel
+    (Winograd would leak rounding through it: `winograd.has_zero_tap`)."""
+    return geo._replace(zero_tap=winograd.has_zero_tap(w)) if winograd.takes(geo, "forward") else geo
 
 
-# --- the chunk loops, shared by conv and transposed conv ------------------------------------
-def _conv_chunks(x, w, geo: ConvGeometry, out, bias, weight_grad_of=None):
-    """out (N, C_out, H_out, W_out) = conv of x (N, C_in, H, W) with w (C_out, C_in/G, kH, kW), + bias.
-
-    weight_grad_of: None, or an output gradient (N, C_out, H_out, W_out): then also return the
-    gradient w.r.t. w of this conv for it, from the same im2col buffers (a transposed conv's
-    backward needs both, and would otherwise unfold x twice)."""
-    c_out, g = out.shape[1], geo.groups
-    plane = geo.out_hw[0] * geo.out_hw[1]
-    w3 = w.reshape(g, c_out // g, geo.rows // g)
-    most = geo.chunks()[0][1] * plane                       # the widest chunk's columns
-    window = geo.window
-
-    def task(n0, n1, scratch):
-        width = (n1 - n0) * plane
-        cols = _buffer(scratch, "cols", geo.rows * most, x.dtype)[:geo.rows * width]
-        y = _buffer(scratch, "y", c_out * most, x.dtype)[:c_out * width]
-        _unfold(x[n0:n1], cols.reshape(geo.rows, width), *window)
-        _grouped_matmul(w3, cols.reshape(g, geo.rows // g, width), y.reshape(g, c_out // g, width))
-        _to_batch_major(y.reshape(c_out, width), out[n0:n1].reshape(n1 - n0, c_out, plane), bias)
-        if weight_grad_of is not None:                      # y is free again: it takes the gradient
-            _to_channel_major(weight_grad_of[n0:n1].reshape(n1 - n0, c_out, plane), y.reshape(c_out, width))
-            scratch.setdefault("dw", {})[n0] = _grouped_matmul(
-                y.reshape(g, c_out // g, width), cols.reshape(g, geo.rows // g, width).transpose(0, 2, 1))
-    scratches = _for_each_chunk(geo.chunks(), task, conv_multiply_adds(geo, c_out))
-    return None if weight_grad_of is None else _chunk_sum(scratches, w.shape)
-
-
-def _chunk_sum(scratches, shape):
-    """The workers' per-chunk partial weight gradients added up in chunk order: which worker ran
-    which chunk varies from run to run, and float addition must not (same seed, same bits)."""
-    parts = {n0: part for s in scratches for n0, part in s.get("dw", {}).items()}
-    return sum(parts[n0] for n0 in sorted(parts)).reshape(shape)
-
-
-def _conv_grad_chunks(grad_out, x, w, geo: ConvGeometry, dx):
-    """Backward of a conv (no bias) given grad_out (N, C_out, H_out, W_out).
-
-    Fills dx (N, C_in, H, W) with the gradient w.r.t. the conv input unless dx is None;
-    returns the gradient w.r.t. w if x (the conv input) is given, else None."""
-    c_out, g = grad_out.shape[1], geo.groups
-    plane = geo.out_hw[0] * geo.out_hw[1]
-    w3 = w.reshape(g, c_out // g, geo.rows // g)
-    most = geo.chunks()[0][1] * plane
-    window = geo.window
-
-    def task(n0, n1, scratch):
-        width = (n1 - n0) * plane
-        g_chunk = _buffer(scratch, "g", c_out * most, w.dtype)[:c_out * width]
-        _to_channel_major(grad_out[n0:n1].reshape(n1 - n0, c_out, plane), g_chunk.reshape(c_out, width))
-        g_chunk = g_chunk.reshape(g, c_out // g, width)
-        cols = _buffer(scratch, "cols", geo.rows * most, w.dtype)[:geo.rows * width].reshape(g, -1, width)
-        if x is not None:
-            _unfold(x[n0:n1], cols.reshape(geo.rows, width), *window)
-            # one partial sum per chunk, added up in chunk order (`_chunk_sum`)
-            scratch.setdefault("dw", {})[n0] = _grouped_matmul(g_chunk, cols.transpose(0, 2, 1))
-        if dx is not None:
-            _grouped_matmul(w3.transpose(0, 2, 1), g_chunk, cols)       # cols now holds dcols
-            _fold(cols.reshape(geo.rows, width), dx[n0:n1], *window)
-    scratches = _for_each_chunk(geo.chunks(), task, conv_multiply_adds(geo, c_out))
-    return None if x is None else _chunk_sum(scratches, w.shape)
-
-
-# --- conv2d --------------------------------------------------------------------------------
-def _conv2d_geometry(op, x, w, b, stride, padding, dilation, groups):
-    check_4d(op, "input", x)
-    check_4d(op, "weight", w)
-    check_float(op, input=x, weight=w, bias=b)
-    groups = int(groups)
-    if groups >= 1 and x.shape[1] != w.shape[1] * groups:
-        raise ShapeError(f"{op}: input has {x.shape[1]} channels but the weight expects "
-                         f"{w.shape[1]} x groups={groups} = {w.shape[1] * groups}; "
-                         f"input shape {x.shape}, weight shape {w.shape}")
-    check_vector(op, "bias", b, w.shape[0])
-    return _conv_geometry(op, x.shape, w.shape[0], w.shape, stride, padding, dilation, groups,
-                          ("input", "weight"))
-
-
+# --- the entry points --------------------------------------------------------------------------------
 def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation, like torch.nn.functional.conv2d.
 
@@ -532,21 +144,18 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1, groups=1):
     stride, padding, dilation: int or (h, w). Returns (N, C_out, H_out, W_out), x's dtype.
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    geo = _conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups)
-    from minigen.kernels import direct, planar, pointwise, stride2
-    if planar.takes_forward(geo, w.shape[0]):       # stride-1 3x3 to few channels: vectorized along the image
-        return planar.conv3x3_forward(x, w, b)
-    if direct.takes_forward(geo, w.shape[0]):       # small stride-1 3x3: no im2col, no transforms
-        return direct.conv3x3_forward(x, w, b)
-    if stride2.takes_forward(geo, w.shape[0]):      # k4 s2: a direct 2x2 conv on the space-to-depth image
-        return stride2.conv_forward(x, w, b)
-    if winograd.applies(geo, w):        # stride-1 3x3: fewer multiplies
-        return winograd.conv2d_forward(x, w, b)
-    if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
-        return pointwise.conv1x1_forward(x, w, b)
-    out = np.empty((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
-    _conv_chunks(x, w, geo, out, b)
-    return out
+    geo = with_zero_tap(conv2d_geometry("conv2d", x, w, b, stride, padding, dilation, groups), w)
+    return run_part(geo, "forward", x, w, b)
+
+
+def gradients(geo: ConvGeometry, grad_out, x, w, input_grad=True, weight_grad=True):
+    """(dx, dw) of the conv `geo` (each None when not asked for). When im2col runs both, one pass
+    over the batch regroups each chunk's output gradient once for the two products."""
+    if input_grad and weight_grad and algorithm_for(geo, "input_grad", x.dtype) == "im2col" == \
+            algorithm_for(geo, "weight_grad", x.dtype):
+        return im2col.gradients(grad_out, x, w, geo)
+    return (run_part(geo, "input_grad", grad_out, w, None) if input_grad else None,
+            run_part(geo, "weight_grad", grad_out, x) if weight_grad else None)
 
 
 def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
@@ -559,70 +168,9 @@ def conv2d_backward(grad_out, x, w, stride=1, padding=0, dilation=1, groups=1,
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     grad_out = np.ascontiguousarray(grad_out)
-    geo = _conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups)
+    geo = with_zero_tap(conv2d_geometry("conv2d_backward", x, w, None, stride, padding, dilation, groups), w)
     check_grad("conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
-    from minigen.kernels import direct, planar, pointwise, stride2, subpixel
-    for module, backward in ((planar, planar.conv3x3_backward), (direct, direct.conv3x3_backward),
-                             (stride2, stride2.conv_backward)):
-        fast_dx = input_grad and module.takes_input_grad(geo, w.shape[0])
-        fast_dw = weight_grad and module.takes_weight_grad(geo, w.shape[0])
-        if fast_dx or fast_dw:          # each part by the kernel measured fastest for it
-            dx, dw, db = backward(grad_out, x, w, fast_dx, fast_dw)
-            if input_grad != fast_dx or weight_grad != fast_dw:
-                rest = conv2d_backward(grad_out, x, w, stride, padding, dilation, groups,
-                                       input_grad and not fast_dx, weight_grad and not fast_dw)
-                dx, dw = (dx if fast_dx else rest[0]), (dw if fast_dw else rest[1])
-            return dx, dw, db
-    if winograd.applies(geo, w):
-        return winograd.conv2d_backward(grad_out, x, w, input_grad, weight_grad)
-    if pointwise.applies(geo.kernel, geo.stride, geo.padding, geo.groups):
-        return pointwise.conv1x1_backward(grad_out, x, w, input_grad, weight_grad) + (bias_grad(grad_out),)
-    if input_grad and subpixel.applies(geo.stride, geo.dilation, geo.groups, w.shape[0], x.shape[1]):
-        # a strided conv's input gradient is a transposed conv: sub-pixel phases, no col2im
-        dx = subpixel.conv_transpose2d_subpixel(grad_out, w, geo.stride, geo.padding, x.shape[2:])
-        dw = _conv_grad_chunks(grad_out, x, w, geo, None) if weight_grad else None
-        return dx, dw, bias_grad(grad_out)
-    dx = np.empty_like(x) if input_grad else None
-    dw = _conv_grad_chunks(grad_out, x if weight_grad else None, w, geo, dx)
-    return dx, dw, bias_grad(grad_out)
-
-
-
-
-# --- transposed conv -----------------------------------------------------------------------
-def _conv_transpose2d_geometry(op, x, w, b, stride, padding, output_padding, dilation, groups):
-    """The geometry of the conv whose input-gradient this transposed conv is."""
-    check_4d(op, "input", x)
-    check_4d(op, "weight", w)
-    check_float(op, input=x, weight=w, bias=b)
-    stride, padding, dilation, output_padding = (
-        pair(v, op, name) for v, name in ((stride, "stride"), (padding, "padding"), (dilation, "dilation"),
-                                          (output_padding, "output_padding")))
-    groups = int(groups)
-    if x.shape[1] != w.shape[0]:
-        raise ShapeError(f"{op}: input has {x.shape[1]} channels but the weight (C_in, C_out/groups, kH, kW) "
-                         f"expects {w.shape[0]}; input shape {x.shape}, weight shape {w.shape}")
-    if groups < 1 or w.shape[0] % groups:
-        raise ShapeError(f"{op}: groups={groups} must divide the input channels ({x.shape[1]}); "
-                         f"input shape {x.shape}, weight shape {w.shape}")
-    c_out = w.shape[1] * groups
-    check_vector(op, "bias", b, c_out)
-    for op_, s, d in zip(output_padding, stride, dilation):
-        if not 0 <= op_ < max(s, d):
-            raise ShapeError(f"{op}: output_padding {output_padding} must be >= 0 and smaller than "
-                             f"the stride {stride} or the dilation {dilation}")
-    if min(padding) < 0:
-        raise ShapeError(f"{op}: padding must be >= 0, got {padding}")
-    out_hw = tuple(conv_transpose_output_size(*a) for a in zip(
-        x.shape[2:], w.shape[2:], stride, padding, dilation, output_padding))
-    if min(out_hw) < 1:
-        raise ShapeError(f"{op}: output size {out_hw} is empty: input shape {x.shape}, weight shape {w.shape}, "
-                         f"stride {stride}, padding {padding}")
-    image = (x.shape[0], c_out) + out_hw
-    geo = _conv_geometry(op, image, w.shape[0], w.shape, stride, padding, dilation, groups, ("output", "weight"))
-    # With output_padding the conv over `image` has one more output position than x; the
-    # transposed conv only ever touches the first ones, so describe the conv with x's size.
-    return geo._replace(out_hw=tuple(x.shape[2:]))
+    return gradients(geo, grad_out, x, w, input_grad, weight_grad) + (bias_grad(grad_out),)
 
 
 def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0, dilation=1, groups=1):
@@ -633,17 +181,8 @@ def conv_transpose2d_forward(x, w, b=None, stride=1, padding=0, output_padding=0
     + output_padding + 1. It is the gradient of a conv2d w.r.t. that conv's input.
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    geo = _conv_transpose2d_geometry("conv_transpose2d", x, w, b, stride, padding, output_padding, dilation, groups)
-    from minigen.kernels import stride2, subpixel
-    if stride2.takes_input_grad(geo, x.shape[1]):   # k4 s2: four direct 2x2 phase convs
-        return stride2.conv_input_grad(x, w, b)
-    if subpixel.applies(geo.stride, geo.dilation, geo.groups, x.shape[1], geo.image[1]):
-        return subpixel.conv_transpose2d_subpixel(x, w, geo.stride, geo.padding, geo.image[2:], b)
-    out = np.empty(geo.image, x.dtype)
-    _conv_grad_chunks(x, None, w, geo, out)
-    if b is not None:
-        out += np.asarray(b).reshape(-1, 1, 1)
-    return out
+    geo = conv_transpose2d_geometry("conv_transpose2d", x, w, b, stride, padding, output_padding, dilation, groups)
+    return run_part(with_zero_tap(geo, w), "input_grad", x, w, b)
 
 
 def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_padding=0, dilation=1, groups=1,
@@ -655,20 +194,13 @@ def conv_transpose2d_backward(grad_out, x, w, stride=1, padding=0, output_paddin
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     grad_out = np.ascontiguousarray(grad_out)
-    geo = _conv_transpose2d_geometry("conv_transpose2d_backward", x, w, None, stride, padding, output_padding,
-                                     dilation, groups)
+    geo = with_zero_tap(conv_transpose2d_geometry("conv_transpose2d_backward", x, w, None, stride, padding,
+                                                 output_padding, dilation, groups), w)
     check_grad("conv_transpose2d_backward", grad_out, geo.image, x.dtype)
-    from minigen.kernels import stride2
-    # k4 s2 from 32 output channels: dx = the conv of grad_out, dw with grad_out as the image.
-    # (To fewer channels, e.g. a generator's last layer, dx and dw below share one unfold of
-    # grad_out, which measured as fast.)
-    if stride2.takes_input_grad(geo, x.shape[1]):
-        return (stride2.conv_forward(grad_out, w) if input_grad else None,
-                stride2.conv_weight_grad(grad_out, x) if weight_grad else None, bias_grad(grad_out))
-    dx = dw = None
-    if input_grad:                     # dx = conv(grad_out, w); dw from the same unfolded grad_out
-        dx = np.empty_like(x)
-        dw = _conv_chunks(grad_out, w, geo, dx, None, x if weight_grad else None)
-    elif weight_grad:
-        dw = _conv_grad_chunks(x, grad_out, w, geo, None)
+    if input_grad and weight_grad and algorithm_for(geo, "forward", x.dtype) == "im2col" == \
+            algorithm_for(geo, "weight_grad", x.dtype):         # both from one unfold of grad_out
+        dx, dw = im2col.forward(grad_out, w, None, geo, weight_grad_of=x)
+    else:
+        dx = run_part(geo, "forward", grad_out, w, None) if input_grad else None
+        dw = run_part(geo, "weight_grad", x, grad_out) if weight_grad else None
     return dx, dw, bias_grad(grad_out)

@@ -3,7 +3,7 @@ registers: no im2col buffer, no matrix library, forward and both gradients.
 
 Why not just im2col + BLAS?
 ---------------------------
-`conv.py` copies every 3x3 window into a column (9x the input) and hands one big matrix
+im2col (`im2col.py`) copies every 3x3 window into a column (9x the input) and hands one big matrix
 product to BLAS. On the small images of the U-Net's lower levels (14x14, 7x7) that copy and
 the regrouping of the product's output cost as much as the product itself, and the products
 are too narrow for BLAS to reach its peak. A direct loop reads each input value from L1 cache
@@ -36,8 +36,8 @@ cycle while it can do two vector multiply-adds. Three choices fix that:
    loop 45-70, 45-70 and 85-100 GFLOP/s; 7 pixels as a loop over pairs, 60; 8 pixels as two
    loops of 4, 10. 7 is also what the families' widths (28, 14, 7) are made of.
 
-`conv.py` picks this kernel only for the shapes and parts where it measured fastest
-(`takes_forward`, `takes_input_grad`, `takes_weight_grad`; docs/measurements.md#direct-loops).
+The conv plan (`conv.py`) may send it any part of such a conv (`takes`); the estimate plan sends the
+parts where it measured fastest (`preferred`; docs/measurements.md#direct-loops).
 
 Masked convs of 5 taps
 ----------------------
@@ -73,50 +73,52 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minigen.kernels import conv
+from minigen.kernels import convbase
 
 # images per chunk of the weight gradient: each chunk is one partial sum (C_in*9*C_out, up to 0.5 MB for
 # stride2.py's 64->128 conv); fewer partial sums to zero and add, still 8 chunks for the 2 threads
 # (docs/measurements.md#direct-images-per-chunk).
 IMAGES_PER_CHUNK = 16
 
-# Where this kernel is used (`conv.py` asks per part: forward, input gradient, weight gradient): when the
-# channels it vectorizes over are at least MIN_VECTOR_CHANNELS (fewer leave SIMD lanes idle) and an image's
-# work is at most MAX_WORK = C_in*C_out*H*W (bigger convs are faster with Winograd's 2.25x fewer multiplies)
-# (docs/measurements.md#direct-where-used).
+# Where the estimate plan uses this kernel (the conv plan asks per part: forward, input gradient, weight
+# gradient): when the channels it vectorizes over are at least MIN_VECTOR_CHANNELS (fewer leave SIMD lanes
+# idle) and an image's work is at most MAX_WORK = C_in*C_out*H*W (bigger convs are faster with Winograd's
+# 2.25x fewer multiplies) (docs/measurements.md#direct-where-used).
 MIN_VECTOR_CHANNELS = 32
 MAX_WORK = 1 << 20
 
 
 def _stride1_3x3(geo) -> bool:
-    """`geo` (a conv.ConvGeometry) is a stride-1, padding-1, ungrouped, undilated 3x3 conv."""
+    """`geo` (a convbase.ConvGeometry) is a stride-1, padding-1, ungrouped, undilated 3x3 conv."""
     return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.padding == (1, 1)
             and geo.dilation == (1, 1) and geo.groups == 1)
 
 
-def fits(geo) -> bool:
-    """`geo` is such a 3x3 conv over all taps: the only kind the unmasked kernels compute."""
-    return _stride1_3x3(geo) and geo.taps is None
+def _taps_mask(geo):
+    """The 3x3 0/1 mask of the taps a masked conv's geometry uses."""
+    mask = np.zeros((3, 3))
+    for i, j in geo.taps:
+        mask[i, j] = 1
+    return mask
 
 
-def _small(geo, c_out) -> bool:
+def takes(geo, part: str) -> bool:
+    """Any part of a stride-1, padding-1 3x3 conv over all taps, or over the 5 taps of PixelCNN's
+    mask B (`five_taps`)."""
+    return _stride1_3x3(geo) and (geo.taps is None or five_taps(_taps_mask(geo)) is not None)
+
+
+def preferred(geo, part: str) -> bool:
+    """Where the hand-measured thresholds put it: the channels vectorized over (output channels;
+    input channels for the input gradient) at least MIN_VECTOR_CHANNELS, and at most MAX_WORK per
+    image. A masked conv of 5 taps: both channel counts at least MIN_VECTOR_CHANNELS (PixelCNN's
+    64->64 mask B convs at 28x28, forward + both gradients at batch 128, measured 110-120 ms against
+    144 ms for im2col over the 5 taps)."""
     n, c_in, h, w = geo.image
-    return c_in * c_out * h * w <= MAX_WORK
-
-
-def takes_forward(geo, c_out) -> bool:
-    """Whether the forward of this conv (geo, c_out output channels) runs here."""
-    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS and _small(geo, c_out)
-
-
-def takes_input_grad(geo, c_out) -> bool:
-    """Whether the input gradient runs here: a conv whose outputs are the C_in input channels."""
-    return fits(geo) and geo.image[1] >= MIN_VECTOR_CHANNELS and _small(geo, c_out)
-
-
-def takes_weight_grad(geo, c_out) -> bool:
-    """Whether the weight gradient runs here (vectorized over the C_out output channels)."""
-    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS and _small(geo, c_out)
+    if geo.taps is not None:
+        return min(c_in, geo.c_out) >= MIN_VECTOR_CHANNELS
+    vectorized = c_in if part == "input_grad" else geo.c_out
+    return vectorized >= MIN_VECTOR_CHANNELS and c_in * geo.c_out * h * w <= MAX_WORK
 
 
 # --- the kernels -------------------------------------------------------------------------------
@@ -315,27 +317,53 @@ def _conv(x, wt, bias, rows=ALL_TAPS):
     c_out = wt.shape[-1]
     rounded = _rounded_width(w)
     out = np.empty((n, c_out, h, rounded), x.dtype)
-    with conv.serial_below(n * c_in * c_out * wt.shape[1] * h * w, conv.SERIAL_MULTIPLY_ADDS):
+    with convbase.serial_below(n * c_in * c_out * wt.shape[1] * h * w, convbase.SERIAL_MULTIPLY_ADDS):
         _forward(x, wt, bias, out, rows)
     return out if rounded == w else np.ascontiguousarray(out[..., :w])
 
 
-def conv3x3_forward(x, w, b=None):
-    """x (N, C_in, H, W) conv w (C_out, C_in, 3, 3), stride 1, padding 1, + b (C_out,) or None."""
-    return _conv(x, np.ascontiguousarray(w.transpose(1, 2, 3, 0)).reshape(w.shape[1], 9, w.shape[0]), b)
+def _rows(geo):
+    """ALL_TAPS for a plain conv, or the masked conv's 5 taps as `five_taps` describes them."""
+    return ALL_TAPS if geo.taps is None else five_taps(_taps_mask(geo))
 
 
-def conv3x3_backward(grad_out, x, w, input_grad=True, weight_grad=True):
-    """(dx, dw, db) of conv3x3_forward for grad_out (N, C_out, H, W); dx / dw None when not asked."""
-    dx = dw = None
-    if input_grad:       # w'[o, kh, kw, c] = w[o, c, 2-kh, 2-kw]: the flipped kernel, channels swapped
-        dx = _conv(grad_out, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(0, 2, 3, 1)).reshape(
-            w.shape[0], 9, w.shape[1]), None)
-    if weight_grad:
-        with conv.serial_below(x.size * w.shape[0] * 9, conv.SERIAL_MULTIPLY_ADDS):
-            dwt = _weight_grad(x, grad_out, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]), ALL_TAPS)
-            dw = np.ascontiguousarray(dwt.reshape(x.shape[1], 3, 3, w.shape[0]).transpose(3, 0, 1, 2))
-    return dx, dw, conv.bias_grad(grad_out)
+def _tap_index(rows):
+    """The taps' (kernel rows, kernel columns) arrays, in the order of wt's second axis: all 9, or the
+    5 of a masked conv."""
+    if rows == ALL_TAPS:
+        return np.repeat(np.arange(3), 3), np.tile(np.arange(3), 3)
+    full, part, col = rows
+    return np.array([full, full, full, part, part]), np.array([0, 1, 2, col, col + 1])
+
+
+def forward(x, w, b, geo):
+    """x (N, C_in, H, W) conv w (C_out, C_in, 3, 3) (its masked taps skipped), stride 1, padding 1,
+    + b (C_out,) or None."""
+    rows = _rows(geo)
+    kh, kw = _tap_index(rows)
+    return _conv(x, np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 2, 0)), b, rows)
+
+
+def input_grad(g, w, b, geo):
+    """The input gradient for the output gradient g (N, C_out, H, W), + b unless None: the same kind
+    of conv with the kernel (and its mask) flipped and the channels swapped,
+    w'[c, kh, kw, o] = w[o, c, 2-kh, 2-kw]."""
+    flipped = ALL_TAPS if geo.taps is None else five_taps(_taps_mask(geo)[::-1, ::-1])
+    kh, kw = _tap_index(flipped)
+    return _conv(g, np.ascontiguousarray(w[:, :, 2 - kh, 2 - kw].transpose(0, 2, 1)), b, flipped)
+
+
+def weight_grad(g, x, geo):
+    """The weight gradient (C_out, C_in, 3, 3) for the output gradient g and input x; exactly 0 at
+    a masked conv's unused taps."""
+    rows = _rows(geo)
+    kh, kw = _tap_index(rows)
+    c_out = g.shape[1]
+    with convbase.serial_below(x.size * c_out * len(kh), convbase.SERIAL_MULTIPLY_ADDS):
+        dwt = _weight_grad(x, g, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]), rows)
+    dw = np.zeros((c_out, x.shape[1], 3, 3), x.dtype)
+    dw[:, :, kh, kw] = dwt.transpose(2, 0, 1)
+    return dw
 
 
 # --- masked 3x3 convs of 5 taps (PixelCNN's mask B) --------------------------------------------
@@ -352,44 +380,3 @@ def five_taps(mask):
         return None
     cols = np.flatnonzero(kept[part[0]])
     return (full[0], part[0], int(cols[0])) if cols[1] == cols[0] + 1 else None
-
-
-def _tap_index(rows):
-    """The 5 taps' (kernel rows, kernel columns) arrays, in the order of wt's second axis."""
-    full, part, col = rows
-    return np.array([full, full, full, part, part]), np.array([0, 1, 2, col, col + 1])
-
-
-def takes_masked(geo, c_out, mask) -> bool:
-    """Whether a masked conv (geo from masked.py) runs here: a stride-1, padding-1 3x3 conv whose
-    mask has the 5 taps of `five_taps`, with at least MIN_VECTOR_CHANNELS outputs and inputs (its
-    forward and weight gradient vectorize over the outputs, its input gradient over the inputs).
-    PixelCNN's 64->64 mask B convs at 28x28 (forward + both gradients, batch 128) measured
-    110-120 ms here against 144 ms for im2col over the 5 taps (in-process, noisy machine)."""
-    return (_stride1_3x3(geo) and five_taps(mask) is not None
-            and min(c_out, geo.image[1]) >= MIN_VECTOR_CHANNELS)
-
-
-def masked3x3_forward(x, w, mask, b=None):
-    """The conv of x (N, C_in, H, W) with w * mask (w (C_out, C_in, 3, 3), mask with `five_taps`),
-    stride 1, padding 1, + b, multiplying the 5 kept taps only."""
-    rows = five_taps(mask)
-    kh, kw = _tap_index(rows)
-    return _conv(x, np.ascontiguousarray(w[:, :, kh, kw].transpose(1, 2, 0)), b, rows)
-
-
-def masked3x3_backward(grad_out, x, w, mask, input_grad=True, weight_grad=True):
-    """(dx, dw, db) of masked3x3_forward; dw is exactly 0 at the masked-out taps."""
-    rows = five_taps(mask)
-    kh, kw = _tap_index(rows)
-    dx = dw = None
-    if input_grad:       # the flipped kernel and mask, channels swapped, as in conv3x3_backward:
-        rows_f = five_taps(np.asarray(mask)[::-1, ::-1])     # tap (i, j) of the flip is w's (2-i, 2-j)
-        kh_f, kw_f = _tap_index(rows_f)
-        dx = _conv(grad_out, np.ascontiguousarray(w[:, :, 2 - kh_f, 2 - kw_f].transpose(0, 2, 1)), None, rows_f)
-    if weight_grad:
-        with conv.serial_below(x.size * w.shape[0] * 5, conv.SERIAL_MULTIPLY_ADDS):
-            dwt = _weight_grad(x, grad_out, IMAGES_PER_CHUNK, _rounded_width(x.shape[3]), rows)
-        dw = np.zeros_like(w)
-        dw[:, :, kh, kw] = dwt.transpose(2, 0, 1)
-    return dx, dw, conv.bias_grad(grad_out)

@@ -1,7 +1,7 @@
 """Masked (causal) convolution that skips the taps its mask zeroes, forward and backward.
 
 PixelCNN multiplies each kH x kW kernel by a fixed 0/1 mask so that an output pixel
-sees only the pixels before it in raster order. With im2col (see `conv.py`) a plain
+sees only the pixels before it in raster order. With im2col (see `im2col.py`) a plain
 conv would copy all kH*kW taps of every window into `cols` and multiply the masked
 weights - zeros - with them. Here only the T taps the mask keeps are used:
 
@@ -10,40 +10,43 @@ weights - zeros - with them. Here only the T taps the mask keeps are used:
 
     taps       (T, 2)                    the (i, j) where mask[i, j] != 0, row-major
     w_taps     (C_out, C_in, T)          w[:, :, i_t, j_t]: the weights actually used
-    cols       (C_in*T, Nc*H_out*W_out)  im2col over those taps only (`conv._unfold`)
+    cols       (C_in*T, Nc*H_out*W_out)  im2col over those taps only (`convbase.unfold`)
     y          (C_out, Nc*H_out*W_out) = w_taps.reshape(C_out, C_in*T) @ cols
 
 so the matrix product and the im2col buffer are T/(kH*kW) of the plain conv's (about
-half for both masks). Backward runs the same chunk loop as a plain conv:
-dw_taps (C_out, C_in, T) = g @ cols.T, scattered into a zero (C_out, C_in, kH, kW) array,
-so the masked-out weights get exactly zero gradient; dx = col2im(w_taps.T @ g) over the
-same taps. No arithmetic is reordered: each output sums the same nonzero products as the
+half for both masks). The masked conv is a conv geometry with `taps` (`convbase.ConvGeometry`),
+planned like any other conv (`conv.py`): im2col over the taps takes every mask. Backward runs
+the same chunk loop as a plain conv: dw_taps (C_out, C_in, T) = g @ cols.T, scattered into a
+zero (C_out, C_in, kH, kW) array, so the masked-out weights get exactly zero gradient;
+dx = col2im(w_taps.T @ g) over the same taps. No arithmetic is reordered: each output sums the same nonzero products as the
 plain conv of w * mask, only without the zero terms (float32 results equal it to rounding).
 
-A mask that keeps every tap is a plain conv (`conv2d_forward`, which may take its own
-fast paths, e.g. 1x1); one that keeps none gives the bias alone. The 3x3 mask B convs with 32
-or more channels run on `direct.py`'s register-tiled loops over their 5 taps instead
-(`direct.takes_masked`), which measured faster than this im2col.
+A mask that keeps every tap is a plain conv (which may take its own fast paths, e.g. 1x1); one
+that keeps none gives the bias alone. The 3x3 mask B convs with 32 or more channels run on
+`direct.py`'s register-tiled loops over their 5 taps instead (`direct.preferred`), which measured
+faster than this im2col.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from minigen.errors import ShapeError
-from minigen.kernels import conv as C, direct
+from minigen.kernels import conv
+from minigen.kernels.convbase import bias_grad, check_grad
 
 __all__ = ["masked_conv2d_forward", "masked_conv2d_backward"]
 
 
 def _geometry(op, x, w, mask, b, stride, padding, dilation):
-    """Validate as a plain conv does (same errors), then keep only the mask's nonzero taps.
-    Returns (geometry, taps (T, 2) int array)."""
-    geo = C._conv2d_geometry(op, x, w, b, stride, padding, dilation, 1)
+    """Validate as a plain conv does (same errors), then keep only the mask's nonzero taps (None:
+    all of them, a plain conv)."""
+    geo = conv.conv2d_geometry(op, x, w, b, stride, padding, dilation, 1)
     mask = np.asarray(mask)
     if mask.shape != tuple(w.shape[2:]):
         raise ShapeError(f"{op}: mask has shape {mask.shape} but the weight's kernel is {tuple(w.shape[2:])}")
-    taps = np.argwhere(mask != 0)
-    return geo._replace(taps=tuple(map(tuple, taps.tolist()))), taps
+    if mask.all():
+        return conv.with_zero_tap(geo, w)
+    return geo._replace(taps=tuple(map(tuple, np.argwhere(mask != 0).tolist())))
 
 
 def masked_conv2d_forward(x, w, mask, b=None, stride=1, padding=0, dilation=1):
@@ -53,16 +56,11 @@ def masked_conv2d_forward(x, w, mask, b=None, stride=1, padding=0, dilation=1):
     Returns (N, C_out, H_out, W_out).
     """
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-    geo, taps = _geometry("masked_conv2d", x, w, mask, b, stride, padding, dilation)
-    if len(taps) == w.shape[2] * w.shape[3]:
-        return C.conv2d_forward(x, w, b, stride, padding, dilation)
-    if direct.takes_masked(geo, w.shape[0], mask):     # mask B 3x3: direct loops over the 5 taps
-        return direct.masked3x3_forward(x, w, mask, b)
-    out = np.zeros((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
-    if len(taps) == 0:
+    geo = _geometry("masked_conv2d", x, w, mask, b, stride, padding, dilation)
+    if geo.taps == ():
+        out = np.zeros((x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
         return out if b is None else out + np.asarray(b).reshape(-1, 1, 1)
-    C._conv_chunks(x, np.ascontiguousarray(w[:, :, taps[:, 0], taps[:, 1]]), geo, out, b)
-    return out
+    return conv.run_part(geo, "forward", x, w, b)
 
 
 def masked_conv2d_backward(grad_out, x, w, mask, stride=1, padding=0, dilation=1, input_grad=True, weight_grad=True):
@@ -70,17 +68,9 @@ def masked_conv2d_backward(grad_out, x, w, mask, stride=1, padding=0, dilation=1
     dx (dw) is None when input_grad (weight_grad) is False."""
     x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
     grad_out = np.ascontiguousarray(grad_out)
-    geo, taps = _geometry("masked_conv2d_backward", x, w, mask, None, stride, padding, dilation)
-    C.check_grad("masked_conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
-    if len(taps) == w.shape[2] * w.shape[3]:
-        return C.conv2d_backward(grad_out, x, w, stride, padding, dilation, 1, input_grad, weight_grad)
-    if direct.takes_masked(geo, w.shape[0], mask):
-        return direct.masked3x3_backward(grad_out, x, w, mask, input_grad, weight_grad)
-    dx = (np.zeros_like(x) if len(taps) == 0 else np.empty_like(x)) if input_grad else None
-    dw = np.zeros_like(w) if weight_grad else None
-    if len(taps):
-        w_taps = np.ascontiguousarray(w[:, :, taps[:, 0], taps[:, 1]])
-        dw_taps = C._conv_grad_chunks(grad_out, x if weight_grad else None, w_taps, geo, dx)
-        if weight_grad:
-            dw[:, :, taps[:, 0], taps[:, 1]] = dw_taps
-    return dx, dw, C.bias_grad(grad_out)
+    geo = _geometry("masked_conv2d_backward", x, w, mask, None, stride, padding, dilation)
+    check_grad("masked_conv2d_backward", grad_out, (x.shape[0], w.shape[0]) + geo.out_hw, x.dtype)
+    if geo.taps == ():
+        return (np.zeros_like(x) if input_grad else None), (np.zeros_like(w) if weight_grad else None), \
+            bias_grad(grad_out)
+    return conv.gradients(geo, grad_out, x, w, input_grad, weight_grad) + (bias_grad(grad_out),)

@@ -22,7 +22,7 @@ with s = sigmoid(h) read off the forward's output y as y / h (a division, which 
 exp did not), before the normalisation's backward - one pass and no h-sized temporaries
 instead of two ops.
 
-Below conv.SERIAL_ELEMENTS elements the parallel loops run on the calling thread alone
+Below convbase.SERIAL_ELEMENTS elements the parallel loops run on the calling thread alone
 (`serial_below`): waiting for a second thread cost more than such work.
 
 Statistics (mean, var, rstd) are float64 arrays; sums accumulate in float64.
@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigen.errors import ShapeError
-from minigen.kernels.conv import SERIAL_ELEMENTS, _for_each_chunk, check_float, check_grad, serial_below
+from minigen.kernels.convbase import SERIAL_ELEMENTS, for_each_chunk, check_float, check_grad, serial_below
 
 __all__ = ["batch_norm_forward", "batch_norm_backward", "group_norm_forward", "group_norm_backward",
            "layer_norm_forward", "layer_norm_backward"]
@@ -283,7 +283,7 @@ SILU_BLOCK = 1 << 17
 
 def _silu_inplace(h: np.ndarray) -> None:
     """h <- h * sigmoid(h) = h / (1 + exp(-h)), in h's dtype, as NumPy passes over blocks of
-    SILU_BLOCK elements shared between `conv.py`'s workers: NumPy's exp is vectorised (SIMD),
+    SILU_BLOCK elements shared between `convbase.py`'s workers: NumPy's exp is vectorised (SIMD),
     Numba's scalar math.exp inside the norm loop was not, and measured 5x slower (2.0 ms against
     0.4 ms for a 16x32x28x28 float32 GroupNorm + SiLU). For h << 0, exp(-h) overflows to inf and
     h / inf = -0: the right limit, so the warning is silenced."""
@@ -297,7 +297,7 @@ def _silu_inplace(h: np.ndarray) -> None:
         e += 1
         block /= e
     blocks = [(i, min(flat.size, i + SILU_BLOCK)) for i in range(0, flat.size, SILU_BLOCK)]
-    _for_each_chunk(blocks, task, flat.size, SERIAL_ELEMENTS)
+    for_each_chunk(blocks, task, flat.size, SERIAL_ELEMENTS)
 
 
 def group_norm_backward(grad_out, x, groups, weight, mean, rstd, bias=None, silu=False, out=None):

@@ -4,7 +4,7 @@ vectorized along the image plane: no im2col buffer, no matrix library.
 Why another direct kernel?
 --------------------------
 `direct.py` vectorizes over output channels: with 1, 2 or 8 of them, most of each SIMD register
-(16 float32 lanes here) would be idle. im2col + BLAS (`conv.py`) is worse still there: it copies
+(16 float32 lanes here) would be idle. im2col + BLAS (`im2col.py`) is worse still there: it copies
 every 3x3 window (9x the input) to do a product with 1 or 2 rows. Here the vector dimension is
 the image itself, which is long whatever the channel counts.
 
@@ -36,7 +36,7 @@ Gradients
 
 Arithmetic is reassociated (`fastmath`: the dot products run in SIMD lanes), so float32 results
 differ from the float64 reference by rounding only (tests/kernels/test_planar.py). Chunks of
-IMAGES_PER_CHUNK images go to conv.py's worker threads (not Numba's parallel loops, whose OpenMP
+IMAGES_PER_CHUNK images go to convbase.py's worker threads (not Numba's parallel loops, whose OpenMP
 runtime cannot be used again in a forked child); the weight gradient is one partial sum per
 chunk, added in chunk order, so results do not depend on the thread count.
 
@@ -47,28 +47,31 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from minigen.kernels import conv, direct
+from minigen.kernels import convbase
 
-# Where this kernel is used (`conv.py` asks per part): for the parts whose vectorized channels are too few for
-# direct.py (output channels for the forward, input channels for the input gradient), for the weight gradient
-# also with 32 output channels, and for first layers of up to FIRST_LAYER_CHANNELS inputs; with more channels
-# direct.py and Winograd do more multiply-adds per load (docs/measurements.md#planar-where-used).
+# Where the estimate plan uses this kernel (per part): for the parts whose vectorized channels are too few
+# for direct.py (output channels for the forward, input channels for the input gradient), for the weight
+# gradient also with VECTOR_CHANNELS output channels, and for first layers of up to FIRST_LAYER_CHANNELS
+# inputs; with more channels direct.py and Winograd do more multiply-adds per load
+# (docs/measurements.md#planar-where-used).
+VECTOR_CHANNELS = 32          # direct.py's MIN_VECTOR_CHANNELS: the two split the channel counts between them
 FIRST_LAYER_CHANNELS = 16
 
 # images per chunk of work for one worker thread (and per partial sum of the weight gradient)
 IMAGES_PER_CHUNK = 8
 
 
-def takes_forward(geo, c_out) -> bool:
-    return direct.fits(geo) and c_out < direct.MIN_VECTOR_CHANNELS
+def takes(geo, part: str) -> bool:
+    """Any part of a stride-1, padding-1, ungrouped, undilated 3x3 conv over all taps."""
+    return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.padding == (1, 1) and geo.dilation == (1, 1)
+            and geo.groups == 1 and geo.taps is None)
 
 
-def takes_input_grad(geo, c_out) -> bool:
-    return direct.fits(geo) and geo.image[1] < direct.MIN_VECTOR_CHANNELS
-
-
-def takes_weight_grad(geo, c_out) -> bool:
-    return direct.fits(geo) and (c_out <= direct.MIN_VECTOR_CHANNELS or geo.image[1] <= FIRST_LAYER_CHANNELS)
+def preferred(geo, part: str) -> bool:
+    c_in, c_out = geo.image[1], geo.c_out
+    if part == "weight_grad":
+        return c_out <= VECTOR_CHANNELS or c_in <= FIRST_LAYER_CHANNELS
+    return (c_in if part == "input_grad" else c_out) < VECTOR_CHANNELS
 
 
 # --- the kernels -------------------------------------------------------------------------------
@@ -189,36 +192,38 @@ def _padded_planes(scratch, x):
 
 def _conv(x, wk, bias):
     """The conv of x (N, C_in, H, W) with wk (C_out, C_in, 9), + bias: chunks of images on the
-    conv workers (conv.py), like im2col, so a forked child can run it too."""
+    conv workers (convbase.py), like im2col, so a forked child can run it too."""
     n, c_in, h, w = x.shape
     c_out = wk.shape[0]
     out = np.empty((n, c_out, h, w), x.dtype)
 
     def task(n0, n1, scratch):
-        flat = conv._buffer(scratch, "flat", c_out * h * (w + 2), x.dtype)
+        flat = convbase.scratch_buffer(scratch, "flat", c_out * h * (w + 2), x.dtype)
         _forward_images(x[n0:n1], wk, bias, out[n0:n1], _padded_planes(scratch, x), flat.reshape(c_out, -1))
-    conv._for_each_chunk(_chunks(n), task, n * c_in * c_out * 9 * h * w)
+    convbase.for_each_chunk(_chunks(n), task, n * c_in * c_out * 9 * h * w)
     return out
 
 
-def conv3x3_forward(x, w, b=None):
+def forward(x, w, b, geo):
     """x (N, C_in, H, W) conv w (C_out, C_in, 3, 3), stride 1, padding 1, + b (C_out,) or None."""
     return _conv(x, np.ascontiguousarray(w).reshape(w.shape[0], w.shape[1], 9), b)
 
 
-def conv3x3_backward(grad_out, x, w, input_grad=True, weight_grad=True):
-    """(dx, dw, db) of conv3x3_forward for grad_out (N, C_out, H, W); dx / dw None when not asked."""
-    dx = dw = None
-    if input_grad:       # w'[c, o, kh, kw] = w[o, c, 2-kh, 2-kw]: the flipped kernel, channels swapped
-        dx = _conv(grad_out, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(
-            w.shape[1], w.shape[0], 9), None)
-    if weight_grad:          # one partial sum per chunk, added in chunk order (conv._chunk_sum)
-        n, c_in, h, width = x.shape
-        c_out = w.shape[0]
+def input_grad(g, w, b, geo):
+    """The input gradient for the output gradient g (N, C_out, H, W), + b unless None: the flipped
+    kernel with the channels swapped, w'[c, o, kh, kw] = w[o, c, 2-kh, 2-kw]."""
+    return _conv(g, np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)).reshape(
+        w.shape[1], w.shape[0], 9), b)
 
-        def task(n0, n1, scratch):
-            gf = _zeroed_scratch(scratch, "gf", (c_out, h * (width + 2)), x.dtype)
-            dwk = scratch.setdefault("dw", {})[n0] = np.zeros((c_out, c_in, 9), x.dtype)
-            _weight_grad_images(x[n0:n1], grad_out[n0:n1], dwk, _padded_planes(scratch, x), gf)
-        dw = conv._chunk_sum(conv._for_each_chunk(_chunks(n), task, x.size * c_out * 9), w.shape)
-    return dx, dw, conv.bias_grad(grad_out)
+
+def weight_grad(g, x, geo):
+    """The weight gradient (C_out, C_in, 3, 3): one partial sum per chunk, added in chunk order
+    (convbase.chunk_sum)."""
+    n, c_in, h, width = x.shape
+    c_out = g.shape[1]
+
+    def task(n0, n1, scratch):
+        gf = _zeroed_scratch(scratch, "gf", (c_out, h * (width + 2)), x.dtype)
+        dwk = scratch.setdefault("dw", {})[n0] = np.zeros((c_out, c_in, 9), x.dtype)
+        _weight_grad_images(x[n0:n1], g[n0:n1], dwk, _padded_planes(scratch, x), gf)
+    return convbase.chunk_sum(convbase.for_each_chunk(_chunks(n), task, x.size * c_out * 9), (c_out, c_in, 3, 3))

@@ -2,7 +2,7 @@
 
 Every image plane (n, c) is independent, so the Numba kernels give one plane to
 each parallel task; a backward task writes only its own plane (no races).
-Window geometry and checks are shared with the convolutions (conv.py).
+Window geometry and checks are shared with the convolutions (convbase.py).
 
 x: (N, C, H, W) float32 or float64; kernel/stride/padding: int or (h, w);
 stride defaults to the kernel size, like PyTorch.
@@ -13,7 +13,7 @@ import numpy as np
 from numba import njit, prange
 
 from minigen.errors import ShapeError
-from minigen.kernels.conv import SERIAL_ELEMENTS, check_4d, check_float, check_grad, check_window, pair, serial_below
+from minigen.kernels.convbase import SERIAL_ELEMENTS, check_4d, check_float, check_grad, check_window, pair, serial_below
 
 __all__ = ["max_pool2d_forward", "max_pool2d_backward", "avg_pool2d_forward", "avg_pool2d_backward",
            "upsample_nearest_forward", "upsample_nearest_backward"]

@@ -30,9 +30,8 @@ The weight gradient is that of the 2x2 conv on xs (`_weight_grad_image_2x2`), re
 into the 4x4 kernel by the same index map.
 
 A transposed conv is the input gradient of the conv it transposes, so its forward is
-`conv_input_grad`, its input gradient `conv_forward` and its weight gradient
-`conv_weight_grad` with the roles of image and output gradient swapped (conv.py does the
-swapping).
+`input_grad`, its input gradient `forward` and its weight gradient `weight_grad` with the roles
+of image and output gradient swapped (conv.py does the swapping).
 
 Shapes: x (N, C_in, H, W) with H, W even; w (C_out, C_in, 4, 4), like PyTorch's conv2d; the
 output (N, C_out, H/2, W/2), whose width must be a multiple of SEGMENT (7: the families'
@@ -44,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from minigen.kernels import conv, direct
+from minigen.kernels import convbase
 
 # Measured against im2col / sub-pixel + BLAS on the 2-core machine for the families' k4 s2
 # convs (benchmarks/fast_paths.py): the direct loops win when the channels they vectorize
@@ -54,10 +53,13 @@ MIN_VECTOR_CHANNELS = 32
 # The register tile of direct.py: 7 output pixels of a row (q0..q6, g0..g6 in the kernels).
 SEGMENT = 7
 
+# images per chunk of the weight gradient (each chunk one partial sum), as in direct.py
+IMAGES_PER_CHUNK = 16
 
-def fits(geo) -> bool:
-    """`geo` (a conv.ConvGeometry) is a k=4, s=2, p=1 conv of an even-sized image whose output
-    width is a multiple of the register tile: the only kind computed here."""
+
+def takes(geo, part: str) -> bool:
+    """Any part of a k=4, s=2, p=1 conv (`geo`, a convbase.ConvGeometry) of an even-sized image
+    whose output width is a multiple of the register tile: the only kind computed here."""
     n, c, h, w = geo.image
     return (geo.kernel == (4, 4) and geo.stride == (2, 2) and geo.padding == (1, 1)
             and geo.dilation == (1, 1) and geo.groups == 1 and geo.taps is None
@@ -65,16 +67,8 @@ def fits(geo) -> bool:
             and (w // 2) % SEGMENT == 0)
 
 
-def takes_forward(geo, c_out) -> bool:
-    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS
-
-
-def takes_input_grad(geo, c_out) -> bool:
-    return fits(geo) and geo.image[1] >= MIN_VECTOR_CHANNELS
-
-
-def takes_weight_grad(geo, c_out) -> bool:
-    return fits(geo) and c_out >= MIN_VECTOR_CHANNELS
+def preferred(geo, part: str) -> bool:
+    return (geo.image[1] if part == "input_grad" else geo.c_out) >= MIN_VECTOR_CHANNELS
 
 
 # --- the kernels -------------------------------------------------------------------------------
@@ -208,40 +202,33 @@ def _phases(w):
     return w.reshape(w.shape[0], w.shape[1], 2, 2, 2, 2)
 
 
-def conv_forward(x, w, b=None):
+def forward(x, w, b, geo):
     """The k4 s2 p1 conv: x (N, C_in, H, W), w (C_out, C_in, 4, 4), b (C_out,) or None."""
     n, c_in, h, wd = x.shape
     wt = np.ascontiguousarray(_phases(w).transpose(1, 3, 5, 2, 4, 0)).reshape(4 * c_in, 2, 2, w.shape[0])
     out = np.empty((n, w.shape[0], h // 2, wd // 2), x.dtype)
-    with conv.serial_below(x.size * w.shape[0] * 4, conv.SERIAL_MULTIPLY_ADDS):
+    with convbase.serial_below(x.size * w.shape[0] * 4, convbase.SERIAL_MULTIPLY_ADDS):
         _forward(x, wt, b, out)
     return out
 
 
-def conv_input_grad(g, w, b=None):
+def input_grad(g, w, b, geo):
     """The gradient w.r.t. the input of the k4 s2 p1 conv with w (O, C, 4, 4), for its output
     gradient g (N, O, H, W): (N, C, 2H, 2W) (+ b (C,) unless None: the transposed conv)."""
     n, c_out, h, wd = g.shape
     # wp[ph, pw, o, kbh, kbw, c] = w[o, c, 2(1 - kbh) + ph, 2(1 - kbw) + pw]: the taps flipped
     wp = np.ascontiguousarray(_phases(w)[:, :, ::-1, :, ::-1, :].transpose(3, 5, 0, 2, 4, 1))
     out = np.empty((n, w.shape[1], 2 * h, 2 * wd), g.dtype)
-    with conv.serial_below(g.size * w.shape[1] * 16, conv.SERIAL_MULTIPLY_ADDS):
+    with convbase.serial_below(g.size * w.shape[1] * 16, convbase.SERIAL_MULTIPLY_ADDS):
         _input_grad(g, wp, b, out)
     return out
 
 
-def conv_weight_grad(x, g):
+def weight_grad(g, x, geo):
     """The weight gradient (O, C, 4, 4) of the k4 s2 p1 conv of x (N, C, H, W) for its output
     gradient g (N, O, H/2, W/2)."""
     c_in, c_out = x.shape[1], g.shape[1]
-    with conv.serial_below(x.size * c_out * 4, conv.SERIAL_MULTIPLY_ADDS):
-        dwt = _weight_grad(x, g, direct.IMAGES_PER_CHUNK)
+    with convbase.serial_below(x.size * c_out * 4, convbase.SERIAL_MULTIPLY_ADDS):
+        dwt = _weight_grad(x, g, IMAGES_PER_CHUNK)
     # dwt[4c + 2ph + pw, bh, bw, o] -> dw[o, c, 2bh + ph, 2bw + pw]
     return np.ascontiguousarray(dwt.reshape(c_in, 2, 2, 2, 2, c_out).transpose(5, 0, 3, 1, 4, 2)).reshape(c_out, c_in, 4, 4)
-
-
-def conv_backward(grad_out, x, w, input_grad=True, weight_grad=True):
-    """(dx, dw, db) of `conv_forward` for grad_out (N, C_out, H/2, W/2); dx / dw None when not asked."""
-    dx = conv_input_grad(grad_out, w) if input_grad else None
-    dw = conv_weight_grad(x, grad_out) if weight_grad else None
-    return dx, dw, conv.bias_grad(grad_out)

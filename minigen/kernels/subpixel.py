@@ -4,7 +4,7 @@ The problem. A transposed conv with stride s (DCGAN's and the conv VAE's k=4, s=
 upsamplers), and the input gradient of a strided conv (the GAN discriminator's and the
 VAE encoder's k=4, s=2, p=1, the DDPM U-Net's k=3, s=2, p=1 downsamplers) - the same
 computation - "paints" every input pixel's kH x kW patch of weights onto the output at
-stride s. `conv.py` does it as one matrix product (C_in*kH*kW rows of patches) followed by
+stride s. `im2col.py` does it as one matrix product (C_in*kH*kW rows of patches) followed by
 col2im, a scatter that adds overlapping patches together: a second pass over a buffer
 kH*kW/s^2 times the output's size, with read-modify-write on every element.
 
@@ -24,7 +24,7 @@ are four stride-1 2x2 convs of the *input*, whose outputs interleave:
     taps     T = Th*Tw per phase             (Th, Tw: the taps of the phase's rh, rw)
     offsets  (T, 2)                          (dh, dw) of each tap, as above
     w_phase  (C_out, C_in*T)                 w[:, :, th, tw] for the phase's taps, transposed
-    cols     (C_in*T, Nc*Hp*Wp)              im2col of x at those offsets, stride 1 (`conv._unfold`)
+    cols     (C_in*T, Nc*Hp*Wp)              im2col of x at those offsets, stride 1 (`convbase.unfold`)
     y        (C_out, Nc*Hp*Wp) = w_phase @ cols
     out      (N, C_out, H_out, W_out)        out[:, :, rh::s, rw::s] = y (+ bias)
 
@@ -45,8 +45,9 @@ and so do the transposed conv's input and weight gradients (strided convs themse
 When it pays. Per image, the decomposition's im2col writes C_in*T elements per phase
 position (C_in*kH*kW per input pixel in all), where col2im reads and adds back C_out*kH*kW per
 input pixel: equal FLOPs, so the cheaper memory pass wins, and measured it does - this path
-is faster when the channels grow (C_out > C_in), slower when they shrink. `conv.py` sends the
-col2im cases here when `applies`: groups == 1, dilation 1, stride > 1, C_out > C_in. (The five
+is faster when the channels grow (C_out > C_in), slower when they shrink. The estimate plan
+(`conv.py`) sends the col2im cases here where it `takes` them (groups == 1, dilation 1, stride > 1)
+and C_out > C_in (`preferred`). (The five
 model families' k=4, s=2 layers with 32 or more channels on the side their kernels vectorize
 over run on `stride2.py`'s direct loops instead; the rest all shrink or keep the channels on
 their col2im side - the GAN and VAE decoders' last layers 64->1 and 32->1, DDPM's k=3 s=2
@@ -59,18 +60,24 @@ import itertools
 import numpy as np
 from numba import njit
 
-from minigen.kernels import conv as C
+from minigen.kernels import convbase
 
-__all__ = ["applies", "conv_transpose2d_subpixel"]
+__all__ = ["takes", "preferred", "input_grad"]
 
 
-def applies(stride, dilation, groups, c_in, c_out) -> bool:
-    """Whether `conv.py` should use the decomposition for a transposed conv from c_in to c_out
-    channels. Measured (benchmarks/fast_paths.py, k=4, s=2, batch 128): it is faster only when
-    the channels grow - 0.4-0.8x the col2im path's time for 32->128 and 16->64, even at 64->64,
-    1.0-1.5x slower for 128->64 and 64->32 - because it copies C_in*T input rows per phase where
-    col2im adds up C_out*kH*kW output rows: the smaller side wins."""
-    return groups == 1 and tuple(dilation) == (1, 1) and max(stride) > 1 and c_out > c_in
+def takes(geo, part: str) -> bool:
+    """The input gradient (a transposed conv's forward) of a strided, undilated, ungrouped conv over
+    all taps: the only part that is a transposed conv."""
+    return (part == "input_grad" and geo.groups == 1 and geo.dilation == (1, 1) and max(geo.stride) > 1
+            and geo.taps is None)
+
+
+def preferred(geo, part: str) -> bool:
+    """Where the channels grow, from the conv's C_out to its C_in. Measured (benchmarks/fast_paths.py,
+    k=4, s=2, batch 128): 0.4-0.8x the col2im path's time for 32->128 and 16->64, even at 64->64,
+    1.0-1.5x slower for 128->64 and 64->32 - because it copies C_out*T input rows per phase where
+    col2im adds up C_in*kH*kW output rows: the smaller side wins."""
+    return geo.image[1] > geo.c_out
 
 
 def _axis_phases(out_size, kernel, stride, padding):
@@ -100,10 +107,15 @@ def _to_phase(y, out, rh, rw, stride, bias):
                     line[rw + b * stride[1]] = src[b] + shift
 
 
-def conv_transpose2d_subpixel(x, w, stride, padding, out_hw, bias=None):
+def input_grad(g, w, b, geo):
+    """The input gradient of the conv `geo` for its output gradient g, + b unless None: the transposed
+    conv of g with w, to the conv's input size (which fixes output_padding)."""
+    return _transposed_conv(g, w, geo.stride, geo.padding, geo.image[2:], b)
+
+
+def _transposed_conv(x, w, stride, padding, out_hw, bias=None):
     """Transposed conv of x (N, C_in, H, W) with w (C_in, C_out, kH, kW), groups 1, dilation 1,
-    to an output of out_hw (H_out, W_out) (which fixes output_padding). Arguments are checked
-    by the caller. Returns (N, C_out, H_out, W_out)."""
+    to an output of out_hw (H_out, W_out). Returns (N, C_out, H_out, W_out)."""
     n, c_in = x.shape[:2]
     c_out = w.shape[1]
     rows, cols_ = (_axis_phases(*a) for a in zip(out_hw, w.shape[2:], stride, padding))
@@ -121,11 +133,11 @@ def conv_transpose2d_subpixel(x, w, stride, padding, out_hw, bias=None):
         out += np.asarray(bias, x.dtype).reshape(-1, 1, 1)
     if not phases:
         return out
-    # chunk the batch as `conv.py` does, sized by the largest phase: a stand-in geometry with
+    # chunk the batch as `im2col.py` does, sized by the largest phase: a stand-in geometry with
     # that phase's taps (C_in*T rows) and positions
     most_taps = max(len(o) for _, _, _, o, _ in phases)
     most_plane = max(hp * wp for _, _, (hp, wp), _, _ in phases)
-    geo = C.ConvGeometry(x.shape, (most_plane, 1), (most_taps, 1), (1, 1), (0, 0), (1, 1), 1)
+    geo = convbase.ConvGeometry(x.shape, (most_plane, 1), (most_taps, 1), (1, 1), (0, 0), (1, 1), 1, c_out)
     per_chunk = geo.chunks()[0][1]
     most_rows = c_in * most_taps
     bias = None if bias is None else np.ascontiguousarray(bias, x.dtype)
@@ -133,11 +145,11 @@ def conv_transpose2d_subpixel(x, w, stride, padding, out_hw, bias=None):
     def task(n0, n1, scratch):
         for rh, rw, (hp, wp), offsets, w_phase in phases:
             width = (n1 - n0) * hp * wp
-            cols = C._buffer(scratch, "cols", most_rows * most_plane * per_chunk, x.dtype)[:w_phase.shape[1] * width]
-            y = C._buffer(scratch, "y", c_out * most_plane * per_chunk, x.dtype)[:c_out * width]
+            cols = convbase.scratch_buffer(scratch, "cols", most_rows * most_plane * per_chunk, x.dtype)[:w_phase.shape[1] * width]
+            y = convbase.scratch_buffer(scratch, "y", c_out * most_plane * per_chunk, x.dtype)[:c_out * width]
             cols, y = cols.reshape(-1, width), y.reshape(c_out, width)
-            C._unfold(x[n0:n1], cols, (hp, wp), offsets, (1, 1))
+            convbase.unfold(x[n0:n1], cols, (hp, wp), offsets, (1, 1))
             np.matmul(w_phase, cols, out=y)
             _to_phase(y, out[n0:n1], rh, rw, stride, bias)
-    C._for_each_chunk(geo.chunks(), task, C.conv_multiply_adds(geo, c_out))
+    convbase.for_each_chunk(geo.chunks(), task, convbase.conv_multiply_adds(geo))
     return out

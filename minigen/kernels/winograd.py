@@ -66,7 +66,7 @@ Done as whole-tensor passes, V and M for a batch of 128 64-channel 28x28 images 
 each and every pass streams them through memory. Instead the tiles (numbered image by image,
 row by row) go in blocks of a few hundred (`BLOCK_BUDGET`): input transform into a small V
 buffer (Numba), the 16 products (one stacked NumPy matmul, BLAS), output transform (Numba),
-all while the block is still in cache. Each worker thread of `conv.py`'s pool takes whole
+all while the block is still in cache. Each worker thread of `convbase.py`'s pool takes whole
 runs of blocks (`_plan`), with BLAS held to one thread, like the im2col kernel. Inside a
 block the transforms walk along rows of tiles: they first combine whole image rows (the
 B^T / A^T applied across rows, which vectorizes), then each tile's columns. Input and output
@@ -95,10 +95,10 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-from minigen.kernels import conv as _conv
+from minigen.kernels import convbase
 
-__all__ = ["applies", "fits", "conv2d_forward", "conv2d_backward", "conv2d_reference", "F2_3", "F4_3",
-           "FLOAT32_ERROR_BOUND"]
+__all__ = ["takes", "preferred", "has_zero_tap", "forward", "input_grad", "weight_grad", "conv2d_reference",
+           "F2_3", "F4_3", "FLOAT32_ERROR_BOUND"]
 
 
 class Transform(NamedTuple):
@@ -320,7 +320,7 @@ def _products(a, b, out):
 
 def _multiply_adds(x_shape, c_out: int) -> int:
     """The products' multiply-adds: 16 per 2x2 output tile, i.e. 4 per pixel, per C_in x C_out
-    (what decides whether the work is worth sharing between threads, see conv.serial_below)."""
+    (what decides whether the work is worth sharing between threads, see convbase.serial_below)."""
     n, c_in, h, w = x_shape
     return n * 4 * (-(-h // 2)) * (-(-w // 2)) * c_in * c_out
 
@@ -328,8 +328,8 @@ def _multiply_adds(x_shape, c_out: int) -> int:
 def _block_buffers(scratch, block, nt, c_in, c_out, dtype):
     """The worker's V (16, C_in, nt) and M (16, C_out, nt) buffers for a block of nt <= block
     tiles, each contiguous (the last block of a unit is shorter), reused across blocks."""
-    v = _conv._buffer(scratch, "v", 16 * c_in * block, dtype)[:16 * c_in * nt]
-    mm = _conv._buffer(scratch, "m", 16 * c_out * block, dtype)[:16 * c_out * nt]
+    v = convbase.scratch_buffer(scratch, "v", 16 * c_in * block, dtype)[:16 * c_in * nt]
+    mm = convbase.scratch_buffer(scratch, "m", 16 * c_out * block, dtype)[:16 * c_out * nt]
     return v.reshape(16, c_in, nt), mm.reshape(16, c_out, nt)
 
 
@@ -346,7 +346,7 @@ def _forward(x, u, bias, out):
             _input_transform(x, runs, v)
             _products(u, v, mm)
             _output_transform(mm, runs, out, bias)
-    _conv._for_each_chunk(plan.units, task, _multiply_adds(x.shape, c_out))
+    convbase.for_each_chunk(plan.units, task, _multiply_adds(x.shape, c_out))
     return out
 
 
@@ -358,7 +358,7 @@ def _weight_grad(grad, x):
 
     def task(t0, t1, scratch):
         total = np.zeros((16, c_out, c_in), x.dtype)
-        part = _conv._buffer(scratch, "part", total.size, x.dtype).reshape(total.shape)
+        part = convbase.scratch_buffer(scratch, "part", total.size, x.dtype).reshape(total.shape)
         for b0 in range(t0, t1, plan.block):
             nt = min(plan.block, t1 - b0)
             v, gm = _block_buffers(scratch, plan.block, nt, c_in, c_out, x.dtype)
@@ -367,7 +367,7 @@ def _weight_grad(grad, x):
             _grad_transform(grad, runs, gm)
             total += _products(gm, v.transpose(0, 2, 1), part)
         scratch.setdefault("du", {})[t0] = total
-    scratches = _conv._for_each_chunk(plan.units, task, _multiply_adds(x.shape, c_out))
+    scratches = convbase.for_each_chunk(plan.units, task, _multiply_adds(x.shape, c_out))
     parts = {t0: part for s in scratches for t0, part in s.get("du", {}).items()}
     return sum(parts[t0] for t0 in sorted(parts))
 
@@ -382,33 +382,31 @@ def _weight_transform(w):
     return np.ascontiguousarray(u.transpose(0, 3, 1, 2)).reshape(16, *w.shape[:2])
 
 
-# --- entry points, called by conv.py's conv2d_forward / conv2d_backward ---------------------
-def fits(geo) -> bool:
-    """True when the fast path can compute this conv (geometry from conv.py): 3x3, stride 1,
-    padding 1, no dilation, one group. Anything else goes to im2col."""
+# --- which convs, and the entry points the conv plan (conv.py) calls ---------------------------
+def takes(geo, part: str) -> bool:
+    """Any part of a 3x3, stride-1, padding-1, undilated, ungrouped conv over all taps, unless some
+    tap of its weight is zero in every channel (`geo.zero_tap`, see `has_zero_tap`)."""
     return (geo.kernel == (3, 3) and geo.stride == (1, 1) and geo.padding == (1, 1) and geo.dilation == (1, 1)
-            and geo.groups == 1)
+            and geo.groups == 1 and geo.taps is None and not geo.zero_tap)
 
 
-def applies(geo, w) -> bool:
-    """True when the fast path takes the conv with weight w (C_out, C_in, 3, 3): it fits, has
-    enough input channels, also relative to its output channels, to be faster than im2col
-    (measured, see MIN_IN_CHANNELS), and no tap of the kernel is zero in every channel.
-
-    Such a tap is a mask (PixelCNN's causal convs): im2col multiplies it by exact zeros, while
-    G w G^T and the output transform mix it with the other taps, and the rounding then leaks
-    ~1e-9 of the masked-out pixels into the output (measured through a 16-channel PixelCNN),
-    which breaks exact causality."""
-    c_out, c_in = w.shape[:2]
-    return fits(geo) and c_in >= MIN_IN_CHANNELS and 2 * c_in >= c_out and _no_zero_tap(w)
+def preferred(geo, part: str) -> bool:
+    """Enough input channels, also relative to the output channels, to be faster than im2col
+    (measured, see MIN_IN_CHANNELS); the same rule for every part."""
+    c_in, c_out = geo.image[1], geo.c_out
+    return c_in >= MIN_IN_CHANNELS and 2 * c_in >= c_out
 
 
-def _no_zero_tap(w) -> bool:
-    """Every tap of w (C_out, C_in, 3, 3) is nonzero in some channel. Under `fixed_weights` a
-    weight with a cached U passed this already (the check reads all of w: ~0.05 ms a conv)."""
+def has_zero_tap(w) -> bool:
+    """Some tap of w (C_out, C_in, 3, 3) is zero in every channel: a mask (PixelCNN's causal convs
+    applied by hand). im2col multiplies it by exact zeros, while G w G^T and the output transform
+    mix it with the other taps, and the rounding then leaks ~1e-9 of the masked-out pixels into the
+    output (measured through a 16-channel PixelCNN), which breaks exact causality. Under
+    `fixed_weights` a weight with a cached U passed this already (the check reads all of w:
+    ~0.05 ms a conv)."""
     if _cached_transform(w) is not None:
-        return True
-    return bool(w.reshape(w.shape[0] * w.shape[1], -1).any(axis=0).all())
+        return False
+    return not bool(w.reshape(w.shape[0] * w.shape[1], -1).any(axis=0).all())
 
 
 # While `fixed_weights` is active: id(w) -> (w, U) for the weights seen so far (w kept, so its id
@@ -445,21 +443,22 @@ def _transform_of(w):
     return u
 
 
-def conv2d_forward(x, w, b=None):
-    """x (N, C_in, H, W), w (C_out, C_in, 3, 3), b (C_out,) or None -> (N, C_out, H, W); stride 1, pad 1.
-    Arguments already checked (and contiguous) by conv.conv2d_forward."""
+def forward(x, w, b, geo):
+    """x (N, C_in, H, W), w (C_out, C_in, 3, 3), b (C_out,) or None -> (N, C_out, H, W); stride 1, pad 1."""
     out = np.empty((x.shape[0], w.shape[0]) + x.shape[2:], x.dtype)
     return _forward(x, _transform_of(w), None if b is None else np.ascontiguousarray(b), out)
 
 
-def conv2d_backward(grad_out, x, w, input_grad=True, weight_grad=True):
-    """(dx, dw, db) of `conv2d_forward` (dx / dw None when not asked for); grad_out (N, C_out, H, W)."""
-    dx = dw = None
-    if input_grad:      # the adjoint: a 3x3 conv with the kernel flipped and the channels swapped
-        w_adjoint = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
-        dx = conv2d_forward(grad_out, w_adjoint)
-    if weight_grad:
-        g = F2_3.g.astype(w.dtype)
-        du = _weight_grad(grad_out, x).reshape(4, 4, *w.shape[:2])
-        dw = np.ascontiguousarray(np.einsum("ai,aboc,bj->ocij", g, du, g))     # G^T dU G
-    return dx, dw, _conv.bias_grad(grad_out)
+def input_grad(g, w, b, geo):
+    """The adjoint, + b unless None: a 3x3 conv of g (N, C_out, H, W) with the kernel flipped and
+    the channels swapped."""
+    w_adjoint = np.ascontiguousarray(w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3))
+    out = np.empty((g.shape[0], w.shape[1]) + g.shape[2:], g.dtype)
+    return _forward(g, _weight_transform(w_adjoint), None if b is None else np.ascontiguousarray(b), out)
+
+
+def weight_grad(g, x, geo):
+    """dw = G^T dU G (C_out, C_in, 3, 3) for the output gradient g and input x."""
+    gm = F2_3.g.astype(x.dtype)
+    du = _weight_grad(g, x).reshape(4, 4, g.shape[1], x.shape[1])
+    return np.ascontiguousarray(np.einsum("ai,aboc,bj->ocij", gm, du, gm))

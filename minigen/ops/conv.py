@@ -1,10 +1,10 @@
 """Convolution ops: conv2d, conv_transpose2d and PixelCNN's masked (causal) conv2d.
 
 The arithmetic lives in `minigen.kernels`: `kernels/conv.py` checks the arguments and sends
-each part of a conv (forward, input gradient, weight gradient) to the kernel that measured
-fastest for its shape (direct loops, planar loops, space-to-depth stride-2 loops, Winograd,
-1x1 products, sub-pixel phases, masked taps) or to its general im2col + BLAS kernel; these
-ops wrap it for autograd. Backward skips the input or weight gradient when that parent does not
+each part of a conv (forward, input gradient, weight gradient) to an algorithm of its table
+(direct loops, planar loops, space-to-depth stride-2 loops, Winograd, 1x1 products, sub-pixel
+phases, im2col + BLAS), the fastest measured on this machine (`kernels/plan.py`); these ops
+wrap it for autograd. Backward skips the input or weight gradient when that parent does not
 need one (e.g. the first layer's input is data).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 
 from minigen import kernels as K
 from minigen.errors import ShapeError
-from minigen.kernels.conv import pair
+from minigen.kernels.convbase import pair
 from minigen.tensor import Tensor, as_tensor, make_result, register_op
 
 __all__ = ["conv2d", "conv_transpose2d", "masked_conv2d", "causal_mask"]

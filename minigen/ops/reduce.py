@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from minigen.kernels.conv import serial_below
+from minigen.kernels.convbase import serial_below
 from minigen.errors import ShapeError
 from minigen.ops.elementwise import _pair
 from minigen.tensor import Tensor, make_result, register_op

@@ -91,7 +91,7 @@ OPTIONS = {
 }
 THREAD_VARIABLES = ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 # `minigen bench SUITE`: the script in the source checkout's benchmarks/
-BENCH_SCRIPTS = {"ops": "ops.py", "models": "run.py", "quality": "quality_time.py"}
+BENCH_SCRIPTS = {"ops": "ops.py", "models": "run.py", "quality": "quality_time.py", "plan": "plan.py"}
 # the suites a sweep can run and the options a sweep passes on to their scripts (--out is the
 # sweep's: DIR/bench/NAME). Quality-at-equal-time runs train for many minutes: a sweep's [train] grid
 # with max_seconds is the way to study those.

@@ -160,7 +160,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     Returns the table as a dict (what tour.json holds), plus "samples": {family: (n, 1, 28, 28)}."""
     from minigen import data as mdata
     from minigen.errors import MinigenError
-    from minigen.kernels.conv import blas_kernels
+    from minigen.kernels.convbase import blas_kernels
     from minigen.metrics import fid_mnist, label_accuracy, yardstick
     from minigen.animate import save_gif
     from minigen.plots import save_rows

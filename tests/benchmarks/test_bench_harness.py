@@ -257,3 +257,12 @@ def test_the_results_page_shows_commands_without_their_output_folder():
     shown = results_page.shown_command("python benchmarks/ops.py --full --out /somewhere/ops.json --rounds 3")
     assert shown == "python benchmarks/ops.py --full --rounds 3"
     assert results_page.shown_command("python benchmarks/run.py --out=/x --full") == "python benchmarks/run.py --full"
+
+
+def test_a_case_given_by_file_path_is_loaded_from_that_file(tmp_path):
+    """'/path/file.py:function' cases let this checkout's cases run against another checkout's minigen."""
+    from benchmarks.worker import resolve_case
+    (tmp_path / "cases.py").write_text("def double(framework, size):\n    return 2 * size\n")
+    assert resolve_case(f"{tmp_path / 'cases.py'}:double")("minigen", size=3) == 6
+    with pytest.raises(ValueError, match="module:function"):
+        resolve_case("no_function_named")

@@ -35,10 +35,6 @@ ENGINE_MUST_NOT_IMPORT = ("minigen.tools", "minigen.cli", "minigen.__main__")
 # Circles still to break, each with the issue that owns it. The test fails on any other circle; when
 # one of these is broken, the test asks for its line to be removed.
 KNOWN_CIRCLES = {
-    # conv.py dispatches to the fast conv modules, which use conv.py's checks and worker pool (issue 24)
-    frozenset({"minigen.kernels.conv", "minigen.kernels.direct", "minigen.kernels.planar",
-               "minigen.kernels.pointwise", "minigen.kernels.stride2", "minigen.kernels.subpixel",
-               "minigen.kernels.winograd"}),
 }
 TOOLS_INTERNAL = "minigen.tools"             # circles wholly inside the tools are theirs to keep
 

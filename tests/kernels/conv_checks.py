@@ -20,18 +20,37 @@ def assert_same_bits_on_one_and_all_threads(fn):
         np.testing.assert_array_equal(a, b)
 
 
-def spy_conv3x3_parts(monkeypatch, module):
-    """Record, in the returned list, which parts ("forward", "dx", "dw") a 3x3 kernel module
-    (direct.py, planar.py: conv3x3_forward / conv3x3_backward) computed."""
-    calls = []
-    real_forward, real_backward = module.conv3x3_forward, module.conv3x3_backward
-    monkeypatch.setattr(module, "conv3x3_forward", lambda *a, **k: calls.append("forward") or real_forward(*a, **k))
+def geometry(x, w):
+    """The conv of x (N, C_in, H, W) with w (C_out, C_in, k, k): stride 2 for a 4x4 kernel (stride2.py's),
+    else 1, padding 1, as the conv kernels' part functions take it."""
+    from minigen.kernels import convbase
+    stride = 2 if w.shape[2:] == (4, 4) else 1
+    return convbase.conv2d_geometry("test", x, w, None, stride, 1, 1, 1)
 
-    def backward(grad_out, x, w, input_grad=True, weight_grad=True):
-        calls.extend(part for part, asked in (("dx", input_grad), ("dw", weight_grad)) if asked)
-        return real_backward(grad_out, x, w, input_grad, weight_grad)
-    monkeypatch.setattr(module, "conv3x3_backward", backward)
-    return calls
+
+def forward(module, x, w, b=None):
+    """A conv algorithm module's forward of x with w (+ b)."""
+    return module.forward(x, w, b, geometry(x, w))
+
+
+def backward(module, g, x, w, input_grad=True, weight_grad=True):
+    """(dx, dw, db) from a conv algorithm module's part functions (dx / dw None when not asked)."""
+    from minigen.kernels import convbase
+    geo = geometry(x, w)
+    return (module.input_grad(g, w, None, geo) if input_grad else None,
+            module.weight_grad(g, x, geo) if weight_grad else None, convbase.bias_grad(g))
+
+
+def parts_run_on(name, c_in, c_out, size, kwargs):
+    """Which parts ("forward", "dx", "dw") of a conv of 2 size x size images from c_in to c_out
+    channels (kwargs: stride, padding, dilation, groups; padding 1 unless given) the plan runs on
+    algorithm `name`."""
+    from minigen.kernels import conv, convbase
+    groups = kwargs.get("groups", 1)
+    x, w = np.empty((2, c_in, size, size)), np.ones((c_out, c_in // groups, 3, 3))
+    geo = convbase.conv2d_geometry("test", x, w, None, kwargs.get("stride", 1), kwargs.get("padding", 1),
+                                   kwargs.get("dilation", 1), groups)
+    return [short for part, short in zip(conv.PARTS, ("forward", "dx", "dw")) if conv.algorithm_for(geo, part) == name]
 
 
 def assert_conv2d_matches_the_reference(c_in, c_out, size, kwargs, seed=4):
@@ -67,9 +86,9 @@ def assert_conv3x3_module_matches_the_reference(module, n, c_in, c_out, h, w, bi
     x, wt = rng.standard_normal((n, c_in, h, w)), rng.standard_normal((c_out, c_in, 3, 3))
     b = rng.standard_normal(c_out) if bias else None
     g = rng.standard_normal((n, c_out, h, w))
-    np.testing.assert_allclose(module.conv3x3_forward(x, wt, b), R.conv2d(x, wt, b, one, one, one, 1),
+    np.testing.assert_allclose(forward(module, x, wt, b), R.conv2d(x, wt, b, one, one, one, 1),
                                rtol=1e-12, atol=1e-12)
-    for got, want in zip(module.conv3x3_backward(g, x, wt), R.conv2d_backward(g, x, wt, one, one, one, 1)):
+    for got, want in zip(backward(module, g, x, wt), R.conv2d_backward(g, x, wt, one, one, one, 1)):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-11)
 
 
@@ -82,9 +101,9 @@ def assert_conv3x3_module_float32_bound(module, c_in, c_out, size):
     x = rng.standard_normal((4, c_in, size, size)).astype(np.float32)
     w = (rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)).astype(np.float32)
     g = rng.standard_normal((4, c_out, size, size)).astype(np.float32)
-    y = module.conv3x3_forward(x, w)
+    y = forward(module, x, w)
     assert y.dtype == np.float32
     assert relative_error(y, R.conv2d(x.astype(np.float64), w.astype(np.float64), None, one, one, one, 1)) < 1e-6
     wants = R.conv2d_backward(g.astype(np.float64), x.astype(np.float64), w.astype(np.float64), one, one, one, 1)
-    for got, want in zip(module.conv3x3_backward(g, x, w), wants):
+    for got, want in zip(backward(module, g, x, w), wants):
         assert got.dtype == np.float32 and relative_error(got, want) < 1e-6

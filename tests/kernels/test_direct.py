@@ -10,11 +10,11 @@ from hypothesis import given, settings, strategies as st
 from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
 from minigen.errors import DTypeError, ShapeError
-from minigen.kernels import direct as D, planar as P, reference as R
+from minigen.kernels import conv, direct as D, reference as R
 from minigen.tensor import Tensor
 from tests.kernels.conv_checks import (assert_conv2d_matches_the_reference, assert_conv3x3_module_float32_bound,
                          assert_conv3x3_module_matches_the_reference, assert_same_bits_on_one_and_all_threads,
-                         spy_conv3x3_parts)
+                         backward, forward, geometry, parts_run_on)
 
 ONE = (1, 1)
 
@@ -30,9 +30,9 @@ def test_matches_the_reference_in_float64(n, c_in, c_out, h, w, bias, seed):
 def test_asked_for_parts_only():
     rng = np.random.default_rng(1)
     x, w, g = rng.standard_normal((2, 3, 7, 7)), rng.standard_normal((4, 3, 3, 3)), rng.standard_normal((2, 4, 7, 7))
-    dx, dw, db = D.conv3x3_backward(g, x, w, input_grad=False, weight_grad=True)
+    dx, dw, db = backward(D, g, x, w, input_grad=False, weight_grad=True)
     assert dx is None and dw.shape == w.shape
-    dx, dw, db = D.conv3x3_backward(g, x, w, input_grad=True, weight_grad=False)
+    dx, dw, db = backward(D, g, x, w, input_grad=True, weight_grad=False)
     assert dw is None and dx.shape == x.shape
     np.testing.assert_allclose(db, g.sum(axis=(0, 2, 3)))
 
@@ -51,7 +51,7 @@ def test_results_do_not_depend_on_the_thread_count():
     x = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)   # 3 chunks of IMAGES_PER_CHUNK
     w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
     g = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
-    assert_same_bits_on_one_and_all_threads(lambda: D.conv3x3_backward(g, x, w))
+    assert_same_bits_on_one_and_all_threads(lambda: backward(D, g, x, w))
 
 
 @pytest.mark.parametrize("c_in, c_out, size, kwargs, parts", [
@@ -66,23 +66,21 @@ def test_results_do_not_depend_on_the_thread_count():
     (64, 64, 7, dict(dilation=2, padding=2), []),
     (64, 64, 7, dict(groups=2), []),
 ])
-def test_dispatch_sends_each_part_where_it_measured_fastest(monkeypatch, c_in, c_out, size, kwargs, parts):
+def test_dispatch_sends_each_part_where_it_measured_fastest(c_in, c_out, size, kwargs, parts):
     """conv2d_forward / conv2d_backward use the direct kernels for exactly the parts they take,
     the other paths for the rest, and the combined result is right."""
-    calls = spy_conv3x3_parts(monkeypatch, D)
+    assert parts_run_on("direct", c_in, c_out, size, kwargs) == parts
     assert_conv2d_matches_the_reference(c_in, c_out, size, kwargs)
-    assert calls == parts
 
 
-def test_gradcheck_conv2d_through_the_direct_path(monkeypatch):
+def test_gradcheck_conv2d_through_the_direct_path():
     """float64 finite differences through the autograd op, every part on the direct kernels."""
-    monkeypatch.setattr(D, "MIN_VECTOR_CHANNELS", 1)
-    monkeypatch.setattr(P, "FIRST_LAYER_CHANNELS", 0)     # (planar.py would take this dw)
-    calls = spy_conv3x3_parts(monkeypatch, D)
+    assert parts_run_on("planar", 3, 4, 5, {}) == ["forward", "dx", "dw"]      # unless forced
     rng = np.random.default_rng(5)
     x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 5, 9), (4, 3, 3, 3), (4,)])
-    assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, padding=1), x, w, b)
-    assert {"forward", "dx", "dw"} <= set(calls)
+    with conv.forced("direct"):
+        assert parts_run_on("direct", 3, 4, 5, {}) == ["forward", "dx", "dw"]
+        assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, padding=1), x, w, b)
 
 
 def test_masked_taps_stay_exact_zeros():
@@ -94,7 +92,7 @@ def test_masked_taps_stay_exact_zeros():
     later = x.copy()
     later[0, :, 4, 3:] += 1000.0          # change pixel (4, 3) and everything after it in raster order
     later[0, :, 5:] += 1000.0
-    y, y_later = D.conv3x3_forward(x, w), D.conv3x3_forward(later, w)
+    y, y_later = forward(D, x, w), forward(D, later, w)
     np.testing.assert_array_equal(y[0, :, :4], y_later[0, :, :4])
     np.testing.assert_array_equal(y[0, :, 4, :3], y_later[0, :, 4, :3])
 
@@ -118,6 +116,11 @@ def test_five_taps_finds_mask_b_and_its_flip_only():
 
 
 @settings(max_examples=20, deadline=None)
+def _masked(geo, mask):
+    """geo, for a masked conv that uses only the mask's nonzero taps (as kernels/masked.py makes it)."""
+    return geo._replace(taps=tuple(map(tuple, np.argwhere(np.asarray(mask) != 0).tolist())))
+
+
 @given(n=st.integers(1, 3), c_in=st.integers(1, 6), c_out=st.integers(1, 20), h=st.integers(1, 9),
        w=st.integers(1, 16), flip=st.booleans(), bias=st.booleans(), seed=st.integers(0, 2**16))
 def test_masked_matches_the_reference_of_the_masked_weight(n, c_in, c_out, h, w, flip, bias, seed):
@@ -129,9 +132,10 @@ def test_masked_matches_the_reference_of_the_masked_weight(n, c_in, c_out, h, w,
     x, wt = rng.standard_normal((n, c_in, h, w)), rng.standard_normal((c_out, c_in, 3, 3))
     b = rng.standard_normal(c_out) if bias else None
     g = rng.standard_normal((n, c_out, h, w))
-    np.testing.assert_allclose(D.masked3x3_forward(x, wt, mask, b), R.conv2d(x, wt * mask, b, ONE, ONE, ONE, 1),
+    geo = _masked(geometry(x, wt), mask)
+    np.testing.assert_allclose(D.forward(x, wt, b, geo), R.conv2d(x, wt * mask, b, ONE, ONE, ONE, 1),
                                rtol=1e-12, atol=1e-12)
-    dx, dw, db = D.masked3x3_backward(g, x, wt, mask)
+    dx, dw, db = D.input_grad(g, wt, None, geo), D.weight_grad(g, x, geo), g.sum(axis=(0, 2, 3))
     want = R.conv2d_backward(g, x, wt * mask, ONE, ONE, ONE, 1)
     np.testing.assert_allclose(dx, want[0], rtol=1e-12, atol=1e-11)
     np.testing.assert_allclose(dw, want[1] * mask, rtol=1e-12, atol=1e-11)
@@ -139,35 +143,30 @@ def test_masked_matches_the_reference_of_the_masked_weight(n, c_in, c_out, h, w,
     np.testing.assert_allclose(db, want[2], rtol=1e-12)
 
 
-def test_masked_conv_dispatch_and_exact_causality(monkeypatch):
+def test_masked_conv_dispatch_and_exact_causality():
     """masked_conv2d sends 3x3 mask B convs of 32+ channels here (not mask A, not 16 channels),
     and an output never sees a later pixel, not even by rounding."""
-    calls = []
-    real = D.masked3x3_forward
-    monkeypatch.setattr(D, "masked3x3_forward", lambda *a, **k: calls.append("forward") or real(*a, **k))
     rng = np.random.default_rng(7)
     for c, mask_type, taken in [(32, "B", True), (32, "A", False), (16, "B", False)]:
-        calls.clear()
         w = rng.standard_normal((c, c, 3, 3)).astype(np.float32)
         mask = ops.causal_mask(3, 3, mask_type, np.float32)
         x = rng.standard_normal((1, c, 7, 7)).astype(np.float32)
+        geo = _masked(geometry(x, w), mask)
+        assert [conv.algorithm_for(geo, part) == "direct" for part in conv.PARTS] == [taken] * 3
         later = x.copy()
         later[0, :, 4, 3 if mask_type == "B" else 2:] += 1000.0   # mask B sees its own pixel (4, 2)
         later[0, :, 5:] += 1000.0
         y, y_later = K.masked_conv2d_forward(x, w, mask, None, 1, 1), K.masked_conv2d_forward(later, w, mask, None, 1, 1)
-        assert calls == (["forward", "forward"] if taken else [])
         np.testing.assert_array_equal(y[0, :, :4], y_later[0, :, :4])
         np.testing.assert_array_equal(y[0, :, 4, :3 if mask_type == "B" else 2], y_later[0, :, 4, :3 if mask_type == "B" else 2])
         np.testing.assert_allclose(y, R.conv2d(x.astype(np.float64), (w * mask).astype(np.float64), None, ONE, ONE, ONE, 1),
                                    rtol=1e-4, atol=1e-4)
 
 
-def test_gradcheck_masked_conv2d_through_the_direct_path(monkeypatch):
-    monkeypatch.setattr(D, "MIN_VECTOR_CHANNELS", 1)
-    calls = []
-    real = D.masked3x3_backward
-    monkeypatch.setattr(D, "masked3x3_backward", lambda *a, **k: calls.append("backward") or real(*a, **k))
+def test_gradcheck_masked_conv2d_through_the_direct_path():
     rng = np.random.default_rng(8)
     x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 4, 8), (4, 3, 3, 3), (4,)])
-    assert gradcheck(lambda x, w, b: ops.masked_conv2d(x, w, b, mask_type="B", padding=1), x, w, b)
-    assert calls
+    geo = _masked(geometry(x.data, w.data), ops.causal_mask(3, 3, "B", np.float64))
+    with conv.forced("direct"):
+        assert all(conv.algorithm_for(geo, part) == "direct" for part in conv.PARTS)
+        assert gradcheck(lambda x, w, b: ops.masked_conv2d(x, w, b, mask_type="B", padding=1), x, w, b)

@@ -14,7 +14,7 @@ from hypothesis import given, settings, strategies as st
 from minigen import kernels as K, ops
 from minigen.errors import ShapeError
 from minigen.gradcheck import gradcheck
-from minigen.kernels import conv as conv_module, pointwise, reference as R, subpixel
+from minigen.kernels import convbase, im2col, pointwise, reference as R, subpixel
 from minigen.tensor import Tensor
 
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -53,9 +53,9 @@ def test_masked_conv_matches_the_reference_of_the_masked_weight(data, k, mask_ty
 def test_masked_conv_uses_only_the_kept_taps(monkeypatch):
     """The matrix product sees C_in * (kept taps) rows: 24 of 49 for 7x7 mask A, 5 of 9 for 3x3 B."""
     seen = []
-    real = conv_module._conv_chunks
-    monkeypatch.setattr(conv_module, "_conv_chunks", lambda x, w, geo, out, b: seen.append(geo.rows) or
-                        real(x, w, geo, out, b))
+    real = im2col._conv_chunks
+    monkeypatch.setattr(im2col, "_conv_chunks", lambda x, w, geo, *rest: seen.append(geo.rows) or
+                        real(x, w, geo, *rest))
     x = np.ones((1, 2, 8, 8))
     for k, mask_type, taps in ((7, "A", 24), (3, "B", 5)):
         K.masked_conv2d_forward(x, np.ones((3, 2, k, k)), ops.causal_mask(k, k, mask_type), None, 1, k // 2)
@@ -105,9 +105,10 @@ def strided_cases(draw):
 @given(strided_cases(), st.booleans(), st.integers(0, 2**16))
 def test_subpixel_conv_transpose_matches_reference(case, use_bias, seed):
     x_shape, w_shape, stride, padding, output_padding = case
-    assert subpixel.applies(stride, (1, 1), 1, w_shape[0], w_shape[1])
     rng = np.random.default_rng(seed)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    geo = convbase.conv_transpose2d_geometry("test", x, w, None, stride, padding, output_padding, 1, 1)
+    assert subpixel.takes(geo, "input_grad") and subpixel.preferred(geo, "input_grad")
     b = rng.standard_normal(w_shape[1]) if use_bias else None
     y = K.conv_transpose2d_forward(x, w, b, stride, padding, output_padding)
     close(y, R.conv_transpose2d(x, w, b, stride, padding, output_padding, (1, 1), 1))
@@ -144,29 +145,29 @@ def test_pointwise_conv_matches_reference(n, c_in, c_out, hw, use_bias, seed):
 
 # --- dispatch: which path runs, and the fallbacks --------------------------------------------
 @pytest.mark.parametrize("call, fast, taken", [
-    (lambda: K.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 1, 1))), "pointwise.conv1x1_forward", True),
-    (lambda: K.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 1, 1)), padding=1), "pointwise.conv1x1_forward",
+    (lambda: K.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 1, 1))), "pointwise.forward", True),
+    (lambda: K.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 1, 1)), padding=1), "pointwise.forward",
      False),
-    (lambda: K.conv2d_forward(np.ones((2, 4, 5, 5)), np.ones((4, 2, 1, 1)), groups=2), "pointwise.conv1x1_forward",
+    (lambda: K.conv2d_forward(np.ones((2, 4, 5, 5)), np.ones((4, 2, 1, 1)), groups=2), "pointwise.forward",
      False),
-    (lambda: K.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 1, 1)), stride=2), "pointwise.conv1x1_forward",
+    (lambda: K.conv2d_forward(np.ones((2, 3, 5, 5)), np.ones((4, 3, 1, 1)), stride=2), "pointwise.forward",
      False),
     (lambda: K.conv_transpose2d_forward(np.ones((2, 3, 5, 5)), np.ones((3, 4, 4, 4)), None, 2, 1),
-     "subpixel.conv_transpose2d_subpixel", True),
+     "subpixel.input_grad", True),
     (lambda: K.conv_transpose2d_forward(np.ones((2, 4, 5, 5)), np.ones((4, 2, 4, 4)), None, 2, 1, groups=2),
-     "subpixel.conv_transpose2d_subpixel", False),
+     "subpixel.input_grad", False),
     (lambda: K.conv_transpose2d_forward(np.ones((2, 3, 5, 5)), np.ones((3, 4, 3, 3)), None, 2, 1, dilation=2),
-     "subpixel.conv_transpose2d_subpixel", False),
+     "subpixel.input_grad", False),
     (lambda: K.conv_transpose2d_forward(np.ones((2, 3, 5, 5)), np.ones((3, 4, 3, 3)), None, 1, 1),
-     "subpixel.conv_transpose2d_subpixel", False),
+     "subpixel.input_grad", False),
     (lambda: K.conv_transpose2d_forward(np.ones((2, 4, 5, 5)), np.ones((4, 3, 4, 4)), None, 2, 1),
-     "subpixel.conv_transpose2d_subpixel", False),
+     "subpixel.input_grad", False),
     (lambda: K.conv2d_backward(np.ones((2, 4, 2, 2)), np.ones((2, 5, 5, 5)), np.ones((4, 5, 3, 3)), 2),
-     "subpixel.conv_transpose2d_subpixel", True),
+     "subpixel.input_grad", True),
     (lambda: K.conv2d_backward(np.ones((2, 4, 2, 2)), np.ones((2, 3, 5, 5)), np.ones((4, 3, 3, 3)), 2),
-     "subpixel.conv_transpose2d_subpixel", False),
+     "subpixel.input_grad", False),
     (lambda: K.conv2d_backward(np.ones((2, 4, 2, 2)), np.ones((2, 5, 5, 5)), np.ones((4, 5, 3, 3)), 2,
-                               input_grad=False), "subpixel.conv_transpose2d_subpixel", False),
+                               input_grad=False), "subpixel.input_grad", False),
 ], ids=["1x1", "1x1-padded", "1x1-groups", "1x1-strided", "transposed-s2", "transposed-groups",
         "transposed-dilated", "transposed-s1", "transposed-narrowing", "strided-dx", "strided-dx-narrowing",
         "strided-no-dx"])
@@ -232,11 +233,11 @@ def test_serial_path_gives_the_same_numbers_and_restores_the_thread_counts(monke
     rng = np.random.default_rng(3)
     x, w = rng.standard_normal((6, 4, 9, 9)), rng.standard_normal((5, 4, 3, 3))
     threads = numba.get_num_threads()
-    monkeypatch.setattr(conv_module, "COLS_BUDGET", 64)               # several chunks
+    monkeypatch.setattr(convbase, "COLS_BUDGET", 64)               # several chunks
     results = {}
     for label, serial_below in (("shared", 0), ("serial", 1 << 40)):
-        monkeypatch.setattr(conv_module, "SERIAL_MULTIPLY_ADDS", serial_below)
-        monkeypatch.setattr(conv_module, "SERIAL_ELEMENTS", serial_below)
+        monkeypatch.setattr(convbase, "SERIAL_MULTIPLY_ADDS", serial_below)
+        monkeypatch.setattr(convbase, "SERIAL_ELEMENTS", serial_below)
         results[label] = (K.conv2d_forward(x, w, None, 1, 1), K.conv2d_backward(np.ones((6, 5, 9, 9)), x, w, 1, 1)[:2])
         assert numba.get_num_threads() == threads
     close(results["serial"][0], results["shared"][0])
@@ -246,12 +247,12 @@ def test_serial_path_gives_the_same_numbers_and_restores_the_thread_counts(monke
 
 def test_serial_below_switches_only_small_work_and_restores_on_error():
     threads = numba.get_num_threads()
-    with conv_module.serial_below(10, 100):
+    with convbase.serial_below(10, 100):
         assert numba.get_num_threads() == 1
-    with conv_module.serial_below(100, 100):
+    with convbase.serial_below(100, 100):
         assert numba.get_num_threads() == threads
     with pytest.raises(RuntimeError):
-        with conv_module.serial_below(10, 100):
+        with convbase.serial_below(10, 100):
             raise RuntimeError("inside")
     assert numba.get_num_threads() == threads
 
@@ -264,15 +265,15 @@ def test_map_batch_parts_covers_the_batch_in_order_with_serial_kernels(n):
     seen = []
 
     def part(n0, n1):
-        seen.append((n0, n1, conv_module._in_batch_part(), numba.get_num_threads()))
-        inner = conv_module.map_batch_parts(lambda a, b: (a, b), n1 - n0)   # nested: not split again
+        seen.append((n0, n1, convbase._in_batch_part(), numba.get_num_threads()))
+        inner = convbase.map_batch_parts(lambda a, b: (a, b), n1 - n0)   # nested: not split again
         return list(range(n0, n1)), inner
-    results = conv_module.map_batch_parts(part, n)
+    results = convbase.map_batch_parts(part, n)
     assert [i for done, _ in results for i in done] == list(range(n))           # contiguous, in order
     assert len(results) == parts and [inner for _, inner in results] == [[(0, n1 - n0)] for n0, n1, *_ in sorted(seen)]
     split = parts > 1
     assert all(active == split and count == (1 if split else threads) for *_, active, count in seen)
-    assert not conv_module._in_batch_part() and numba.get_num_threads() == threads
+    assert not convbase._in_batch_part() and numba.get_num_threads() == threads
 
 
 def test_map_batch_parts_gives_the_whole_batch_numbers_and_passes_errors_on():
@@ -280,15 +281,15 @@ def test_map_batch_parts_gives_the_whole_batch_numbers_and_passes_errors_on():
     x, w = rng.standard_normal((6, 16, 8, 8)).astype(np.float32), rng.standard_normal((16, 16, 3, 3)).astype(np.float32)
     threads = numba.get_num_threads()
     whole = K.conv2d_forward(x, w, None, 1, 1)
-    parts = conv_module.map_batch_parts(lambda n0, n1: K.conv2d_forward(x[n0:n1], w, None, 1, 1), len(x))
+    parts = convbase.map_batch_parts(lambda n0, n1: K.conv2d_forward(x[n0:n1], w, None, 1, 1), len(x))
     assert np.abs(np.concatenate(parts) - whole).max() <= 1e-6 * np.abs(whole).max()
     assert numba.get_num_threads() == threads
 
     def fails(n0, n1):
         raise RuntimeError(f"part {n0}")
     with pytest.raises(RuntimeError, match="part"):
-        conv_module.map_batch_parts(fails, 4)
-    assert numba.get_num_threads() == threads and not conv_module._in_batch_part()
+        convbase.map_batch_parts(fails, 4)
+    assert numba.get_num_threads() == threads and not convbase._in_batch_part()
 
 
 # --- GroupNorm + SiLU fused ---------------------------------------------------------------------

@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from minigen import kernels as K
 from minigen.errors import DTypeError, ShapeError
-from minigen.kernels import conv as conv_module
+from minigen.kernels import convbase
 from minigen.kernels import reference as R
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -116,8 +116,8 @@ def test_conv_reference_backward_is_the_adjoint():
 
 def test_conv_many_chunks_and_float32(monkeypatch):
     """A tiny im2col budget forces one image per chunk; float32 stays float32."""
-    monkeypatch.setattr(conv_module, "COLS_BUDGET", 16)
-    monkeypatch.setattr(conv_module, "SERIAL_MULTIPLY_ADDS", 0)     # share even tiny work out
+    monkeypatch.setattr(convbase, "COLS_BUDGET", 16)
+    monkeypatch.setattr(convbase, "SERIAL_MULTIPLY_ADDS", 0)     # share even tiny work out
     rng = np.random.default_rng(1)
     x, w, b = randn(rng, 5, 4, 9, 8), randn(rng, 6, 2, 3, 3), randn(rng, 6)
     y = K.conv2d_forward(x.astype(np.float32), w.astype(np.float32), b.astype(np.float32), 2, 1, 1, 2)
@@ -144,8 +144,8 @@ def test_conv_accepts_non_contiguous_input_and_skips_unwanted_grads():
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 def test_conv_runs_in_a_forked_child(monkeypatch):
     """The worker threads do not survive fork(); a child (e.g. a data-loading worker) gets its own."""
-    monkeypatch.setattr(conv_module, "COLS_BUDGET", 64)           # several chunks: the workers are used
-    monkeypatch.setattr(conv_module, "SERIAL_MULTIPLY_ADDS", 0)
+    monkeypatch.setattr(convbase, "COLS_BUDGET", 64)           # several chunks: the workers are used
+    monkeypatch.setattr(convbase, "SERIAL_MULTIPLY_ADDS", 0)
     rng = np.random.default_rng(9)
     x, w = randn(rng, 4, 2, 5, 5), randn(rng, 3, 2, 3, 3)
     want = K.conv2d_forward(x, w, None, 1, 1)

@@ -11,7 +11,7 @@ from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
 from minigen.kernels import reference as R, stride2 as S
 from minigen.tensor import Tensor
-from tests.kernels.conv_checks import assert_same_bits_on_one_and_all_threads
+from tests.kernels.conv_checks import assert_same_bits_on_one_and_all_threads, backward, forward, geometry
 
 S2, P1, D1, NO_PAD = (2, 2), (1, 1), (1, 1), (0, 0)
 
@@ -30,14 +30,14 @@ def test_matches_the_reference_in_float64(n, c_in, c_out, rows, cols, bias, seed
     x, w = rng.standard_normal((n, c_in, rows, cols)), rng.standard_normal((c_out, c_in, 4, 4))
     b = rng.standard_normal(c_out) if bias else None
     g = rng.standard_normal((n, c_out, rows // 2, cols // 2))
-    np.testing.assert_allclose(S.conv_forward(x, w, b), R.conv2d(x, w, b, S2, P1, D1, 1), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(forward(S, x, w, b), R.conv2d(x, w, b, S2, P1, D1, 1), rtol=1e-12, atol=1e-12)
     dx, dw, db = R.conv2d_backward(g, x, w, S2, P1, D1, 1)
-    np.testing.assert_allclose(S.conv_input_grad(g, w), dx, rtol=1e-12, atol=1e-11)
-    np.testing.assert_allclose(S.conv_weight_grad(x, g), dw, rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(S.input_grad(g, w, None, geometry(x, w)), dx, rtol=1e-12, atol=1e-11)
+    np.testing.assert_allclose(S.weight_grad(g, x, geometry(x, w)), dw, rtol=1e-12, atol=1e-11)
     transposed_bias = rng.standard_normal(c_in)
-    np.testing.assert_allclose(S.conv_input_grad(g, w, transposed_bias), R.conv_transpose2d(
+    np.testing.assert_allclose(S.input_grad(g, w, transposed_bias, geometry(x, w)), R.conv_transpose2d(
         g, w, transposed_bias, S2, P1, NO_PAD, D1, 1), rtol=1e-12, atol=1e-11)
-    got = S.conv_backward(g, x, w, input_grad=False)
+    got = backward(S, g, x, w, input_grad=False)
     assert got[0] is None and np.allclose(got[1], dw) and np.allclose(got[2], db)
 
 
@@ -51,8 +51,8 @@ def test_float32_error_bound(c_in, c_out, size):
     g = rng.standard_normal((4, c_out, size // 2, size // 2)).astype(np.float32)
     x64, w64, g64 = (a.astype(np.float64) for a in (x, w, g))
     dx, dw, _ = R.conv2d_backward(g64, x64, w64, S2, P1, D1, 1)
-    for got, want in [(S.conv_forward(x, w), R.conv2d(x64, w64, None, S2, P1, D1, 1)),
-                      (S.conv_input_grad(g, w), dx), (S.conv_weight_grad(x, g), dw)]:
+    for got, want in [(forward(S, x, w), R.conv2d(x64, w64, None, S2, P1, D1, 1)),
+                      (S.input_grad(g, w, None, geometry(x, w)), dx), (S.weight_grad(g, x, geometry(x, w)), dw)]:
         assert got.dtype == np.float32 and relative_error(got, want) < 1e-6
 
 
@@ -62,13 +62,13 @@ def test_results_do_not_depend_on_the_thread_count():
     x = rng.standard_normal((40, 8, 14, 14)).astype(np.float32)
     w = rng.standard_normal((32, 8, 4, 4)).astype(np.float32)
     g = rng.standard_normal((40, 32, 7, 7)).astype(np.float32)
-    assert_same_bits_on_one_and_all_threads(lambda: S.conv_backward(g, x, w))
+    assert_same_bits_on_one_and_all_threads(lambda: backward(S, g, x, w))
 
 
 def spy(monkeypatch):
     """Record which stride2 functions ran."""
     calls = []
-    for name in ("conv_forward", "conv_input_grad", "conv_weight_grad"):
+    for name in ("forward", "input_grad", "weight_grad"):
         real = getattr(S, name)
         monkeypatch.setattr(S, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
     return calls
@@ -102,9 +102,9 @@ def check_transposed(x, w, output_padding=0):
 
 
 @pytest.mark.parametrize("c_in, c_out, size, calls_wanted", [
-    (64, 128, 14, ["conv_forward", "conv_input_grad", "conv_weight_grad"]),    # GAN discriminator
-    (1, 32, 28, ["conv_forward", "conv_weight_grad"]),      # a first layer: dx would have 1 channel
-    (32, 8, 14, ["conv_input_grad"]),                       # 8 outputs: too few to vectorize over
+    (64, 128, 14, ["forward", "input_grad", "weight_grad"]),    # GAN discriminator
+    (1, 32, 28, ["forward", "weight_grad"]),      # a first layer: dx would have 1 channel
+    (32, 8, 14, ["input_grad"]),                       # 8 outputs: too few to vectorize over
     (32, 64, 10, []),                                       # output width 5: not a multiple of 7
 ])
 def test_conv_dispatch(monkeypatch, c_in, c_out, size, calls_wanted):
@@ -116,8 +116,8 @@ def test_conv_dispatch(monkeypatch, c_in, c_out, size, calls_wanted):
 
 
 @pytest.mark.parametrize("c_in, c_out, size, output_padding, calls_wanted", [
-    (128, 64, 7, 0, ["conv_forward", "conv_input_grad", "conv_weight_grad"]),    # GAN generator
-    (64, 1, 14, 0, []),                                     # to 1 channel: sub-pixel and a shared unfold
+    (128, 64, 7, 0, ["forward", "input_grad", "weight_grad"]),    # GAN generator
+    (64, 1, 14, 0, ["forward", "weight_grad"]),             # to 1 channel: dx and dw are the 64-channel side
     (64, 32, 7, 1, []),                                     # output_padding: a 15x15 image
 ])
 def test_transposed_dispatch(monkeypatch, c_in, c_out, size, output_padding, calls_wanted):
@@ -147,4 +147,4 @@ def test_gradcheck_through_the_ops(monkeypatch):
     t = lambda *shape: Tensor(rng.standard_normal(shape), requires_grad=True)
     assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, stride=2, padding=1), t(2, 3, 4, 14), t(4, 3, 4, 4), t(4))
     assert gradcheck(lambda x, w, b: ops.conv_transpose2d(x, w, b, 2, 1), t(2, 3, 2, 7), t(3, 4, 4, 4), t(4))
-    assert set(calls) == {"conv_forward", "conv_input_grad", "conv_weight_grad"}
+    assert set(calls) == {"forward", "input_grad", "weight_grad"}

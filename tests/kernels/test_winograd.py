@@ -9,18 +9,17 @@ from hypothesis import given, settings, strategies as st
 
 from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
-from minigen.kernels import planar, reference as R, winograd as W
-from minigen.kernels import conv as conv_module
-from minigen.kernels.conv import pair
+from minigen.kernels import conv, reference as R, winograd as W
+from minigen.kernels.convbase import pair
 from minigen.tensor import Tensor
+from tests.kernels.conv_checks import backward, forward
 
 ONE = (1, 1)
 
 
-def planar_off(monkeypatch):
-    """These tests' small convs have few channels, which planar.py takes first; keep them here."""
-    for name in ("takes_forward", "takes_input_grad", "takes_weight_grad"):
-        monkeypatch.setattr(planar, name, lambda *a: False)
+def winograd_forced(monkeypatch):
+    """These tests' small convs have few channels, which the plan gives planar.py; keep them here."""
+    monkeypatch.setenv("MINIGEN_CONV", "winograd")
 
 
 def direct(x, w, b=None):
@@ -62,7 +61,7 @@ def test_fixed_weights_transforms_each_weight_once_and_only_inside_the_block(mon
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 16, 6, 6)).astype(np.float32)
     w1, w2 = (rng.standard_normal((16, 16, 3, 3)).astype(np.float32) for _ in range(2))
-    planar_off(monkeypatch)
+    winograd_forced(monkeypatch)
     calls = []
     transform = W._weight_transform
     monkeypatch.setattr(W, "_weight_transform", lambda w: calls.append(w) or transform(w))
@@ -76,10 +75,11 @@ def test_fixed_weights_transforms_each_weight_once_and_only_inside_the_block(mon
     K.conv2d_forward(x, w1, None, 1, 1)
     assert len(calls) == 5 and W._fixed_transforms is None       # after the block: no cache
     masked = w1 * ops.causal_mask(3, 3, "B", np.float32)         # a zero tap: im2col, in the block too
-    geo = conv_module.ConvGeometry(x.shape, (6, 6), (3, 3), ONE, ONE, ONE, 1)
+    geo = conv.conv2d_geometry("test", x, w1, None, 1, 1, 1, 1)
     with W.fixed_weights():
         K.conv2d_forward(x, w1, None, 1, 1)
-        assert W.applies(geo, w1) and not W.applies(geo, masked)
+        assert not W.has_zero_tap(w1) and W.has_zero_tap(masked)
+        assert W.takes(conv.with_zero_tap(geo, w1), "forward") and not W.takes(conv.with_zero_tap(geo, masked), "forward")
 
 
 @st.composite
@@ -108,9 +108,9 @@ def test_fast_path_matches_direct_conv(shape, use_bias, budget, seed):
     b = rng.standard_normal(shape[1][0]) if use_bias else None
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(W, "BLOCK_BUDGET", budget)
-        y = W.conv2d_forward(x, w, b)
+        y = forward(W, x, w, b)
         g = rng.standard_normal(y.shape)
-        got = W.conv2d_backward(g, x, w)
+        got = backward(W, g, x, w)
     np.testing.assert_allclose(y, direct(x, w, b), rtol=1e-10, atol=1e-10)
     for a, e in zip(got, direct_backward(g, x, w)):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
@@ -122,10 +122,10 @@ def test_fast_path_skips_unwanted_gradients_and_is_deterministic():
     g = rng.standard_normal((3, 2, 6, 5)).astype(np.float32)
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(W, "BLOCK_BUDGET", 64)                 # many work units, summed in a fixed order
-        dx, dw, db = W.conv2d_backward(g, x, w, input_grad=False)
+        dx, dw, db = backward(W, g, x, w, input_grad=False)
         assert dx is None and dw.dtype == np.float32
-        assert np.array_equal(dw, W.conv2d_backward(g, x, w, input_grad=False)[1])
-        assert W.conv2d_backward(g, x, w, weight_grad=False)[1] is None
+        assert np.array_equal(dw, backward(W, g, x, w, input_grad=False)[1])
+        assert backward(W, g, x, w, weight_grad=False)[1] is None
 
 
 @pytest.mark.parametrize("c_in, c_out, size", [(16, 16, 9), (64, 64, 14), (128, 64, 7)])
@@ -137,8 +137,8 @@ def test_float32_error_is_within_the_stated_bounds(c_in, c_out, size):
     w = rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)
     x32, w32, g32 = (a.astype(np.float32) for a in (x, w, g))
     dx, dw, _ = direct_backward(g, x, w)
-    dx32, dw32, _ = W.conv2d_backward(g32, x32, w32)
-    errors = {"forward": relative_error(W.conv2d_forward(x32, w32), direct(x, w)),
+    dx32, dw32, _ = backward(W, g32, x32, w32)
+    errors = {"forward": relative_error(forward(W, x32, w32), direct(x, w)),
               "input_grad": relative_error(dx32, dx), "weight_grad": relative_error(dw32, dw),
               "F(4x4,3x3) forward": relative_error(W.conv2d_reference(x32, w32, None, W.F4_3), direct(x, w))}
     for name, err in errors.items():
@@ -148,23 +148,12 @@ def test_float32_error_is_within_the_stated_bounds(c_in, c_out, size):
 
 def test_gradcheck_conv2d_through_the_winograd_path(monkeypatch):
     """float64 finite differences through the autograd op, with the dispatch forced onto the fast path."""
-    monkeypatch.setattr(W, "MIN_IN_CHANNELS", 1)
-    planar_off(monkeypatch)
-    calls = []
-    monkeypatch.setattr(W, "conv2d_backward", lambda *a, _f=W.conv2d_backward, **k: calls.append(1) or _f(*a, **k))
+    winograd_forced(monkeypatch)
     rng = np.random.default_rng(3)
     x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 5, 4), (2, 3, 3, 3), (2,)])
+    geo = conv.conv2d_geometry("test", x.data, w.data, None, 1, 1, 1, 1)
+    assert all(conv.algorithm_for(geo, part) == "winograd" for part in conv.PARTS)
     assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, padding=1), x, w, b)
-    assert calls
-
-
-def spy(monkeypatch):
-    """Record every call to the Winograd forward and backward."""
-    calls = []
-    for name in ("conv2d_forward", "conv2d_backward"):
-        real = getattr(W, name)
-        monkeypatch.setattr(W, name, lambda *a, _real=real, _name=name, **k: calls.append(_name) or _real(*a, **k))
-    return calls
 
 
 @pytest.mark.parametrize("c_in, w_shape, kwargs, taken", [
@@ -181,24 +170,23 @@ def spy(monkeypatch):
     (16, (4, 16, 5, 5), dict(padding=2), False),
 ])
 def test_dispatch_takes_only_what_the_fast_path_can_do(monkeypatch, c_in, w_shape, kwargs, taken):
-    """conv2d_forward / conv2d_backward go to Winograd exactly for stride-1, pad-1, 3x3, one-group
-    convs with enough input channels and no masked-out tap; everything else falls back to im2col,
-    and both are right."""
-    planar_off(monkeypatch)
-    calls = spy(monkeypatch)
+    """Winograd takes and (by the estimate thresholds) prefers exactly the stride-1, pad-1, 3x3,
+    one-group convs with enough input channels and no masked-out tap; forced, it runs them and the
+    plan sends everything else elsewhere, and all are right."""
+    winograd_forced(monkeypatch)
     rng = np.random.default_rng(4)
     x, w = rng.standard_normal((2, c_in, 6, 7)), rng.standard_normal(w_shape)
     if "mask" in kwargs:
         w = w * ops.causal_mask(3, 3, kwargs["mask"], w.dtype)
     geo = tuple(kwargs.get(k, d) for k, d in (("stride", 1), ("padding", 0), ("dilation", 1), ("groups", 1)))
     ref_geo = tuple(pair(v, "test", "geometry") for v in geo[:3]) + (geo[3],)
+    plan_geo = conv.with_zero_tap(conv.conv2d_geometry("test", x, w, None, *geo), w)
+    assert (W.takes(plan_geo, "forward") and W.preferred(plan_geo, "forward")) == taken
     y = K.conv2d_forward(x, w, None, *geo)
     np.testing.assert_allclose(y, R.conv2d(x, w, None, *ref_geo), rtol=1e-10, atol=1e-10)
     g = rng.standard_normal(y.shape)
     for a, e in zip(K.conv2d_backward(g, x, w, *geo), R.conv2d_backward(g, x, w, *ref_geo)):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
-    # (the backward's input gradient is itself a Winograd forward, so that is called twice)
-    assert sorted(set(calls)) == (["conv2d_backward", "conv2d_forward"] if taken else [])
 
 
 def test_masked_convs_stay_exactly_causal():

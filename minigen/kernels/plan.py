@@ -1,0 +1,171 @@
+"""The conv plan: which algorithm runs each conv part on this machine (FFTW's planner is the model).
+
+Thresholds measured on one CPU need not hold on another (docs/fast-paths.md#the-plan). So with
+MINIGEN_PLAN=measure, the first time a part (forward, input gradient, weight
+gradient) of a geometry is seen, `run` times every algorithm that takes it on the call's own arrays,
+runs the fastest from then on, and remembers it: in memory for the process and in a small
+"wisdom" file per CPU in the cache folder ($MINIGEN_DATA, else ~/.cache/minigen), so the next
+process measures nothing. The file records the CPU model, its feature flags, the thread count and
+the minigen version; one made for another of these is stale, and it and a corrupt one are ignored
+with a warning (then rewritten). Deleting it is always safe.
+
+MINIGEN_PLAN=estimate, the default, times nothing: the hand-measured thresholds of the conv table
+decide (what the tests use, so they are deterministic). Measuring is not the default yet: on the
+Intel machine it was tried on, under load, the plan it remembered made the DDPM step 1.15x slower
+(docs/measurements.md#conv-plan).
+
+The budget: each candidate runs once to warm up (compiling or loading its Numba code, filling its
+buffers), and once more timed, unless its warm-up already took SKIP_FACTOR times the best timed
+run (clearly slower). The timed run's result is the call's answer when it wins, so measuring adds
+the other candidates' runs to the first call of each geometry only.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import threading
+import time
+import warnings
+from importlib import metadata
+from pathlib import Path
+
+import numba
+
+from minigen.errors import ConfigError
+
+MODES = ("estimate", "measure")
+SKIP_FACTOR = 3
+
+_clock = time.perf_counter               # the tests put a fake clock here
+_lock = threading.Lock()
+_winners: dict[str, str] | None = None   # plan key -> algorithm; None until the wisdom file is read
+timings: dict[str, dict[str, float]] = {}    # plan key -> {algorithm: seconds}, this process's measurements
+multiply_adds: dict[str, int] = {}            # plan key -> the part's multiply-adds (for GFLOP/s)
+
+
+def mode() -> str:
+    value = os.environ.get("MINIGEN_PLAN", "estimate") or "estimate"
+    if value not in MODES:
+        raise ConfigError(f"MINIGEN_PLAN={value!r} is not a plan mode; expected one of {', '.join(MODES)}")
+    return value
+
+
+def machine() -> dict:
+    """What a plan is only valid for: the CPU model, the features Numba compiles for, the threads
+    and the minigen version."""
+    from llvmlite import binding
+    try:
+        version = metadata.version("minigen")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    return {"cpu": f"{cpu_model()} ({binding.get_host_cpu_name()})",
+            "features": numba.config.CPU_FEATURES or binding.get_host_cpu_features().flatten(),
+            "threads": numba.config.NUMBA_NUM_THREADS, "minigen": version}
+
+
+def cpu_model() -> str:
+    """The CPU's model name as the OS reports it (else the platform's processor or machine name)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def wisdom_path() -> Path:
+    """The wisdom file of this CPU and thread count."""
+    from llvmlite import binding
+    root = Path(os.environ.get("MINIGEN_DATA") or Path.home() / ".cache" / "minigen")
+    name = re.sub(r"[^A-Za-z0-9]+", "-", binding.get_host_cpu_name())
+    return root / f"conv-plan-{name}-{numba.config.NUMBA_NUM_THREADS}threads.json"
+
+
+def _read_wisdom() -> dict[str, str]:
+    path = wisdom_path()
+    if not path.exists():
+        return {}
+    try:
+        saved = json.loads(path.read_text())
+        here, winners = machine(), saved["winners"]
+        if not isinstance(winners, dict):
+            raise ValueError("its winners are not a table")
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        warnings.warn(f"ignoring the conv plan file {path}: it is corrupt ({e}); the convs will be timed again")
+        return {}
+    if saved.get("machine") != here:
+        warnings.warn(f"ignoring the conv plan file {path}: it was made for {saved.get('machine')}, not this "
+                      f"machine ({here}); the convs will be timed again")
+        return {}
+    return {str(k): str(v) for k, v in winners.items()}
+
+
+def _write_wisdom(winners: dict[str, str]) -> None:
+    """Write the file whole under a temporary name, then rename it: a reader never sees half a file."""
+    path = wisdom_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        temporary.write_text(json.dumps({"machine": machine(), "winners": winners}, indent=1, sort_keys=True))
+        os.replace(temporary, path)
+    except OSError as e:
+        warnings.warn(f"could not save the conv plan to {path} ({e}); it will be measured again next time")
+
+
+def known(key: str) -> str | None:
+    """The remembered winner for `key` (None if it was never measured here)."""
+    global _winners
+    with _lock:
+        if _winners is None:
+            _winners = _read_wisdom()
+        return _winners.get(key)
+
+
+def forget() -> None:
+    """Drop what this process remembers (the file is read again on the next lookup)."""
+    global _winners
+    with _lock:
+        _winners = None
+        timings.clear()
+        multiply_adds.clear()
+
+
+def run(key: str, candidates: list[str], estimate: str, run_candidate, work: int = 0):
+    """run_candidate(name)'s result for the algorithm the plan picks for `key` among `candidates`
+    (names; `estimate` is the thresholds' pick), measuring them first if this is the first time.
+    work: the part's multiply-adds, kept with the timings for reports."""
+    if mode() == "estimate" or len(candidates) == 1:
+        return run_candidate(estimate)
+    winner = known(key)
+    if winner in candidates:
+        return run_candidate(winner)
+    seconds, result = _measure([estimate] + [c for c in candidates if c != estimate], run_candidate)
+    winner = min(seconds, key=seconds.get)
+    with _lock:
+        timings[key], multiply_adds[key] = seconds, work
+        _winners[key] = winner
+        _write_wisdom(dict(_winners))
+    return result
+
+
+def _measure(names: list[str], run_candidate) -> tuple[dict[str, float], object]:
+    """Each candidate's time (the timed run, or its warm-up when that alone was too slow) and the
+    fastest one's result."""
+    seconds, best = {}, (float("inf"), None)
+    for name in names:
+        start = _clock()
+        result = run_candidate(name)
+        warm = _clock() - start
+        if warm < SKIP_FACTOR * best[0]:
+            start = _clock()
+            result = run_candidate(name)
+            seconds[name] = _clock() - start
+        else:
+            seconds[name] = warm
+        if seconds[name] < best[0]:
+            best = (seconds[name], result)
+    return seconds, best[1]

@@ -1,0 +1,98 @@
+"""The conv plan (kernels/plan.py): estimate mode times nothing; measure mode runs the fastest candidate,
+timed with an injected clock (no real convs are timed here), remembers it in memory and in the wisdom
+file, which a corrupt or stale copy of cannot break."""
+import json
+
+import numpy as np
+import pytest
+
+from minigen import kernels as K
+from minigen.kernels import conv, plan
+
+
+@pytest.fixture
+def measured(monkeypatch, tmp_path):
+    """Measure mode with the wisdom file in a fresh folder and nothing remembered."""
+    monkeypatch.setenv("MINIGEN_PLAN", "measure")
+    monkeypatch.setenv("MINIGEN_DATA", str(tmp_path))
+    plan.forget()
+    yield tmp_path
+    plan.forget()
+
+
+class FakeCandidates:
+    """Candidates whose runs take the given seconds on a fake clock; each run returns its name."""
+
+    def __init__(self, monkeypatch, seconds):
+        self.seconds, self.now, self.runs = seconds, 0.0, []
+        monkeypatch.setattr(plan, "_clock", lambda: self.now)
+
+    def run(self, name):
+        self.runs.append(name)
+        self.now += self.seconds[name]
+        return name
+
+
+def test_measure_mode_runs_the_fastest_candidate_and_remembers_it(monkeypatch, measured):
+    fake = FakeCandidates(monkeypatch, {"direct": 0.03, "winograd": 0.01, "im2col": 0.02})
+    assert plan.run("key", ["direct", "winograd", "im2col"], "direct", fake.run) == "winograd"
+    assert plan.timings["key"] == pytest.approx({"direct": 0.03, "winograd": 0.01, "im2col": 0.02})
+    fake.runs.clear()
+    assert plan.run("key", ["direct", "winograd", "im2col"], "direct", fake.run) == "winograd"
+    assert fake.runs == ["winograd"]                     # known: nothing timed again
+
+
+def test_a_candidate_whose_warm_up_is_much_slower_is_not_timed_again(monkeypatch, measured):
+    fake = FakeCandidates(monkeypatch, {"direct": 0.01, "planar": 1.0})
+    assert plan.run("key", ["planar", "direct"], "direct", fake.run) == "direct"
+    assert fake.runs == ["direct", "direct", "planar"]
+
+
+def test_estimate_mode_times_nothing_and_always_picks_the_estimate(monkeypatch, measured):
+    monkeypatch.setenv("MINIGEN_PLAN", "estimate")
+    fake = FakeCandidates(monkeypatch, {"direct": 0.03, "winograd": 0.01})
+    for _ in range(3):
+        assert plan.run("key", ["direct", "winograd"], "direct", fake.run) == "direct"
+    assert fake.runs == ["direct"] * 3 and plan.timings == {}
+    assert not list(measured.iterdir())                  # no wisdom file written
+
+
+def test_wisdom_round_trip_a_new_process_measures_nothing(monkeypatch, measured):
+    fake = FakeCandidates(monkeypatch, {"direct": 0.03, "winograd": 0.01})
+    plan.run("key", ["direct", "winograd"], "direct", fake.run)
+    saved = json.loads(plan.wisdom_path().read_text())
+    assert saved["winners"] == {"key": "winograd"} and saved["machine"] == plan.machine()
+    assert [p.name for p in measured.iterdir()] == [plan.wisdom_path().name]     # no temporary left
+    plan.forget()                                        # as a new process: read back from the file
+    fake.runs.clear()
+    assert plan.run("key", ["direct", "winograd"], "direct", fake.run) == "winograd"
+    assert fake.runs == ["winograd"]
+
+
+@pytest.mark.parametrize("content, says", [
+    ("{not json", "corrupt"),
+    ('{"machine": {}, "winners": ["x"]}', "corrupt"),
+    ("STALE", "made for"),
+])
+def test_a_corrupt_or_stale_wisdom_file_is_ignored_with_a_warning(monkeypatch, measured, content, says):
+    if content == "STALE":
+        content = json.dumps({"machine": dict(plan.machine(), minigen="0.0.1"), "winners": {"key": "direct"}})
+    plan.wisdom_path().parent.mkdir(parents=True, exist_ok=True)
+    plan.wisdom_path().write_text(content)
+    fake = FakeCandidates(monkeypatch, {"direct": 0.03, "winograd": 0.01})
+    with pytest.warns(UserWarning, match=says):
+        assert plan.run("key", ["direct", "winograd"], "direct", fake.run) == "winograd"
+    assert json.loads(plan.wisdom_path().read_text())["winners"] == {"key": "winograd"}     # rewritten
+
+
+def test_measured_conv_equals_the_estimated_one_and_is_planned_once(measured):
+    """Through the dispatcher with real (tiny) convs: the answer does not depend on the plan, and the
+    part's winner is known afterwards."""
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 32, 7, 7)), rng.standard_normal((32, 32, 3, 3))
+    y = K.conv2d_forward(x, w, None, 1, 1)
+    geo = conv.conv2d_geometry("test", x, w, None, 1, 1, 1, 1)
+    chosen = conv.algorithm_for(conv.with_zero_tap(geo, w), "forward", x.dtype)
+    assert chosen in conv.candidates(geo, "forward")
+    with conv.forced("im2col"):
+        np.testing.assert_allclose(y, K.conv2d_forward(x, w, None, 1, 1), rtol=1e-10, atol=1e-10)

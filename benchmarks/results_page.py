@@ -181,6 +181,7 @@ def _tour_header(tour: dict) -> str:
     return (f"{tour['minutes']:g} minutes budget, {tour['seconds']:.0f} s in all, trained on {tour['dataset']}; "
             f"test set: {tour['test_source']}; FID-MNIST and label accuracy from {tour['metric_samples']} samples "
             f"(yardstick classifier test accuracy {_fmt(tour.get('yardstick_test_accuracy'))})"
+            + (f"; {tour['cpu']}, {tour['threads']} threads" if tour.get("cpu") else "")
             + (f"; BLAS {tour['blas']}" if tour.get("blas") else "") + ".")
 
 

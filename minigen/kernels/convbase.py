@@ -323,8 +323,8 @@ def serial_below(size: int, threshold: int):
 
 def bias_grad(grad_out: np.ndarray) -> np.ndarray:
     """db (C,) = grad_out (N, C, H, W) summed over N, H and W: each image's channel sums first (one
-    einsum pass), then those over the batch. Measured 2-4x faster than grad_out.sum(axis=(0, 2, 3))
-    (128x32x28x28 float32: 0.18 against 0.75 ms), with the same float32 error (4e-7 relative)."""
+    einsum pass), then those over the batch: faster than grad_out.sum(axis=(0, 2, 3)), with the same
+    float32 error (docs/measurements.md#smaller-choices)."""
     return np.einsum("nchw->nc", grad_out).sum(axis=0)
 
 

@@ -111,9 +111,8 @@ def takes(geo, part: str) -> bool:
 def preferred(geo, part: str) -> bool:
     """Where the hand-measured thresholds put it: the channels vectorized over (output channels;
     input channels for the input gradient) at least MIN_VECTOR_CHANNELS, and at most MAX_WORK per
-    image. A masked conv of 5 taps: both channel counts at least MIN_VECTOR_CHANNELS (PixelCNN's
-    64->64 mask B convs at 28x28, forward + both gradients at batch 128, measured 110-120 ms against
-    144 ms for im2col over the 5 taps)."""
+    image. A masked conv of 5 taps: both channel counts at least MIN_VECTOR_CHANNELS, where it beat
+    im2col over the 5 taps (docs/measurements.md#smaller-choices)."""
     n, c_in, h, w = geo.image
     if geo.taps is not None:
         return min(c_in, geo.c_out) >= MIN_VECTOR_CHANNELS

@@ -172,8 +172,8 @@ def batch_norm_backward(grad_out, x, weight, mean, var, eps=1e-5, batch_stats=Tr
 @njit(cache=True, inline="always")
 def _silu_grad(h, y):
     """d silu / dh = s + y * (1 - s) at h, where y = silu(h) = h * s is the forward's output and
-    s = sigmoid(h) is read off it as y / h: a division, which vectorizes, where exp did not (the
-    backward of the DDPM's GroupNorm + SiLU measured 14 ms a call with exp, most of its time).
+    s = sigmoid(h) is read off it as y / h: a division, which vectorizes, where exp did not
+    (docs/measurements.md#smaller-choices).
     Near h = 0 (where y / h loses its digits) s = 1/2 + h/4, exact to h^3/48."""
     s = y / h if abs(h) > 1e-6 else 0.5 + 0.25 * h
     return s + y * (1.0 - s)
@@ -284,8 +284,7 @@ SILU_BLOCK = 1 << 17
 def _silu_inplace(h: np.ndarray) -> None:
     """h <- h * sigmoid(h) = h / (1 + exp(-h)), in h's dtype, as NumPy passes over blocks of
     SILU_BLOCK elements shared between `convbase.py`'s workers: NumPy's exp is vectorised (SIMD),
-    Numba's scalar math.exp inside the norm loop was not, and measured 5x slower (2.0 ms against
-    0.4 ms for a 16x32x28x28 float32 GroupNorm + SiLU). For h << 0, exp(-h) overflows to inf and
+    Numba's scalar math.exp inside the norm loop was not (docs/measurements.md#smaller-choices). For h << 0, exp(-h) overflows to inf and
     h / inf = -0: the right limit, so the warning is silenced."""
     flat = h.reshape(-1)
 

@@ -161,6 +161,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     from minigen import data as mdata
     from minigen.errors import MinigenError
     from minigen.kernels.convbase import blas_kernels
+    from minigen.kernels.plan import machine
     from minigen.metrics import fid_mnist, label_accuracy, yardstick
     from minigen.animate import save_gif
     from minigen.plots import save_rows
@@ -239,6 +240,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
               "within_budget": seconds <= budget * (1 + BUDGET_TOLERANCE), "dataset": dataset,
               "test_source": test.source, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
               "metric_samples": metric_samples, "families": table, "blas": blas_kernels(),
+              "cpu": machine()["cpu"], "threads": machine()["threads"],
               "figures": {"samples": samples_png, "strips": strips_png, "animations": gifs}}
     from minigen.serialize import atomic_write
     atomic_write(os.path.join(out_dir, "tour.json"), lambda f: f.write(json.dumps(result, indent=2).encode()))
@@ -262,7 +264,11 @@ def recipe_settings(recipe: Recipe, config: dict) -> dict:
 def _settings_text(settings: dict) -> str:
     """{"lr": 0.002, "channels": [16, 32, 32], ...} -> "lr 0.002, channels 16/32/32, ..." (short names)."""
     names = {"batch_size": "batch", "warmup_steps": "warm-up", "lr_decay": "decay", "num_blocks": "blocks",
-             "sample_steps": "DDIM steps", "temperature": "T"}
+             "temperature": "T"}
+    if "sample_steps" in settings:      # "Heun steps 2" for flow matching; DDPM's sampler is DDIM
+        settings = dict(settings)
+        sampler = settings.pop("sample_method", "ddim")
+        names["sample_steps"] = {"ddim": "DDIM", "heun": "Heun", "euler": "Euler"}.get(sampler, sampler) + " steps"
 
     def text(value) -> str:
         if isinstance(value, (list, tuple)):

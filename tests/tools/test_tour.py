@@ -94,3 +94,15 @@ def test_every_recipe_names_a_registered_family_and_every_generator_has_one():
     generators = {name for name, cls in FAMILIES.items()          # (tests may register toy families of their own)
                   if cls.generates and cls.__module__.startswith("minigen.models.")}
     assert generators == set(recipes), "a generating family without a tour recipe (or the reverse)"
+
+
+def test_the_recipe_line_names_each_sampler_by_its_own_name():
+    def recipe_text(family, config):
+        recipe = next(r for r in tour.FAMILIES if r.family == family)
+        return tour._settings_text(tour.recipe_settings(recipe, {"lr": 2e-3, "batch_size": 32, **config}))
+    fm = next(r for r in tour.FAMILIES if r.family == "flowmatch")
+    assert "Heun steps 2" in recipe_text("flowmatch", {k: {"sample_method": "heun", "sample_steps": 2}.get(k, 1)
+                                                       for k in fm.shown})
+    ddpm = next(r for r in tour.FAMILIES if r.family == "ddpm")
+    text = recipe_text("ddpm", {k: {"sample_steps": 20}.get(k, 1) for k in ddpm.shown})
+    assert "DDIM steps 20" in text and "Heun" not in text

@@ -47,7 +47,7 @@ def test_every_algorithm_takes_some_shape_class_and_im2col_takes_all():
     assert all(conv.candidates(_geometry(*s[1:]), part)[-1] == "im2col" for s in SHAPES for part in conv.PARTS)
 
 
-@pytest.mark.parametrize("name, shape", _cases())
+@pytest.mark.parametrize("name, shape", list(_cases()))
 def test_forced_algorithm_equals_the_reference_in_every_part_it_takes(name, shape):
     """conv2d (or masked_conv2d) forward and backward, and the transposed conv of the same geometry
     forward and backward, with `name` forced: the parts it takes run on it, and all equal float64 NumPy."""

@@ -12,6 +12,7 @@ are never typed by hand.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import sys
@@ -95,7 +96,8 @@ def ops_section(ops: dict) -> list[str]:
 
 
 def models_section(res: dict) -> list[str]:
-    out = [f"### The model families (`{shown_command(res['command'])}`)", "", machine_line(res["machine"], res.get("load_average"))
+    out = [f"### The model families on the {res['machine']['cpu']} (`{shown_command(res['command'])}`)", "",
+           machine_line(res["machine"], res.get("load_average"))
            + "; " + _how(res) + ".", "",
            f"Training step at batch {res.get('batch', 128)} (seconds), time to first result (from the start of "
            "a fresh process: imports, set-up and the first step, JIT compilation included), achieved GFLOP/s (3 x forward matmul/conv FLOPs), and peak memory growth "
@@ -224,8 +226,9 @@ def replace_between(path: str, begin: str, end: str, lines: list[str]) -> None:
 def targets_section(ops: dict | None, res: dict | None) -> list[str]:
     """Every target the benchmark rows carry (issue 13: conv rows <= 1.0, stride-1 3x3 convs with
     >= 32 channels <= 0.8, training steps and sampling <= 1.0, memory <= 1.5), measured ratio
-    with its spread over rounds, met or missed (judged on the median)."""
+    with its spread over rounds, met or missed (judged on the median), under a heading naming the CPU."""
     rows = []
+    cpus = sorted({d["machine"]["cpu"] for d in (ops, res) if d})
 
     def add(target, summary, goal):
         ratio = summary.get("ratio")
@@ -246,14 +249,15 @@ def targets_section(ops: dict | None, res: dict | None) -> list[str]:
                 add(f"{r['model']}: peak training-step memory", r["memory"], r["memory"].get("target"))
     if not rows:
         return []
-    return ["### Targets (minigen / PyTorch; median ratio, min-max over rounds in brackets)", ""] + \
-        _table(["target", "measured", ""], rows) + [""]
+    return [f"### Targets on the {' and the '.join(cpus)} (minigen / PyTorch; median ratio, min-max over rounds "
+            f"in brackets)", ""] + _table(["target", "measured", ""], rows) + [""]
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--ops", default=os.path.join(HERE, "results", "ops.json"))
-    p.add_argument("--models", default=os.path.join(HERE, "results", "models-full.json"))
+    p.add_argument("--models", nargs="+", default=sorted(glob.glob(os.path.join(HERE, "results", "models-full*.json"))),
+                   help="run.py --full results, one file per machine (default: results/models-full*.json)")
     p.add_argument("--tour", default=os.path.join(HERE, "results", "tour.json"))
     p.add_argument("--tour30", default=os.path.join(HERE, "results", "tour30.json"),
                    help="a longer tour (--minutes 30), shown beside the 10-minute one")
@@ -263,20 +267,24 @@ def main(argv=None) -> int:
     p.add_argument("--readme", default=os.path.join(ROOT, "README.md"))
     args = p.parse_args(argv)
     loaded = {}
-    for path in (args.tour, args.tour30, args.ops, args.models, args.quality, args.scaling):
+    for path in (args.tour, args.tour30, args.ops, *args.models, args.quality, args.scaling):
         if os.path.exists(path):
             with open(path) as f:
                 loaded[path] = json.load(f)
         else:
             print(f"skipping {path}: not found", file=sys.stderr)
-    for path in (args.ops, args.models):
+    for path in (args.ops, *args.models):
         if path in loaded and "rounds" not in loaded[path]:
             raise SystemExit(f"{path} was written by the old same-process benchmark (no 'rounds'); "
                              f"rerun benchmarks/ops.py --full and benchmarks/run.py --full first")
-    lines = targets_section(loaded.get(args.ops), loaded.get(args.models))
+    by_cpu = {}         # one targets table per machine: {cpu: {"ops": ..., "models": ...}}
+    for kind, path in [("ops", args.ops)] + [("models", path) for path in args.models]:
+        if path in loaded:
+            by_cpu.setdefault(loaded[path]["machine"]["cpu"], {})[kind] = loaded[path]
+    lines = [line for found in by_cpu.values() for line in targets_section(found.get("ops"), found.get("models"))]
     if args.tour in loaded:
         lines += tour_section(loaded[args.tour], loaded.get(args.tour30)) + [""]
-    for path, section in ((args.ops, ops_section), (args.models, models_section),
+    for path, section in ((args.ops, ops_section), *((path, models_section) for path in args.models),
                           (args.scaling, scaling_section), (args.quality, quality_section)):
         if path in loaded:
             lines += section(loaded[path]) + [""]

@@ -90,8 +90,9 @@ def test_worker_env_sets_every_thread_pool_alike():
 def test_targets_section_judges_the_median_ratio():
     summary = {"ratio": 0.9, "ratio_min": 0.7, "ratio_max": 1.2}
     ops_json = {"ops": [{"op": "conv2d a", "target": 1.0, **summary}, {"op": "conv2d b", "target": 0.8, **summary},
-                        {"op": "no torch", "target": 1.0, "ratio": None}]}
+                        {"op": "no torch", "target": 1.0, "ratio": None}], "machine": {"cpu": "Some CPU"}}
     rows = results_page.targets_section(ops_json, None)
+    assert rows[0].startswith("### Targets on the Some CPU ")
     assert "| ops: conv2d a <= 1.0 | 0.90 (0.70-1.20) | met |" in rows
     assert "| ops: conv2d b <= 0.8 | 0.90 (0.70-1.20) | **missed** |" in rows
     assert not any("no torch" in r for r in rows)
@@ -266,3 +267,27 @@ def test_a_case_given_by_file_path_is_loaded_from_that_file(tmp_path):
     assert resolve_case(f"{tmp_path / 'cases.py'}:double")("minigen", size=3) == 6
     with pytest.raises(ValueError, match="module:function"):
         resolve_case("no_function_named")
+
+
+def test_the_results_page_gives_each_machine_its_own_tables(tmp_path):
+    def models_json(cpu, ratio):
+        step = {"minigen": {"median_s": ratio, "min_s": ratio, "max_s": ratio}, "torch": {"median_s": 1.0,
+                "min_s": 1.0, "max_s": 1.0}, "ratio": ratio}
+        return {"command": "python benchmarks/run.py --full", "rounds": 3, "batch": 128,
+                "machine": {"cpu": cpu, "threads": 2, "python": "3.11", "numpy": "2", "numba": "0.6", "torch": "2",
+                            "numpy_matmul_gflops": 100.0},
+                "models": [{"model": "vae", "parameters": 10, "step": step, "target": 1.0, "sampling": []}]}
+    paths = []
+    for cpu, ratio in (("CPU A", 0.5), ("CPU B", 1.5)):
+        paths.append(tmp_path / f"models-full-{cpu[-1]}.json")
+        paths[-1].write_text(json.dumps(models_json(cpu, ratio)))
+    page = tmp_path / "results.md"
+    page.write_text(f"intro\n{results_page.BEGIN}\nold\n{results_page.END}\n")
+    none = str(tmp_path / "none.json")
+    results_page.main(["--models", *map(str, paths), "--page", str(page), "--ops", none, "--tour", none,
+                       "--tour30", none, "--quality", none, "--scaling", none])
+    text = page.read_text()
+    assert "### Targets on the CPU A " in text and "### Targets on the CPU B " in text
+    assert "| vae: training step <= 1.0 | 0.50 | met |" in text
+    assert "| vae: training step <= 1.0 | 1.50 | **missed** |" in text
+    assert "### The model families on the CPU A " in text and "### The model families on the CPU B " in text

@@ -52,7 +52,8 @@ def _table(header, rows) -> list[str]:
 
 
 def machine_line(m: dict, load=None) -> str:
-    line = (f"{m['cpu']}, {m['threads']} threads; Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}, "
+    line = (f"{m['cpu']}" + (f" ({m['vector_bits']}-bit vector loops in Numba)" if m.get("vector_bits") else "")
+            + f", {m['threads']} threads; Python {m['python']}, NumPy {m['numpy']}, Numba {m['numba']}, "
             f"PyTorch {m['torch'] or 'not installed'}; BLAS {m.get('blas', 'not recorded')}; NumPy float32 1024³ matmul: {m['numpy_matmul_gflops']} GFLOP/s "
             f"(the practical peak)")
     return line + (f"; load average at the end {load[0]:.1f}" if load else "")

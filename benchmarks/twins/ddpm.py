@@ -121,6 +121,20 @@ class TorchUNetModel(nn.Module):
                 for name, p in self.net.named_parameters():
                     p.copy_(saved[name])
 
+    @torch.no_grad()
+    def test_loss(self, where: str, x, y, batch_loss) -> float:
+        """As UNetModel.test_loss: batch_loss(x0 in [-1, 1], labels or None) -> the batch's mean squared
+        error, averaged over the first eval_examples images, with the EMA weights."""
+        c = self.config
+        x = check_images(where, x)[: c["eval_examples"]]
+        labels = np.asarray(y, np.int64)[: len(x)] if self.conditional else None
+        total, batch = 0.0, int(c["batch_size"])
+        with self.ema_weights():
+            for start in range(0, len(x), batch):
+                x0 = 2 * x[start:start + batch] - 1
+                total += batch_loss(x0, None if labels is None else labels[start:start + batch]) * len(x0)
+        return total / max(len(x), 1)
+
     def drop_labels(self, y, generator):
         """As UNetModel.drop_labels: one uniform per label (none when unconditional)."""
         if not self.conditional:
@@ -233,18 +247,11 @@ def sample(torch_model, n, labels=None, generator=None, method=None, steps=None,
 @torch.no_grad()
 def evaluate(torch_model, x, y, generator=None) -> dict:
     """DDPM.evaluate's denoising loss, with the same draws."""
-    m, c = torch_model, torch_model.config
-    x = check_images("twin ddpm.evaluate", x)[: c["eval_examples"]]
-    labels = np.asarray(y, np.int64)[: len(x)] if m.conditional else None
-    generator = resolve(generator)
-    total, batch = 0.0, int(c["batch_size"])
-    with m.ema_weights():
-        for start in range(0, len(x), batch):
-            xb = x[start:start + batch]
-            t = generator.integers(0, m.schedule.T, (len(xb),))
-            noise = generator.normal(xb.shape)
-            xt = m.schedule.q_sample(2 * xb - 1, t, noise)
-            xt = torch.from_numpy(xt)
-            eps = _eps_from_output(m, xt, m.net(xt, t, None if labels is None else labels[start:start + batch]), t)
-            total += F.mse_loss(eps, torch.from_numpy(noise)).item() * len(xb)
-    return {"loss": total / max(len(x), 1)}
+    m, generator = torch_model, resolve(generator)
+
+    def noise_loss(x0, labels):
+        t = generator.integers(0, m.schedule.T, (len(x0),))
+        noise = generator.normal(x0.shape)
+        xt = torch.from_numpy(m.schedule.q_sample(x0, t, noise))
+        return F.mse_loss(_eps_from_output(m, xt, m.net(xt, t, labels), t), torch.from_numpy(noise)).item()
+    return {"loss": m.test_loss("twin ddpm.evaluate", x, y, noise_loss)}

@@ -70,16 +70,10 @@ def sample(torch_model, n, labels=None, generator=None, method=None, steps=None,
 @torch.no_grad()
 def evaluate(torch_model, x, y, generator=None) -> dict:
     """FlowMatching.evaluate's flow-matching loss, with the same draws (the likelihood is not twinned)."""
-    m, c = torch_model, torch_model.config
-    x = check_images("twin flowmatch.evaluate", x)[: c["eval_examples"]]
-    labels = np.asarray(y, np.int64)[: len(x)] if m.conditional else None
-    generator = resolve(generator)
-    total, batch = 0.0, int(c["batch_size"])
-    with m.ema_weights():
-        for start in range(0, len(x), batch):
-            x1 = 2 * x[start:start + batch] - 1
-            t, x0 = generator.uniform((len(x1),)), generator.normal(x1.shape)
-            out = m.net(torch.from_numpy(interpolate(x0, x1, t)), TIME_SCALE * t,
-                        None if labels is None else labels[start:start + batch])
-            total += F.mse_loss(out, torch.from_numpy(velocity_target(x0, x1))).item() * len(x1)
-    return {"loss": total / max(len(x), 1)}
+    m, generator = torch_model, resolve(generator)
+
+    def velocity_loss(x1, labels):
+        t, x0 = generator.uniform((len(x1),)), generator.normal(x1.shape)
+        out = m.net(torch.from_numpy(interpolate(x0, x1, t)), TIME_SCALE * t, labels)
+        return F.mse_loss(out, torch.from_numpy(velocity_target(x0, x1))).item()
+    return {"loss": m.test_loss("twin flowmatch.evaluate", x, y, velocity_loss)}

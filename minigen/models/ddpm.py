@@ -378,6 +378,22 @@ class UNetModel(GenerativeModel):
             for p, data in saved:
                 p.data = data
 
+    def test_loss(self, where: str, x, y, batch_loss) -> tuple[float, np.ndarray, np.ndarray | None]:
+        """The EMA network's loss on the first config.eval_examples test images x (N, 1, 28, 28) in [0, 1]
+        with labels y (N,): batch_loss(x0 (B, 1, 28, 28) in [-1, 1], labels (B,) or None) -> the batch's
+        mean squared error, averaged over the images (under no_grad, in batches of batch_size). What
+        each family's loss is (noise or velocity, its random draws) is batch_loss's.
+        Returns (loss, the checked images, their labels) for the family's other metrics."""
+        x = check_images(where, x)[: self.hparams.eval_examples]
+        labels = (check_labels(where, np.asarray(y)[: len(x)], len(x), self.num_classes)
+                  if self.conditional else None)
+        total, batch = 0.0, self.hparams.batch_size
+        with no_grad(), self.ema_weights():
+            for start in range(0, len(x), batch):
+                x0 = 2 * x[start:start + batch] - 1
+                total += batch_loss(x0, None if labels is None else labels[start:start + batch]) * len(x0)
+        return total / len(x), x, labels
+
     def guided_output(self, x: np.ndarray, t: np.ndarray, labels: np.ndarray | None, guidance: float) -> np.ndarray:
         """The network's output for x (N, 1, 28, 28) at times t (N,) (call under no_grad); guided when
         guidance != 1: out_u + guidance * (out_c - out_u).
@@ -544,23 +560,17 @@ class DDPM(UNetModel):
         """The EMA network's denoising loss E_{t, eps} ||eps - eps_theta(x_t, t)||^2 on the first
         config.eval_examples test images (one random t and eps per image). Sample quality (FID,
         label accuracy; the literature uses 10k-50k samples) is measured by `minigen eval --fid`."""
-        x = check_images("ddpm.evaluate", x)[: self.hparams.eval_examples]
         generator = resolve(generator)
-        labels = (check_labels("ddpm.evaluate", np.asarray(y)[: len(x)], len(x), self.num_classes)
-                  if self.conditional else None)
-        total = 0.0
-        batch = self.hparams.batch_size
-        with no_grad(), self.ema_weights():
-            for start in range(0, len(x), batch):
-                xb = x[start:start + batch]
-                t = generator.integers(0, self.schedule.T, (len(xb),))
-                noise = generator.normal(xb.shape)
-                xt = self.schedule.q_sample(2 * xb - 1, t, noise)
-                out = self.net(Tensor(xt), t, None if labels is None else labels[start:start + batch]).data
-                if self.hparams.prediction == "v":    # the loss is reported on the noise either way
-                    out = self.schedule.eps_from_velocity(xt, out, t)
-                total += float(((out - noise) ** 2).mean()) * len(xb)
-        return {"loss": total / max(len(x), 1)}
+
+        def noise_loss(x0, labels):
+            t = generator.integers(0, self.schedule.T, (len(x0),))
+            noise = generator.normal(x0.shape)
+            xt = self.schedule.q_sample(x0, t, noise)
+            out = self.net(Tensor(xt), t, labels).data
+            if self.hparams.prediction == "v":    # the loss is reported on the noise either way
+                out = self.schedule.eps_from_velocity(xt, out, t)
+            return float(((out - noise) ** 2).mean())
+        return {"loss": self.test_loss("ddpm.evaluate", x, y, noise_loss)[0]}
 
     def figures(self, out_dir, x, y, generator=None) -> list[str]:
         """ddpm_reverse.png: 8 samples, each a row from pure noise to the digit (10 frames);

@@ -324,19 +324,14 @@ class FlowMatching(UNetModel):
         the RealNVP chapter reports it) by the instantaneous change of variables. Sample quality (FID,
         label accuracy) is measured by `minigen eval --fid`."""
         hp = self.hparams
-        x = check_images("flowmatch.evaluate", x)[: hp.eval_examples]
         generator = resolve(generator)
-        labels = (check_labels("flowmatch.evaluate", np.asarray(y)[: len(x)], len(x), self.num_classes)
-                  if self.conditional else None)
-        total = 0.0
-        with no_grad(), self.ema_weights():
-            for start in range(0, len(x), hp.batch_size):
-                part = slice(start, start + hp.batch_size)
-                x1 = 2 * x[part] - 1
-                t, x0 = generator.uniform((len(x1),)), generator.normal(x1.shape)
-                out = self.net(Tensor(interpolate(x0, x1, t)), TIME_SCALE * t, None if labels is None else labels[part])
-                total += float(((out.data - velocity_target(x0, x1)) ** 2).mean()) * len(x1)
-        results = {"loss": total / len(x)}
+
+        def velocity_loss(x1, labels):
+            t, x0 = generator.uniform((len(x1),)), generator.normal(x1.shape)
+            out = self.net(Tensor(interpolate(x0, x1, t)), TIME_SCALE * t, labels)
+            return float(((out.data - velocity_target(x0, x1)) ** 2).mean())
+        loss, x, labels = self.test_loss("flowmatch.evaluate", x, y, velocity_loss)
+        results = {"loss": loss}
         if hp.likelihood_examples:
             k = min(hp.likelihood_examples, len(x))
             dequantized = RealNVP.dequantize(x[:k], generator)      # (pixel + u) / 256 in (0, 1)

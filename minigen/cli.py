@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     _data_args(p)
     p.add_argument("--n", type=_positive_int, default=1000, help="test images to use")
-    p.add_argument("--fid", action="store_true", help="also FID-MNIST and label accuracy of samples")
+    p.add_argument("--fid", action="store_true", help="also FID-MNIST, label accuracy, precision, recall, density and "
+                   "coverage (per digit too) of samples")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     _allow_non_finite_arg(p)
 
@@ -326,7 +327,7 @@ def cmd_eval(args) -> int:
     if args.fid:
         from minigen.metrics import sample_quality
         results.update(sample_quality(model, x, generator=Generator(args.seed + 1), dataset=dataset,
-                                      data_dir=args.data_dir or train_cfg.get("data_dir")))
+                                      data_dir=args.data_dir or train_cfg.get("data_dir"), reference_labels=y))
     from minigen.rundir import EVAL
     from minigen.tools.report import write_run_report
     from minigen.serialize import atomic_write

@@ -14,6 +14,30 @@ with Inception-FID values from papers; compare minigen models with each other.
 Label accuracy. For a conditional model: ask for digit k, classify what came
 back, count how often the classifier says k.
 
+FID folds fidelity (are the samples like real digits?) and diversity (do they
+spread over all the real digits?) into one number. Four k-nearest-neighbour
+measures on the same 128-d features keep them apart (`fidelity_diversity`).
+Each real feature gets a ball reaching its k-th nearest real neighbour, each
+sample one reaching its k-th nearest sample (k = 5):
+
+    precision  (Kynkaanniemi et al. 2019) fraction of samples inside some real ball:
+               are the samples realistic?
+    recall     (same paper) fraction of reals inside some sample ball: can the
+               model draw every kind of real digit?
+    density    (Naeem et al. 2020) real balls around a sample, averaged, / k: like
+               precision but counts how deep in the real data each sample sits, so
+               one odd real outlier cannot vouch for a bad sample; ~1 for a
+               perfect model, can exceed 1
+    coverage   (same paper) fraction of reals with a sample inside their own ball:
+               like recall, but judged on the real balls, so a few outlying
+               samples with huge balls cannot fake it
+
+A model that draws one good 7 every time it is asked for a 7 scores 100% label
+accuracy and high precision, but low recall and coverage; per-digit coverage
+(`fidelity_diversity_by_class`) says which digit collapsed. `fid_floor` is the
+FID of held-out real images: the best score a model can get at that sample
+count (FID is biased upwards for small N).
+
 `yardstick()` returns the classifier, trained once and cached.
 """
 from __future__ import annotations
@@ -26,10 +50,13 @@ import numpy as np
 from minigen.errors import CheckpointError, MinigenError, ShapeError
 from minigen.random import Generator
 
-__all__ = ["frechet_distance", "feature_statistics", "fid_mnist", "label_accuracy", "sample_quality", "yardstick",
-           "yardstick_path", "train_classifier"]
+__all__ = ["frechet_distance", "feature_statistics", "fid_mnist", "fid_floor", "fidelity_diversity",
+           "fidelity_diversity_by_class", "label_accuracy", "sample_quality", "yardstick", "yardstick_path",
+           "train_classifier"]
 
 SAMPLE_CHUNK = 250   # images per model.sample call in sample_quality: bounds memory for any family
+NEIGHBOURS = 5       # k of the k-NN balls: the papers' choice (Naeem et al. show k = 5 near its best)
+DISTANCE_CHUNK = 1024   # rows per block of pairwise distances: a 1024 x 10,000 float64 block is 80 MB
 
 
 def _psd_eigenvalues_floor(values: np.ndarray) -> np.ndarray:
@@ -81,7 +108,12 @@ def feature_statistics(images, classifier) -> tuple[np.ndarray, np.ndarray]:
     if images.ndim != 4 or len(images) < 2:
         raise ShapeError(f"feature_statistics: need at least 2 images of shape (N, 1, 28, 28) to estimate a "
                          f"covariance, got shape {images.shape}")
-    feats = classifier.features(images).astype(np.float64)
+    return _moments(classifier.features(images))
+
+
+def _moments(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean (D,), covariance (D, D)) of features (N, D), in float64."""
+    feats = np.asarray(feats, np.float64)
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
@@ -95,6 +127,97 @@ def fid_mnist(samples, reference_images, classifier) -> float:
                             *feature_statistics(reference_images, classifier))
 
 
+def fid_floor(held_out_images, reference_images, classifier) -> float:
+    """FID-MNIST of real held-out images (N, 1, 28, 28) against reference_images: what a perfect model
+    scores with N samples, the floor to read a table's FIDs against (FID is biased upwards for small N).
+    A held-out image that is also a reference would pull it towards 0: that is refused."""
+    held_out, reference = np.asarray(held_out_images), np.asarray(reference_images)
+    shared = {image.tobytes() for image in reference} & {image.tobytes() for image in held_out}
+    if shared:
+        raise MinigenError(f"fid_floor: {len(shared)} of the {len(held_out)} held-out images are also reference "
+                           f"images; the floor needs real images the references do not hold")
+    return fid_mnist(held_out, reference, classifier)
+
+
+# --- precision, recall, density, coverage --------------------------------------------------------
+def _check_features(where: str, name: str, feats, k: int, dim: int | None = None) -> np.ndarray:
+    feats = np.asarray(feats, np.float64)
+    if feats.ndim != 2 or (dim is not None and feats.shape[1] != dim):
+        raise ShapeError(f"{where}: {name} must be features of shape (N, {dim or 'D'}), got {feats.shape}")
+    if len(feats) < k + 1:
+        raise ShapeError(f"{where}: {name} needs at least k + 1 = {k + 1} points (each point's ball reaches its "
+                         f"k-th nearest other point), got {len(feats)}")
+    if not np.all(np.isfinite(feats)):
+        raise MinigenError(f"{where}: {name} contains NaN or infinite values")
+    return feats
+
+
+def _squared_distances(a: np.ndarray, b: np.ndarray, b_norms: np.ndarray) -> np.ndarray:
+    """|a_i - b_j|^2 for a (n, D), b (m, D) -> (n, m); b_norms: |b_j|^2 (m,). One matrix product: the
+    difference array (n, m, D) would not fit for 10k x 10k; clipped at 0 against rounding."""
+    return np.maximum((a * a).sum(1)[:, None] + b_norms[None, :] - 2 * a @ b.T, 0.0)
+
+
+def _kth_neighbour_radii2(feats: np.ndarray, k: int) -> np.ndarray:
+    """(N,) squared distance of each point of feats (N, D) to its k-th nearest other point (itself, at
+    distance 0, is index 0 of the sorted row; a duplicate point counts as a neighbour)."""
+    norms = (feats * feats).sum(1)
+    return np.concatenate([np.partition(_squared_distances(feats[s:s + DISTANCE_CHUNK], feats, norms), k, axis=1)[:, k]
+                           for s in range(0, len(feats), DISTANCE_CHUNK)])
+
+
+def _neighbourhood_counts(real_feats, fake_feats, k):
+    """The per-point facts the four metrics average, one pass over the real-fake distances in blocks.
+
+    Returns (fake_in_real_balls (M,) int: how many real balls hold each fake, real_in_fake_ball (N,) bool,
+    real_covered (N,) bool: a fake lies inside the real's own ball). Balls are open (distance < radius), as
+    in Naeem et al.'s code: identical sets give density exactly 1."""
+    real_r2, fake_r2 = _kth_neighbour_radii2(real_feats, k), _kth_neighbour_radii2(fake_feats, k)
+    real_norms = (real_feats * real_feats).sum(1)
+    counts = np.zeros(len(fake_feats), np.int64)
+    real_in_fake_ball = np.zeros(len(real_feats), bool)
+    nearest_fake2 = np.full(len(real_feats), np.inf)
+    for s in range(0, len(fake_feats), DISTANCE_CHUNK):
+        d2 = _squared_distances(fake_feats[s:s + DISTANCE_CHUNK], real_feats, real_norms)   # (chunk, N)
+        counts[s:s + DISTANCE_CHUNK] = (d2 < real_r2[None, :]).sum(1)
+        real_in_fake_ball |= (d2 < fake_r2[s:s + DISTANCE_CHUNK, None]).any(0)
+        nearest_fake2 = np.minimum(nearest_fake2, d2.min(0))
+    return counts, real_in_fake_ball, nearest_fake2 < real_r2
+
+
+def fidelity_diversity(real_feats, fake_feats, k: int = NEIGHBOURS) -> dict:
+    """Precision, recall, density and coverage of fakes against reals (see the module docstring).
+
+    real_feats: (N, D), fake_feats: (M, D) features (the yardstick's: `classifier.features(images)`), both
+    with at least k + 1 points. Returns {"precision", "recall", "density", "coverage"}: floats in [0, 1],
+    density in [0, N / k]. Memory stays at DISTANCE_CHUNK rows of distances, so 10k x 10k is fine."""
+    real_feats = _check_features("fidelity_diversity", "real_feats", real_feats, k)
+    fake_feats = _check_features("fidelity_diversity", "fake_feats", fake_feats, k, real_feats.shape[1])
+    counts, real_in_fake_ball, real_covered = _neighbourhood_counts(real_feats, fake_feats, k)
+    return {"precision": float((counts > 0).mean()), "recall": float(real_in_fake_ball.mean()),
+            "density": float(counts.sum() / (k * len(fake_feats))), "coverage": float(real_covered.mean())}
+
+
+def fidelity_diversity_by_class(real_feats, real_labels, fake_feats, fake_labels, k: int = NEIGHBOURS) -> dict:
+    """`fidelity_diversity` of each class's fakes against the same class's reals: {label: metrics} for every
+    label among real_labels (N,); fake_labels (M,) are the classes the fakes were asked for. So
+    result[3]["coverage"] is the coverage of the real 3s by the samples asked to be 3s. Each class needs at
+    least k + 1 reals and k + 1 fakes (ShapeError naming the class otherwise)."""
+    real_labels, fake_labels = np.asarray(real_labels), np.asarray(fake_labels)
+    for name, labels, feats in (("real", real_labels, real_feats), ("fake", fake_labels, fake_feats)):
+        if labels.shape != (len(feats),):
+            raise ShapeError(f"fidelity_diversity_by_class: {name}_labels must have shape ({len(feats)},) like "
+                             f"{name}_feats, got {labels.shape}")
+    result = {}
+    for label in np.unique(real_labels):
+        try:
+            result[int(label)] = fidelity_diversity(np.asarray(real_feats)[real_labels == label],
+                                                    np.asarray(fake_feats)[fake_labels == label], k)
+        except ShapeError as error:
+            raise ShapeError(f"fidelity_diversity_by_class: class {label}: {error}") from None
+    return result
+
+
 def label_accuracy(samples, labels, classifier) -> float:
     """Fraction of samples (N, 1, 28, 28) that the classifier reads as the label (N,) they were asked for."""
     labels = np.asarray(labels)
@@ -104,12 +227,15 @@ def label_accuracy(samples, labels, classifier) -> float:
 
 
 def sample_quality(model, reference_images, generator=None, dataset: str = "mnist-5k", data_dir=None,
-                   n: int | None = None, classifier=None) -> dict:
+                   n: int | None = None, classifier=None, reference_labels=None) -> dict:
     """What `minigen eval --fid` reports for a generative model.
 
     Draws n samples (default: as many as the reference images) and returns {"fid_mnist", "fid_samples",
-    "yardstick_test_accuracy"}, plus "label_accuracy" for a conditional model, whose samples are asked
-    for the digits 0..9 in turn. classifier: the judge (default: `yardstick(dataset, data_dir)`).
+    "yardstick_test_accuracy", "precision", "recall", "density", "coverage"}, plus for a conditional model,
+    whose samples are asked for the digits 0..9 in turn, "label_accuracy" and, when reference_labels (the
+    references' digits) are given and there are more than k of each digit, "digit_coverage": {digit:
+    coverage of that digit's references by the samples asked for it}. n and the references need at
+    least k + 1 = 6 images for the k-NN metrics. classifier: the judge (default: `yardstick(dataset, data_dir)`).
     Note: binary samples (PixelCNN, NAR draws) are compared with grey-level references, which FID-MNIST
     also counts as a difference."""
     judge = yardstick(dataset, data_dir) if classifier is None else classifier
@@ -120,10 +246,17 @@ def sample_quality(model, reference_images, generator=None, dataset: str = "mnis
     samples = np.concatenate([model.sample(min(SAMPLE_CHUNK, n - s), None if labels is None else
                                            labels[s:s + SAMPLE_CHUNK], generator=generator)
                               for s in range(0, n, SAMPLE_CHUNK)])
-    result = {"fid_mnist": fid_mnist(samples, reference_images, judge), "fid_samples": n,
-              "yardstick_test_accuracy": getattr(judge, "test_accuracy", None)}
+    fake_feats, real_feats = judge.features(samples), judge.features(reference_images)
+    result = {"fid_mnist": frechet_distance(*_moments(fake_feats), *_moments(real_feats)), "fid_samples": n,
+              "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
+              **fidelity_diversity(real_feats, fake_feats)}
     if labels is not None:
         result["label_accuracy"] = label_accuracy(samples, labels, judge)
+        # each digit needs k + 1 samples and references (a small n has fewer: then no digit_coverage)
+        if reference_labels is not None and min(np.bincount(labels, minlength=10).min(),
+                                                np.bincount(reference_labels, minlength=10).min()) > NEIGHBOURS:
+            by_digit = fidelity_diversity_by_class(real_feats, reference_labels, fake_feats, labels)
+            result["digit_coverage"] = {digit: m["coverage"] for digit, m in by_digit.items()}
     return result
 
 

@@ -134,9 +134,20 @@ def test_sample_quality_reports_fid_and_label_accuracy_for_conditional_models(tr
         model = NAR({"hidden": 8, "conditional": conditional}, generator=Generator(0))
         result = metrics.sample_quality(model, reference, Generator(1), n=30, classifier=trained_classifier)
         assert result["fid_samples"] == 30 and result["fid_mnist"] > 0
+        assert all(0 <= result[k] <= 1 for k in ("precision", "recall", "coverage")) and result["density"] >= 0
         assert ("label_accuracy" in result) == conditional
         if conditional:
             assert 0 <= result["label_accuracy"] <= 1
+    # per-digit coverage needs more than k samples and references of each digit
+    model = NAR({"hidden": 8, "conditional": True}, generator=Generator(0))
+    many, _ = blobs(80, Generator(7))
+    result = metrics.sample_quality(model, many, Generator(1), n=80, classifier=trained_classifier,
+                                    reference_labels=np.arange(80) % 10)
+    assert sorted(result["digit_coverage"]) == list(range(10))
+    assert all(0 <= c <= 1 for c in result["digit_coverage"].values())
+    few = metrics.sample_quality(model, many, Generator(1), n=50, classifier=trained_classifier,
+                                 reference_labels=np.arange(80) % 10)
+    assert "digit_coverage" not in few
     with pytest.raises(ShapeError, match="at least 2 samples"):
         metrics.sample_quality(model, reference, n=1, classifier=trained_classifier)
 
@@ -162,3 +173,98 @@ def test_yardstick_trains_once_then_loads_from_its_cache(tmp_path, monkeypatch, 
     np.testing.assert_array_equal(loaded.features(x), trained.features(x))
     with pytest.raises(MinigenError, match="no trained yardstick"):   # one cache file per dataset
         metrics.yardstick("fashion-mnist", train_if_missing=False)
+
+
+# --- precision, recall, density, coverage ----------------------------------------------------------
+def brute_force_prdc(real, fake, k=5):
+    """The definitions, written out with full distance matrices (small sets only)."""
+    def dist(a, b):
+        return np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    real_radius = np.sort(dist(real, real), axis=1)[:, k]      # column 0 is the point itself
+    fake_radius = np.sort(dist(fake, fake), axis=1)[:, k]
+    d = dist(real, fake)                                         # (N, M)
+    inside_real = d < real_radius[:, None]                       # fake j in ball(real i)
+    return {"precision": inside_real.any(0).mean(), "recall": (d < fake_radius[None, :]).any(1).mean(),
+            "density": inside_real.sum() / (k * len(fake)), "coverage": (d.min(1) < real_radius).mean()}
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(6, 60), m=st.integers(6, 60), d=st.integers(1, 8), shift=st.floats(0, 3),
+       k=st.integers(1, 5), seed=st.integers(0, 1000))
+def test_fidelity_diversity_matches_the_brute_force_definitions(n, m, d, shift, k, seed):
+    gen = Generator(seed)
+    real = gen.normal((n, d)).astype(np.float64)
+    fake = gen.normal((m, d)).astype(np.float64) * 1.5 + shift
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(metrics, "DISTANCE_CHUNK", 7)              # several blocks, a ragged last one
+        got = metrics.fidelity_diversity(real, fake, k)
+    expected = brute_force_prdc(real, fake, k)
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value, abs=1e-12), name
+    assert all(0 <= got[name] <= 1 for name in ("precision", "recall", "coverage")) and got["density"] >= 0
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(6, 80), d=st.integers(1, 16), seed=st.integers(0, 1000))
+def test_a_set_against_itself_and_against_a_far_away_set(n, d, seed):
+    feats = Generator(seed).normal((n, d)).astype(np.float64)
+    same = metrics.fidelity_diversity(feats, feats.copy())
+    assert (same["precision"], same["recall"], same["coverage"]) == (1.0, 1.0, 1.0)
+    # each real ball holds its own copy and k - 1 others; the k-th neighbour's copy lies on the (open) ball's
+    # edge, where rounding may put it in or out
+    k = metrics.NEIGHBOURS
+    assert (k - 1) / k <= same["density"] <= (k + 1) / k
+    far = metrics.fidelity_diversity(feats, feats + 1000.0)
+    assert far == {"precision": 0.0, "recall": 0.0, "density": 0.0, "coverage": 0.0}
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 1000), modes=st.integers(1, 3))
+def test_a_collapsed_model_is_precise_but_covers_little(seed, modes):
+    """Fakes that are copies of a few reals (a model drawing the same few good digits every time)."""
+    gen = Generator(seed)
+    real = gen.normal((200, 8)).astype(np.float64)
+    fake = np.repeat(real[:modes], 100 // modes, axis=0)
+    got = metrics.fidelity_diversity(real, fake)
+    assert got["precision"] == 1.0
+    assert got["recall"] == 0.0                    # the fake balls have radius 0: each mode repeats > k times
+    assert got["coverage"] <= 0.2
+
+
+def test_fidelity_diversity_rejects_bad_shapes_and_too_few_points():
+    feats = np.zeros((10, 4))
+    with pytest.raises(ShapeError, match=r"real_feats must be features of shape \(N, D\)"):
+        metrics.fidelity_diversity(np.zeros((10, 4, 1)), feats)
+    with pytest.raises(ShapeError, match=r"fake_feats must be features of shape \(N, 4\), got \(10, 3\)"):
+        metrics.fidelity_diversity(feats, np.zeros((10, 3)))
+    with pytest.raises(ShapeError, match=r"fake_feats needs at least k \+ 1 = 6 points.*got 5"):
+        metrics.fidelity_diversity(feats, feats[:5])
+    with pytest.raises(MinigenError, match="NaN"):
+        metrics.fidelity_diversity(feats + np.nan, feats)
+
+
+def test_per_class_metrics_name_the_class_that_collapsed():
+    gen = Generator(7)
+    centres = 10.0 * np.eye(3)
+    real_labels = np.repeat(np.arange(3), 50)
+    real = centres[real_labels] + gen.normal((150, 3))
+    fake_labels = np.repeat(np.arange(3), 40)
+    fake = centres[fake_labels] + gen.normal((120, 3))
+    fake[fake_labels == 2] = real[real_labels == 2][0]           # class 2: one real digit, every time
+    by_class = metrics.fidelity_diversity_by_class(real, real_labels, fake, fake_labels)
+    assert sorted(by_class) == [0, 1, 2]
+    assert by_class[0]["coverage"] > 0.8 and by_class[1]["coverage"] > 0.8
+    assert by_class[2]["coverage"] < 0.2 and by_class[2]["precision"] == 1.0
+    assert by_class[1] == metrics.fidelity_diversity(real[real_labels == 1], fake[fake_labels == 1])
+    with pytest.raises(ShapeError, match="class 2: .*fake_feats needs at least"):
+        metrics.fidelity_diversity_by_class(real, real_labels, fake[:85], fake_labels[:85])
+    with pytest.raises(ShapeError, match=r"fake_labels must have shape \(120,\)"):
+        metrics.fidelity_diversity_by_class(real, real_labels, fake, fake_labels[:5])
+
+
+def test_fid_floor_is_the_fid_of_held_out_reals_and_refuses_shared_images(trained_classifier):
+    x, _ = blobs(120, Generator(4))
+    floor = metrics.fid_floor(x[:60], x[60:], trained_classifier)
+    assert floor == metrics.fid_mnist(x[:60], x[60:], trained_classifier) > 0
+    with pytest.raises(MinigenError, match="3 of the 60 held-out images are also reference images"):
+        metrics.fid_floor(x[:60], x[57:], trained_classifier)

@@ -12,8 +12,11 @@ The idea:
   when D easily rejects every fake.)
 * At the game's equilibrium D cannot tell the two apart: D outputs 1/2 everywhere and its loss is
   log 4 = 1.386. In practice we watch both losses and D's accuracy on real and on fake images.
-* Failure mode to watch: **mode collapse**, where G produces only a few kinds of digit. We check
-  for it with the yardstick digit classifier from `minigen.metrics` (when it is available).
+* Failure mode to watch: **mode collapse**, where G produces only a few kinds of digit (or, asked
+  for a 3, the same 3 every time). We check for it with the yardstick digit classifier from
+  `minigen.metrics` (when it is available): a conditional G's samples of each digit must cover the
+  real ones (per-digit coverage against real training digits), an unconditional G's must show enough
+  different digits.
 
 The DCGAN recipe: strided (transposed) convolutions instead of pooling, BatchNorm in both
 networks (not on D's input nor G's output), ReLU in G with tanh output, LeakyReLU(0.2) in D,
@@ -57,11 +60,15 @@ class GANConfig(HyperParameters):
     num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
     latent_dim: int = knob(100, 1, 4096, "size of the noise z the generator starts from")
     label_dim: int = knob(50, 1, 1024, "conditional generator: size of the label embedding")
-    # mode-collapse check: every this many steps, classify `collapse_samples` samples of fixed
-    # noise and warn if fewer than `collapse_min_digits` different digits appear
+    # mode-collapse check: every this many steps, draw `collapse_samples` samples of fixed noise; warn if a
+    # digit's coverage of as many real training digits is below `collapse_min_coverage` (conditional), or if
+    # fewer than `collapse_min_digits` different digits appear (unconditional). 500: 50 per digit, since
+    # with 10 a single repeated sample already sits inside half the real digits' 5-NN balls. 0.25: at 50 per
+    # digit real digits score 0.87-1.0, one real digit repeated 0.04-0.16
     collapse_check_every: int = knob(500, 0, None, "steps between mode-collapse checks (0: never)")
-    collapse_samples: int = knob(100, 1, 10_000, "samples the mode-collapse check classifies")
+    collapse_samples: int = knob(500, 1, 10_000, "samples the mode-collapse check classifies")
     collapse_min_digits: int = knob(5, 0, 10, "fewer different digits than this: warn of mode collapse")
+    collapse_min_coverage: float = knob(0.25, 0.0, 1.0, "a digit's coverage below this: warn of mode collapse")
     eval_examples: int = knob(1000, 1, None, "real test images (and as many fakes) for evaluate()")
     # the training animation: G's images of 10 fixed noise vectors every `snapshot_every` steps; at most
     # `snapshot_frames` kept (then every other one goes and the interval doubles), so a checkpoint stays small
@@ -166,6 +173,20 @@ def distinct_digits(images: np.ndarray) -> int | None:
     return len(np.unique(classifier.predict(images)))
 
 
+def digit_coverage(images, labels, reference, reference_labels) -> dict[int, float] | None:
+    """{digit: coverage} of images (N, 1, 28, 28) asked for labels (N,) against real digits reference
+    (R, 1, 28, 28) with reference_labels (R,) (`minigen.metrics.fidelity_diversity_by_class` on the
+    yardstick's features); None without a trained yardstick or with too few (k + 1) of some digit."""
+    try:
+        from minigen.metrics import fidelity_diversity_by_class, yardstick
+        classifier = yardstick(train_if_missing=False)
+        by_digit = fidelity_diversity_by_class(classifier.features(reference), reference_labels,
+                                               classifier.features(images), labels)
+    except (ImportError, MinigenError):
+        return None
+    return {digit: metrics["coverage"] for digit, metrics in by_digit.items()}
+
+
 @register_family("gan")
 class GAN(GenerativeModel):
     """DCGAN on 28x28 digits (optionally class-conditional), non-saturating loss."""
@@ -186,6 +207,9 @@ class GAN(GenerativeModel):
         self.snapshots = np.zeros((0, 10, 1, 28, 28), np.float32)   # (S, 10, 1, 28, 28) fixed-noise images
         self.snapshot_steps = np.zeros(0, np.int64)
         self.snapshot_every = config.snapshot_every
+        # real training digits for the collapse check, up to collapse_samples / num_classes of each
+        self.reference_images = np.zeros((0, 1, 28, 28), np.float32)
+        self.reference_labels = np.zeros(0, np.int64)
 
     def make_optimizers(self):
         betas = (self.hparams.beta1, self.hparams.beta2)
@@ -229,20 +253,53 @@ class GAN(GenerativeModel):
         stats = self.discriminator_step(Tensor(2 * x - 1), fake.detach(), labels, optimizers["discriminator"])
         g_loss = self.generator_step(fake, labels, optimizers["generator"])
         every = self.hparams.collapse_check_every
+        if every and self.conditional:
+            self.keep_reference(x, labels)
         if every and optimizers["generator"].step_count % every == 0:
             self.warn_if_collapsed(optimizers["generator"].step_count)
         if self.snapshot_every and optimizers["generator"].step_count % self.snapshot_every == 0:
             self.take_snapshot(optimizers["generator"].step_count)
         return {"loss": stats["d_loss"], "g_loss": g_loss, **stats}
 
-    def warn_if_collapsed(self, step: int) -> int | None:
-        """Classify samples of a fixed noise batch; warn when they show fewer than
-        config.collapse_min_digits different digits. Returns the count (None: no classifier)."""
+    def keep_reference(self, x: np.ndarray, labels: np.ndarray) -> None:
+        """Keep real digits of the batch x (N, 1, 28, 28) with labels (N,) until the collapse check has
+        collapse_samples / num_classes of each (the first batches fill it; not checkpointed: after a
+        resume the next batches fill it again). The training digits are the reference because they are
+        the distribution G is trained to cover."""
+        per_digit = self.hparams.collapse_samples // self.num_classes
+        if len(self.reference_labels) == per_digit * self.num_classes:
+            return
+        counts = np.bincount(self.reference_labels, minlength=self.num_classes)
+        keep = []
+        for i, label in enumerate(labels):
+            if counts[label] < per_digit:
+                keep.append(i)
+                counts[label] += 1
+        self.reference_images = np.concatenate([self.reference_images, x[keep]])
+        self.reference_labels = np.concatenate([self.reference_labels, labels[keep]])
+
+    def warn_if_collapsed(self, step: int) -> dict[int, float] | int | None:
+        """Draw samples of a fixed noise batch and warn of mode collapse. A conditional G (once
+        keep_reference holds enough real digits): when the samples of some digit cover less than
+        config.collapse_min_coverage of its real ones; returns {digit: coverage}. Otherwise: when they
+        show fewer than config.collapse_min_digits different digits; returns the count (None: no classifier)."""
         n = self.hparams.collapse_samples
         # a fixed probe (its own seed): the check never disturbs the training's random stream
         probe = Generator(0)
         labels = np.arange(n) % self.num_classes if self.conditional else None
-        count = distinct_digits(self.sample(n, labels, probe))
+        samples = self.sample(n, labels, probe)
+        coverage = (digit_coverage(samples, labels, self.reference_images, self.reference_labels)
+                    if self.conditional else None)
+        if coverage is not None:
+            low = {digit: c for digit, c in coverage.items() if c < self.hparams.collapse_min_coverage}
+            if low:
+                warnings.warn(f"gan: possible mode collapse at step {step}: the samples asked for digit(s) "
+                              f"{', '.join(map(str, low))} cover little of the real ones (coverage "
+                              f"{', '.join(f'{c:.2f}' for c in low.values())}, expected at least "
+                              f"{self.hparams.collapse_min_coverage}): G draws only a few kinds of them. "
+                              f"Try a lower lr or restart with another seed.", stacklevel=2)
+            return coverage
+        count = distinct_digits(samples)
         if count is not None and count < self.hparams.collapse_min_digits:
             warnings.warn(f"gan: possible mode collapse at step {step}: the yardstick classifier sees only "
                           f"{count} different digits in {n} samples (expected at least "

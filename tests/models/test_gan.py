@@ -151,3 +151,53 @@ def test_interface_architecture_evaluate_and_figures(tmp_path):
     assert {"d_loss", "d_real_acc", "d_fake_acc"} <= set(result) and result["d_loss"] > 0
     path = m.figures(str(tmp_path), x, y, Generator(0))[0]
     assert path.endswith("gan_latent.png") and (tmp_path / "gan_latent.png").stat().st_size > 1000
+
+
+def test_a_conditional_gan_warns_of_the_digits_its_samples_fail_to_cover(monkeypatch):
+    m = small(conditional=True, collapse_check_every=2, collapse_samples=20)
+    x, y = digits(8)
+    opt = m.make_optimizers()
+    seen = []
+
+    def coverage(images, labels, reference, reference_labels):
+        seen.append((len(images), np.bincount(reference_labels, minlength=10).max()))
+        return {digit: 0.05 if digit in (3, 7) else 0.9 for digit in range(10)}
+    monkeypatch.setattr(gan_module, "digit_coverage", coverage)
+    monkeypatch.setattr(gan_module, "distinct_digits", lambda images: pytest.fail("the fallback was used"))
+    m.train_step(x, y, opt, Generator(0))
+    with pytest.warns(UserWarning, match=r"step 2: the samples asked for digit\(s\) 3, 7 cover little .*"
+                                         r"coverage 0.05, 0.05, expected at least 0.25"):
+        m.train_step(x, y, opt, Generator(1))
+    assert seen == [(20, 2)]               # real training digits kept, at most 20 / 10 of each
+    assert set(m.reference_labels) <= set(y) and len(m.reference_images) == len(m.reference_labels) <= 20
+    monkeypatch.setattr(gan_module, "digit_coverage", lambda *args: {d: 0.9 for d in range(10)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert m.warn_if_collapsed(4) == {d: 0.9 for d in range(10)}
+    # too few real digits yet (or no yardstick): the distinct-digit count decides
+    monkeypatch.setattr(gan_module, "digit_coverage", lambda *args: None)
+    monkeypatch.setattr(gan_module, "distinct_digits", lambda images: 2)
+    with pytest.warns(UserWarning, match="only 2 different digits in 20"):
+        assert m.warn_if_collapsed(6) == 2
+
+
+def test_digit_coverage_of_real_digits_is_high_and_of_one_repeated_digit_low(monkeypatch):
+    """With the yardstick replaced by a stand-in whose features are the pixels."""
+    from minigen import metrics
+
+    class Pixels:
+        def features(self, images):
+            return np.asarray(images).reshape(len(images), -1)
+    monkeypatch.setattr(metrics, "yardstick", lambda train_if_missing: Pixels())
+
+    def noisy_digits(n, seed):            # bar_digits come in 16 exact copies: noise makes every one its own
+        images, labels = digits(n, seed)
+        return images + 0.1 * Generator(seed).normal(images.shape), labels
+    x, y = noisy_digits(400, 0)
+    fakes, labels = noisy_digits(400, 1)
+    coverage = gan_module.digit_coverage(fakes, labels, x, y)
+    assert sorted(coverage) == sorted(set(y)) and min(coverage.values()) > 0.5
+    collapsed = np.stack([x[y == label][0] + 0.01 * i for i, label in enumerate(labels)])
+    low = gan_module.digit_coverage(collapsed.astype(np.float32), labels, x, y)
+    assert max(low.values()) < 0.3
+    assert gan_module.digit_coverage(fakes[:5], labels[:5], x, y) is None      # too few of each digit

@@ -108,6 +108,9 @@ FID-MNIST compares the features of a small LeNet (comparable only between models
 <table id="metrics"><thead><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
 {% for row in rows %}<tr>{% for cell in row %}<td{% if not loop.first %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table>
+{% if perfect %}<p>{{ perfect }}. Precision: how many samples look like some real digit; recall and coverage:
+how much of the real digits the samples reach (a model that draws one good 7 every time scores full label
+accuracy but low coverage).</p>{% endif %}
 <h2>Samples and animations</h2>
 {% for f in figures %}{{ m.figure(f.src, f.alt, f.caption) }}
 {% endfor %}
@@ -151,6 +154,8 @@ def _href(path: str, start: str) -> str:
 def _number(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
+    if isinstance(value, dict):          # e.g. eval.json's digit_coverage: {digit: coverage}
+        return ", ".join(f"{k}: {_number(v)}" for k, v in value.items())
     return str(value)
 
 
@@ -220,10 +225,11 @@ def write_run_report(run_dir: str) -> str:
 
 def write_tour_report(out_dir: str, result: dict, pictures: list[str], runs: list[str]) -> str:
     """OUT/index.html for the tour: the table, its figures and animations, links to each family's run report."""
-    from minigen.tools.tour import TABLE_HEADER, table_rows
+    from minigen.tools.tour import TABLE_HEADER, perfect_model_line, table_rows
     return _write(os.path.join(out_dir, REPORT), "tour.html", title="minigen tour: every family side by side",
                   minutes=result["minutes"], dataset=result["dataset"], header=TABLE_HEADER,
-                  rows=table_rows(result), figures=[_figure(p, out_dir) for p in pictures],
+                  rows=table_rows(result), perfect=perfect_model_line(result),
+                  figures=[_figure(p, out_dir) for p in pictures],
                   runs=[{"src": _href(os.path.join(r, REPORT), out_dir), "name": os.path.basename(r)} for r in runs])
 
 

@@ -18,7 +18,9 @@ tour_strips.png (DDPM and flow matching from noise to digit; PixelCNN pixel by p
 animations of every digit (tour_ddpm.gif, tour_flowmatch.gif, tour_pixelcnn.gif), index.html (the whole
 lecture as one page), tour.json and
 the printed table: parameters, training and sampling time, the likelihood where the
-family has one, FID-MNIST and label accuracy of its samples.
+family has one, FID-MNIST, label accuracy, precision, recall and coverage of its samples (tour.json
+adds density and each digit's coverage), and under it what a perfect model would score: real digits
+in place of samples, the floor of FID at that sample count.
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minigen.errors import MinigenError
 from minigen.models.pixelcnn import pixel_by_pixel_strip
 from minigen.random import Generator
 
@@ -124,7 +127,6 @@ TOUR_MARK = ".made-by-minigen-tour"
 def claim_run_dir(path: str) -> None:
     """Make `path` free for a tour run: a run an earlier tour made there is replaced (a rerun starts
     afresh); anything else there is the user's and is never deleted."""
-    from minigen.errors import MinigenError
     if os.path.exists(os.path.join(path, TOUR_MARK)):
         import shutil
         shutil.rmtree(path)
@@ -148,6 +150,20 @@ def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eva
     return trained
 
 
+def _spread_over_digits(labels: np.ndarray, n: int, what: str) -> np.ndarray:
+    """Indices (n,) of images with as many of each digit as the tour's n samples ask for (digit i % 10
+    for sample i), evenly spread over each digit's images: a set may be sorted by digit, and MNIST's test
+    set has its cleaner writers (NIST SD-3) in the first half."""
+    picks = []
+    for digit in range(10):
+        where, want = np.flatnonzero(labels == digit), len(range(digit, n, 10))
+        if len(where) < want:
+            raise MinigenError(f"tour: {n} metric samples ask for {want} of digit {digit} but {what} has "
+                               f"{len(where)}; ask for fewer metric samples")
+        picks.append(where[np.linspace(0, len(where) - 1, want).round().astype(int)])
+    return np.sort(np.concatenate(picks))
+
+
 def _is_binary(images: np.ndarray) -> bool:
     return bool(np.isin(images, (0.0, 1.0)).all())
 
@@ -159,10 +175,10 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
 
     Returns the table as a dict (what tour.json holds), plus "samples": {family: (n, 1, 28, 28)}."""
     from minigen import data as mdata
-    from minigen.errors import MinigenError
     from minigen.kernels.convbase import blas_kernels
     from minigen.kernels.plan import machine
-    from minigen.metrics import fid_mnist, label_accuracy, yardstick
+    from minigen.metrics import (NEIGHBOURS, fid_floor, fid_mnist, fidelity_diversity, fidelity_diversity_by_class,
+                                 label_accuracy, yardstick)
     from minigen.animate import save_gif
     from minigen.plots import save_rows
     from minigen.tools.report import write_tour_report
@@ -171,7 +187,10 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
         raise MinigenError(f"tour: --minutes must be positive, got {minutes}")
     os.makedirs(out_dir, exist_ok=True)
     budget = minutes * 60
-    metric_samples = metric_samples or (100 if minutes >= 5 else 30)
+    metric_samples = metric_samples or (500 if minutes >= 5 else 60)
+    if metric_samples < 10 * (NEIGHBOURS + 1):
+        raise MinigenError(f"tour: metric_samples must be at least {10 * (NEIGHBOURS + 1)} (each digit's coverage "
+                           f"needs {NEIGHBOURS + 1} samples of it), got {metric_samples}")
     started = time.perf_counter()
     from tqdm import tqdm
     bar = tqdm(total=len(FAMILIES) + 2, desc="tour", unit="stage", disable=not progress, file=sys.stderr,
@@ -182,8 +201,20 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     dataset = mdata.load(dataset, "train", data_dir).name
     judge = yardstick(dataset, data_dir=data_dir, epochs=yardstick_epochs)
     test = mdata.load(dataset, "test", data_dir)
-    reference = mdata.to_float(test.images[:1000])
+    # As many test images as metric samples, of the same digits: coverage compares the two sets' k-NN
+    # balls, which only reads the same at equal sizes (500 real test digits in place of samples cover 0.96
+    # of 500 other test digits, 0.67 of 2,000, 0.23 of 9,500; docs/tour.md)
+    reference_index = _spread_over_digits(test.labels, metric_samples, f"the {dataset} test set")
+    reference = mdata.to_float(test.images[reference_index])
+    reference_labels = test.labels[reference_index]
     binary_reference = mdata.binarize_fixed(reference)
+    reference_feats = {False: judge.features(reference), True: judge.features(binary_reference)}
+    # a perfect model's scores: real training digits (none of them a reference) in place of samples
+    train_set = mdata.load(dataset, "train", data_dir)
+    real_stand_in = mdata.to_float(train_set.images[_spread_over_digits(train_set.labels, metric_samples,
+                                                                        f"the {dataset} training set")])
+    perfect = {"fid_mnist": fid_floor(real_stand_in, reference, judge),
+               **fidelity_diversity(reference_feats[False], judge.features(real_stand_in))}
     bar.update(1)
     # what is left of the budget after the yardstick, less what evaluation and sampling will need
     train_seconds = max(budget - (time.perf_counter() - started), 0) * (1 - OVERHEAD_FRACTION)
@@ -200,21 +231,27 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
         start = time.perf_counter()
         samples = model.sample(metric_samples, labels=metric_labels, generator=Generator(seed + 10),
                                **recipe.sample_options)
-        per_image = (time.perf_counter() - start) / metric_samples
+        sample_seconds = time.perf_counter() - start
         rows[title] = samples[:10]                         # labels 0..9 in order: one per digit
         all_samples[family] = samples
         test_metrics = summary.get("test", {})
         metric = model.likelihood_metric
+        # binary samples (PixelCNN, NAR draws) are compared with binarized test images: like with like
+        binary = _is_binary(samples)
+        sample_feats = judge.features(samples)
+        by_digit = fidelity_diversity_by_class(reference_feats[binary], reference_labels,
+                                               sample_feats, metric_labels)
         table.append({
             "family": title, "module": type(model).__module__.replace(".", "/") + ".py",
             "parameters": model.num_parameters(),
             "train_seconds": round(summary["train_seconds"], 1), "train_steps": summary["steps"],
             "recipe": recipe_settings(recipe, model.config), "note": recipe.note,
-            "sample_seconds_per_image": per_image,
+            "sample_seconds_per_image": sample_seconds / metric_samples, "metric_sample_seconds": sample_seconds,
             "likelihood": None if metric is None else {"metric": metric, "value": test_metrics.get(metric)},
-            # binary samples (PixelCNN, NAR draws) are compared with binarized test images: like with like
-            "fid_mnist": fid_mnist(samples, binary_reference if _is_binary(samples) else reference, judge),
+            "fid_mnist": fid_mnist(samples, binary_reference if binary else reference, judge),
             "label_accuracy": label_accuracy(samples, metric_labels, judge),
+            **fidelity_diversity(reference_feats[binary], sample_feats),
+            "digit_coverage": {digit: m["coverage"] for digit, m in by_digit.items()},
         })
         if family == "pixelcnn":
             strips["PixelCNN, pixel by pixel"] = pixel_by_pixel_strip(samples[7], 10)
@@ -239,7 +276,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     result = {"minutes": minutes, "seconds": seconds,
               "within_budget": seconds <= budget * (1 + BUDGET_TOLERANCE), "dataset": dataset,
               "test_source": test.source, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
-              "metric_samples": metric_samples, "families": table, "blas": blas_kernels(),
+              "metric_samples": metric_samples, "perfect_model": perfect, "families": table, "blas": blas_kernels(),
               "cpu": machine()["cpu"], "threads": machine()["threads"],
               "figures": {"samples": samples_png, "strips": strips_png, "animations": gifs}}
     from minigen.serialize import atomic_write
@@ -278,7 +315,7 @@ def _settings_text(settings: dict) -> str:
 
 
 TABLE_HEADER = ["family", "params", "steps", "train s", "sample s/img", "likelihood", "FID-MNIST", "label acc",
-                "module"]
+                "precision", "recall", "coverage", "module"]
 
 
 def table_rows(result: dict) -> list[list[str]]:
@@ -290,8 +327,21 @@ def table_rows(result: dict) -> list[list[str]]:
             f"{lik['value']:.3f} {'bits/dim' if lik['metric'] == 'bits_per_dim' else 'nats'}"
         lines.append([r["family"], f"{r['parameters']:,}", f"{r['train_steps']:,}", f"{r['train_seconds']:.0f}",
                       f"{r['sample_seconds_per_image']:.4f}", lik_text, f"{r['fid_mnist']:.2f}",
-                      f"{r['label_accuracy']:.0%}", r["module"]])
+                      f"{r['label_accuracy']:.0%}",
+                      # tour.json files from before these metrics lack them
+                      *(f"{r[k]:.0%}" if k in r else "-" for k in ("precision", "recall", "coverage")), r["module"]])
     return lines
+
+
+def perfect_model_line(result: dict) -> str | None:
+    """What a perfect model scores at the table's sample count (real digits in place of samples), or None
+    for tour.json files from before it was recorded."""
+    perfect = result.get("perfect_model")
+    if perfect is None:
+        return None
+    return (f"a perfect model ({result['metric_samples']} real training digits in place of samples): FID-MNIST "
+            f"{perfect['fid_mnist']:.2f} (the floor), precision {perfect['precision']:.0%}, recall "
+            f"{perfect['recall']:.0%}, coverage {perfect['coverage']:.0%}, density {perfect['density']:.2f}")
 
 
 def format_table(result: dict) -> str:
@@ -301,6 +351,8 @@ def format_table(result: dict) -> str:
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
+    if perfect_model_line(result):
+        out.append(perfect_model_line(result))
     if all("recipe" in r for r in result["families"]):      # tour.json files before recipes lack them
         out.append("\nrecipes (chosen by measurement; see docs/recipes.md):")
         out += [f"  {r['family']}: {_settings_text(r['recipe'])}" + (f"  ({r['note']})" if r.get("note") else "")

@@ -16,17 +16,21 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIGEN_DATA", str(tmp_path / "cache"))     # the yardstick is trained and cached here
     data_dir = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
     result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="mnist-5k", data_dir=data_dir,
-                      metric_samples=10, yardstick_epochs=1, eval_n=100, progress=False)
+                      metric_samples=60, yardstick_epochs=1, eval_n=100, progress=False)
     families = [recipe.family for recipe in tour.FAMILIES]
     modules = [{"flowmatch": "flow_matching"}.get(f, f) for f in families]     # the one family named apart
     assert [row["module"] for row in result["families"]] == [f"minigen/models/{m}.py" for m in modules]
     for family in families:
         samples = result["samples"][family]
-        assert samples.shape == (10, 1, 28, 28), family
+        assert samples.shape == (60, 1, 28, 28), family
         assert samples.dtype == np.float32 and samples.min() >= 0 and samples.max() <= 1, family
     for row in result["families"]:
         assert row["train_steps"] >= 1 and row["parameters"] > 0
         assert np.isfinite(row["fid_mnist"]) and 0 <= row["label_accuracy"] <= 1
+        assert all(0 <= row[k] <= 1 for k in ("precision", "recall", "coverage")) and row["density"] >= 0
+        assert sorted(row["digit_coverage"]) == list(range(10)) and row["metric_sample_seconds"] > 0
+    perfect = result["perfect_model"]                 # real digits in place of samples
+    assert perfect["fid_mnist"] > 0 and perfect["precision"] > 0.5 and perfect["coverage"] > 0.5
     likelihoods = {r["family"]: r["likelihood"] for r in result["families"]}
     assert likelihoods["AR (PixelCNN)"]["metric"] == "nll_nats" and likelihoods["AR (PixelCNN)"]["value"] > 0
     assert likelihoods["Flow (RealNVP)"]["metric"] == "bits_per_dim"
@@ -43,9 +47,10 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     assert "temperature" in recipes["Flow (RealNVP)"].sample_options      # printed in the table as T
     assert isinstance(result["within_budget"], bool)
     text = tour.format_table(result)
-    assert "steps" in text.splitlines()[0] and "T 1" in text and "budget" in text.splitlines()[-1]
+    assert "steps" in text.splitlines()[0] and "coverage" in text.splitlines()[0] and "T 1" in text
+    assert "budget" in text.splitlines()[-1] and "a perfect model (60 real training digits" in text
     saved = json.loads((tmp_path / "tour" / "tour.json").read_text())
-    assert len(saved["families"]) == len(families)
+    assert len(saved["families"]) == len(families) and saved["families"][0]["digit_coverage"]["3"] >= 0
     # the README's tour section quotes it: it names the data, not where it lies on this machine
     assert saved["test_source"].startswith("mnist-5k test: ") and os.sep not in saved["test_source"]
     for name in ("tour_samples.png", "tour_strips.png", "tour_ddpm.gif", "tour_flowmatch.gif", "tour_pixelcnn.gif"):
@@ -53,6 +58,7 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     page = (tmp_path / "tour" / "index.html").read_text()          # the whole lecture on one page
     for name in ("tour_samples.png", "tour_ddpm.gif", "tour_pixelcnn.gif", "gan/index.html"):
         assert f'"{name}"' in page
+    assert "coverage" in page and "a perfect model" in page
     for family in families:
         assert (tmp_path / "tour" / family / "index.html").is_file()
 
@@ -65,6 +71,13 @@ def test_the_table_prints_steps_recipes_and_the_budget_check():
                                           {"lr": 1e-3, "batch_size": 128, "hidden_dim": 256, "prior": "class"})}
     text = tour.format_table({"minutes": 10, "seconds": 640.0, "families": [row]})
     assert "1,234" in text.splitlines()[1]
+    assert tour.table_rows({"families": [row]})[0][-4:-1] == ["-", "-", "-"]    # tour.json from before them
+    scored = {**row, "precision": 0.9, "recall": 0.55, "coverage": 0.5}
+    assert tour.table_rows({"families": [scored]})[0][-4:-1] == ["90%", "55%", "50%"]
+    perfect = {"fid_mnist": 3.21, "precision": 0.8, "recall": 0.8, "coverage": 0.95, "density": 1.0}
+    text = tour.format_table({"minutes": 10, "seconds": 640.0, "families": [scored], "metric_samples": 500,
+                              "perfect_model": perfect})
+    assert "a perfect model (500 real training digits in place of samples): FID-MNIST 3.21 (the floor)" in text
     assert "Flow (RealNVP): lr 0.001, batch 128, warm-up 100, decay cosine, hidden_dim 256, prior class, T 1" in text
     assert text.splitlines()[-1] == "whole tour: 640 s of a 600 s budget (OVER the budget + 5%)"
     text = tour.format_table({"minutes": 10, "seconds": 629.0, "families": [row]})

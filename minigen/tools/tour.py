@@ -277,7 +277,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
               "within_budget": seconds <= budget * (1 + BUDGET_TOLERANCE), "dataset": dataset,
               "test_source": test.source, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
               "metric_samples": metric_samples, "perfect_model": perfect, "families": table, "blas": blas_kernels(),
-              "cpu": machine()["cpu"], "threads": machine()["threads"],
+              "cpu": machine()["cpu"], "threads": machine()["threads"], "cores": len(os.sched_getaffinity(0)),
               "figures": {"samples": samples_png, "strips": strips_png, "animations": gifs}}
     from minigen.serialize import atomic_write
     atomic_write(os.path.join(out_dir, "tour.json"), lambda f: f.write(json.dumps(result, indent=2).encode()))

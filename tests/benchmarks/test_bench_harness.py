@@ -116,6 +116,38 @@ def test_tour_targets_judge_each_family_and_compare_the_two_budgets():
     assert "| 30-minute tour within its budget + 5% | 1900 s of 1800 s | **missed** |" in rows
 
 
+def test_quality_targets_judge_the_one_core_tour_and_the_two_core_fids():
+    def row(module, accuracy, fid, coverage):
+        return {"family": module.upper(), "module": f"minigen/models/{module}.py", "label_accuracy": accuracy,
+                "fid_mnist": fid, "coverage": coverage}
+    tour1 = {"minutes": 10, "metric_samples": 500, "cores": 1,
+             "families": [row("vae", 0.91, 61.0, 0.4), row("flow", 0.95, 99.0, 0.6), row("nar", 0.5, 300.0, 0.1)]}
+    tour = {"minutes": 10, "cores": 2, "families": [row("vae", 0.95, 40.0, 0.7), row("nar", 0.9, 200.0, 0.1)]}
+    rows = results_page.quality_targets(tour, tour1, None)
+    assert "| one core: metrics from >= 500 samples | 500 | met |" in rows
+    assert "| VAE: label accuracy >= 90%, one core, 10 min | 91% | met |" in rows
+    assert "| VAE: FID-MNIST <= 60, one core, 10 min | 61 | **missed** |" in rows
+    assert "| VAE: coverage >= 0.5, one core, 10 min | 0.40 | **missed** |" in rows
+    assert "| FLOW: FID-MNIST <= 100, one core, 10 min | 99 | met |" in rows       # the flow's own bound
+    assert "| VAE: FID-MNIST <= 40, 2 cores, 10 min | 40 | met |" in rows
+    assert not any("NAR" in r for r in rows)                                     # the baseline has no target
+
+
+def test_quality_time_section_compares_minigen_with_its_twin_at_the_longest_time():
+    def run(framework, minutes, accuracy, fid):
+        return {"framework": framework, "minutes": minutes, "steps": 10, "label_accuracy": accuracy,
+                "fid_mnist": fid}
+    qt = {"machine": {"cpu": "Some CPU", "threads": 1}, "samples": 500,
+          "families": {"gan": [run("minigen", 1, 0.5, 90.0), run("torch", 1, 0.9, 50.0),
+                               run("minigen", 3, 0.9, 40.0), run("torch", 3, 0.8, 45.0)],
+                       "vae": [run("minigen", 3, 0.8, 60.0), run("torch", 3, 0.9, 50.0),
+                               {"framework": "torch", "minutes": 1, "error": "exit status 1"}]}}
+    lines = results_page.quality_time_section(qt, figures="")
+    assert "| gan: minigen >= its twin at 3 min | FID 40 vs 45, accuracy 90% vs 80% | met |" in lines
+    assert "| vae: minigen >= its twin at 3 min | FID 60 vs 50, accuracy 80% vs 90% | **missed** |" in lines
+    assert "![gan](quality_time_gan.png) ![vae](quality_time_vae.png)" in lines
+
+
 # --- the conv shapes, from the models -----------------------------------------------------------
 def test_recorder_sees_geometry_mask_and_input_grad_and_restores_the_ops():
     from minigen import ops as mops
@@ -285,7 +317,8 @@ def test_the_results_page_gives_each_machine_its_own_tables(tmp_path):
     page.write_text(f"intro\n{results_page.BEGIN}\nold\n{results_page.END}\n")
     none = str(tmp_path / "none.json")
     results_page.main(["--models", *map(str, paths), "--page", str(page), "--ops", none, "--tour", none,
-                       "--tour30", none, "--quality", none, "--scaling", none])
+                       "--tour30", none, "--tour1", none, "--fashion", none, "--quality-time", none, "--quality", none,
+                       "--scaling", none])
     text = page.read_text()
     assert "### Targets on the CPU A " in text and "### Targets on the CPU B " in text
     assert "| vae: training step <= 1.0 | 0.50 | met |" in text

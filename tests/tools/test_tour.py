@@ -46,6 +46,7 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
             assert row["recipe"][key] == value
     assert "temperature" in recipes["Flow (RealNVP)"].sample_options      # printed in the table as T
     assert isinstance(result["within_budget"], bool)
+    assert result["cores"] == len(os.sched_getaffinity(0))     # a one-core tour (taskset -c 0) says so
     text = tour.format_table(result)
     assert "steps" in text.splitlines()[0] and "coverage" in text.splitlines()[0] and "T 1" in text
     assert "budget" in text.splitlines()[-1] and "a perfect model (60 real training digits" in text

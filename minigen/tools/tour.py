@@ -61,10 +61,11 @@ class Recipe:
     def calibrated(self, seconds: float, dataset: str, data_dir=None, time_step=None):
         """(model config, Choice or None): the recipe's config with the variant that fits a `seconds`
         training budget on this machine (minigen.calibrate.choose_variant; its reason is printed), or
-        `config` as it is for a recipe of one size. time_step(variant) -> seconds per step replaces the
+        `config` as it is for a recipe of one size (printed too: a line per family). time_step(variant) -> seconds per step replaces the
         timing of real steps on `dataset` (tests fake a machine with it)."""
         from minigen.calibrate import choose_variant, seconds_per_step
         if not self.variants:
+            print(f"calibration: {self.family}: one size, not timed", flush=True)
             return dict(self.config), None
 
         def config_of(variant):

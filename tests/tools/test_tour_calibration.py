@@ -53,10 +53,11 @@ def test_a_fast_machine_keeps_the_recipe_and_a_slow_one_gets_the_last_variant_th
         assert f"chose {recipe.variants[-1].label} (" in line
 
 
-def test_a_recipe_of_one_size_is_not_timed():
+def test_a_recipe_of_one_size_is_not_timed(capsys):
     recipe = next(r for r in tour.FAMILIES if r.family == "nar")
     assert recipe.variants == ()
     assert recipe.calibrated(10.0, "mnist-5k", time_step=lambda v: pytest.fail("timed")) == (recipe.config, None)
+    assert capsys.readouterr().out == "calibration: nar: one size, not timed\n"
 
 
 def test_the_tour_trains_the_chosen_variant_and_records_why(tmp_path, capsys):

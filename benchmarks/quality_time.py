@@ -47,11 +47,21 @@ EVAL_N = 500          # test images for the likelihood
 SEED = 0
 
 
-def recipe_of(family: str):
+def recipe_of(family: str, variant: str | None = None):
+    """`family`'s tour recipe; with `variant` (a label of Recipe.variants, e.g. "8/16/16"), the recipe with
+    that variant's config, to measure by steps what the variant needs: train_for(..., recipe=...)."""
+    import dataclasses
+
     from minigen.tools.tour import FAMILIES
     for recipe in FAMILIES:
         if recipe.family == family:
-            return recipe
+            if variant is None:
+                return recipe
+            for v in recipe.variants:
+                if v.label == variant:
+                    return dataclasses.replace(recipe, config={**recipe.config, **v.config})
+            raise SystemExit(f"quality_time: {family} has no variant {variant!r}; expected one of "
+                             f"{', '.join(repr(v.label) for v in recipe.variants) or 'none (one size)'}")
     raise SystemExit(f"quality_time: unknown family {family!r}; expected some of "
                      f"{', '.join(r.family for r in FAMILIES)}")
 

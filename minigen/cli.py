@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-n", type=_positive_int, help="use only the first N training images")
     p.add_argument("--max-steps", type=_positive_int, help="stop after this many steps")
     p.add_argument("--max-seconds", type=_positive_float, help="stop after this much training time (a budget)")
+    p.add_argument("--recipe", choices=["tour"],
+                   help="the tour's recipe for MODEL (conditional, its config, lr warm-up and cosine decay), sized "
+                        "to --max-seconds by timing this machine's steps; --set still overrides (docs/recipes.md)")
     p.add_argument("--eval-n", type=_non_negative_int, default=1000, help="test images to evaluate on (0: skip)")
     p.add_argument("--detect-anomaly", action="store_true", help="name the op that first makes a NaN/Inf gradient")
     p.add_argument("--checkpoint-minutes", type=_non_negative_float, default=None,
@@ -228,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_train(args) -> int:
     from minigen.train import CONFIG, TrainOptions, options_from_run, train
     if args.resume:
+        if args.recipe:
+            raise _UsageError("--recipe: a resumed run keeps the recipe it started with; leave --recipe out")
         if not os.path.lexists(os.path.join(args.resume, CONFIG)):
             raise _UsageError(f"--resume {args.resume}: not a minigen run directory (no {CONFIG} there)")
         opts = options_from_run(args.resume)
@@ -252,12 +257,38 @@ def cmd_train(args) -> int:
                             progress=not args.no_progress, command=shlex.join(["minigen", *args.argv]))
         if args.checkpoint_minutes is not None:
             opts.checkpoint_minutes = args.checkpoint_minutes
+        choice = _apply_tour_recipe(opts, dict(args.set)) if args.recipe else None
         _, summary = train(opts)
+        if choice:
+            summary["calibration"] = choice.as_dict()
     from minigen.tools.report import write_run_report
     write_run_report(opts.out)
     print(json.dumps(summary, indent=2))
     print(f"run directory: {opts.out}")
     return 0
+
+
+def _apply_tour_recipe(opts, overrides: dict):
+    """`--recipe tour`: the tour's recipe for opts.model, its size chosen for opts.max_seconds on this machine
+    (Recipe.calibrated, which prints why); the calibration's time comes out of the budget and --set keys
+    override the recipe's. Returns the calibration's Choice (None: a recipe of one size)."""
+    from minigen.models import get_family
+    from minigen.tools.tour import FAMILIES as RECIPES
+    recipe = next((r for r in RECIPES if r.family == opts.model), None)
+    if recipe is None:
+        raise _UsageError(f"--recipe tour: the tour has no recipe for {opts.model}; it has recipes for "
+                          f"{', '.join(r.family for r in RECIPES)}")
+    if opts.max_seconds is None:
+        raise _UsageError("--recipe tour sizes the model to a time budget: give --max-seconds too "
+                          "(e.g. --max-seconds 90)")
+    opts.check()                       # a bad option is refused before the seconds of calibration
+    get_family(opts.model)({**recipe.config, **overrides, "conditional": True})   # and a bad --set
+    config, choice = recipe.calibrated(opts.max_seconds, opts.dataset, opts.data_dir)
+    opts.model_config = {**config, **overrides}
+    opts.conditional = True
+    opts.warmup_steps, opts.lr_decay = recipe.warmup_steps, recipe.lr_decay
+    opts.max_seconds = max(opts.max_seconds - (choice.seconds if choice else 0.0), 0.0)
+    return choice
 
 
 def cmd_sample(args) -> int:

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from minigen.calibrate import Variant
 from minigen.errors import MinigenError
 from minigen.models.pixelcnn import pixel_by_pixel_strip
 from minigen.random import Generator
@@ -46,7 +47,9 @@ class Recipe:
     share: of the training budget; config: model config over the family's defaults (sized to the
     steps the share buys); warmup_steps, lr_decay: the TrainOptions lr schedule (a cosine decay
     ends with the family's time budget); sample_options: keywords of model.sample (temperature);
-    shown: the config keys the table prints beside lr and batch_size; note: the family's role."""
+    shown: the config keys the table prints beside lr and batch_size; note: the family's role;
+    variants: sizes of the recipe, largest first (the first is `config` itself), each with the steps it
+    needs, which `calibrated` chooses from by timing this machine (empty: one size, not timed)."""
     family: str
     title: str
     share: float
@@ -56,6 +59,30 @@ class Recipe:
     sample_options: dict = field(default_factory=dict)
     shown: tuple = ()
     note: str = ""
+    variants: tuple = ()
+
+    def calibrated(self, seconds: float, dataset: str, data_dir=None, time_step=None):
+        """(model config, Choice or None): the recipe's config with the variant that fits a `seconds`
+        training budget on this machine (minigen.calibrate.choose_variant; its reason is printed), or
+        `config` as it is for a recipe of one size (printed too: a line per family). time_step(variant) -> seconds per step replaces the
+        timing of real steps on `dataset` (tests fake a machine with it)."""
+        from minigen.calibrate import choose_variant, seconds_per_step
+        if not self.variants:
+            print(f"calibration: {self.family}: one size, not timed", flush=True)
+            return dict(self.config), None
+
+        def config_of(variant):
+            return {**self.config, **variant.config}
+        if time_step is None:
+            from minigen import data as mdata
+            train_set = mdata.load(dataset, "train", data_dir)
+            x, y = mdata.to_float(train_set.images[:1024]), train_set.labels[:1024]   # a few real batches
+
+            def time_step(variant):
+                return seconds_per_step(self.family, {**config_of(variant), "conditional": True}, x, y)
+        choice = choose_variant(self.family, self.variants, seconds, time_step)
+        print(f"calibration: {choice.reason}", flush=True)
+        return config_of(choice.variant), choice
 
 
 # The recipes. Shares, sizes and learning rates were chosen by measuring quality against the number of
@@ -65,7 +92,9 @@ class Recipe:
 # the GAN ~700, the VAE ~13,000 and the flow (with its class prior) ~800. Flow matching's share was taken
 # from the others where they had steps to spare (docs/recipes.md). Every family gets a cosine lr decay that ends
 # with its time budget: the last steps, at a small lr, settle the weights (and the DDPM's EMA) instead of
-# ending mid-stride.
+# ending mid-stride. `variants`: on a slower machine, where the share buys fewer steps than the recipe needs,
+# the tour trains a smaller variant that gets its steps (minigen/calibrate.py; the probes behind each
+# variant's steps are in docs/recipes.md, "Calibrated variants").
 FAMILIES = [
     # 24 channels x 7 blocks at batch 32 costs what 32 x 4 does per step but sees further up the image; lr
     # 3e-3 after a 50-step warm-up. With only a per-digit bias per channel the class cannot say WHERE ink
@@ -75,7 +104,9 @@ FAMILIES = [
     # steps 74% / 54 (docs/recipes.md has the probes). This share buys ~700 steps (0.108 s each, quiet machine).
     Recipe("pixelcnn", "AR (PixelCNN)", 0.15,
            {"channels": 24, "num_blocks": 7, "batch_size": 32, "lr": 3e-3, "label_map": True},
-           warmup_steps=50, shown=("channels", "num_blocks", "label_map")),
+           warmup_steps=50, shown=("channels", "num_blocks", "label_map"),
+           # 16 channels learn as fast per step (300 / 765 steps: 85% / 89%, FID-MNIST 41 / 27) at 0.63x the step
+           variants=(Variant("24 ch x 7", {}, 700), Variant("16 ch x 7", {"channels": 16}, 700))),
     # converges in seconds; its blur is the point
     Recipe("nar", "NAR (one pass)", 0.03, {}, shown=("hidden",),
            note="the blurry one-pass baseline: every pixel at once, no pixel sees another"),
@@ -84,14 +115,19 @@ FAMILIES = [
     # at T 0.9, 94% / 94 at T 0.8 (a 512-wide hidden layer: no better, and slower). So it gets ~14,000
     # steps' time and samples at T 0.9; iw_samples 50 keeps its evaluation short
     Recipe("vae", "VAE", 0.14, {"iw_samples": 50}, sample_options={"temperature": 0.9},
-           shown=("hidden_dim", "latent_dim")),
+           shown=("hidden_dim", "latent_dim"),
+           # the same network, so no cheaper step: twice the lr makes more of half the steps (7,000 steps: 85% /
+           # FID-MNIST 94 at T 0.9; lr 1e-3 at 8,000: 67% at T 1.0, 83% at T 0.8): short of 90%, the best seen
+           variants=(Variant("lr 1e-3", {}, 13_000), Variant("lr 2e-3", {"lr": 2e-3}, 7000))),
     # lr 1e-3 (ten times the long-run default) is stable after a 100-step warm-up. With N(0, I) as the prior
     # 900 steps drew speckle (16% label accuracy, FID-MNIST 652): label-dependent couplings are slow to learn.
     # Glow's class-conditional prior N(mu_y, sigma_y^2), mu_y started at each digit's mean code, gave 100% and
     # FID-MNIST 156 after 880 steps. Temperature 1.0 / 0.7 / 0.4 / 0: FID 156 / 165 / 185 / 217 at 100%
     # label accuracy each, so the flow samples at 1.0 (printed as T)
     Recipe("flow", "Flow (RealNVP)", 0.08, {"hidden_dim": 256, "lr": 1e-3, "prior": "class"}, warmup_steps=100,
-           sample_options={"temperature": 1.0}, shown=("hidden_dim", "prior")),
+           sample_options={"temperature": 1.0}, shown=("hidden_dim", "prior"),
+           # half the width, 0.58x the step, the same quality per step (800 steps: 100% / FID-MNIST 153)
+           variants=(Variant("hidden 256", {}, 800), Variant("hidden 128", {"hidden_dim": 128}, 800))),
     # a quarter-width U-Net (16/32/32) at batch 32 takes ~16x less per step than the 32/64/64 default at
     # 128, so the budget buys hundreds of steps, not tens; lr 2e-3 with a 100-step warm-up, EMA warm-up
     # (in the model), 20 DDIM steps. Measured at 600 steps: v-prediction 98% label accuracy, FID-MNIST 55
@@ -99,7 +135,9 @@ FAMILIES = [
     Recipe("ddpm", "Diffusion (DDPM)", 0.18,
            {"channels": [16, 32, 32], "batch_size": 32, "lr": 2e-3, "prediction": "v", "guidance": 3.0,
             "sample_steps": 20},
-           warmup_steps=100, shown=("channels", "prediction", "guidance", "sample_steps")),
+           warmup_steps=100, shown=("channels", "prediction", "guidance", "sample_steps"),
+           # half the width, 0.49x the step: 300 steps 90% / FID-MNIST 102, 500 steps 97% / 49
+           variants=(Variant("16/32/32", {}, 430), Variant("8/16/16", {"channels": [8, 16, 16]}, 500))),
     # DDPM's U-Net and recipe (16/32/32 at batch 32, lr 2e-3, 100-step warm-up, guidance 3), trained for the
     # velocity instead, sampled with 2 guided Heun steps: 8 network passes to DDPM's 40 (with guidance 3, more
     # steps scored worse). Its share was taken from the others where their probes leave room and buys ~390
@@ -107,7 +145,9 @@ FAMILIES = [
     Recipe("flowmatch", "Flow matching", 0.16,
            {"channels": [16, 32, 32], "batch_size": 32, "lr": 2e-3, "guidance": 3.0, "sample_method": "heun",
             "sample_steps": 2},
-           warmup_steps=100, shown=("channels", "guidance", "sample_method", "sample_steps")),
+           warmup_steps=100, shown=("channels", "guidance", "sample_method", "sample_steps"),
+           # DDPM's half-width U-Net: 500 steps 93% / FID-MNIST 88
+           variants=(Variant("16/32/32", {}, 390), Variant("8/16/16", {"channels": [8, 16, 16]}, 500))),
     # the DCGAN recipe (beta1 0.5, batch 128) at twice its lr, plus the cosine decay, which calms the end of
     # the game. Measured by steps (PyTorch twin, same math): lr 2e-4 gave 64% / FID-MNIST 213 after 320 steps
     # and 76% / 189 after 500; lr 4e-4 gave 90% / 117 after 500 and 91% / 84 after 800 (batch 64 at lr 4e-4,
@@ -135,19 +175,25 @@ def claim_run_dir(path: str) -> None:
                            f"choose another --out")
 
 
-def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eval_n):
+def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eval_n, time_step=None):
+    """Calibrate (out of `seconds`), then train the chosen variant for the rest. Returns (model, summary),
+    the summary with the calibration's record (Choice.as_dict) where the recipe has variants."""
     from minigen.train import TrainOptions, train
+    config, choice = recipe.calibrated(seconds, dataset, data_dir, time_step)
+    spent = choice.seconds if choice else 0.0
     opts = TrainOptions(model=recipe.family, out=os.path.join(out_dir, recipe.family), dataset=dataset,
-                        data_dir=data_dir, epochs=10_000, seed=seed, conditional=True, model_config=recipe.config,
-                        max_seconds=seconds, warmup_steps=recipe.warmup_steps, lr_decay=recipe.lr_decay,
-                        eval_n=eval_n, n_samples=0, progress=False)
+                        data_dir=data_dir, epochs=10_000, seed=seed, conditional=True, model_config=config,
+                        max_seconds=max(seconds - spent, 0.0), warmup_steps=recipe.warmup_steps,
+                        lr_decay=recipe.lr_decay, eval_n=eval_n, n_samples=0, progress=False)
     claim_run_dir(opts.out)
     os.makedirs(opts.out)
     open(os.path.join(opts.out, TOUR_MARK), "w").close()
     from minigen.tools.report import write_run_report
-    trained = train(opts)
+    model, summary = train(opts)
     write_run_report(opts.out)
-    return trained
+    if choice:
+        summary["calibration"] = choice.as_dict()
+    return model, summary
 
 
 def _spread_over_digits(labels: np.ndarray, n: int, what: str) -> np.ndarray:
@@ -246,6 +292,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
             "parameters": model.num_parameters(),
             "train_seconds": round(summary["train_seconds"], 1), "train_steps": summary["steps"],
             "recipe": recipe_settings(recipe, model.config), "note": recipe.note,
+            "calibration": summary.get("calibration"),
             "sample_seconds_per_image": sample_seconds / metric_samples, "metric_sample_seconds": sample_seconds,
             "likelihood": None if metric is None else {"metric": metric, "value": test_metrics.get(metric)},
             "fid_mnist": fid_mnist(samples, binary_reference if binary else reference, judge),

@@ -20,3 +20,13 @@ def test_every_family_is_benchmarked_on_its_tour_recipe():
         quality_time.recipe_of("nosuch")
     with pytest.raises(ValueError, match="exactly one of seconds and max_steps"):
         quality_time.train_for("minigen", "nar")
+
+
+def test_a_variant_is_probed_with_its_config_over_the_recipe():
+    ddpm = quality_time.recipe_of("ddpm")
+    small = quality_time.recipe_of("ddpm", ddpm.variants[-1].label)
+    assert small.config == {**ddpm.config, **ddpm.variants[-1].config} and small.warmup_steps == ddpm.warmup_steps
+    with pytest.raises(SystemExit, match="ddpm has no variant 'huge'; expected one of '16/32/32', '8/16/16'"):
+        quality_time.recipe_of("ddpm", "huge")
+    with pytest.raises(SystemExit, match="nar has no variant 'x'; expected one of none"):
+        quality_time.recipe_of("nar", "x")

@@ -26,7 +26,7 @@ LAYERS = [                                   # lowest first; a module's layer is
     ("nn", ["minigen.nn", "minigen.optim", "minigen"]),
     ("data, out", ["minigen.data", "minigen.plots", "minigen.animate", "minigen.viz"]),
     ("models", ["minigen.models", "minigen.metrics"]),
-    ("train", ["minigen.train", "minigen.rundir"]),    # rundir: the run directory's files (issue 26)
+    ("train", ["minigen.train", "minigen.rundir", "minigen.calibrate"]),   # rundir: issue 26; calibrate: 27
     ("tools", ["minigen.tools"]),
     ("cli", ["minigen.cli", "minigen.__main__"]),
 ]

@@ -220,7 +220,7 @@ class GAN(GenerativeModel):
             # goes to the images it still gets wrong, not to ever more confident logits
             loss = ops.relu(1 - logits_real).mean() + ops.relu(1 + logits_fake).mean()
         else:
-            # BEGIN SOLUTION gan: D's loss: binary cross-entropy of its logits, real images against 1 and fakes against 0
+            # BEGIN SOLUTION gan: D's loss: binary cross-entropy of its logits, reals against 1 and fakes against 0
             loss = (ops.binary_cross_entropy_with_logits(logits_real, np.ones(len(real), np.float32))
                     + ops.binary_cross_entropy_with_logits(logits_fake, np.zeros(len(fake), np.float32)))
             # END SOLUTION

@@ -7,6 +7,7 @@ parameters themselves).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -158,24 +159,44 @@ class EMA:
     """An exponential moving average of a model's weights: shadow = decay * shadow + (1 - decay) * w.
 
     Diffusion models sample with the EMA weights: they are a smoother, better model than the last step's.
+    buffers=True averages the buffers too (BatchNorm's running statistics, which belong to the weights
+    that made them: the averaged weights get statistics averaged the same way).
     """
 
-    def __init__(self, model, decay: float = 0.999):
+    def __init__(self, model, decay: float = 0.999, buffers: bool = False):
         if not 0 < decay < 1:
             raise ValueError(f"EMA: decay must be in (0, 1), got {decay}")
         self.decay = decay
-        self.shadow = {name: p.data.copy() for name, p in model.named_parameters()}
+        self.buffers = buffers
+        self.shadow = {name: p.data.copy() for name, p in self._averaged(model)}
+
+    def _averaged(self, model):
+        """(name, Parameter or Buffer) of what this EMA averages."""
+        yield from model.named_parameters()
+        if self.buffers:
+            yield from model.named_buffers()
 
     def update(self, model) -> None:
-        for name, p in model.named_parameters():
+        for name, p in self._averaged(model):
             s = self.shadow[name]
             s *= self.decay
             s += (1 - self.decay) * p.data
 
     def copy_to(self, model) -> None:
-        """Load the averaged weights into `model` (buffers are left as they are)."""
-        for name, p in model.named_parameters():
+        """Load the averaged weights into `model` (buffers too if this EMA averages them)."""
+        for name, p in self._averaged(model):
             p.data = self.shadow[name].copy()
+
+    @contextlib.contextmanager
+    def applied_to(self, model):
+        """Inside the block `model` holds the averaged weights; its own come back after."""
+        saved = [(p, p.data) for _, p in self._averaged(model)]
+        self.copy_to(model)
+        try:
+            yield
+        finally:
+            for p, data in saved:
+                p.data = data
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": {k: v.copy() for k, v in self.shadow.items()}}

@@ -367,16 +367,9 @@ class UNetModel(GenerativeModel):
         self.ema.update(self.net)
         return grad_norm
 
-    @contextlib.contextmanager
     def ema_weights(self):
         """Temporarily put the EMA weights into the network (the training weights come back after)."""
-        saved = [(p, p.data) for p in self.net.parameters()]
-        self.ema.copy_to(self.net)
-        try:
-            yield
-        finally:
-            for p, data in saved:
-                p.data = data
+        return self.ema.applied_to(self.net)
 
     def test_loss(self, where: str, x, y, batch_loss) -> tuple[float, np.ndarray, np.ndarray | None]:
         """The EMA network's loss on the first config.eval_examples test images x (N, 1, 28, 28) in [0, 1]

@@ -38,11 +38,11 @@ import numpy as np
 
 from minigen import ops
 from minigen.config import HyperParameters, batch_size_knob, conditional_knob, excluded, knob, lr_knob
-from minigen.errors import MinigenError
+from minigen.errors import CheckpointError, MinigenError
 from minigen.models.base import (GenerativeModel, check_images, check_labels, check_temperature, condition_labels,
                                  register_family)
 from minigen.nn import BatchNorm, Conv2d, ConvTranspose2d, Embedding, Linear, Module, frozen, init
-from minigen.optim import Adam
+from minigen.optim import EMA, Adam, ema_decay_at
 from minigen.random import Generator, resolve
 from minigen.tensor import Tensor, no_grad
 
@@ -60,6 +60,12 @@ class GANConfig(HyperParameters):
     num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
     latent_dim: int = knob(100, 1, 4096, "size of the noise z the generator starts from")
     label_dim: int = knob(50, 1, 1024, "conditional generator: size of the label embedding")
+    # the stabilisers of later GANs, each off by default (docs/recipes.md measures them on a short budget)
+    loss: str = knob("bce", doc="the game's loss: non-saturating BCE or hinge (SN-GAN)", choices=("bce", "hinge"))
+    lr_d: float = knob(0.0, 0.0, 10.0, "D's Adam step size (0: lr; TTUR runs D faster than G)")
+    spectral_norm: bool = knob(False, doc="divide D's weights by their largest singular value (SN-GAN)")
+    d_batchnorm: bool = knob(True, doc="BatchNorm after D's second convolution (SN-GAN drops it)")
+    ema_decay: float = knob(0.0, 0.0, excluded(1.0), "EMA of G's weights for sampling, with warm-up (0: none)")
     # mode-collapse check: every this many steps, draw `collapse_samples` samples of fixed noise; warn if a
     # digit's coverage of as many real training digits is below `collapse_min_coverage` (conditional), or if
     # fewer than `collapse_min_digits` different digits appear (unconditional). 500: 50 per digit, since
@@ -117,21 +123,27 @@ class DCGANDiscriminator(Module):
     """images (N, 1, 28, 28) in [-1, 1] [+ labels (N,)] -> logits (N,) ("real" when > 0).
 
     Conv 1->64 (14x14) -> LeakyReLU(0.2) -> Conv 64->128 (7x7) -> BatchNorm, LeakyReLU -> Linear 6272 -> 1.
+    spectral_norm: every conv and linear weight divided by its largest singular value (D is then
+    1-Lipschitz per layer). batchnorm=False: no BatchNorm (conv2 gets a bias instead).
     """
 
-    def __init__(self, num_classes: int | None = None, generator=None):
+    def __init__(self, num_classes: int | None = None, generator=None, spectral_norm: bool = False,
+                 batchnorm: bool = True):
         # the label as a learned 28x28 picture, stacked on the image as a second channel
         self.label_embed = Embedding(num_classes, 28 * 28, generator=generator) if num_classes else None
-        self.conv1 = Conv2d(2 if num_classes else 1, 64, 4, stride=2, padding=1, generator=generator)
-        self.conv2 = Conv2d(64, 128, 4, stride=2, padding=1, bias=False, generator=generator)
-        self.bn2 = BatchNorm(128)
-        self.fc = Linear(128 * 7 * 7, 1, generator=generator)
+        self.conv1 = Conv2d(2 if num_classes else 1, 64, 4, stride=2, padding=1, generator=generator,
+                            spectral_norm=spectral_norm)
+        self.conv2 = Conv2d(64, 128, 4, stride=2, padding=1, bias=not batchnorm, generator=generator,
+                            spectral_norm=spectral_norm)
+        self.bn2 = BatchNorm(128) if batchnorm else None
+        self.fc = Linear(128 * 7 * 7, 1, generator=generator, spectral_norm=spectral_norm)
 
     def forward(self, x: Tensor, labels: np.ndarray | None = None) -> Tensor:
         if self.label_embed is not None:
             x = ops.concat([x, self.label_embed(labels).reshape(x.shape[0], 1, 28, 28)], axis=1)
         h = ops.leaky_relu(self.conv1(x), 0.2)
-        h = ops.leaky_relu(self.bn2(self.conv2(h)), 0.2)
+        h = self.conv2(h)
+        h = ops.leaky_relu(h if self.bn2 is None else self.bn2(h), 0.2)
         return self.fc(ops.flatten(h)).reshape(-1)
 
 
@@ -189,7 +201,8 @@ def digit_coverage(images, labels, reference, reference_labels) -> dict[int, flo
 
 @register_family("gan")
 class GAN(GenerativeModel):
-    """DCGAN on 28x28 digits (optionally class-conditional), non-saturating loss."""
+    """DCGAN on 28x28 digits (optionally class-conditional), non-saturating loss; config knobs add the
+    hinge loss, spectral normalization of D, D's own lr (TTUR) and an EMA of G for sampling."""
 
     likelihood_metric = None   # a GAN has no likelihood
     Config = GANConfig
@@ -201,9 +214,12 @@ class GAN(GenerativeModel):
         self.latent_dim = config.latent_dim
         classes = self.num_classes if self.conditional else None
         self.G = DCGANGenerator(self.latent_dim, classes, config.label_dim, generator)
-        self.D = DCGANDiscriminator(classes, generator)
+        self.D = DCGANDiscriminator(classes, generator, config.spectral_norm, config.d_batchnorm)
         dcgan_init(self.G, generator)
         dcgan_init(self.D, generator)
+        # the average of G's weights that samples (None: G's own); BatchNorm's running statistics are
+        # averaged too, so the averaged weights never meet statistics of other weights alone
+        self.ema = EMA(self.G, config.ema_decay, buffers=True) if config.ema_decay else None
         self.snapshots = np.zeros((0, 10, 1, 28, 28), np.float32)   # (S, 10, 1, 28, 28) fixed-noise images
         self.snapshot_steps = np.zeros(0, np.int64)
         self.snapshot_every = config.snapshot_every
@@ -214,30 +230,44 @@ class GAN(GenerativeModel):
     def make_optimizers(self):
         betas = (self.hparams.beta1, self.hparams.beta2)
         return {"generator": Adam(self.G.parameters(), lr=self.hparams.lr, betas=betas),
-                "discriminator": Adam(self.D.parameters(), lr=self.hparams.lr, betas=betas)}
+                "discriminator": Adam(self.D.parameters(), lr=self.hparams.lr_d or self.hparams.lr, betas=betas)}
 
     def discriminator_step(self, real: Tensor, fake: Tensor, labels, optimizer) -> dict[str, float]:
         """One step of D on a real and a (detached) fake batch, both (N, 1, 28, 28) in [-1, 1].
 
-        loss = BCE(D(real), 1) + BCE(D(fake), 0); the accuracies are D's before the step."""
+        loss = BCE(D(real), 1) + BCE(D(fake), 0), or with config loss "hinge" mean(relu(1 - D(real)))
+        + mean(relu(1 + D(fake))); the accuracies are D's before the step."""
         logits_real = self.D(real, labels)
         logits_fake = self.D(fake, labels)
-        # BEGIN SOLUTION gan: D's loss: binary cross-entropy of its logits, real images against 1 and fakes against 0
-        loss = (ops.binary_cross_entropy_with_logits(logits_real, np.ones(len(real), np.float32))
-                + ops.binary_cross_entropy_with_logits(logits_fake, np.zeros(len(fake), np.float32)))
-        # END SOLUTION
+        if self.hparams.loss == "hinge":
+            # D stops pushing an image once its score is past the margin (+1 real, -1 fake): its effort
+            # goes to the images it still gets wrong, not to ever more confident logits
+            loss = ops.relu(1 - logits_real).mean() + ops.relu(1 + logits_fake).mean()
+        else:
+            # BEGIN SOLUTION gan: D's loss: binary cross-entropy of its logits, reals against 1 and fakes against 0
+            loss = (ops.binary_cross_entropy_with_logits(logits_real, np.ones(len(real), np.float32))
+                    + ops.binary_cross_entropy_with_logits(logits_fake, np.zeros(len(fake), np.float32)))
+            # END SOLUTION
         self.optimize(loss, optimizer)
         return {"d_loss": loss.item(), "d_real_acc": float((logits_real.data > 0).mean()),
                 "d_fake_acc": float((logits_fake.data < 0).mean())}
 
     def generator_step(self, fake: Tensor, labels, optimizer) -> float:
         """One step of G through D's opinion of G's output `fake` (still attached to G's graph):
-        the non-saturating loss BCE(D(G(z)), 1) = -log D(G(z))."""
+        the non-saturating loss BCE(D(G(z)), 1) = -log D(G(z)), or with config loss "hinge" -mean(D(G(z))).
+        Then the EMA of G's weights (if any) takes the new weights in."""
         with frozen(self.D):     # D is only a fixed judge during G's step
-            # BEGIN SOLUTION gan: the non-saturating loss: D's logits on the fakes against the label "real"
-            loss = ops.binary_cross_entropy_with_logits(self.D(fake, labels), np.ones(len(fake), np.float32))
-            # END SOLUTION
+            if self.hparams.loss == "hinge":
+                loss = -self.D(fake, labels).mean()
+            else:
+                # BEGIN SOLUTION gan: the non-saturating loss: D's logits on the fakes against the label "real"
+                loss = ops.binary_cross_entropy_with_logits(self.D(fake, labels), np.ones(len(fake), np.float32))
+                # END SOLUTION
             self.optimize(loss, optimizer)     # the backward pass, too, runs with D frozen
+        if self.ema is not None:
+            # the warm-up DDPM uses: a short run averages trained weights, not the random initial ones
+            self.ema.decay = ema_decay_at(optimizer.step_count, self.hparams.ema_decay)
+            self.ema.update(self.G)
         return loss.item()
 
     def train_step(self, x, y, optimizers, generator) -> dict[str, float]:
@@ -329,10 +359,18 @@ class GAN(GenerativeModel):
                       list(range(10)) if self.conditional else None, "GAN: the same noise across training")
 
     def extra_state(self) -> dict:
-        return {"snapshots": self.snapshots, "snapshot_steps": self.snapshot_steps,
-                "snapshot_every": self.snapshot_every}
+        state = {"snapshots": self.snapshots, "snapshot_steps": self.snapshot_steps,
+                 "snapshot_every": self.snapshot_every}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        return state
 
     def load_extra_state(self, state: dict) -> None:
+        if self.ema is not None:
+            if "ema" not in state:
+                raise CheckpointError(f"gan: the config has ema_decay={self.hparams.ema_decay} but the "
+                                      "checkpoint holds no EMA of the generator's weights")
+            self.ema.load_state_dict(state["ema"])
         if "snapshots" in state:                  # checkpoints from before the animation have none
             self.snapshots = np.asarray(state["snapshots"], np.float32)
             self.snapshot_steps = np.asarray(state["snapshot_steps"], np.int64)
@@ -351,9 +389,11 @@ class GAN(GenerativeModel):
         return self.generate(resolve(generator).normal((n, self.latent_dim), std=float(temperature)), labels)
 
     def generate(self, z: np.ndarray, labels=None) -> np.ndarray:
-        """G(z) as images (N, 1, 28, 28) in [0, 1], without a graph and with BatchNorm in eval mode.
+        """G(z) as images (N, 1, 28, 28) in [0, 1], without a graph and with BatchNorm in eval mode;
+        G's EMA weights (and their running statistics) when config ema_decay > 0.
         z: (N, latent_dim) float32."""
-        with no_grad(), _eval_mode(self.G):
+        averaged = self.ema.applied_to(self.G) if self.ema is not None else contextlib.nullcontext()
+        with no_grad(), _eval_mode(self.G), averaged:
             images = self.G(Tensor(z), labels).data
         return np.clip((images + 1) / 2, 0, 1).astype(np.float32)
 

@@ -19,7 +19,7 @@ from minigen.tensor import Tensor
 
 __all__ = ["Linear", "Sequential", "Embedding", "Dropout", "Flatten", "ReLU", "LeakyReLU", "SiLU", "Tanh",
            "Sigmoid", "Softplus", "Conv2d", "ConvTranspose2d", "MaskedConv2d", "BatchNorm", "GroupNorm",
-           "LayerNorm", "MaxPool2d", "AvgPool2d", "Upsample"]
+           "LayerNorm", "MaxPool2d", "AvgPool2d", "Upsample", "spectral_normalize"]
 
 
 def _pair(v) -> tuple[int, int]:
@@ -43,21 +43,52 @@ def _check_args(layer: str, positive: dict, non_negative: dict | None = None) ->
                                   f"got {value!r}")
 
 
-class Linear(Module):
-    """y = x W^T + b. x: (..., in_features) -> (..., out_features)."""
+def _unit(v: np.ndarray) -> np.ndarray:
+    return v / (np.linalg.norm(v) + 1e-12)
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, generator=None):
+
+def spectral_normalize(weight: Tensor, u: Buffer, update: bool) -> Tensor:
+    """weight / sigma (Miyato et al. 2018, "Spectral Normalization for GANs"), any shape (out, ...):
+    sigma is the largest singular value of the weight as an (out, prod(rest)) matrix W, estimated by
+    power iteration from u (out,), a unit vector kept between calls (a Buffer, so it is saved).
+
+    update=True (training): one power-iteration step first, u <- W v / |W v| with v = W^T u / |W^T u|,
+    stored in u; the estimate sharpens as training goes on, one cheap step per call. update=False: u as
+    it is, so the same weights give the same result. Then v = W^T u / |W^T u| and sigma = u^T W v, whose
+    gradient u v^T (u, v held constant, as in the paper) is exact for the u used: sigma = |W^T u|."""
+    w = weight.data.reshape(len(weight.data), -1)
+    if update:
+        u.data = _unit(w @ _unit(w.T @ u.data)).astype(u.data.dtype)
+    v = _unit(w.T @ u.data)
+    sigma = (weight.reshape(*w.shape) * Tensor(np.outer(u.data, v), dtype=weight.dtype)).sum()
+    return weight / sigma
+
+
+def _spectral_u(spectral_norm: bool, out_features: int, generator) -> Buffer | None:
+    """The power iteration's start for a layer with `spectral_norm`: a random unit vector (out_features,)."""
+    return Buffer(_unit(resolve(generator).normal((out_features,))).astype(np.float32)) if spectral_norm else None
+
+
+class Linear(Module):
+    """y = x W^T + b. x: (..., in_features) -> (..., out_features).
+    spectral_norm=True: W is used divided by its largest singular value (`spectral_normalize`)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, generator=None,
+                 spectral_norm: bool = False):
         _check_args("Linear", {"in_features": in_features, "out_features": out_features})
         self.in_features, self.out_features = in_features, out_features
         self.weight = Parameter(init.kaiming_uniform((out_features, in_features), generator=generator))
         bound = 1 / math.sqrt(in_features)
         self.bias = Parameter(resolve(generator).uniform((out_features,), -bound, bound)) if bias else None
+        self.weight_u = _spectral_u(spectral_norm, out_features, generator)
 
     def forward(self, x: Tensor) -> Tensor:
         if x.shape[-1] != self.in_features:
             raise ShapeError(f"Linear({self.in_features}, {self.out_features}): input has shape {x.shape}, "
                              f"expected last dimension {self.in_features}")
-        return ops.linear(x, self.weight, self.bias)       # x @ weight.T + bias
+        weight = self.weight if self.weight_u is None else spectral_normalize(self.weight, self.weight_u,
+                                                                               self.training)
+        return ops.linear(x, weight, self.bias)       # x @ weight.T + bias
 
     def __repr__(self):
         return f"Linear({self.in_features}, {self.out_features})"
@@ -157,10 +188,12 @@ class LeakyReLU(Module):
 # --- convolutional layers (ops in minigen/ops/conv.py, kernels in minigen/kernels/) ------
 class Conv2d(Module):
     """x: (N, C_in, H, W) -> (N, C_out, H', W'). weight: (C_out, C_in / groups, kH, kW).
-    relu=True: a ReLU follows, fused into the op (ops.conv2d says why)."""
+    relu=True: a ReLU follows, fused into the op (ops.conv2d says why). spectral_norm=True: the weight
+    is used divided by its largest singular value as a (C_out, C_in / groups * kH * kW) matrix
+    (`spectral_normalize`)."""
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0, dilation=1, groups=1,
-                 bias=True, generator=None, relu: bool = False):
+                 bias=True, generator=None, relu: bool = False, spectral_norm: bool = False):
         _check_args("Conv2d", {"in_channels": in_channels, "out_channels": out_channels, "kernel_size": kernel_size,
                                "stride": stride, "dilation": dilation, "groups": groups}, {"padding": padding})
         if in_channels % groups or out_channels % groups:
@@ -173,9 +206,12 @@ class Conv2d(Module):
         self.weight = Parameter(init.kaiming_uniform(shape, generator=generator))
         bound = 1 / math.sqrt(init.fan_in_and_out(shape)[0])
         self.bias = Parameter(resolve(generator).uniform((out_channels,), -bound, bound)) if bias else None
+        self.weight_u = _spectral_u(spectral_norm, out_channels, generator)
 
     def forward(self, x):
-        return ops.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
+        weight = self.weight if self.weight_u is None else spectral_normalize(self.weight, self.weight_u,
+                                                                               self.training)
+        return ops.conv2d(x, weight, self.bias, self.stride, self.padding, self.dilation, self.groups,
                           relu=self.relu)
 
 

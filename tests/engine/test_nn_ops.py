@@ -107,3 +107,46 @@ def test_conv_layer_ops_keep_float32():
     assert y.dtype == np.float32 and y.shape == (2, 2, 16, 16)
     y.sum().backward()
     assert x.grad.dtype == np.float32 and w.grad.shape == w.shape
+
+
+# --- spectral normalization (minigen.nn.spectral_normalize; Conv2d / Linear spectral_norm=True) --------------
+def test_spectral_normalize_gradcheck_on_a_conv_weight():
+    """With u fixed (update=False) sigma = |W^T u| exactly, so its gradient u v^T is exact too."""
+    from minigen.nn import Buffer, spectral_normalize
+    u = Buffer(np.array([0.6, 0.0, -0.8]))
+    assert gradcheck(lambda w: spectral_normalize(w, u, update=False), t(3, 2, 2, 2))
+    np.testing.assert_array_equal(u.data, [0.6, 0.0, -0.8])          # no update: u as it was
+
+
+@pytest.mark.parametrize("layer", ["conv", "linear"])
+def test_spectral_norm_brings_the_largest_singular_value_to_one(layer):
+    from minigen.nn import Conv2d, Linear
+    from minigen.random import Generator
+    m = (Conv2d(4, 6, 3, spectral_norm=True, generator=Generator(0)) if layer == "conv"
+         else Linear(12, 5, spectral_norm=True, generator=Generator(0)))
+    x = Tensor(np.ones((2, 4, 5, 5) if layer == "conv" else (2, 12), np.float32))
+    w = m.weight.data.reshape(len(m.weight.data), -1)
+    plain = np.linalg.svd(w, compute_uv=False)[0]
+    assert abs(plain - 1) > 0.1                                       # the test is not trivially true
+    for _ in range(30):                                               # one power-iteration step per call
+        m(x)
+    from minigen.nn import spectral_normalize
+    m.eval()
+    normalized = spectral_normalize(m.weight, m.weight_u, update=False).data.reshape(w.shape)
+    assert np.linalg.svd(normalized, compute_uv=False)[0] == pytest.approx(1, abs=1e-3)
+    u = m.weight_u.data.copy()
+    m(x)
+    np.testing.assert_array_equal(m.weight_u.data, u)                 # eval mode: no power iteration
+    assert "weight_u" in m.state_dict()                               # u is saved, not trained
+    assert all(p is not m.weight_u for p in m.parameters())
+
+
+@settings(max_examples=25, deadline=None)
+@given(scale=st.floats(0.01, 100), seed=st.integers(0, 1000))
+def test_spectral_normalize_ignores_the_weights_scale(scale, seed):
+    from minigen.nn import Buffer, spectral_normalize
+    g = np.random.default_rng(seed)
+    w, u = g.standard_normal((4, 3, 2, 2)), g.standard_normal(4)
+    a = spectral_normalize(Tensor(w), Buffer(u.copy()), update=True).data
+    b = spectral_normalize(Tensor(w * scale), Buffer(u.copy()), update=True).data
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9)

@@ -223,3 +223,20 @@ def test_atomic_write_gives_the_permissions_of_any_new_file(tmp_path):
     mode = lambda name: stat.S_IMODE(os.stat(tmp_path / name).st_mode)   # noqa: E731
     assert mode("report.html") == mode("plain.html") == 0o644
     assert (tmp_path / "report.html").read_bytes() == b"<p>hi</p>"
+
+
+def test_ema_with_buffers_averages_batchnorm_statistics_and_swaps_back():
+    bn = nn.BatchNorm(2)
+    ema = optim.EMA(bn, 0.5, buffers=True)
+    assert set(ema.shadow) == {"weight", "bias", "running_mean", "running_var"}
+    bn(Tensor(np.array([[1.0, 3.0], [3.0, 5.0]], np.float32)))       # running_mean 0 -> 0.1 * [2, 4]
+    bn.weight.data = np.array([3.0, 3.0], np.float32)
+    ema.update(bn)
+    np.testing.assert_allclose(ema.shadow["running_mean"], [0.1, 0.2])
+    np.testing.assert_allclose(ema.shadow["weight"], [2.0, 2.0])
+    with ema.applied_to(bn):
+        np.testing.assert_allclose(bn.running_mean.data, [0.1, 0.2])
+        np.testing.assert_allclose(bn.weight.data, [2.0, 2.0])
+    np.testing.assert_allclose(bn.running_mean.data, [0.2, 0.4])      # the model's own state is back
+    np.testing.assert_allclose(bn.weight.data, [3.0, 3.0])
+    assert set(optim.EMA(bn, 0.5).shadow) == {"weight", "bias"}       # default: parameters only

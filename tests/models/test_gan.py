@@ -5,11 +5,14 @@ import numpy as np
 import pytest
 
 from minigen import ops
-from minigen.errors import DTypeError, MinigenError, ShapeError
+from minigen.errors import CheckpointError, DTypeError, MinigenError, ShapeError
 from minigen.models import gan as gan_module
 from minigen.models import get_family
 from minigen.models.gan import GAN
+from minigen.nn import Module, Parameter
+from minigen.optim import Adam
 from minigen.random import Generator
+from minigen.serialize import load, save
 from minigen.tensor import Tensor, no_grad
 from tests.models.synthetic import bar_digits
 
@@ -201,3 +204,107 @@ def test_digit_coverage_of_real_digits_is_high_and_of_one_repeated_digit_low(mon
     low = gan_module.digit_coverage(collapsed.astype(np.float32), labels, x, y)
     assert max(low.values()) < 0.3
     assert gan_module.digit_coverage(fakes[:5], labels[:5], x, y) is None      # too few of each digit
+
+# --- the knobs of later GANs: hinge loss, spectral norm, TTUR, EMA of G ----------------------------------
+class FixedLogits(Module):
+    """A stand-in D whose logits are given (plus a trainable 0 times the image, so gradients flow)."""
+
+    def __init__(self, *logits):
+        self.queue = [np.asarray(v, np.float32) for v in logits]
+        self.w = Parameter(np.zeros(1, np.float32))
+
+    def forward(self, x, labels=None):
+        return Tensor(self.queue.pop(0)) + self.w * x.reshape(x.shape[0], -1).sum(axis=1)
+
+
+def test_hinge_losses_against_a_hand_computed_case():
+    m = small(loss="hinge")
+    x = Tensor(np.zeros((3, 1, 28, 28), np.float32))
+    # D: relu(1 - [2, 0.5, -1]) = [0, 0.5, 2] -> 5/6; relu(1 + [-2, 0, 0.5]) = [0, 1, 1.5] -> 5/6
+    m.D = FixedLogits([2.0, 0.5, -1.0], [-2.0, 0.0, 0.5])
+    stats = m.discriminator_step(x, x, None, Adam(m.D.parameters()))
+    assert stats["d_loss"] == pytest.approx(5 / 3, rel=1e-6)
+    assert stats["d_real_acc"] == pytest.approx(2 / 3) and stats["d_fake_acc"] == pytest.approx(1 / 3)
+    m.D = FixedLogits([-2.0, 0.5, 3.0])                # G: -mean(D(G(z))) = -0.5
+    fake = Parameter(np.zeros((3, 1, 28, 28), np.float32))       # stands for G's output, with a graph
+    assert m.generator_step(fake, None, Adam([fake])) == pytest.approx(-0.5, rel=1e-6)
+
+
+def test_knobs_build_what_they_say():
+    m = small(spectral_norm=True, d_batchnorm=False, lr=1e-4, lr_d=4e-4)
+    assert m.D.bn2 is None and m.D.conv2.bias is not None
+    assert {"D.conv1.weight_u", "D.conv2.weight_u", "D.fc.weight_u"} <= set(m.state_dict())
+    opts = m.make_optimizers()
+    assert (opts["generator"].lr, opts["discriminator"].lr) == (1e-4, 4e-4)
+    assert small().D.conv1.weight_u is None and small().ema is None        # defaults: today's DCGAN
+    with pytest.raises(MinigenError, match="loss"):
+        small(loss="wasserstein")
+
+
+def test_samples_come_from_the_ema_of_the_generator():
+    m = small(ema_decay=0.9)
+    x, y = digits(8)
+    opt = m.make_optimizers()
+    for i in range(3):
+        m.train_step(x, y, opt, Generator(i))
+    own = {n: p.data.copy() for n, p in m.G.named_parameters()}
+    stats = {n: b.data.copy() for n, b in m.G.named_buffers()}
+    z = Generator(5).normal((4, 100))
+    with no_grad(), gan_module._eval_mode(m.G):
+        raw = np.clip((m.G(Tensor(z)).data + 1) / 2, 0, 1)
+        for n, p in m.G.named_parameters():
+            p.data = m.ema.shadow[n].copy()
+        for n, b in m.G.named_buffers():
+            b.data = m.ema.shadow[n].copy()
+        averaged = np.clip((m.G(Tensor(z)).data + 1) / 2, 0, 1)
+        for n, p in m.G.named_parameters():
+            p.data = own[n]
+        for n, b in m.G.named_buffers():
+            b.data = stats[n]
+    out = m.generate(z)
+    np.testing.assert_allclose(out, averaged, atol=1e-6)
+    assert np.abs(out - raw).max() > 1e-3                                   # not G's own weights
+    for n, p in m.G.named_parameters():                                     # G's own weights are back
+        np.testing.assert_array_equal(p.data, own[n])
+    # the warm-up: after 3 steps the decay is min(0.9, 4 / 13)
+    assert m.ema.decay == pytest.approx(4 / 13)
+
+
+def test_checkpoint_round_trip_keeps_the_ema_and_the_power_iteration(tmp_path):
+    config = {"ema_decay": 0.99, "spectral_norm": True, "loss": "hinge"}
+    m = small(**config)
+    x, y = digits(8)
+    opt = m.make_optimizers()
+    for i in range(3):
+        m.train_step(x, y, opt, Generator(i))
+    save({"model": m.state_dict(), "extra": m.extra_state()}, tmp_path / "gan.ckpt")
+    back = load(tmp_path / "gan.ckpt")
+    fresh = GAN({**SMALL, **config}, generator=Generator(7))
+    fresh.load_state_dict(back["model"])
+    fresh.load_extra_state(back["extra"])
+    np.testing.assert_array_equal(fresh.D.conv1.weight_u.data, m.D.conv1.weight_u.data)
+    np.testing.assert_array_equal(fresh.sample(4, generator=Generator(3)), m.sample(4, generator=Generator(3)))
+    assert fresh.ema.decay == m.ema.decay
+    with pytest.raises(CheckpointError, match="no EMA"):
+        fresh.load_extra_state({k: v for k, v in back["extra"].items() if k != "ema"})
+
+
+def test_tiny_training_with_every_knob_plays_the_game():
+    """Hinge + spectral norm without D's BatchNorm + TTUR + EMA on synthetic digits: D learns to tell
+    them apart (its hinge loss falls from ~2, the value at D = 0), G answers (its loss -mean D(G(z)) is
+    not left to run away), everything stays finite, and samples are images."""
+    m = GAN({**SMALL, "batch_size": 16, "loss": "hinge", "spectral_norm": True, "d_batchnorm": False,
+             "lr": 2e-4, "lr_d": 8e-4, "ema_decay": 0.999}, generator=Generator(0))
+    x, y = digits(16)
+    opt = m.make_optimizers()
+    logs = [m.train_step(x, y, opt, Generator(i)) for i in range(30)]
+    d = [r["d_loss"] for r in logs]
+    assert all(np.isfinite(v) for r in logs for v in r.values())
+    assert d[0] == pytest.approx(2, abs=0.3) and np.mean(d[-5:]) < d[0] - 0.3
+    assert all(abs(r["g_loss"]) < 10 for r in logs)              # SN keeps D's scores bounded
+    for layer in (m.D.conv1, m.D.conv2, m.D.fc):                 # D's layers stay 1-Lipschitz
+        w = layer.weight.data.reshape(len(layer.weight.data), -1)
+        sigma = float(layer.weight_u.data @ w @ (w.T @ layer.weight_u.data)) / np.linalg.norm(w.T @ layer.weight_u.data)
+        assert sigma == pytest.approx(np.linalg.svd(w, compute_uv=False)[0], rel=0.05)
+    s = m.sample(4, generator=Generator(1))
+    assert s.shape == (4, 1, 28, 28) and 0 <= s.min() and s.max() <= 1

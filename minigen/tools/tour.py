@@ -188,7 +188,10 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     # what is left of the budget after the yardstick, less what evaluation and sampling will need
     train_seconds = max(budget - (time.perf_counter() - started), 0) * (1 - OVERHEAD_FRACTION)
 
-    digits = np.arange(10)
+    # the figures name the labels: digits 0-9, or Fashion-MNIST's classes; label 7 ("a 7", "a sneaker") is
+    # the strips' example
+    names, noun = mdata.class_names(dataset), mdata.label_noun(dataset)
+    seven, image = (f"a {names[7]}", "digit") if noun == "digit" else (f"a {names[7].lower()}", "image")
     metric_labels = np.arange(metric_samples) % 10
     rows, table, all_samples = {}, [], {}
     strips, animations = {}, {}
@@ -201,7 +204,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
         samples = model.sample(metric_samples, labels=metric_labels, generator=Generator(seed + 10),
                                **recipe.sample_options)
         per_image = (time.perf_counter() - start) / metric_samples
-        rows[title] = samples[:10]                         # labels 0..9 in order: one per digit
+        rows[title] = samples[:10]                         # labels 0..9 in order: one per class
         all_samples[family] = samples
         test_metrics = summary.get("test", {})
         metric = model.likelihood_metric
@@ -221,20 +224,23 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
             animations["tour_pixelcnn.gif"] = model.generation_frames(samples=samples[:10])
         if family == "ddpm":
             frames = model.generation_frames(generator=Generator(seed + 11), frames=19)
-            strips["DDPM, noise to digit"] = frames.images[::2, 7]       # 10 of the 19 frames, the 7's column
+            strips[f"DDPM, noise to {image}"] = frames.images[::2, 7]       # 10 of the 19 frames, label 7's column
             animations["tour_ddpm.gif"] = frames
         if family == "flowmatch":
             frames = model.generation_frames(generator=Generator(seed + 11), frames=model.hparams.sample_steps + 1)
-            strips["Flow matching, noise to digit"] = frames.images[:, 7]
+            strips[f"Flow matching, noise to {image}"] = frames.images[:, 7]
             animations["tour_flowmatch.gif"] = frames
         bar.update(1)
 
     bar.set_description("tour: figures")
-    samples_png = save_rows(rows, os.path.join(out_dir, "tour_samples.png"), col_labels=list(digits),
-                            title="one sample per family (rows) for each requested digit (columns)")
+    samples_png = save_rows(rows, os.path.join(out_dir, "tour_samples.png"), col_labels=list(names),
+                            title=f"one sample per family (rows) for each requested {noun} (columns)")
     strips_png = save_rows(strips, os.path.join(out_dir, "tour_strips.png"),
-                           title="generating a 7: diffusion denoises everything at once, PixelCNN goes pixel by pixel")
-    gifs = [save_gif(frames, os.path.join(out_dir, name)) for name, frames in animations.items()]
+                           title=f"generating {seven}: diffusion denoises everything at once, PixelCNN goes "
+                                 f"pixel by pixel")
+    # the models label an animation's columns by number: the dataset knows their names
+    gifs = [save_gif(frames if frames.columns is None else frames._replace(columns=list(names)),
+                     os.path.join(out_dir, name)) for name, frames in animations.items()]
     seconds = time.perf_counter() - started
     result = {"minutes": minutes, "seconds": seconds,
               "within_budget": seconds <= budget * (1 + BUDGET_TOLERANCE), "dataset": dataset,
@@ -281,8 +287,16 @@ TABLE_HEADER = ["family", "params", "steps", "train s", "sample s/img", "likelih
                 "module"]
 
 
+def table_header(result: dict) -> list[str]:
+    """TABLE_HEADER with the FID column named for the data its yardstick saw (FID-MNIST, FID-Fashion);
+    tour.json keeps the key "fid_mnist" whatever the data."""
+    from minigen.metrics import fid_name
+    fid = fid_name(result.get("dataset", "mnist"))        # tour.json files before Fashion-MNIST lack "dataset"
+    return [fid if h == "FID-MNIST" else h for h in TABLE_HEADER]
+
+
 def table_rows(result: dict) -> list[list[str]]:
-    """The tour's table as rows of text cells under TABLE_HEADER (the printed table and the HTML report)."""
+    """The tour's table as rows of text cells under `table_header` (the printed table and the HTML report)."""
     lines = []
     for r in result["families"]:
         lik = r["likelihood"]
@@ -297,7 +311,7 @@ def table_rows(result: dict) -> list[list[str]]:
 def format_table(result: dict) -> str:
     """The tour's table as aligned text (also used for the README), a recipe line per family below it,
     and the budget check."""
-    header, lines = TABLE_HEADER, table_rows(result)
+    header, lines = table_header(result), table_rows(result)
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]

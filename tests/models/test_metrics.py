@@ -162,3 +162,10 @@ def test_yardstick_trains_once_then_loads_from_its_cache(tmp_path, monkeypatch, 
     np.testing.assert_array_equal(loaded.features(x), trained.features(x))
     with pytest.raises(MinigenError, match="no trained yardstick"):   # one cache file per dataset
         metrics.yardstick("fashion-mnist", train_if_missing=False)
+
+
+def test_fid_is_named_for_the_data_its_yardstick_saw():
+    assert metrics.fid_name("mnist") == metrics.fid_name("mnist-5k") == "FID-MNIST"
+    assert metrics.fid_name("fashion-mnist") == "FID-Fashion"
+    with pytest.raises(MinigenError, match="unknown dataset 'cifar'"):
+        metrics.fid_name("cifar")

@@ -142,7 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive_int)
     p.add_argument("--lr", type=float)
     p.add_argument("--seed", type=_non_negative_int, default=0)
-    p.add_argument("--conditional", action="store_true", help="condition on the digit label (the 'prompt')")
+    p.add_argument("--conditional", action="store_true",
+                   help="condition on the label, a digit or a Fashion-MNIST class (the 'prompt')")
     p.add_argument("--set", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
                    help="a model hyper-parameter, e.g. --set variant=conv --set latent_dim=2")
     p.add_argument("--train-n", type=_positive_int, help="use only the first N training images")
@@ -159,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run_dir")
-    p.add_argument("--label", type=_label, help="digit to generate (conditional models)")
+    p.add_argument("--label", type=_label,
+                   help="label 0-9 to generate: a digit, or a Fashion-MNIST class (conditional models)")
     p.add_argument("--n", type=_sample_count, default=64, help=f"how many (1..{MAX_SAMPLES}, default 64)")
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--out", default=None, help="PNG to write (default RUN_DIR/sample.png)")

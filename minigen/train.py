@@ -553,9 +553,15 @@ def _finish(opts: TrainOptions, model, history) -> dict:
         samples = model.sample(opts.n_samples, labels=labels, generator=gen)
         results["sample_seconds_per_image"] = (time.perf_counter() - t0) / opts.n_samples
         save_grid(samples, os.path.join(opts.out, "samples.png"), nrow=10,
-                  title=f"{opts.model} samples" + (" (columns: digits 0-9)" if model.conditional else ""))
+                  title=f"{opts.model} samples" + (f" (columns: {_columns(opts.dataset)} 0-9)" if model.conditional
+                                                   else ""))
         _animation(model, os.path.join(opts.out, "generation.gif"), gen)
     return results
+
+
+def _columns(dataset: str) -> str:
+    """What a sample grid's ten columns are, in words: "digits" or "classes"."""
+    return "digits" if mdata.label_noun(dataset) == "digit" else "classes"
 
 
 def _animation(model, path: str, generator) -> None:

@@ -6,11 +6,11 @@
     for xb, yb in DataLoader(x, train.labels, batch_size=128, generator=Generator(1)):  # minigen.random.Generator
         ...
 """
-from minigen.data.datasets import NAMES, Dataset, cache_dir, describe, fetch, load
+from minigen.data.datasets import NAMES, Dataset, cache_dir, class_names, describe, fetch, label_noun, load
 from minigen.data.idx import read_idx, write_idx
 from minigen.data.loader import (DataLoader, binarize_dynamic, binarize_fixed, dequantize_uniform,
                                  to_float, to_symmetric)
 
-__all__ = ["NAMES", "Dataset", "cache_dir", "describe", "fetch", "load", "read_idx", "write_idx",
+__all__ = ["NAMES", "Dataset", "cache_dir", "class_names", "describe", "fetch", "label_noun", "load", "read_idx", "write_idx",
            "DataLoader", "binarize_dynamic", "binarize_fixed", "dequantize_uniform", "to_float",
            "to_symmetric"]

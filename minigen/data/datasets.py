@@ -48,10 +48,19 @@ from tqdm import tqdm
 from minigen.data.idx import read_idx
 from minigen.errors import DataError
 
-__all__ = ["Dataset", "load", "describe", "fetch", "cache_dir", "NAMES"]
+__all__ = ["Dataset", "load", "describe", "fetch", "cache_dir", "class_names", "label_noun", "NAMES"]
 
 NAMES = ("mnist", "fashion-mnist", "mnist-5k")
 SPLITS = ("train", "test")
+
+# What the labels 0..9 of each dataset stand for: the column labels of a grid with one sample per class
+_DIGITS = tuple(str(d) for d in range(10))
+CLASS_NAMES = {
+    "mnist": _DIGITS,
+    "mnist-5k": _DIGITS,
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),      # Zalando's order (Xiao, Rasul and Vollgraf 2017)
+}
 
 # (images, labels) file names of each split, as the official releases name them.
 FILES = {
@@ -132,6 +141,18 @@ def cache_dir(name: str) -> Path:
     return Path(root) / name
 
 
+def class_names(name: str) -> tuple[str, ...]:
+    """The names of `name`'s ten labels, in label order: ("0", ..., "9") for the digits,
+    ("T-shirt/top", ..., "Ankle boot") for fashion-mnist."""
+    _check(name)
+    return CLASS_NAMES[name]
+
+
+def label_noun(name: str) -> str:
+    """One label of `name` in running text: "digit" (mnist, mnist-5k) or "class" (fashion-mnist)."""
+    return "digit" if class_names(name) == _DIGITS else "class"
+
+
 def _check(name: str, split: str | None = None) -> None:
     if name not in NAMES:
         raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(NAMES)}")
@@ -200,7 +221,8 @@ def _read_pair(images_path: Path, labels_path: Path, where: str, name: str, spli
                         f"{images_path.name}, found {labels.shape} {labels.dtype}")
     if labels.max(initial=0) > 9:
         raise DataError(f"{labels_path}: labels must be 0..9, found {labels.max()}")
-    source = f"{name} {split}: {images_path.name} + {labels_path.name} ({len(labels):,} digits, from the {where})"
+    images_word = "digits" if label_noun(name) == "digit" else "images"
+    source = f"{name} {split}: {images_path.name} + {labels_path.name} ({len(labels):,} {images_word}, from the {where})"
     return Dataset(images, labels.astype(np.int64), name, split, source, str(images_path.parent))
 
 

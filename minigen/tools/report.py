@@ -26,20 +26,20 @@ DESCRIPTIONS = {
     "generation.gif": "an animation of how the model generates",
     "loss.png": "the training loss curve",
     "curves.png": "every logged training number, step by step",
-    "reconstructions.png": "test digits and their reconstructions",
+    "reconstructions.png": "test images and their reconstructions",
     "interpolation.png": "decoded codes along a line in latent space",
-    "latent_scatter.png": "encoder means of test digits coloured by label",
+    "latent_scatter.png": "encoder means of test images coloured by label",
     "latent_manifold.png": "a grid of latent codes decoded",
     "samples_by_temperature.png": "samples at three temperatures",
     "invertibility.png": "test images and their round trip through the flow",
-    "ddpm_reverse.png": "the reverse process from noise to digits",
+    "ddpm_reverse.png": "the reverse process from noise to images",
     "ddpm_forward.png": "test images noised by the forward process",
-    "flowmatch_paths.png": "the ODE from noise to digits, step by step",
+    "flowmatch_paths.png": "the ODE from noise to images, step by step",
     "flowmatch_interpolation.png": "test images on the straight line from noise (the training points)",
     "gan_latent.png": "generator outputs along latent directions",
     "pixelcnn_samples.png": "PixelCNN samples",
-    "tour_samples.png": "one sample per family (rows) for each requested digit (columns)",
-    "tour_strips.png": "generating a 7: diffusion from noise, PixelCNN pixel by pixel",
+    "tour_samples.png": "one sample per family (rows) for each requested label (columns)",
+    "tour_strips.png": "generating label 7: diffusion from noise, PixelCNN pixel by pixel",
 }
 FIRST = ["samples.png", "generation.gif", "loss.png", "curves.png"]
 
@@ -102,14 +102,15 @@ _RUN = """{% extends "base.html" %}{% import "macros.html" as m %}{% block body 
 {% endblock %}"""
 
 _TOUR = """{% extends "base.html" %}{% import "macros.html" as m %}{% block body %}
-<p>Every family trained for a share of {{ minutes }} minutes on {{ dataset }}, then asked for every digit.
-FID-MNIST compares the features of a small LeNet (comparable only between models measured here).</p>
+<p>Every family trained for a share of {{ minutes }} minutes on {{ dataset }}, then asked for every {{ noun }}.
+{{ fid }} compares the features of a small LeNet trained on {{ dataset }} (comparable only between models
+measured here on the same data).</p>
 <h2>The table</h2>
 <table id="metrics"><thead><tr>{% for h in header %}<th>{{ h }}</th>{% endfor %}</tr></thead><tbody>
 {% for row in rows %}<tr>{% for cell in row %}<td{% if not loop.first %} class="num"{% endif %}>{{ cell }}</td>{% endfor %}</tr>
 {% endfor %}</tbody></table>
-{% if perfect %}<p>{{ perfect }}. Precision: how many samples look like some real digit; recall and coverage:
-how much of the real digits the samples reach (a model that draws one good 7 every time scores full label
+{% if perfect %}<p>{{ perfect }}. Precision: how many samples look like some real {{ noun }}; recall and coverage:
+how much of the real data the samples reach (a model that draws one good 7 every time scores full label
 accuracy but low coverage).</p>{% endif %}
 <h2>Samples and animations</h2>
 {% for f in figures %}{{ m.figure(f.src, f.alt, f.caption) }}
@@ -225,9 +226,12 @@ def write_run_report(run_dir: str) -> str:
 
 def write_tour_report(out_dir: str, result: dict, pictures: list[str], runs: list[str]) -> str:
     """OUT/index.html for the tour: the table, its figures and animations, links to each family's run report."""
-    from minigen.tools.tour import TABLE_HEADER, perfect_model_line, table_rows
+    from minigen.data import label_noun
+    from minigen.metrics import fid_name
+    from minigen.tools.tour import perfect_model_line, table_header, table_rows
     return _write(os.path.join(out_dir, REPORT), "tour.html", title="minigen tour: every family side by side",
-                  minutes=result["minutes"], dataset=result["dataset"], header=TABLE_HEADER,
+                  minutes=result["minutes"], dataset=result["dataset"], noun=label_noun(result["dataset"]),
+                  fid=fid_name(result["dataset"]), header=table_header(result),
                   rows=table_rows(result), perfect=perfect_model_line(result),
                   figures=[_figure(p, out_dir) for p in pictures],
                   runs=[{"src": _href(os.path.join(r, REPORT), out_dir), "name": os.path.basename(r)} for r in runs])

@@ -1,5 +1,6 @@
 """The `minigen` command end to end: train / sample / eval / data, resume of real families,
 and bad input answered with one line and exit status 2."""
+import json
 import os
 import signal
 import subprocess
@@ -52,6 +53,23 @@ def test_train_sample_eval_round_trip(tmp_path, capsys):
     code, out, err = run_cli(capsys, "sample", run, "--label", "7", "--n", "8", "--out", str(tmp_path / "g.png"))
     assert code == 0 and (tmp_path / "g.png").exists(), err
     code, out, err = run_cli(capsys, "eval", run, "--n", "50")
+    assert code == 0 and "neg_elbo" in out, err
+
+
+@pytest.mark.skipif(not os.path.isdir("/usr/share/datasets/fashion-mnist"),
+                    reason="/usr/share/datasets/fashion-mnist absent (apt-get install dataset-fashion-mnist)")
+def test_train_and_eval_a_vae_on_fashion_mnist(tmp_path, capsys):
+    run = tmp_path / "vae"
+    code, out, err = run_cli(capsys, "train", "vae", "--dataset", "fashion-mnist", "--conditional", "--epochs", "1",
+                             "--train-n", "256", "--eval-n", "50", "--out", str(run), "--no-progress",
+                             "--set", "iw_samples=5")
+    assert code == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert config["train"]["dataset"] == "fashion-mnist" and config["train"]["train_n"] == 256
+    assert np.isfinite(json.loads((run / "summary.json").read_text())["test"]["neg_elbo"])
+    assert (run / "samples.png").stat().st_size > 1000
+    assert "--dataset fashion-mnist" in (run / "index.html").read_text()
+    code, out, err = run_cli(capsys, "eval", str(run), "--n", "50")          # reads the Fashion test set again
     assert code == 0 and "neg_elbo" in out, err
 
 

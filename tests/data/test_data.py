@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minigen.data import (DataLoader, binarize_dynamic, binarize_fixed, dequantize_uniform, describe, fetch,
-                          load, read_idx, to_float, to_symmetric, write_idx)
+from minigen.data import (DataLoader, binarize_dynamic, binarize_fixed, class_names, dequantize_uniform, describe,
+                          fetch, label_noun, load, read_idx, to_float, to_symmetric, write_idx)
 from minigen.data import datasets
 from minigen.errors import CheckpointError, DataError
 from minigen.random import Generator
@@ -263,6 +263,21 @@ def test_fashion_mnist_from_the_debian_package(offline_cache):
     ds = load("fashion-mnist", "test")
     assert ds.images.shape == (10000, 28, 28) and np.bincount(ds.labels).tolist() == [1000] * 10
     assert ds.location == str(FASHION_SYSTEM) and "system folder" in ds.source
+
+
+def test_each_dataset_names_its_ten_labels_and_calls_one_a_digit_or_a_class():
+    assert class_names("mnist") == class_names("mnist-5k") == tuple("0123456789")
+    fashion = class_names("fashion-mnist")
+    assert len(fashion) == 10 and fashion[0] == "T-shirt/top" and fashion[7] == "Sneaker" and fashion[9] == "Ankle boot"
+    assert [label_noun(n) for n in ("mnist", "mnist-5k", "fashion-mnist")] == ["digit", "digit", "class"]
+    with pytest.raises(DataError, match="unknown dataset 'cifar'; known datasets: mnist, fashion-mnist"):
+        class_names("cifar")
+
+
+def test_a_fashion_data_dir_is_described_as_images_not_digits(tmp_path):
+    make_split_folder(tmp_path, "test", 20)
+    source = load("fashion-mnist", "test", data_dir=tmp_path).source
+    assert "(20 images, from the data_dir)" in source and "digit" not in source
 
 
 def test_describe_reports_shapes_and_label_counts(tmp_path, offline_cache):

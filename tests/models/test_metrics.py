@@ -268,3 +268,10 @@ def test_fid_floor_is_the_fid_of_held_out_reals_and_refuses_shared_images(traine
     assert floor == metrics.fid_mnist(x[:60], x[60:], trained_classifier) > 0
     with pytest.raises(MinigenError, match="3 of the 60 held-out images are also reference images"):
         metrics.fid_floor(x[:60], x[57:], trained_classifier)
+
+
+def test_fid_is_named_for_the_data_its_yardstick_saw():
+    assert metrics.fid_name("mnist") == metrics.fid_name("mnist-5k") == "FID-MNIST"
+    assert metrics.fid_name("fashion-mnist") == "FID-Fashion"
+    with pytest.raises(MinigenError, match="unknown dataset 'cifar'"):
+        metrics.fid_name("cifar")

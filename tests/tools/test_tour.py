@@ -9,6 +9,9 @@ from minigen.tools import tour
 from minigen.errors import MinigenError
 
 SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data", "mnist")
+FASHION_SYSTEM = "/usr/share/datasets/fashion-mnist"
+needs_fashion = pytest.mark.skipif(not os.path.isdir(FASHION_SYSTEM),
+                                   reason=f"{FASHION_SYSTEM} absent (apt-get install dataset-fashion-mnist)")
 
 
 @pytest.mark.slow
@@ -62,6 +65,38 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     assert "coverage" in page and "a perfect model" in page
     for family in families:
         assert (tmp_path / "tour" / family / "index.html").is_file()
+
+
+@pytest.mark.slow
+@needs_fashion
+def test_tiny_tour_on_fashion_mnist_names_its_classes_and_its_fid(tmp_path, monkeypatch):
+    """The whole tour on real Fashion-MNIST images: the first 1,000 training and 300 test images (a data_dir),
+    so that the yardstick (trained on the same data, cached under its name) takes seconds."""
+    from minigen.data import load, write_idx
+    monkeypatch.setenv("MINIGEN_DATA", str(tmp_path / "cache"))
+    subset = tmp_path / "fashion"
+    subset.mkdir()
+    for split, prefix, n in (("train", "train", 1000), ("test", "t10k", 300)):
+        ds = load("fashion-mnist", split)
+        write_idx(subset / f"{prefix}-images-idx3-ubyte", ds.images[:n])
+        write_idx(subset / f"{prefix}-labels-idx1-ubyte", ds.labels[:n].astype(np.uint8))
+    result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="fashion-mnist", data_dir=str(subset),
+                      metric_samples=10, yardstick_epochs=1, eval_n=50, progress=False)
+    assert result["dataset"] == "fashion-mnist" and result["test_source"].startswith("fashion-mnist test: ")
+    assert "300 images" in result["test_source"]
+    assert (tmp_path / "cache" / "yardstick-fashion-mnist.npz").is_file()
+    assert all(np.isfinite(row["fid_mnist"]) for row in result["families"])      # the key stays "fid_mnist"
+    assert "FID-Fashion" in tour.format_table(result).splitlines()[0]
+    page = (tmp_path / "tour" / "index.html").read_text()
+    assert "<th>FID-Fashion</th>" in page and "FID-MNIST" not in page and "every class" in page
+    assert (tmp_path / "tour" / "tour_samples.png").stat().st_size > 1000
+
+
+def test_the_fid_column_is_named_for_the_tours_data():
+    assert "FID-MNIST" in tour.table_header({"dataset": "mnist-5k"})
+    assert "FID-MNIST" in tour.table_header({})                 # a tour.json from before Fashion-MNIST: no dataset
+    fashion = tour.table_header({"dataset": "fashion-mnist"})
+    assert "FID-Fashion" in fashion and "FID-MNIST" not in fashion and len(fashion) == len(tour.TABLE_HEADER)
 
 
 def test_the_table_prints_steps_recipes_and_the_budget_check():

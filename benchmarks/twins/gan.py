@@ -57,32 +57,33 @@ class SNLinear(nn.Linear):
 
 
 class DCGANGenerator(nn.Module):
-    def __init__(self, latent_dim, num_classes, label_dim):
+    def __init__(self, latent_dim, num_classes, label_dim, width):
         super().__init__()
+        self.width = width
         self.label_embed = nn.Embedding(num_classes, label_dim) if num_classes else None
-        self.fc = nn.Linear(latent_dim + (label_dim if num_classes else 0), 128 * 7 * 7, bias=False)
-        self.bn0 = nn.BatchNorm2d(128)
-        self.deconv1 = nn.ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.deconv2 = nn.ConvTranspose2d(64, 1, 4, stride=2, padding=1)
+        self.fc = nn.Linear(latent_dim + (label_dim if num_classes else 0), 2 * width * 7 * 7, bias=False)
+        self.bn0 = nn.BatchNorm2d(2 * width)
+        self.deconv1 = nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.deconv2 = nn.ConvTranspose2d(width, 1, 4, stride=2, padding=1)
 
     def forward(self, z, labels=None):
         if self.label_embed is not None:
             z = torch.cat([z, self.label_embed(torch.as_tensor(labels))], dim=1)
-        h = F.relu(self.bn0(self.fc(z).reshape(len(z), 128, 7, 7)))
+        h = F.relu(self.bn0(self.fc(z).reshape(len(z), 2 * self.width, 7, 7)))
         h = F.relu(self.bn1(self.deconv1(h)))
         return torch.tanh(self.deconv2(h))
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, num_classes, spectral_norm=False, batchnorm=True):
+    def __init__(self, num_classes, width, spectral_norm=False, batchnorm=True):
         super().__init__()
         conv, linear = (SNConv2d, SNLinear) if spectral_norm else (nn.Conv2d, nn.Linear)
         self.label_embed = nn.Embedding(num_classes, 28 * 28) if num_classes else None
-        self.conv1 = conv(2 if num_classes else 1, 64, 4, stride=2, padding=1)
-        self.conv2 = conv(64, 128, 4, stride=2, padding=1, bias=not batchnorm)
-        self.bn2 = nn.BatchNorm2d(128) if batchnorm else None
-        self.fc = linear(128 * 7 * 7, 1)
+        self.conv1 = conv(2 if num_classes else 1, width, 4, stride=2, padding=1)
+        self.conv2 = conv(width, 2 * width, 4, stride=2, padding=1, bias=not batchnorm)
+        self.bn2 = nn.BatchNorm2d(2 * width) if batchnorm else None
+        self.fc = linear(2 * width * 7 * 7, 1)
 
     def forward(self, x, labels=None):
         if self.label_embed is not None:
@@ -99,8 +100,8 @@ class TorchGAN(nn.Module):
         self.config = c = {**GAN.default_config(), **config}
         self.conditional, self.latent_dim = bool(c["conditional"]), int(c["latent_dim"])
         classes = int(c["num_classes"]) if self.conditional else None
-        self.G = DCGANGenerator(self.latent_dim, classes, int(c["label_dim"]))
-        self.D = DCGANDiscriminator(classes, bool(c["spectral_norm"]), bool(c["d_batchnorm"]))
+        self.G = DCGANGenerator(self.latent_dim, classes, int(c["label_dim"]), int(c["width"]))
+        self.D = DCGANDiscriminator(classes, int(c["width"]), bool(c["spectral_norm"]), bool(c["d_batchnorm"]))
         self.ema_decay = float(c["ema_decay"])
         self.ema = None          # G's averaged state (parameters and BatchNorm statistics), set by build
         self.g_steps = 0

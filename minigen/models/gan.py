@@ -60,6 +60,7 @@ class GANConfig(HyperParameters):
     num_classes: int = knob(10, 10, 1000, "label classes of a conditional model (digits: 10)")
     latent_dim: int = knob(100, 1, 4096, "size of the noise z the generator starts from")
     label_dim: int = knob(50, 1, 1024, "conditional generator: size of the label embedding")
+    width: int = knob(64, 1, 1024, "channels: G's 2*width then width, D's width then 2*width (DCGAN: 64)")
     # the stabilisers of later GANs, each off by default (docs/recipes.md measures them on a short budget)
     loss: str = knob("bce", doc="the game's loss: non-saturating BCE or hinge (SN-GAN)", choices=("bce", "hinge"))
     lr_d: float = knob(0.0, 0.0, 10.0, "D's Adam step size (0: lr; TTUR runs D faster than G)")
@@ -83,11 +84,12 @@ class GANConfig(HyperParameters):
 
     def memory_floats(self) -> tuple[int, int]:
         label = self.label_dim if self.conditional else 0
-        generator = (self.latent_dim + label) * 6272 + 16 * 128 * 64 + 16 * 64
-        discriminator = 16 * 2 * 64 + 16 * 64 * 128 + 6272 + (784 * self.num_classes if self.conditional else 0)
+        w, wide = self.width, 2 * self.width * 49        # wide: the 7x7 maps of 2*width channels
+        generator = (self.latent_dim + label) * wide + 16 * 2 * w * w + 16 * w
+        discriminator = 16 * 2 * w + 16 * w * 2 * w + wide + (784 * self.num_classes if self.conditional else 0)
         # the generator's activations, then the discriminator's on real and fake images
-        generator_maps = self.latent_dim + label + 3 * 6272 + 3 * 64 * 196 + 2 * 784
-        discriminator_maps = 784 + 3 * 64 * 196 + 3 * 6272
+        generator_maps = self.latent_dim + label + 3 * wide + 3 * w * 196 + 2 * 784
+        discriminator_maps = 784 + 3 * w * 196 + 3 * wide
         activations = 2 * generator_maps + 2 * 2 * discriminator_maps
         return generator + discriminator, activations
 
@@ -96,24 +98,26 @@ class GANConfig(HyperParameters):
 class DCGANGenerator(Module):
     """z: (N, latent_dim) [+ labels (N,)] -> images (N, 1, 28, 28) in [-1, 1].
 
-    Linear -> 128x7x7 -> BatchNorm, ReLU -> ConvTranspose 128->64 (14x14) -> BatchNorm, ReLU
-    -> ConvTranspose 64->1 (28x28) -> tanh.
+    Linear -> (2*width)x7x7 -> BatchNorm, ReLU -> ConvTranspose 2*width->width (14x14) -> BatchNorm, ReLU
+    -> ConvTranspose width->1 (28x28) -> tanh. (DCGAN's width: 64.)
     """
 
-    def __init__(self, latent_dim: int = 100, num_classes: int | None = None, label_dim: int = 50, generator=None):
+    def __init__(self, latent_dim: int = 100, num_classes: int | None = None, label_dim: int = 50, generator=None,
+                 width: int = 64):
         self.label_embed = Embedding(num_classes, label_dim, generator=generator) if num_classes else None
         in_features = latent_dim + (label_dim if num_classes else 0)
+        self.width = width
         # no biases before BatchNorm: its shift makes them redundant
-        self.fc = Linear(in_features, 128 * 7 * 7, bias=False, generator=generator)
-        self.bn0 = BatchNorm(128)
-        self.deconv1 = ConvTranspose2d(128, 64, 4, stride=2, padding=1, bias=False, generator=generator)
-        self.bn1 = BatchNorm(64)
-        self.deconv2 = ConvTranspose2d(64, 1, 4, stride=2, padding=1, generator=generator)
+        self.fc = Linear(in_features, 2 * width * 7 * 7, bias=False, generator=generator)
+        self.bn0 = BatchNorm(2 * width)
+        self.deconv1 = ConvTranspose2d(2 * width, width, 4, stride=2, padding=1, bias=False, generator=generator)
+        self.bn1 = BatchNorm(width)
+        self.deconv2 = ConvTranspose2d(width, 1, 4, stride=2, padding=1, generator=generator)
 
     def forward(self, z: Tensor, labels: np.ndarray | None = None) -> Tensor:
         if self.label_embed is not None:
             z = ops.concat([z, self.label_embed(labels)], axis=1)
-        h = self.fc(z).reshape(z.shape[0], 128, 7, 7)
+        h = self.fc(z).reshape(z.shape[0], 2 * self.width, 7, 7)
         h = ops.relu(self.bn0(h))
         h = ops.relu(self.bn1(self.deconv1(h)))
         return ops.tanh(self.deconv2(h))
@@ -122,21 +126,21 @@ class DCGANGenerator(Module):
 class DCGANDiscriminator(Module):
     """images (N, 1, 28, 28) in [-1, 1] [+ labels (N,)] -> logits (N,) ("real" when > 0).
 
-    Conv 1->64 (14x14) -> LeakyReLU(0.2) -> Conv 64->128 (7x7) -> BatchNorm, LeakyReLU -> Linear 6272 -> 1.
-    spectral_norm: every conv and linear weight divided by its largest singular value (D is then
+    Conv 1->width (14x14) -> LeakyReLU(0.2) -> Conv width->2*width (7x7) -> BatchNorm, LeakyReLU
+    -> Linear 2*width*7*7 -> 1. (DCGAN's width: 64.) spectral_norm: every conv and linear weight divided by its largest singular value (D is then
     1-Lipschitz per layer). batchnorm=False: no BatchNorm (conv2 gets a bias instead).
     """
 
     def __init__(self, num_classes: int | None = None, generator=None, spectral_norm: bool = False,
-                 batchnorm: bool = True):
+                 batchnorm: bool = True, width: int = 64):
         # the label as a learned 28x28 picture, stacked on the image as a second channel
         self.label_embed = Embedding(num_classes, 28 * 28, generator=generator) if num_classes else None
-        self.conv1 = Conv2d(2 if num_classes else 1, 64, 4, stride=2, padding=1, generator=generator,
+        self.conv1 = Conv2d(2 if num_classes else 1, width, 4, stride=2, padding=1, generator=generator,
                             spectral_norm=spectral_norm)
-        self.conv2 = Conv2d(64, 128, 4, stride=2, padding=1, bias=not batchnorm, generator=generator,
+        self.conv2 = Conv2d(width, 2 * width, 4, stride=2, padding=1, bias=not batchnorm, generator=generator,
                             spectral_norm=spectral_norm)
-        self.bn2 = BatchNorm(128) if batchnorm else None
-        self.fc = Linear(128 * 7 * 7, 1, generator=generator, spectral_norm=spectral_norm)
+        self.bn2 = BatchNorm(2 * width) if batchnorm else None
+        self.fc = Linear(2 * width * 7 * 7, 1, generator=generator, spectral_norm=spectral_norm)
 
     def forward(self, x: Tensor, labels: np.ndarray | None = None) -> Tensor:
         if self.label_embed is not None:
@@ -213,8 +217,8 @@ class GAN(GenerativeModel):
         self.num_classes = config.num_classes
         self.latent_dim = config.latent_dim
         classes = self.num_classes if self.conditional else None
-        self.G = DCGANGenerator(self.latent_dim, classes, config.label_dim, generator)
-        self.D = DCGANDiscriminator(classes, generator, config.spectral_norm, config.d_batchnorm)
+        self.G = DCGANGenerator(self.latent_dim, classes, config.label_dim, generator, config.width)
+        self.D = DCGANDiscriminator(classes, generator, config.spectral_norm, config.d_batchnorm, config.width)
         dcgan_init(self.G, generator)
         dcgan_init(self.D, generator)
         # the average of G's weights that samples (None: G's own); BatchNorm's running statistics are

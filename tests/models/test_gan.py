@@ -308,3 +308,52 @@ def test_tiny_training_with_every_knob_plays_the_game():
         assert sigma == pytest.approx(np.linalg.svd(w, compute_uv=False)[0], rel=0.05)
     s = m.sample(4, generator=Generator(1))
     assert s.shape == (4, 1, 28, 28) and 0 <= s.min() and s.max() <= 1
+
+
+def test_width_sets_both_networks_channels_and_64_is_the_dcgan_of_before():
+    assert sum(p.data.size for p in small().parameters()) == 898_370      # DCGAN's count before the knob
+    m = small(width=16, conditional=True, spectral_norm=True, d_batchnorm=False, loss="hinge")
+    shapes = {n: p.shape for n, p in m.named_parameters()}
+    assert shapes["G.fc.weight"] == (32 * 7 * 7, 150) and shapes["G.bn0.weight"] == (32,)
+    assert shapes["G.deconv1.weight"] == (32, 16, 4, 4) and shapes["G.deconv2.weight"] == (16, 1, 4, 4)
+    assert shapes["D.conv1.weight"] == (16, 2, 4, 4) and shapes["D.conv2.weight"] == (32, 16, 4, 4)
+    assert shapes["D.fc.weight"] == (1, 32 * 7 * 7)
+    # the memory estimate follows the width: its parameter count is the model's to within the biases
+    params, _ = m.hparams.memory_floats()
+    assert params == pytest.approx(sum(p.data.size for p in m.parameters()), rel=0.01)
+    assert small(width=32).hparams.memory_floats()[1] < small().hparams.memory_floats()[1]
+    with pytest.raises(MinigenError, match="width"):
+        small(width=0)
+
+
+def test_a_narrow_gan_trains_and_round_trips_through_a_checkpoint(tmp_path):
+    config = {"width": 16, "ema_decay": 0.99, "spectral_norm": True, "d_batchnorm": False, "loss": "hinge"}
+    m = small(**config)
+    x, y = digits(8)
+    opt = m.make_optimizers()
+    logs = [m.train_step(x, y, opt, Generator(i)) for i in range(2)]
+    assert all(np.isfinite(v) for r in logs for v in r.values())
+    save({"model": m.state_dict(), "extra": m.extra_state()}, tmp_path / "gan.ckpt")
+    back = load(tmp_path / "gan.ckpt")
+    fresh = GAN({**SMALL, **config}, generator=Generator(7))
+    fresh.load_state_dict(back["model"])
+    fresh.load_extra_state(back["extra"])
+    np.testing.assert_array_equal(fresh.sample(4, generator=Generator(3)), m.sample(4, generator=Generator(3)))
+    with pytest.raises(CheckpointError):            # a width-64 model cannot take the width-16 weights
+        small(**{**config, "width": 64}).load_state_dict(back["model"])
+
+
+def test_the_pytorch_twin_copies_a_narrow_gan_and_trains_the_same_numbers():
+    pytest.importorskip("torch")
+    from benchmarks.twins import gan as twin_module
+    m = small(width=16, conditional=True, loss="hinge", spectral_norm=True, d_batchnorm=False, lr_d=8e-4,
+              ema_decay=0.9)
+    twin = twin_module.build(m)
+    x, y = digits(8)
+    ours, theirs = m.make_optimizers(), twin_module.make_optimizers(twin, m.config)
+    for i in range(2):
+        a, b = m.train_step(x, y, ours, Generator(i)), twin_module.train_step(twin, theirs, x, y, Generator(i))
+        assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-5)
+        assert a["g_loss"] == pytest.approx(b["g_loss"], rel=1e-4, abs=1e-6)
+    np.testing.assert_allclose(m.sample(4, np.arange(4), Generator(3)),
+                               twin_module.sample(twin, 4, np.arange(4), Generator(3)), atol=1e-5)

@@ -215,7 +215,7 @@ def quality_targets(tour: dict | None, tour1: dict | None, tour30: dict | None) 
         for r in t["families"]:
             if _family_key(r) == "nar":
                 continue
-            where = f"{t.get('cores', 2)} cores, {t['minutes']:g} min"
+            where = f"{t.get('cores', 2)} cores, {t['minutes']:g} min, {t['metric_samples']} samples"
             check(f"{r['family']}: FID-MNIST <= {fid}, {where}", r["fid_mnist"] <= fid, f"{r['fid_mnist']:.0f}")
             if accuracy is not None:
                 check(f"{r['family']}: label accuracy >= {accuracy:.0%}, {where}", r["label_accuracy"] >= accuracy,

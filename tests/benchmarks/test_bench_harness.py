@@ -122,14 +122,14 @@ def test_quality_targets_judge_the_one_core_tour_and_the_two_core_fids():
                 "fid_mnist": fid, "coverage": coverage}
     tour1 = {"minutes": 10, "metric_samples": 500, "cores": 1,
              "families": [row("vae", 0.91, 61.0, 0.4), row("flow", 0.95, 99.0, 0.6), row("nar", 0.5, 300.0, 0.1)]}
-    tour = {"minutes": 10, "cores": 2, "families": [row("vae", 0.95, 40.0, 0.7), row("nar", 0.9, 200.0, 0.1)]}
+    tour = {"minutes": 10, "cores": 2, "metric_samples": 500, "families": [row("vae", 0.95, 40.0, 0.7), row("nar", 0.9, 200.0, 0.1)]}
     rows = results_page.quality_targets(tour, tour1, None)
     assert "| one core: metrics from >= 500 samples | 500 | met |" in rows
     assert "| VAE: label accuracy >= 90%, one core, 10 min | 91% | met |" in rows
     assert "| VAE: FID-MNIST <= 60, one core, 10 min | 61 | **missed** |" in rows
     assert "| VAE: coverage >= 0.5, one core, 10 min | 0.40 | **missed** |" in rows
     assert "| FLOW: FID-MNIST <= 100, one core, 10 min | 99 | met |" in rows       # the flow's own bound
-    assert "| VAE: FID-MNIST <= 40, 2 cores, 10 min | 40 | met |" in rows
+    assert "| VAE: FID-MNIST <= 40, 2 cores, 10 min, 500 samples | 40 | met |" in rows
     assert not any("NAR" in r for r in rows)                                     # the baseline has no target
 
 

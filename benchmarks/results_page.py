@@ -285,13 +285,25 @@ def quality_time_section(qt: dict, figures: str = "../" + FIGURES) -> list[str]:
     return out + (_table(["target", "measured", ""], checks) + [""] if checks else [])
 
 
-def front_tour_section(tour: dict) -> list[str]:
-    """The README's picture and table of the 10-minute tour (the rest is in docs/results.md)."""
+def front_tour_section(tour: dict, fashion: dict | None = None, quality_time: dict | None = None) -> list[str]:
+    """The README's picture and table of the 10-minute tour, the Fashion-MNIST tour's when there is one, and
+    the equal-time plots against the twins (the rest is in docs/results.md)."""
     from minigen.tools.tour import format_table
-    return [f"![one sample per family (rows) and digit (columns)]({FIGURES}tour_samples.png)", "",
-            "```", format_table(tour), "```", "",
-            _tour_header(tour) + " More, with the 30-minute tour and the targets: "
-            "[docs/results.md](docs/results.md#the-tour-minigen-tour)."]
+    lines = [f"![one sample per family (rows) and digit (columns)]({FIGURES}tour_samples.png)", "",
+             "```", format_table(tour), "```", "",
+             _tour_header(tour) + " More, with the one-core and 30-minute tours and the targets: "
+             "[docs/results.md](docs/results.md#the-tour-minigen-tour).", ""]
+    if fashion:
+        lines += [f"**Fashion-MNIST** (`minigen tour --dataset fashion-mnist --minutes {fashion['minutes']:g}`):", "",
+                  f"![one sample per family and class]({FIGURES}tour-fashion30_samples.png)", "",
+                  "```", format_table(fashion), "```", "", _tour_header(fashion), ""]
+    if quality_time:
+        lines += ["**Quality at equal time** against each family's PyTorch twin (same weights, batches and noise; "
+                  f"{quality_time['machine']['threads']} thread each; table and targets in "
+                  "[docs/results.md](docs/results.md#quality-at-equal-time-against-the-pytorch-twins-"
+                  "benchmarksquality_timepy)):",
+                  "", " ".join(f"![{f}]({FIGURES}quality_time_{f}.png)" for f in quality_time["families"]), ""]
+    return lines
 
 
 def replace_between(path: str, begin: str, end: str, lines: list[str]) -> None:
@@ -384,7 +396,8 @@ def main(argv=None) -> int:
             lines += section(loaded[path]) + [""]
     replace_between(args.page, BEGIN, END, lines)
     if args.tour in loaded:
-        replace_between(args.readme, TOUR_BEGIN, TOUR_END, front_tour_section(loaded[args.tour]) + [""])
+        replace_between(args.readme, TOUR_BEGIN, TOUR_END,
+                        front_tour_section(loaded[args.tour], loaded.get(args.fashion), loaded.get(args.quality_time)))
     return 0
 
 

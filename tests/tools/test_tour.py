@@ -81,7 +81,7 @@ def test_tiny_tour_on_fashion_mnist_names_its_classes_and_its_fid(tmp_path, monk
         write_idx(subset / f"{prefix}-images-idx3-ubyte", ds.images[:n])
         write_idx(subset / f"{prefix}-labels-idx1-ubyte", ds.labels[:n].astype(np.uint8))
     result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="fashion-mnist", data_dir=str(subset),
-                      metric_samples=10, yardstick_epochs=1, eval_n=50, progress=False)
+                      metric_samples=60, yardstick_epochs=1, eval_n=50, progress=False)
     assert result["dataset"] == "fashion-mnist" and result["test_source"].startswith("fashion-mnist test: ")
     assert "300 images" in result["test_source"]
     assert (tmp_path / "cache" / "yardstick-fashion-mnist.npz").is_file()

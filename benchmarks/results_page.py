@@ -205,7 +205,7 @@ def quality_targets(tour: dict | None, tour1: dict | None, tour30: dict | None) 
             check(f"{r['family']}: label accuracy >= 90%, one core, 10 min", r["label_accuracy"] >= 0.9,
                   f"{r['label_accuracy']:.0%}")
             check(f"{r['family']}: FID-MNIST <= {fid}, one core, 10 min", r["fid_mnist"] <= fid,
-                  f"{r['fid_mnist']:.0f}")
+                  f"{r['fid_mnist']:.1f}")
             if "coverage" in r:
                 check(f"{r['family']}: coverage >= 0.5, one core, 10 min", r["coverage"] >= 0.5,
                       f"{r['coverage']:.2f}")
@@ -216,7 +216,7 @@ def quality_targets(tour: dict | None, tour1: dict | None, tour30: dict | None) 
             if _family_key(r) == "nar":
                 continue
             where = f"{t.get('cores', 2)} cores, {t['minutes']:g} min, {t['metric_samples']} samples"
-            check(f"{r['family']}: FID-MNIST <= {fid}, {where}", r["fid_mnist"] <= fid, f"{r['fid_mnist']:.0f}")
+            check(f"{r['family']}: FID-MNIST <= {fid}, {where}", r["fid_mnist"] <= fid, f"{r['fid_mnist']:.1f}")
             if accuracy is not None:
                 check(f"{r['family']}: label accuracy >= {accuracy:.0%}, {where}", r["label_accuracy"] >= accuracy,
                       f"{r['label_accuracy']:.0%}")

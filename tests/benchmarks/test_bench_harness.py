@@ -126,10 +126,10 @@ def test_quality_targets_judge_the_one_core_tour_and_the_two_core_fids():
     rows = results_page.quality_targets(tour, tour1, None)
     assert "| one core: metrics from >= 500 samples | 500 | met |" in rows
     assert "| VAE: label accuracy >= 90%, one core, 10 min | 91% | met |" in rows
-    assert "| VAE: FID-MNIST <= 60, one core, 10 min | 61 | **missed** |" in rows
+    assert "| VAE: FID-MNIST <= 60, one core, 10 min | 61.0 | **missed** |" in rows
     assert "| VAE: coverage >= 0.5, one core, 10 min | 0.40 | **missed** |" in rows
-    assert "| FLOW: FID-MNIST <= 100, one core, 10 min | 99 | met |" in rows       # the flow's own bound
-    assert "| VAE: FID-MNIST <= 40, 2 cores, 10 min, 500 samples | 40 | met |" in rows
+    assert "| FLOW: FID-MNIST <= 100, one core, 10 min | 99.0 | met |" in rows       # the flow's own bound
+    assert "| VAE: FID-MNIST <= 40, 2 cores, 10 min, 500 samples | 40.0 | met |" in rows
     assert not any("NAR" in r for r in rows)                                     # the baseline has no target
 
 

@@ -285,12 +285,7 @@ def _apply_tour_recipe(opts, overrides: dict):
                           "(e.g. --max-seconds 90)")
     opts.check()                       # a bad option is refused before the seconds of calibration
     get_family(opts.model)({**recipe.config, **overrides, "conditional": True})   # and a bad --set
-    config, choice = recipe.calibrated(opts.max_seconds, opts.dataset, opts.data_dir)
-    opts.model_config = {**config, **overrides}
-    opts.conditional = True
-    opts.warmup_steps, opts.lr_decay = recipe.warmup_steps, recipe.lr_decay
-    opts.max_seconds = max(opts.max_seconds - (choice.seconds if choice else 0.0), 0.0)
-    return choice
+    return recipe.apply_to(opts, overrides)
 
 
 def cmd_sample(args) -> int:

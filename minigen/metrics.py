@@ -55,8 +55,8 @@ from minigen.errors import CheckpointError, MinigenError, ShapeError
 from minigen.random import Generator
 
 __all__ = ["frechet_distance", "feature_statistics", "fid_mnist", "fid_floor", "fid_name", "fidelity_diversity",
-           "fidelity_diversity_by_class", "label_accuracy", "sample_quality", "yardstick", "yardstick_path",
-           "train_classifier"]
+           "fidelity_diversity_by_class", "label_accuracy", "sample_quality", "score_samples", "yardstick",
+           "yardstick_path", "train_classifier"]
 
 SAMPLE_CHUNK = 250   # images per model.sample call in sample_quality: bounds memory for any family
 NEIGHBOURS = 5       # k of the k-NN balls: the papers' choice (Naeem et al. show k = 5 near its best)
@@ -258,16 +258,27 @@ def sample_quality(model, reference_images, generator=None, dataset: str = "mnis
     samples = np.concatenate([model.sample(min(SAMPLE_CHUNK, n - s), None if labels is None else
                                            labels[s:s + SAMPLE_CHUNK], generator=generator)
                               for s in range(0, n, SAMPLE_CHUNK)])
-    fake_feats, real_feats = judge.features(samples), judge.features(reference_images)
-    result = {"fid_mnist": frechet_distance(*_moments(fake_feats), *_moments(real_feats)), "fid_samples": n,
-              "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
-              **fidelity_diversity(real_feats, fake_feats)}
+    result = {"fid_samples": n, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
+              **score_samples(samples, judge.features(reference_images), judge, labels, reference_labels)}
+    return result
+
+
+def score_samples(samples, reference_feats, classifier, labels=None, reference_labels=None) -> dict:
+    """Everything the yardstick says of samples (N, 1, 28, 28) against real images whose features
+    (`classifier.features`) are reference_feats (R, 128): {"fid_mnist", "precision", "recall", "density",
+    "coverage"}, plus "label_accuracy" when the samples were asked for labels (N,), and "digit_coverage"
+    ({digit: coverage of that digit's references by the samples asked for it}) when reference_labels (R,)
+    are given too and every digit has more than k samples and references. The references' features are
+    taken, not their images, so a caller scoring several models against one set computes them once."""
+    fake_feats = classifier.features(samples)
+    result = {"fid_mnist": frechet_distance(*_moments(fake_feats), *_moments(reference_feats)),
+              **fidelity_diversity(reference_feats, fake_feats)}
     if labels is not None:
-        result["label_accuracy"] = label_accuracy(samples, labels, judge)
+        result["label_accuracy"] = label_accuracy(samples, labels, classifier)
         # each digit needs k + 1 samples and references (a small n has fewer: then no digit_coverage)
         if reference_labels is not None and min(np.bincount(labels, minlength=10).min(),
                                                 np.bincount(reference_labels, minlength=10).min()) > NEIGHBOURS:
-            by_digit = fidelity_diversity_by_class(real_feats, reference_labels, fake_feats, labels)
+            by_digit = fidelity_diversity_by_class(reference_feats, reference_labels, fake_feats, labels)
             result["digit_coverage"] = {digit: m["coverage"] for digit, m in by_digit.items()}
     return result
 

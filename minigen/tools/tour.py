@@ -84,6 +84,18 @@ class Recipe:
         print(f"calibration: {choice.reason}", flush=True)
         return config_of(choice.variant), choice
 
+    def apply_to(self, opts, overrides: dict | None = None, time_step=None):
+        """Make the TrainOptions `opts` train this recipe within its opts.max_seconds: the variant
+        `calibrated` chooses (its timing comes out of the budget), class-conditional, the recipe's lr
+        warm-up and decay; `overrides` (e.g. `--set` keys) win over the recipe's config. Returns the
+        calibration's Choice (None: a recipe of one size)."""
+        config, choice = self.calibrated(opts.max_seconds, opts.dataset, opts.data_dir, time_step)
+        opts.model_config = {**config, **(overrides or {})}
+        opts.conditional = True
+        opts.warmup_steps, opts.lr_decay = self.warmup_steps, self.lr_decay
+        opts.max_seconds = max(opts.max_seconds - (choice.seconds if choice else 0.0), 0.0)
+        return choice
+
 
 # The recipes. Shares, sizes and learning rates were chosen by measuring quality against the number of
 # optimiser steps each family's share buys on a quiet 2-core machine (docs/recipes.md has the numbers):
@@ -188,12 +200,10 @@ def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eva
     """Calibrate (out of `seconds`), then train the chosen variant for the rest. Returns (model, summary),
     the summary with the calibration's record (Choice.as_dict) where the recipe has variants."""
     from minigen.train import TrainOptions, train
-    config, choice = recipe.calibrated(seconds, dataset, data_dir, time_step)
-    spent = choice.seconds if choice else 0.0
     opts = TrainOptions(model=recipe.family, out=os.path.join(out_dir, recipe.family), dataset=dataset,
-                        data_dir=data_dir, epochs=10_000, seed=seed, conditional=True, model_config=config,
-                        max_seconds=max(seconds - spent, 0.0), warmup_steps=recipe.warmup_steps,
-                        lr_decay=recipe.lr_decay, eval_n=eval_n, n_samples=0, progress=False)
+                        data_dir=data_dir, epochs=10_000, seed=seed, max_seconds=seconds, eval_n=eval_n, n_samples=0,
+                        progress=False)
+    choice = recipe.apply_to(opts, time_step=time_step)
     claim_run_dir(opts.out)
     os.makedirs(opts.out)
     open(os.path.join(opts.out, TOUR_MARK), "w").close()
@@ -232,8 +242,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     from minigen import data as mdata
     from minigen.kernels.convbase import blas_kernels
     from minigen.kernels.plan import machine
-    from minigen.metrics import (NEIGHBOURS, fid_floor, fid_mnist, fidelity_diversity, fidelity_diversity_by_class,
-                                 label_accuracy, yardstick)
+    from minigen.metrics import NEIGHBOURS, fid_floor, fidelity_diversity, score_samples, yardstick
     from minigen.animate import save_gif
     from minigen.plots import save_rows
     from minigen.tools.report import write_tour_report
@@ -262,8 +271,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     reference_index = _spread_over_digits(test.labels, metric_samples, f"the {dataset} test set")
     reference = mdata.to_float(test.images[reference_index])
     reference_labels = test.labels[reference_index]
-    binary_reference = mdata.binarize_fixed(reference)
-    reference_feats = {False: judge.features(reference), True: judge.features(binary_reference)}
+    reference_feats = {False: judge.features(reference), True: judge.features(mdata.binarize_fixed(reference))}
     # a perfect model's scores: real training digits (none of them a reference) in place of samples
     train_set = mdata.load(dataset, "train", data_dir)
     real_stand_in = mdata.to_float(train_set.images[_spread_over_digits(train_set.labels, metric_samples,
@@ -295,10 +303,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
         test_metrics = summary.get("test", {})
         metric = model.likelihood_metric
         # binary samples (PixelCNN, NAR draws) are compared with binarized test images: like with like
-        binary = _is_binary(samples)
-        sample_feats = judge.features(samples)
-        by_digit = fidelity_diversity_by_class(reference_feats[binary], reference_labels,
-                                               sample_feats, metric_labels)
+        scores = score_samples(samples, reference_feats[_is_binary(samples)], judge, metric_labels, reference_labels)
         table.append({
             "family": title, "module": type(model).__module__.replace(".", "/") + ".py",
             "parameters": model.num_parameters(),
@@ -307,10 +312,7 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
             "calibration": summary.get("calibration"),
             "sample_seconds_per_image": sample_seconds / metric_samples, "metric_sample_seconds": sample_seconds,
             "likelihood": None if metric is None else {"metric": metric, "value": test_metrics.get(metric)},
-            "fid_mnist": fid_mnist(samples, binary_reference if binary else reference, judge),
-            "label_accuracy": label_accuracy(samples, metric_labels, judge),
-            **fidelity_diversity(reference_feats[binary], sample_feats),
-            "digit_coverage": {digit: m["coverage"] for digit, m in by_digit.items()},
+            **scores,
         })
         if family == "pixelcnn":
             strips["PixelCNN, pixel by pixel"] = pixel_by_pixel_strip(samples[7], 10)
@@ -425,8 +427,9 @@ def format_table(result: dict) -> str:
     widths = [max(len(h), *(len(row[i]) for row in lines)) for i, h in enumerate(header)]
     out = ["  ".join(h.ljust(w) for h, w in zip(header, widths))]
     out += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in lines]
-    if perfect_model_line(result):
-        out.append(perfect_model_line(result))
+    perfect = perfect_model_line(result)
+    if perfect:
+        out.append(perfect)
     if all("recipe" in r for r in result["families"]):      # tour.json files before recipes lack them
         out.append("\nrecipes (chosen by measurement; see docs/recipes.md):")
         out += [f"  {r['family']}: {_settings_text(r['recipe'])}" + (f"  ({r['note']})" if r.get("note") else "")

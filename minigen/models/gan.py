@@ -127,7 +127,8 @@ class DCGANDiscriminator(Module):
     """images (N, 1, 28, 28) in [-1, 1] [+ labels (N,)] -> logits (N,) ("real" when > 0).
 
     Conv 1->width (14x14) -> LeakyReLU(0.2) -> Conv width->2*width (7x7) -> BatchNorm, LeakyReLU
-    -> Linear 2*width*7*7 -> 1. (DCGAN's width: 64.) spectral_norm: every conv and linear weight divided by its largest singular value (D is then
+    -> Linear 2*width*7*7 -> 1. (DCGAN's width: 64.)
+    spectral_norm: every conv and linear weight divided by its largest singular value (D is then
     1-Lipschitz per layer). batchnorm=False: no BatchNorm (conv2 gets a bias instead).
     """
 

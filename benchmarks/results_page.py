@@ -263,6 +263,7 @@ def quality_time_section(qt: dict, figures: str = "../" + FIGURES) -> list[str]:
     issue 27's check at the longest time measured (minigen's label accuracy and FID-MNIST at least as good)."""
     m = qt["machine"]
     out = ["### Quality at equal time against the PyTorch twins (`benchmarks/quality_time.py`)", "",
+           *([f"`{qt['command']}`", ""] if qt.get("command") else []),
            f"{m['cpu']}, {m['threads']} thread(s) per framework, each run a fresh process; FID-MNIST and label "
            f"accuracy from {qt['samples']} samples. {qt.get('note', '')}".rstrip(), ""]
     rows, checks = [], []
@@ -299,7 +300,8 @@ def front_tour_section(tour: dict, fashion: dict | None = None, quality_time: di
                   "```", format_table(fashion), "```", "", _tour_header(fashion), ""]
     if quality_time:
         lines += ["**Quality at equal time** against each family's PyTorch twin (same weights, batches and noise; "
-                  f"{quality_time['machine']['threads']} thread each; table and targets in "
+                  f"{quality_time['machine']['threads']} thread each"
+                  + (f", `{quality_time['command']}`" if quality_time.get("command") else "") + "; table and targets in "
                   "[docs/results.md](docs/results.md#quality-at-equal-time-against-the-pytorch-twins-"
                   "benchmarksquality_timepy)):",
                   "", " ".join(f"![{f}]({FIGURES}quality_time_{f}.png)" for f in quality_time["families"]), ""]

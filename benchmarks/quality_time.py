@@ -19,7 +19,12 @@ each framework turns the wall-clock time into optimiser steps. Both use the same
 
 Writes quality_time.json (after every run, so an interrupted benchmark keeps what it measured)
 and one plot per family, quality_time_<family>.png (metric against minutes, both frameworks),
-into --out (default benchmarks/results), and prints a table. The full default run takes
+into --out (default benchmarks/results), and prints a table. Runs split over cores (e.g. some families
+`taskset -c 0`, others `taskset -c 1`, each with its own --out) are joined by
+
+    python benchmarks/quality_time.py --merge old/quality_time.json core0/quality_time.json ... --out DIR
+
+where a later file's run of a family, framework and minutes replaces an earlier file's. The full default run takes
 38 minutes per family and framework (about 8 hours for all six): choose --minutes and --families
 for a shorter one.
 """
@@ -189,6 +194,33 @@ def run_worker(framework: str, family: str, seconds: float, samples: int, timeou
     return json.loads(lines[-1])
 
 
+def merge(results: list[dict], names: list[str]) -> dict:
+    """One quality_time result from several (`names`: where each came from, for errors): every family's runs,
+    a later result's run of the same (framework, minutes) replacing an earlier one's. The results must come
+    from the same CPU, thread count and sample count, or the merged table would compare unlike runs."""
+    from minigen.tools.tour import FAMILIES
+    if not results:
+        raise SystemExit("quality_time: --merge needs at least one quality_time.json")
+    first = results[0]
+    for result, name in zip(results, names):
+        for key, got, want in (("CPU", result["machine"]["cpu"], first["machine"]["cpu"]),
+                               ("threads", result["machine"]["threads"], first["machine"]["threads"]),
+                               ("samples", result["samples"], first["samples"])):
+            if got != want:
+                raise SystemExit(f"quality_time: {name} was measured with {key} {got!r}, {names[0]} with "
+                                 f"{want!r}: only runs of the same {key} can share a table")
+    runs: dict[str, dict] = {}
+    for result in results:
+        for family, family_runs in result["families"].items():
+            for run in family_runs:
+                runs.setdefault(family, {})[(run["framework"], run["minutes"])] = run
+    order = {recipe.family: i for i, recipe in enumerate(FAMILIES)}
+    families = sorted(runs, key=lambda f: order.get(f, len(order)))
+    return {"machine": first["machine"], "samples": first["samples"],
+            "minutes": sorted({m for r in results for m in r["minutes"]}),
+            "families": {f: [runs[f][k] for k in sorted(runs[f], key=lambda k: (k[1], k[0]))] for f in families}}
+
+
 def plot(family: str, runs: list[dict], out_dir: str) -> str:
     """quality_time_<family>.png: label accuracy, FID-MNIST and (where there is one) the likelihood
     against training minutes, one line per framework."""
@@ -238,6 +270,7 @@ def main(argv=None) -> int:
     parser.add_argument("--families", default=",".join(r.family for r in FAMILIES))
     parser.add_argument("--samples", type=int, default=100, help="samples for FID-MNIST and label accuracy")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
+    parser.add_argument("--merge", nargs="+", metavar="JSON", help="join these results into --out (no training)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)     # framework:family:seconds, run by the parent
     args = parser.parse_args(argv)
     set_threads()
@@ -248,6 +281,20 @@ def main(argv=None) -> int:
         result = train_for(framework, family, float(seconds))
         result.pop("samples")
         print(json.dumps(result), flush=True)
+        return 0
+    if args.merge:
+        results = []
+        for name in args.merge:
+            try:
+                with open(name) as f:
+                    results.append(json.load(f))
+            except (OSError, ValueError) as e:
+                raise SystemExit(f"quality_time: cannot read {name} as a quality_time result: {e}") from None
+        result = merge(results, args.merge)
+        result["plots"] = {f: plot(f, runs, args.out) for f, runs in result["families"].items()}
+        path = os.path.join(args.out, "quality_time.json")
+        write_json(path, result)
+        print(f"merged {len(results)} results: {path}")
         return 0
     minutes = parse_minutes(args.minutes)
     families = [f.strip() for f in args.families.split(",") if f.strip()]

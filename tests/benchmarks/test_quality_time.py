@@ -30,3 +30,33 @@ def test_a_variant_is_probed_with_its_config_over_the_recipe():
         quality_time.recipe_of("ddpm", "huge")
     with pytest.raises(SystemExit, match="nar has no variant 'x'; expected one of none"):
         quality_time.recipe_of("nar", "x")
+
+
+def _result(cpu="cpu A", samples=500, **families):
+    return {"machine": {"cpu": cpu, "threads": 1}, "samples": samples,
+            "minutes": sorted({r["minutes"] for runs in families.values() for r in runs}), "families": families}
+
+
+def _run(framework, minutes, fid):
+    return {"framework": framework, "minutes": minutes, "steps": 10, "fid_mnist": fid, "label_accuracy": 0.5}
+
+
+def test_merge_joins_runs_split_over_cores_and_a_later_run_wins():
+    old = _result(vae=[_run("minigen", 1.0, 100), _run("torch", 1.0, 110)], ddpm=[_run("minigen", 1.0, 50)])
+    core0 = _result(vae=[_run("torch", 10.0, 60), _run("minigen", 1.0, 90), _run("minigen", 10.0, 70)])
+    core1 = _result(pixelcnn=[_run("minigen", 10.0, 30)])
+    merged = quality_time.merge([old, core0, core1], ["old", "core0", "core1"])
+    assert list(merged["families"]) == ["pixelcnn", "vae", "ddpm"]          # the tour's order
+    assert merged["minutes"] == [1.0, 10.0]
+    assert [(r["framework"], r["minutes"], r["fid_mnist"]) for r in merged["families"]["vae"]] == [
+        ("minigen", 1.0, 90), ("torch", 1.0, 110), ("minigen", 10.0, 70), ("torch", 10.0, 60)]
+
+
+def test_merge_refuses_runs_of_another_cpu_or_sample_count():
+    a, b = _result(vae=[_run("minigen", 1.0, 1)]), _result(cpu="cpu B", vae=[_run("torch", 1.0, 1)])
+    with pytest.raises(SystemExit, match="b.json was measured with CPU 'cpu B', a.json with 'cpu A'"):
+        quality_time.merge([a, b], ["a.json", "b.json"])
+    with pytest.raises(SystemExit, match="measured with samples 100"):
+        quality_time.merge([a, _result(samples=100)], ["a.json", "c.json"])
+    with pytest.raises(SystemExit, match="cannot read .* as a quality_time result"):
+        quality_time.main(["--merge", "/nonexistent/quality_time.json"])

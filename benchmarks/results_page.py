@@ -232,6 +232,7 @@ def _tour_header(tour: dict) -> str:
             f"(yardstick classifier test accuracy {_fmt(tour.get('yardstick_test_accuracy'))})"
             + (f"; {tour['cpu']}, {tour['threads']} threads" if tour.get("cpu") else "")
             + (f" on {cores} core{'s' if cores != 1 else ''}" if cores else "")
+            + (f", {len(tour['lanes'])} lanes" if len(tour.get("lanes", [])) > 1 else "")
             + (f"; BLAS {tour['blas']}" if tour.get("blas") else "") + ".")
 
 

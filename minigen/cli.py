@@ -205,6 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/tour")
     _data_args(p)
     p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--lanes", type=_positive_int, default=None,
+                   help="families trained side by side, a one-thread process per core (default: one per core "
+                        "this process may use; 1: in turn, in this process)")
 
     p = sub.add_parser("report", help="several runs side by side in one HTML page")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
@@ -393,7 +396,7 @@ def cmd_demo(args) -> int:
 def cmd_tour(args) -> int:
     from minigen.tools import tour
     tour.run(minutes=args.minutes, out_dir=args.out, dataset=args.dataset or "mnist", data_dir=args.data_dir,
-             seed=args.seed)
+             seed=args.seed, lanes=args.lanes)
     return 0
 
 

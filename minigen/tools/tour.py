@@ -215,6 +215,91 @@ def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eva
     return model, summary
 
 
+def split_into_lanes(recipes, lanes: int) -> list[list[Recipe]]:
+    """The recipes dealt to `lanes` processes that train side by side, one per core: the largest share
+    first, each into the lane whose shares sum least so far, so that the lanes end together. Each lane
+    keeps the tour's order. (Batch-32 steps barely gain from a second thread, so two cores give the
+    families about twice the steps as two one-thread lanes that they would as one two-thread process.)"""
+    lanes = max(1, min(lanes, len(recipes)))
+    dealt: list[list[Recipe]] = [[] for _ in range(lanes)]
+    for recipe in sorted(recipes, key=lambda r: -r.share):
+        min(dealt, key=lambda lane: sum(r.share for r in lane)).append(recipe)
+    order = {r.family: i for i, r in enumerate(recipes)}
+    return [sorted(lane, key=lambda r: order[r.family]) for lane in dealt if lane]
+
+
+def lane_seconds(lanes: list[list[Recipe]], train_seconds: float) -> dict[str, float]:
+    """{family: its training seconds}: its share of its own lane's time. With one lane that is
+    train_seconds * share, the shares summing to 1."""
+    total = sum(r.share for lane in lanes for r in lane)
+    return {r.family: train_seconds * total * r.share / sum(q.share for q in lane) for lane in lanes for r in lane}
+
+
+LANE_SUMMARY = "tour-summary.json"     # a lane's record of one family's training, read by the tour
+
+
+def _train_lane(spec: dict) -> None:
+    """A lane's process (`python -m minigen.tools.tour --lane SPEC`): train spec["families"] ([[family,
+    seconds], ...]) in turn and leave each run, and its summary (LANE_SUMMARY), in spec["out_dir"]/family."""
+    from minigen.serialize import atomic_write
+    recipes = {r.family: r for r in FAMILIES}
+    for family, seconds in spec["families"]:
+        _, summary = _train_family(recipes[family], seconds, spec["out_dir"], spec["dataset"], spec["data_dir"],
+                                   spec["seed"], spec["eval_n"])
+        atomic_write(os.path.join(spec["out_dir"], family, LANE_SUMMARY),
+                     lambda f: f.write(json.dumps(summary).encode()))
+
+
+def _train_in_lanes(lanes: list[list[Recipe]], seconds: dict, out_dir, dataset, data_dir, seed, eval_n) -> dict:
+    """Train each lane in a process of its own, pinned to one of this process's cores with one thread;
+    lane i's output goes to out_dir/lane-i.log. A lane that fails stops the others (and so does an
+    interrupt: no lane outlives the tour). Returns {family: (model, summary)}, each model loaded from the
+    run its lane saved."""
+    import subprocess
+    import minigen
+    from minigen.tools.sweep import THREAD_VARIABLES
+    from minigen.train import load_run
+    cpus = sorted(os.sched_getaffinity(0))
+    env = {**os.environ, **{name: "1" for name in THREAD_VARIABLES},
+           # the lane imports the same minigen, installed or not
+           "PYTHONPATH": os.pathsep.join(filter(None, [os.path.dirname(os.path.dirname(minigen.__file__)),
+                                                      os.environ.get("PYTHONPATH")]))}
+    running = []
+    try:
+        for i, lane in enumerate(lanes):
+            spec = {"families": [[r.family, seconds[r.family]] for r in lane], "out_dir": out_dir,
+                    "dataset": dataset, "data_dir": data_dir, "seed": seed, "eval_n": eval_n}
+            log_path = os.path.join(out_dir, f"lane-{i}.log")
+            with open(log_path, "wb") as log:
+                cpu = cpus[i % len(cpus)]
+                process = subprocess.Popen([sys.executable, "-m", "minigen.tools.tour", "--lane", json.dumps(spec)],
+                                           stdout=log, stderr=subprocess.STDOUT, env=env,
+                                           preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu}))
+            running.append((process, log_path, [r.family for r in lane]))
+        while True:
+            for process, log_path, families in running:
+                if process.poll() not in (None, 0):
+                    with open(log_path, errors="replace") as f:
+                        tail = f.read().strip().splitlines()[-5:]
+                    raise MinigenError(f"tour: the lane training {', '.join(families)} failed (exit status "
+                                       f"{process.returncode}); the end of {log_path}:\n" + "\n".join(tail))
+            if all(process.returncode == 0 for process, _, _ in running):
+                break
+            time.sleep(0.5)
+    finally:
+        for process, _, _ in running:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    trained = {}
+    for lane in lanes:
+        for recipe in lane:
+            run_dir = os.path.join(out_dir, recipe.family)
+            with open(os.path.join(run_dir, LANE_SUMMARY)) as f:
+                trained[recipe.family] = (load_run(run_dir)[0], json.load(f))
+    return trained
+
+
 def _spread_over_digits(labels: np.ndarray, n: int, what: str) -> np.ndarray:
     """Indices (n,) of images with as many of each digit as the tour's n samples ask for (digit i % 10
     for sample i), evenly spread over each digit's images: a set may be sorted by digit, and MNIST's test
@@ -235,8 +320,11 @@ def _is_binary(images: np.ndarray) -> bool:
 
 def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist", data_dir=None, seed: int = 0,
         metric_samples: int | None = None, yardstick_epochs: int = 3, eval_n: int = 500,
-        progress: bool = True) -> dict:
+        progress: bool = True, lanes: int | None = None) -> dict:
     """Train, sample and compare every family within about `minutes`.
+
+    lanes: processes training side by side, one per core with one thread each (split_into_lanes); by
+    default as many as this process may use cores (`taskset -c 0` makes it one: the families in turn).
 
     Returns the table as a dict (what tour.json holds), plus "samples": {family: (n, 1, 28, 28)}."""
     from minigen import data as mdata
@@ -249,6 +337,11 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
 
     if not minutes > 0:
         raise MinigenError(f"tour: --minutes must be positive, got {minutes}")
+    cores = len(os.sched_getaffinity(0))
+    lanes = cores if lanes is None else lanes
+    if not (isinstance(lanes, int) and lanes >= 1):
+        raise MinigenError(f"tour: --lanes must be a positive whole number of processes, got {lanes!r}")
+    lanes = split_into_lanes(FAMILIES, lanes)
     os.makedirs(out_dir, exist_ok=True)
     budget = minutes * 60
     metric_samples = metric_samples or (500 if minutes >= 5 else 60)
@@ -287,12 +380,20 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
     names, noun = mdata.class_names(dataset), mdata.label_noun(dataset)
     seven, image = (f"a {names[7]}", "digit") if noun == "digit" else (f"a {names[7].lower()}", "image")
     metric_labels = np.arange(metric_samples) % 10
+    family_seconds = lane_seconds(lanes, train_seconds)
+    trained = {}
+    if len(lanes) > 1:
+        bar.set_description(f"tour: training in {len(lanes)} lanes")
+        trained = _train_in_lanes(lanes, family_seconds, out_dir, dataset, data_dir, seed, eval_n)
     rows, table, all_samples = {}, [], {}
     strips, animations = {}, {}
     for recipe in FAMILIES:
         family, title = recipe.family, recipe.title
-        bar.set_description(f"tour: training {family}")
-        model, summary = _train_family(recipe, train_seconds * recipe.share, out_dir, dataset, data_dir, seed, eval_n)
+        if family in trained:
+            model, summary = trained[family]
+        else:
+            bar.set_description(f"tour: training {family}")
+            model, summary = _train_family(recipe, family_seconds[family], out_dir, dataset, data_dir, seed, eval_n)
         bar.set_description(f"tour: sampling {family}")
         start = time.perf_counter()
         samples = model.sample(metric_samples, labels=metric_labels, generator=Generator(seed + 10),
@@ -341,7 +442,8 @@ def run(minutes: float = 10.0, out_dir: str = "runs/tour", dataset: str = "mnist
               "within_budget": seconds <= budget * (1 + BUDGET_TOLERANCE), "dataset": dataset,
               "test_source": test.source, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
               "metric_samples": metric_samples, "perfect_model": perfect, "families": table, "blas": blas_kernels(),
-              "cpu": machine()["cpu"], "threads": machine()["threads"], "cores": len(os.sched_getaffinity(0)),
+              "cpu": machine()["cpu"], "threads": machine()["threads"], "cores": cores,
+              "lanes": [[r.family for r in lane] for lane in lanes],
               "figures": {"samples": samples_png, "strips": strips_png, "animations": gifs}}
     from minigen.serialize import atomic_write
     atomic_write(os.path.join(out_dir, "tour.json"), lambda f: f.write(json.dumps(result, indent=2).encode()))
@@ -434,8 +536,17 @@ def format_table(result: dict) -> str:
         out.append("\nrecipes (chosen by measurement; see docs/recipes.md):")
         out += [f"  {r['family']}: {_settings_text(r['recipe'])}" + (f"  ({r['note']})" if r.get("note") else "")
                 for r in result["families"]]
+    if len(result.get("lanes", [])) > 1:        # tour.json files before lanes lack them
+        out.append(f"\ntrained side by side in {len(result['lanes'])} lanes (a one-thread process per core): "
+                   + " | ".join(", ".join(lane) for lane in result["lanes"]))
     budget = result["minutes"] * 60
     within = result["seconds"] <= budget * (1 + BUDGET_TOLERANCE)
     out.append(f"\nwhole tour: {result['seconds']:.0f} s of a {budget:.0f} s budget "
                f"({'within' if within else 'OVER'} the budget + {BUDGET_TOLERANCE:.0%})")
     return "\n".join(out)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--lane"] or len(sys.argv) != 3:
+        sys.exit("usage: python -m minigen.tools.tour --lane SPEC (run by `minigen tour`, one process per lane)")
+    _train_lane(json.loads(sys.argv[2]))

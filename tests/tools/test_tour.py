@@ -19,8 +19,12 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     monkeypatch.setenv("MINIGEN_DATA", str(tmp_path / "cache"))     # the yardstick is trained and cached here
     data_dir = SHARED_MNIST if os.path.isdir(SHARED_MNIST) else None
     result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="mnist-5k", data_dir=data_dir,
-                      metric_samples=60, yardstick_epochs=1, eval_n=100, progress=False)
+                      metric_samples=60, yardstick_epochs=1, eval_n=100, progress=False, lanes=2)
     families = [recipe.family for recipe in tour.FAMILIES]
+    # two lanes, each a process of its own, trained every family once between them
+    assert len(result["lanes"]) == 2 and sorted(sum(result["lanes"], [])) == sorted(families)
+    assert all((tmp_path / "tour" / f"lane-{i}.log").is_file() for i in range(2))
+    assert "trained side by side in 2 lanes" in tour.format_table(result)
     modules = [{"flowmatch": "flow_matching"}.get(f, f) for f in families]     # the one family named apart
     assert [row["module"] for row in result["families"]] == [f"minigen/models/{m}.py" for m in modules]
     for family in families:
@@ -80,7 +84,7 @@ def test_tiny_tour_on_fashion_mnist_names_its_classes_and_its_fid(tmp_path, monk
         ds = load("fashion-mnist", split)
         write_idx(subset / f"{prefix}-images-idx3-ubyte", ds.images[:n])
         write_idx(subset / f"{prefix}-labels-idx1-ubyte", ds.labels[:n].astype(np.uint8))
-    result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="fashion-mnist", data_dir=str(subset),
+    result = tour.run(minutes=0.2, out_dir=str(tmp_path / "tour"), dataset="fashion-mnist", data_dir=str(subset), lanes=1,
                       metric_samples=60, yardstick_epochs=1, eval_n=50, progress=False)
     assert result["dataset"] == "fashion-mnist" and result["test_source"].startswith("fashion-mnist test: ")
     assert "300 images" in result["test_source"]
@@ -155,3 +159,27 @@ def test_the_recipe_line_names_each_sampler_by_its_own_name():
     ddpm = next(r for r in tour.FAMILIES if r.family == "ddpm")
     text = recipe_text("ddpm", {k: {"sample_steps": 20}.get(k, 1) for k in ddpm.shown})
     assert "DDIM steps 20" in text and "Heun" not in text
+
+
+def test_lanes_share_out_the_families_so_that_they_end_together():
+    for n in (1, 2, 3, len(tour.FAMILIES), 50):
+        lanes = tour.split_into_lanes(tour.FAMILIES, n)
+        assert len(lanes) == min(n, len(tour.FAMILIES))
+        order = [r.family for r in tour.FAMILIES]
+        assert sorted(r.family for lane in lanes for r in lane) == sorted(order)          # each family once
+        assert all([r.family for r in lane] == [f for f in order if f in {q.family for q in lane}] for lane in lanes)
+        seconds = tour.lane_seconds(lanes, 100.0)
+        for lane in lanes:           # every lane is busy for the whole training time
+            assert sum(seconds[r.family] for r in lane) == pytest.approx(100.0)
+    shares = [sum(r.share for r in lane) for lane in tour.split_into_lanes(tour.FAMILIES, 2)]
+    assert abs(shares[0] - shares[1]) <= min(r.share for r in tour.FAMILIES)
+    one = tour.lane_seconds(tour.split_into_lanes(tour.FAMILIES, 1), 100.0)      # in turn: each its own share
+    assert one == pytest.approx({r.family: 100.0 * r.share for r in tour.FAMILIES})
+    with pytest.raises(MinigenError, match="--lanes must be a positive whole number of processes, got 0"):
+        tour.run(minutes=1, lanes=0)
+
+
+def test_a_failing_lane_stops_the_tour_with_the_end_of_its_log(tmp_path):
+    bogus = tour.Recipe("nosuch", "No such family", 1.0, {})
+    with pytest.raises(MinigenError, match=r"(?s)the lane training nosuch failed .*lane-0.log.*KeyError: 'nosuch'"):
+        tour._train_in_lanes([[bogus]], {"nosuch": 1.0}, str(tmp_path), "mnist-5k", None, 0, 10)

@@ -233,6 +233,21 @@ def test_hutchinson_bits_per_dim_agree_with_the_exact_divergence():
     assert np.isfinite(m.evaluate(*bar_digits(4), generator=Generator(0))["bits_per_dim"])
 
 
+def test_a_bits_per_dim_below_the_bound_is_refused_not_reported(monkeypatch):
+    """An ODE estimate of log p so high that bits/dim < 0 is an integration error: evaluate() warns and
+    leaves bits/dim out instead of printing an impossible likelihood."""
+    m = tiny()
+    x, y = bar_digits(4)
+    num_dims = x[0].size
+    # log p of the pixels on [0, 1]^D one nat above D log 256 (bits/dim just below 0), less the 2^D of y = 2v - 1
+    monkeypatch.setattr(m, "log_prob", lambda y, *a, **k: np.full(len(y), num_dims * math.log(128) + 1.0))
+    with pytest.warns(UserWarning, match=r"estimate of bits/dim is -0.00, below the 0 .*\(raise likelihood_steps\)"):
+        result = m.evaluate(x, y, generator=Generator(0))
+    assert "bits_per_dim" not in result and np.isfinite(result["loss"])
+    monkeypatch.setattr(m, "log_prob", lambda y, *a, **k: np.full(len(y), num_dims * math.log(128) - 1.0))
+    assert 0 < m.evaluate(x, y, generator=Generator(0))["bits_per_dim"] < 0.01
+
+
 # --- training, guidance, reflow ----------------------------------------------------------------------------
 def test_a_tiny_training_run_lowers_the_loss():
     m = tiny(lr=3e-3)

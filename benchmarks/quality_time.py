@@ -231,14 +231,14 @@ def plot(family: str, runs: list[dict], out_dir: str) -> str:
     from minigen.serialize import atomic_write
     ok = [r for r in runs if "error" not in r]
     panels = [("label_accuracy", "label accuracy (higher is better)"), ("fid_mnist", "FID-MNIST (lower is better)")]
-    if any("likelihood" in r for r in ok):
-        metric = next(r["likelihood"]["metric"] for r in ok if "likelihood" in r)
+    if any(r.get("likelihood") for r in ok):
+        metric = next(r["likelihood"]["metric"] for r in ok if r.get("likelihood"))
         panels.append(("likelihood", ("bits/dim" if metric == "bits_per_dim" else "NLL, nats") + " (lower is better)"))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     for ax, (key, title) in zip(np.atleast_1d(axes), panels):
         for framework, style in (("minigen", "o-"), ("torch", "s--")):
             points = sorted((r["minutes"], r[key]["value"] if key == "likelihood" else r[key])
-                            for r in ok if r["framework"] == framework and key in r)
+                            for r in ok if r["framework"] == framework and r.get(key) is not None)
             if points:
                 ax.plot(*zip(*points), style, label="minigen" if framework == "minigen" else "PyTorch")
         ax.set_xlabel("training minutes")

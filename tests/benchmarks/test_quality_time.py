@@ -60,3 +60,18 @@ def test_merge_refuses_runs_of_another_cpu_or_sample_count():
         quality_time.merge([a, _result(samples=100)], ["a.json", "c.json"])
     with pytest.raises(SystemExit, match="cannot read .* as a quality_time result"):
         quality_time.main(["--merge", "/nonexistent/quality_time.json"])
+
+
+def test_merge_writes_the_table_and_plots_runs_without_a_likelihood(tmp_path):
+    import json
+    with_likelihood = {**_run("minigen", 1.0, 50), "likelihood": {"metric": "bits_per_dim", "value": 1.2}}
+    refused = {**_run("minigen", 10.0, 40), "likelihood": None}        # an estimate below the bound, left out
+    paths = []
+    for i, result in enumerate([_result(flowmatch=[with_likelihood, _run("torch", 1.0, 45)]),
+                                _result(flowmatch=[refused, _run("torch", 10.0, 35)])]):
+        paths.append(str(tmp_path / f"{i}.json"))
+        (tmp_path / f"{i}.json").write_text(json.dumps(result))
+    assert quality_time.main(["--merge", *paths, "--out", str(tmp_path)]) == 0
+    merged = json.loads((tmp_path / "quality_time.json").read_text())
+    assert len(merged["families"]["flowmatch"]) == 4
+    assert (tmp_path / "quality_time_flowmatch.png").stat().st_size > 1000

@@ -239,9 +239,13 @@ LANE_SUMMARY = "tour-summary.json"     # a lane's record of one family's trainin
 
 
 def _train_lane(spec: dict) -> None:
-    """A lane's process (`python -m minigen.tools.tour --lane SPEC`): train spec["families"] ([[family,
-    seconds], ...]) in turn and leave each run, and its summary (LANE_SUMMARY), in spec["out_dir"]/family."""
+    """A lane's process (`python -m minigen.tools.tour --lane SPEC`): pinned to the core spec["cpu"], train
+    spec["families"] ([[family, seconds], ...]) in turn and leave each run, and its summary (LANE_SUMMARY),
+    in spec["out_dir"]/family."""
     from minigen.serialize import atomic_write
+    os.sched_setaffinity(0, {spec["cpu"]})      # here, not in a pre-exec hook: the tour has threads running
+    print(f"lane: {', '.join(family for family, _ in spec['families'])} on core {spec['cpu']}, one thread",
+          flush=True)
     recipes = {r.family: r for r in FAMILIES}
     for family, seconds in spec["families"]:
         _, summary = _train_family(recipes[family], seconds, spec["out_dir"], spec["dataset"], spec["data_dir"],
@@ -251,7 +255,7 @@ def _train_lane(spec: dict) -> None:
 
 
 def _train_in_lanes(lanes: list[list[Recipe]], seconds: dict, out_dir, dataset, data_dir, seed, eval_n) -> dict:
-    """Train each lane in a process of its own, pinned to one of this process's cores with one thread;
+    """Train each lane in a process of its own, pinned to one of this process's cores, with one thread;
     lane i's output goes to out_dir/lane-i.log. A lane that fails stops the others (and so does an
     interrupt: no lane outlives the tour). Returns {family: (model, summary)}, each model loaded from the
     run its lane saved."""
@@ -268,13 +272,12 @@ def _train_in_lanes(lanes: list[list[Recipe]], seconds: dict, out_dir, dataset, 
     try:
         for i, lane in enumerate(lanes):
             spec = {"families": [[r.family, seconds[r.family]] for r in lane], "out_dir": out_dir,
-                    "dataset": dataset, "data_dir": data_dir, "seed": seed, "eval_n": eval_n}
+                    "dataset": dataset, "data_dir": data_dir, "seed": seed, "eval_n": eval_n,
+                    "cpu": cpus[i % len(cpus)]}
             log_path = os.path.join(out_dir, f"lane-{i}.log")
             with open(log_path, "wb") as log:
-                cpu = cpus[i % len(cpus)]
                 process = subprocess.Popen([sys.executable, "-m", "minigen.tools.tour", "--lane", json.dumps(spec)],
-                                           stdout=log, stderr=subprocess.STDOUT, env=env,
-                                           preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu}))
+                                           stdout=log, stderr=subprocess.STDOUT, env=env)
             running.append((process, log_path, [r.family for r in lane]))
         while True:
             for process, log_path, families in running:

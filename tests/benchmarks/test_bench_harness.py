@@ -125,9 +125,16 @@ def test_quality_targets_judge_the_one_core_tour_and_the_two_core_fids():
     tour = {"minutes": 10, "cores": 2, "metric_samples": 500, "families": [row("vae", 0.95, 40.0, 0.7), row("nar", 0.9, 200.0, 0.1)]}
     rows = results_page.quality_targets(tour, tour1, None)
     assert "| one core: metrics from >= 500 samples | 500 | met |" in rows
-    assert "| VAE: label accuracy >= 90%, one core, 10 min | 91% | met |" in rows
+    assert "| VAE: label accuracy >= 90%, one core, 10 min | 91.0% | met |" in rows
     assert "| VAE: FID-MNIST <= 60, one core, 10 min | 61.0 | **missed** |" in rows
-    assert "| VAE: coverage >= 0.5, one core, 10 min | 0.40 | **missed** |" in rows
+    assert "| VAE: coverage >= 0.5, one core, 10 min | 0.400 | **missed** |" in rows
+    # near the bound the figure is not rounded onto it: 94.8% is no "95%" that missed, 0.498 no "0.50"
+    edge = results_page.quality_targets(None, {"minutes": 10, "metric_samples": 500, "cores": 1,
+                                               "families": [row("vae", 0.95, 50.0, 0.498)]},
+                                        {"minutes": 30, "cores": 2, "metric_samples": 500,
+                                         "families": [row("vae", 0.948, 20.0, 0.7)]})
+    assert "| VAE: label accuracy >= 95%, 2 cores, 30 min, 500 samples | 94.8% | **missed** |" in edge
+    assert "| VAE: coverage >= 0.5, one core, 10 min | 0.498 | **missed** |" in edge
     assert "| FLOW: FID-MNIST <= 100, one core, 10 min | 99.0 | met |" in rows       # the flow's own bound
     assert "| VAE: FID-MNIST <= 40, 2 cores, 10 min, 500 samples | 40.0 | met |" in rows
     assert not any("NAR" in r for r in rows)                                     # the baseline has no target

@@ -23,7 +23,10 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     families = [recipe.family for recipe in tour.FAMILIES]
     # two lanes, each a process of its own, trained every family once between them
     assert len(result["lanes"]) == 2 and sorted(sum(result["lanes"], [])) == sorted(families)
-    assert all((tmp_path / "tour" / f"lane-{i}.log").is_file() for i in range(2))
+    cores = sorted(os.sched_getaffinity(0))
+    for i, lane in enumerate(result["lanes"]):              # each lane pinned to a core of its own (if there are 2)
+        log = (tmp_path / "tour" / f"lane-{i}.log").read_text()
+        assert f"lane: {', '.join(lane)} on core {cores[i % len(cores)]}, one thread" in log
     assert "trained side by side in 2 lanes" in tour.format_table(result)
     modules = [{"flowmatch": "flow_matching"}.get(f, f) for f in families]     # the one family named apart
     assert [row["module"] for row in result["families"]] == [f"minigen/models/{m}.py" for m in modules]

@@ -258,9 +258,8 @@ def sample_quality(model, reference_images, generator=None, dataset: str = "mnis
     samples = np.concatenate([model.sample(min(SAMPLE_CHUNK, n - s), None if labels is None else
                                            labels[s:s + SAMPLE_CHUNK], generator=generator)
                               for s in range(0, n, SAMPLE_CHUNK)])
-    result = {"fid_samples": n, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
-              **score_samples(samples, judge.features(reference_images), judge, labels, reference_labels)}
-    return result
+    return {"fid_samples": n, "yardstick_test_accuracy": getattr(judge, "test_accuracy", None),
+            **score_samples(samples, judge.features(reference_images), judge, labels, reference_labels)}
 
 
 def score_samples(samples, reference_feats, classifier, labels=None, reference_labels=None) -> dict:

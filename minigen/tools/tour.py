@@ -223,8 +223,8 @@ def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eva
 def split_into_lanes(recipes, lanes: int) -> list[list[Recipe]]:
     """The recipes dealt to `lanes` processes that train side by side, one per core: the largest share
     first, each into the lane whose shares sum least so far, so that the lanes end together. Each lane
-    keeps the tour's order. (Batch-32 steps barely gain from a second thread, so two cores give the
-    families about twice the steps as two one-thread lanes that they would as one two-thread process.)"""
+    keeps the tour's order. (Batch-32 steps barely gain from a second thread, so on two cores two
+    one-thread lanes give the families about twice the steps that one two-thread process would.)"""
     lanes = max(1, min(lanes, len(recipes)))
     dealt: list[list[Recipe]] = [[] for _ in range(lanes)]
     for recipe in sorted(recipes, key=lambda r: -r.share):

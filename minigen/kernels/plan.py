@@ -15,9 +15,11 @@ Intel machine it was tried on, under load, the plan it remembered made the DDPM 
 (docs/measurements.md#conv-plan).
 
 The budget: each candidate runs once to warm up (compiling or loading its Numba code, filling its
-buffers), and once more timed, unless its warm-up already took SKIP_FACTOR times the best timed
-run (clearly slower). The timed run's result is the call's answer when it wins, so measuring adds
-the other candidates' runs to the first call of each geometry only.
+buffers), then TIMED_RUNS times more, timed, unless its warm-up already took SKIP_FACTOR times the
+best time so far (clearly slower). Its time is the median of its timed runs: one run decided by a
+moment's load elsewhere on a shared machine would be remembered for good. A timed run's result is
+the call's answer when it wins, so measuring adds the other runs to the first call of each geometry
+only.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import threading
 import time
 import warnings
@@ -37,6 +40,7 @@ from minigen.errors import ConfigError
 
 MODES = ("estimate", "measure")
 SKIP_FACTOR = 3
+TIMED_RUNS = 3
 
 _clock = time.perf_counter               # the tests put a fake clock here
 _lock = threading.Lock()
@@ -153,17 +157,20 @@ def run(key: str, candidates: list[str], estimate: str, run_candidate, work: int
 
 
 def _measure(names: list[str], run_candidate) -> tuple[dict[str, float], object]:
-    """Each candidate's time (the timed run, or its warm-up when that alone was too slow) and the
-    fastest one's result."""
+    """Each candidate's time (the median of its timed runs, or its warm-up when that alone was too
+    slow) and the fastest one's result."""
     seconds, best = {}, (float("inf"), None)
     for name in names:
         start = _clock()
         result = run_candidate(name)
         warm = _clock() - start
         if warm < SKIP_FACTOR * best[0]:
-            start = _clock()
-            result = run_candidate(name)
-            seconds[name] = _clock() - start
+            runs = []
+            for _ in range(TIMED_RUNS):
+                start = _clock()
+                result = run_candidate(name)
+                runs.append(_clock() - start)
+            seconds[name] = statistics.median(runs)
         else:
             seconds[name] = warm
         if seconds[name] < best[0]:

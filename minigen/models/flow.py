@@ -28,6 +28,13 @@ The layers, in the order the data meets them:
   Masks alternate so every pixel is transformed: a *checkerboard* over the
   pixels, and (conv variant) a *channel* mask after a `Squeeze`, which
   folds each 2x2 block of pixels into 4 channels.
+* `InvertibleConv1x1` (glow variant, Kingma & Dhariwal 2018): z = W x at every pixel, a learned
+  C x C matrix mixing the channels, in place of a fixed alternation of masks; its log-determinant
+  is H * W * log|det W|, cheap because W is kept as an LU product.
+* `ChannelCoupling` (glow variant): the affine coupling above with the mask "first half of the
+  channels" written as a split, so the network only sees (and only pays for) the kept half.
+* `FactorOut` (glow variant, the multi-scale architecture of Dinh et al. 2017): after a level, half
+  the channels are final and leave the flow; only the other half goes on to the next level.
 
 Likelihood in bits per dimension. Pixels are integers 0..255. Uniform
 dequantization, v = (pixel + u) / 256 with u ~ U[0, 1), gives a continuous
@@ -45,8 +52,11 @@ reports are a slightly conservative bound.) Published RealNVP on MNIST: about
 Variants (config "variant"): "mlp", 8 couplings with alternating checkerboard
 masks and coupling networks 784-512-512 -> (scale, shift); "conv", 4 checkerboard
 couplings on the 1x28x28 image, a squeeze, and 4 channel-mask couplings on 4x14x14,
-with small convolutional networks. "conditional" feeds the one-hot label to every
-coupling network, so `sample(labels=...)` draws a chosen digit.
+with small convolutional networks; "glow", the multi-scale architecture: a squeeze to 4x14x14,
+K steps of [ActNorm, InvertibleConv1x1, ChannelCoupling], half the channels factored out, a squeeze
+to 8x7x7 and K more steps (K = num_couplings / 2), z flattened to (N, 784) (`glow_layers`).
+"conditional" feeds the one-hot label to every coupling network, so `sample(labels=...)` draws a
+chosen digit.
 
 The prior (config "prior"). "standard": p(z) = N(0, I), the same for every digit, so the
 coupling networks alone must carry the label into x. "class" (conditional models only, Glow's
@@ -80,8 +90,8 @@ from minigen.random import Generator, resolve
 from minigen.tensor import Tensor, no_grad
 
 __all__ = ["RealNVP", "FlowConfig", "LogitTransform", "ActNorm", "AffineCoupling", "Squeeze", "MLPCouplingNet",
-           "ConvCouplingNet", "ClassPrior", "checkerboard_mask", "channel_mask", "standard_normal_log_prob",
-           "bits_per_dim"]
+           "ConvCouplingNet", "InvertibleConv1x1", "GlowCouplingNet", "ChannelCoupling", "FactorOut", "glow_steps",
+           "glow_layers", "ClassPrior", "checkerboard_mask", "channel_mask", "standard_normal_log_prob", "bits_per_dim"]
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -89,13 +99,13 @@ IMAGE_SHAPE = (1, 28, 28)
 # --- the hyper-parameters (`minigen train flow --help` lists them; --set KEY=VALUE changes one) -------------
 @dataclass(frozen=True)
 class FlowConfig(HyperParameters):
-    variant: str = knob("mlp", doc="mlp: checkerboard couplings; conv: checkerboard, squeeze, channel",
-                        choices=("mlp", "conv"))
+    variant: str = knob("mlp", doc="mlp: checkerboard couplings; conv: checkerboard, squeeze, channel; "
+                        "glow: ActNorm, 1x1 conv, channel coupling at two scales", choices=("mlp", "conv", "glow"))
     conditional: bool = conditional_knob(doc="every coupling network also sees the one-hot label")
-    num_couplings: int = knob(8, 2, 64, "affine coupling layers (even for the conv variant)")
+    num_couplings: int = knob(8, 2, 64, "affine coupling layers (even for conv and glow: half per scale)")
     hidden_dim: int = knob(512, 1, 16384, "mlp coupling networks: D-hidden-hidden-2D")
-    hidden_channels: int = knob(64, 1, 1024, "conv coupling networks: 3x3 convs with this many channels")
-    actnorm: bool = knob(False, doc="an ActNorm layer before every coupling")
+    hidden_channels: int = knob(64, 1, 1024, "conv and glow coupling networks: convs with this many channels")
+    actnorm: bool = knob(False, doc="an ActNorm layer before every coupling (glow: always)")
     prior: str = knob("standard", doc="standard: z ~ N(0, I); class: a learned N(mu_y, sigma_y^2) per digit "
                       "(conditional models)", choices=("standard", "class"))
     alpha: float = knob(0.05, 0.0, excluded(0.5), "logit transform margin")
@@ -110,8 +120,8 @@ class FlowConfig(HyperParameters):
     eval_seed: int = seed_knob("the dequantization noise of evaluation")
 
     def check(self) -> None:
-        if self.variant == "conv" and self.num_couplings % 2:
-            raise ConfigError(f"num_couplings={self.num_couplings} must be even for variant=conv "
+        if self.variant in ("conv", "glow") and self.num_couplings % 2:
+            raise ConfigError(f"num_couplings={self.num_couplings} must be even for variant={self.variant} "
                               f"(half the couplings come after the squeeze)")
         if self.prior == "class" and not self.conditional:
             raise ConfigError("prior=class needs conditional=true (a prior per digit needs the digit)")
@@ -119,7 +129,15 @@ class FlowConfig(HyperParameters):
     def memory_floats(self) -> tuple[int, int]:
         d, k = 784, self.num_couplings
         label = self.num_classes if self.conditional else 0
-        if self.variant == "conv":
+        if self.variant == "glow":
+            hc, half = self.hidden_channels, k // 2
+            params, activations = 0, 0
+            for c, pixels in ((4, 196), (8, 49)):      # the two scales: 4x14x14, then 8x7x7
+                step = (2 * c + 2 * c * c + c                         # ActNorm, the 1x1 conv's L, U, log_s
+                        + (9 * (c // 2) + label + hc + 2) * hc + (9 * hc + 1) * c + c // 2)    # the coupling
+                params += half * step
+                activations += half * pixels * (4 * hc + 12 * c)
+        elif self.variant == "conv":
             hc = self.hidden_channels
             params = k * 9 * ((4 + label) * hc + hc * hc + hc * 8)        # up to 4 channels after the squeeze
             activations = k * (2 * 2 * hc * d + 8 * d)
@@ -291,6 +309,160 @@ class AffineCoupling(Module):
         # END SOLUTION
 
 
+# --- Glow's layers (variant "glow") --------------------------------------------------------------
+class InvertibleConv1x1(Module):
+    """Glow's invertible 1x1 convolution: z[:, :, i, j] = W x[:, :, i, j] at every pixel, W a C x C matrix.
+
+    A fixed alternation of masks (checkerboard, first half, second half) decides by hand which
+    dimensions a coupling changes; a learned W mixes the channels instead, so the next coupling's
+    "first half" is whatever combination of channels training finds useful. x, z: (N, C, H, W).
+
+    The log-determinant. The map acts on each of the H * W pixels with the same W, so its Jacobian
+    is block-diagonal with H * W copies of W and log|det| = H * W * log|det W|, per example. A
+    determinant costs O(C^3) in general; Glow keeps W in LU form so that it costs O(C):
+
+        W = P L (U + diag(sign_s * exp(log_s))),
+
+    P a fixed permutation, L unit lower-triangular (ones on the diagonal), U strictly upper
+    triangular, sign_s fixed signs +-1. det P = +-1, det L = 1 and the bracket is upper triangular
+    with diagonal sign_s * exp(log_s), so log|det W| = sum(log_s). The trained parameters are L's
+    and U's free entries (`lower`, `upper`, kept triangular by masks) and log_s; P and sign_s are
+    buffers: they never change, but a checkpoint must keep them.
+
+    W starts as a random rotation (orthogonal, log|det W| = 0): the layer starts volume-preserving,
+    mixing the channels without stretching them. The inverse uses the inverse matrix, x = W^-1 z,
+    computed in float64 from the current weights; sampling needs no gradient through it.
+    """
+
+    def __init__(self, channels: int, generator=None):
+        import scipy.linalg                                    # scipy is a dependency; only this layer needs it
+        rotation, _ = np.linalg.qr(resolve(generator).normal((channels, channels), dtype=np.float64))
+        p, lower, upper = scipy.linalg.lu(rotation)             # rotation = p @ lower @ upper
+        diagonal = np.diag(upper)
+        self.permutation = Buffer(p.astype(np.float32))
+        self.sign_s = Buffer(np.sign(diagonal).astype(np.float32))
+        self.lower = Parameter(np.tril(lower, -1).astype(np.float32))
+        self.upper = Parameter(np.triu(upper, 1).astype(np.float32))
+        self.log_s = Parameter(np.log(np.abs(diagonal)).astype(np.float32))
+        # masks keep L and U triangular: the entries outside get no gradient, so they stay as they are
+        self.lower_mask = np.tril(np.ones((channels, channels), np.float32), -1)
+        self.upper_mask = np.triu(np.ones((channels, channels), np.float32), 1)
+        self.eye = np.eye(channels, dtype=np.float32)
+
+    def weight(self) -> Tensor:
+        """W = P L (U + diag(sign_s * exp(log_s))): (C, C)."""
+        lower = self.lower * self.lower_mask + self.eye
+        # (C,) * (C, C) scales column j of the identity by entry j: the diagonal matrix
+        upper = self.upper * self.upper_mask + (self.log_s.exp() * self.sign_s.data) * self.eye
+        return ops.matmul(self.permutation.data, ops.matmul(lower, upper))
+
+    def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
+        n, c, h, w = x.shape
+        # (C, C) @ (N, C, H*W): the matrix product broadcasts W over the batch, one W x per pixel
+        z = ops.matmul(self.weight(), x.reshape(n, c, h * w)).reshape(n, c, h, w)
+        log_det = self.log_s.sum() * (h * w)
+        return z, log_det * Tensor(np.ones(n, x.dtype))
+
+    def inverse(self, z: Tensor, labels=None) -> Tensor:
+        n, c, h, w = z.shape
+        with no_grad():
+            w_inverse = np.linalg.inv(self.weight().data.astype(np.float64)).astype(z.dtype)
+        return ops.matmul(w_inverse, z.reshape(n, c, h * w)).reshape(n, c, h, w)
+
+
+class GlowCouplingNet(Module):
+    """x_a (N, C_a, H, W) [+ label] -> 3x3 conv, ReLU, 1x1 conv, ReLU, 3x3 conv -> (raw scale, shift),
+    each (N, C_b, H, W): Glow's coupling network (the 1x1 conv in the middle keeps it cheap).
+
+    The label enters as a learned per-channel bias of the first conv, one vector per digit
+    (a Linear of the one-hot label). That equals ConvCouplingNet's constant one-hot planes
+    through the first 3x3 conv except at the zero-padded border, and the first conv reads C_a
+    channels instead of C_a + 10 (here C_a is 2 or 4)."""
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int, label_dim: int = 0):
+        self.out_channels, self.label_dim = out_channels, label_dim
+        self.conv1 = Conv2d(in_channels, hidden, 3, padding=1, relu=not label_dim)
+        self.label_bias = Linear(label_dim, hidden, bias=False) if label_dim else None
+        self.conv2 = Conv2d(hidden, hidden, 1, relu=True)
+        self.out = Conv2d(hidden, 2 * out_channels, 3, padding=1)
+        self.out.weight.data[...] = 0       # identity at the start, as in MLPCouplingNet
+        self.out.bias.data[...] = 0
+
+    def forward(self, x_a: Tensor, labels=None) -> tuple[Tensor, Tensor]:
+        h = self.conv1(x_a)
+        if self.label_dim:
+            bias = self.label_bias(Tensor(one_hot(labels, self.label_dim, x_a.dtype)))     # (N, hidden)
+            h = ops.relu(h + bias.reshape(len(x_a), -1, 1, 1))
+        out = self.out(self.conv2(h))
+        c = self.out_channels
+        return out[:, :c], out[:, c:]
+
+
+class ChannelCoupling(Module):
+    """The affine coupling on a channel split: x = (x_a, x_b), the first C_a = C // 2 channels and the rest.
+
+        z_a = x_a,   z_b = x_b * exp(s) + t,   (s, t) = net(x_a),   s = scale * tanh(raw),
+        log_det = sum(s).
+
+    AffineCoupling with channel_mask(C, 0), written as a split so that the network only sees the
+    C_a kept channels and only produces the C - C_a changed ones. Always the first half: the
+    InvertibleConv1x1 before it decides what the first half holds. x, z: (N, C, H, W).
+    """
+
+    def __init__(self, channels: int, net: Module):
+        self.half = channels // 2
+        self.net = net
+        self.scale = Parameter(np.ones((1, channels - self.half, 1, 1), np.float32))
+
+    def _scale_shift(self, x_a: Tensor, labels) -> tuple[Tensor, Tensor]:
+        raw, shift = self.net(x_a, labels)
+        return self.scale * ops.tanh(raw), shift
+
+    def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
+        x_a, x_b = x[:, :self.half], x[:, self.half:]
+        s, t = self._scale_shift(x_a, labels)
+        return ops.concat([x_a, x_b * s.exp() + t], axis=1), _per_example_sum(s)
+
+    def inverse(self, z: Tensor, labels=None) -> Tensor:
+        z_a, z_b = z[:, :self.half], z[:, self.half:]
+        s, t = self._scale_shift(z_a, labels)     # z_a = x_a: the same (s, t) as on the way forward
+        return ops.concat([z_a, (z_b - t) * (-s).exp()], axis=1)
+
+
+class FactorOut(Module):
+    """The multi-scale step: (N, C, H, W) -> (N, D) flat, D = C * H * W.
+
+    The first C // 2 channels are final here: they leave the flow as they are. The rest go on
+    through `layers` (e.g. a squeeze and more steps), which end in shape `inner_shape` (per example).
+    z = concat(flatten(x[:, :C//2]), flatten(layers(x[:, C//2:]))) in that fixed order, so the
+    prior sees one flat vector. The map is a split and a flow on one part: log_det = that of
+    `layers`. Half the dimensions thus skip the deeper layers, which halves their cost, and the
+    deeper layers model coarse structure at a lower resolution.
+    """
+
+    def __init__(self, channels: int, height: int, width: int, layers: list, inner_shape):
+        self.half = channels // 2
+        self.out_shape = (self.half, height, width)
+        self.layers = layers
+        self.inner_shape = tuple(inner_shape)
+
+    def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
+        n = len(x)
+        out, h = x[:, :self.half], x[:, self.half:]
+        log_det = Tensor(np.zeros(n, x.dtype))
+        for layer in self.layers:
+            h, layer_log_det = layer(h, labels)
+            log_det = log_det + layer_log_det
+        return ops.concat([out.reshape(n, -1), h.reshape(n, -1)], axis=1), log_det
+
+    def inverse(self, z: Tensor, labels=None) -> Tensor:
+        n, split = len(z), int(np.prod(self.out_shape))
+        out, h = z[:, :split].reshape(n, *self.out_shape), z[:, split:].reshape(n, *self.inner_shape)
+        for layer in reversed(self.layers):
+            h = layer.inverse(h, labels)
+        return ops.concat([out, h], axis=1)
+
+
 # --- the prior and the units ----------------------------------------------------------------------
 def standard_normal_log_prob(z: Tensor) -> Tensor:
     """log N(z; 0, I) per example: (N, ...) -> (N,)."""
@@ -337,10 +509,30 @@ def bits_per_dim(log_prob_01, num_dims: int):
 
 
 # --- the model ------------------------------------------------------------------------------------
+def glow_steps(channels: int, steps: int, hidden: int, label_dim: int) -> list[Module]:
+    """`steps` Glow steps on `channels` channels: each ActNorm, InvertibleConv1x1, ChannelCoupling."""
+    layers: list[Module] = []
+    for _ in range(steps):
+        net = GlowCouplingNet(channels // 2, channels - channels // 2, hidden, label_dim)
+        layers += [ActNorm((1, channels, 1, 1)), InvertibleConv1x1(channels), ChannelCoupling(channels, net)]
+    return layers
+
+
+def glow_layers(steps: int, hidden: int, label_dim: int) -> list[Module]:
+    """The glow variant after the logit transform: two scales, z flat (N, 784) at the end.
+
+        (N, 1, 28, 28) -squeeze-> (N, 4, 14, 14) -steps-> FactorOut: channels 0-1 -> z[:, :392]
+                                                                      channels 2-3 -squeeze-> (N, 8, 7, 7)
+                                                                      -steps-> z[:, 392:]
+    """
+    inner = [Squeeze(), *glow_steps(8, steps, hidden, label_dim)]
+    return [Squeeze(), *glow_steps(4, steps, hidden, label_dim), FactorOut(4, 14, 14, inner, (8, 7, 7))]
+
+
 @register_family("flow")
 class RealNVP(GenerativeModel):
-    """The flow: logit transform, then (ActNorm +) affine couplings; prior N(0, I) on the output, or a
-    ClassPrior N(mu_y, sigma_y^2) with config prior="class"."""
+    """The flow: logit transform, then (ActNorm +) affine couplings (variant glow: `glow_layers`); prior
+    N(0, I) on the output, or a ClassPrior N(mu_y, sigma_y^2) with config prior="class"."""
 
     likelihood_metric = "bits_per_dim"
     Config = FlowConfig
@@ -353,6 +545,9 @@ class RealNVP(GenerativeModel):
         label_dim = self.num_classes if self.conditional else 0
         layers: list[Module] = [LogitTransform(c.alpha)]
         shape = IMAGE_SHAPE
+        if c.variant == "glow":
+            layers.extend(glow_layers(n_couplings // 2, c.hidden_channels, label_dim))
+            n_couplings, shape = 0, (int(np.prod(IMAGE_SHAPE)),)     # z comes out flat, (N, 784)
         for i in range(n_couplings):
             if c.variant == "mlp":
                 mask = checkerboard_mask(*shape, parity=i % 2)

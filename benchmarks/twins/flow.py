@@ -1,5 +1,6 @@
 """PyTorch twin of `minigen.models.flow.RealNVP`: built layer by layer from the minigen model,
-so the architecture (masks included) is identical, and parameters share their names.
+so the architecture (masks, and the glow variant's 1x1 convs and factored-out half, included) is
+identical, and parameters share their names.
 
 The dequantization noise and the sampling noise come from the minigen Generator with the
 same calls as in the minigen model.
@@ -135,6 +136,101 @@ class AffineCoupling(nn.Module):
         return z_b + ((z - t) * (-s).exp()) * (1 - self.mask)
 
 
+class InvertibleConv1x1(nn.Module):
+    """W = P L (U + diag(sign_s * exp(log_s))) at every pixel; P, sign_s, the masks copied from minigen."""
+
+    def __init__(self, layer):
+        super().__init__()
+        c = len(layer.log_s.data)
+        self.register_buffer("permutation", torch.zeros(c, c))
+        self.register_buffer("sign_s", torch.zeros(c))
+        self.lower = nn.Parameter(torch.zeros(c, c))
+        self.upper = nn.Parameter(torch.zeros(c, c))
+        self.log_s = nn.Parameter(torch.zeros(c))
+        for name in ("lower_mask", "upper_mask", "eye"):
+            self.register_buffer(name, torch.from_numpy(getattr(layer, name)), persistent=False)
+
+    def weight(self):
+        lower = self.lower * self.lower_mask + self.eye
+        upper = self.upper * self.upper_mask + (self.log_s.exp() * self.sign_s) * self.eye
+        return self.permutation @ (lower @ upper)
+
+    def forward(self, x, labels=None):
+        n, c, h, w = x.shape
+        z = torch.matmul(self.weight(), x.reshape(n, c, h * w)).reshape(n, c, h, w)
+        return z, (self.log_s.sum() * (h * w)).expand(n)
+
+    def inverse(self, z, labels=None):
+        n, c, h, w = z.shape
+        w_inverse = torch.linalg.inv(self.weight().detach().double()).to(z.dtype)
+        return torch.matmul(w_inverse, z.reshape(n, c, h * w)).reshape(n, c, h, w)
+
+
+class GlowCouplingNet(nn.Module):
+    def __init__(self, in_channels, out_channels, hidden, label_dim):
+        super().__init__()
+        self.out_channels, self.label_dim = out_channels, label_dim
+        self.conv1 = nn.Conv2d(in_channels, hidden, 3, padding=1)
+        self.label_bias = nn.Linear(label_dim, hidden, bias=False) if label_dim else None
+        self.conv2 = nn.Conv2d(hidden, hidden, 1)
+        self.out = nn.Conv2d(hidden, 2 * out_channels, 3, padding=1)
+
+    def forward(self, x_a, labels=None):
+        h = self.conv1(x_a)
+        if self.label_dim:
+            h = h + self.label_bias(_one_hot(labels, self.label_dim, x_a.dtype))[:, :, None, None]
+        out = self.out(F.relu(self.conv2(F.relu(h))))
+        c = self.out_channels
+        return out[:, :c], out[:, c:]
+
+
+class ChannelCoupling(nn.Module):
+    def __init__(self, channels, net):
+        super().__init__()
+        self.half = channels // 2
+        self.net = net
+        self.scale = nn.Parameter(torch.ones(1, channels - self.half, 1, 1))
+
+    def _scale_shift(self, x_a, labels):
+        raw, shift = self.net(x_a, labels)
+        return self.scale * torch.tanh(raw), shift
+
+    def forward(self, x, labels=None):
+        x_a, x_b = x[:, :self.half], x[:, self.half:]
+        s, t = self._scale_shift(x_a, labels)
+        return torch.cat([x_a, x_b * s.exp() + t], 1), _per_example_sum(s)
+
+    def inverse(self, z, labels=None):
+        z_a, z_b = z[:, :self.half], z[:, self.half:]
+        s, t = self._scale_shift(z_a, labels)
+        return torch.cat([z_a, (z_b - t) * (-s).exp()], 1)
+
+
+class FactorOut(nn.Module):
+    """z = concat(flatten(x[:, :C//2]), flatten(layers(x[:, C//2:]))), in minigen's order."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.half, self.out_shape, self.inner_shape = layer.half, layer.out_shape, layer.inner_shape
+        self.layers = nn.ModuleList([_twin_layer(inner) for inner in layer.layers])
+
+    def forward(self, x, labels=None):
+        n = len(x)
+        out, h = x[:, :self.half], x[:, self.half:]
+        log_det = x.new_zeros(n)
+        for layer in self.layers:
+            h, step = layer(h, labels)
+            log_det = log_det + step
+        return torch.cat([out.reshape(n, -1), h.reshape(n, -1)], 1), log_det
+
+    def inverse(self, z, labels=None):
+        n, split = len(z), int(np.prod(self.out_shape))
+        out, h = z[:, :split].reshape(n, *self.out_shape), z[:, split:].reshape(n, *self.inner_shape)
+        for layer in reversed(self.layers):
+            h = layer.inverse(h, labels)
+        return torch.cat([out, h], 1)
+
+
 class ClassPrior(nn.Module):
     def __init__(self, num_classes, shape):
         super().__init__()
@@ -170,6 +266,14 @@ def _twin_layer(layer):
         else:
             twin_net = ConvCouplingNet(net.channels, net.conv1.weight.shape[0], net.label_dim)
         return AffineCoupling(layer.mask, twin_net)
+    if isinstance(layer, mg.InvertibleConv1x1):
+        return InvertibleConv1x1(layer)
+    if isinstance(layer, mg.ChannelCoupling):
+        net = layer.net
+        twin_net = GlowCouplingNet(layer.half, net.out_channels, net.conv1.weight.shape[0], net.label_dim)
+        return ChannelCoupling(layer.half + net.out_channels, twin_net)
+    if isinstance(layer, mg.FactorOut):
+        return FactorOut(layer)
     raise TypeError(f"no torch twin for flow layer {type(layer).__name__}")
 
 

@@ -406,3 +406,29 @@ def test_the_glow_variant_has_far_fewer_parameters_and_counts_them_right():
     mlp = RealNVP({"hidden_dim": 256, "conditional": True, "prior": "class"})      # the tour's flow
     assert glow.num_parameters() < mlp.num_parameters() / 50
     assert glow.hparams.memory_floats()[0] == glow.num_parameters()
+
+
+def test_the_pytorch_twin_copies_a_conditional_glow_flow_and_trains_the_same_numbers():
+    """benchmarks/twins/flow.py knows the glow layers: the same LU-form 1x1 convs (buffers included),
+    coupling nets with their label bias, factored-out half and class prior, so both frameworks see the
+    same losses, weights, samples and bits/dim after a few steps on the same batches."""
+    pytest.importorskip("torch")
+    from benchmarks.twins import flow as twin_module
+    m = RealNVP({"variant": "glow", "hidden_channels": 4, "num_couplings": 2, "conditional": True, "prior": "class",
+                 "lr": 1e-3, "eval_examples": None})
+    twin = twin_module.build(m)
+    x, y = synthetic_digits(8)
+    ours, theirs = m.make_optimizers(), twin_module.make_optimizers(twin, m.config)
+    for i in range(3):
+        a, b = m.train_step(x, y, ours, Generator(i)), twin_module.train_step(twin, theirs, x, y, Generator(i))
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+        assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-4)
+    state = twin.state_dict()
+    for name, value in m.state_dict().items():
+        np.testing.assert_allclose(state[name].numpy(), value, atol=1e-5, err_msg=name)
+    labels = np.arange(4)
+    ours_x = m.sample(4, labels, Generator(3), temperature=0.7)
+    theirs_x = twin_module.sample(twin, 4, labels, Generator(3), temperature=0.7)
+    # pixels are rounded to 256 levels: a float32 difference may move one across a level, no further
+    assert np.abs(ours_x - theirs_x).max() <= 1 / 255 + 1e-6 and (ours_x != theirs_x).mean() < 0.01
+    assert m.evaluate(x, y)["bits_per_dim"] == pytest.approx(twin_module.evaluate(twin, x, y)["bits_per_dim"], rel=1e-5)

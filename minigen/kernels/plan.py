@@ -10,9 +10,11 @@ the minigen version; one made for another of these is stale, and it and a corrup
 with a warning (then rewritten). Deleting it is always safe.
 
 MINIGEN_PLAN=estimate, the default, times nothing: the hand-measured thresholds of the conv table
-decide (what the tests use, so they are deterministic). Measuring is not the default yet: on the
-Intel machine it was tried on, under load, the plan it remembered made the DDPM step 1.15x slower
-(docs/measurements.md#conv-plan).
+decide (what the tests use, so they are deterministic). Measuring is not the default everywhere yet:
+at 2 threads on the Intel machine it was tried on, under load, the plan it remembered made the DDPM
+step 1.15x slower (docs/measurements.md#conv-plan). Where it was measured to pay, a caller makes it
+the default for a block (`default_mode`: the tour's one-thread training, which it made 2-15% faster
+per step); MINIGEN_PLAN, when set, still wins.
 
 The budget: each candidate runs once to warm up (compiling or loading its Numba code, filling its
 buffers), then TIMED_RUNS times more, timed, unless its warm-up already took SKIP_FACTOR times the
@@ -23,6 +25,7 @@ only.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -49,11 +52,27 @@ timings: dict[str, dict[str, float]] = {}    # plan key -> {algorithm: seconds},
 multiply_adds: dict[str, int] = {}            # plan key -> the part's multiply-adds (for GFLOP/s)
 
 
+_defaults: list[str] = []               # the `default_mode` blocks' modes, innermost last
+
+
 def mode() -> str:
-    value = os.environ.get("MINIGEN_PLAN", "estimate") or "estimate"
+    """$MINIGEN_PLAN, else the innermost `default_mode` block's mode, else "estimate"."""
+    value = os.environ.get("MINIGEN_PLAN") or (_defaults[-1] if _defaults else "estimate")
     if value not in MODES:
         raise ConfigError(f"MINIGEN_PLAN={value!r} is not a plan mode; expected one of {', '.join(MODES)}")
     return value
+
+
+@contextlib.contextmanager
+def default_mode(value: str):
+    """Within the block, `value` is the plan mode unless MINIGEN_PLAN says otherwise."""
+    if value not in MODES:
+        raise ConfigError(f"plan.default_mode({value!r}): expected one of {', '.join(MODES)}")
+    _defaults.append(value)
+    try:
+        yield
+    finally:
+        _defaults.pop()
 
 
 def machine() -> dict:
@@ -109,10 +128,14 @@ def _read_wisdom() -> dict[str, str]:
 
 
 def _write_wisdom(winners: dict[str, str]) -> None:
-    """Write the file whole under a temporary name, then rename it: a reader never sees half a file."""
+    """Write the file whole under a temporary name, then rename it: a reader never sees half a file.
+    What another process (e.g. the tour's other lane) saved since this one read the file is kept."""
     path = wisdom_path()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # a corrupt or stale file was reported when first read
+            winners = {**_read_wisdom(), **winners}
         temporary = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
         temporary.write_text(json.dumps({"machine": machine(), "winners": winners}, indent=1, sort_keys=True))
         os.replace(temporary, path)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from minigen import kernels as K
+from minigen.errors import ConfigError
 from minigen.kernels import conv, plan
 
 
@@ -106,3 +107,30 @@ def test_measured_conv_equals_the_estimated_one_and_is_planned_once(measured):
     assert chosen in conv.candidates(geo, "forward")
     with conv.forced("im2col"):
         np.testing.assert_allclose(y, K.conv2d_forward(x, w, None, 1, 1), rtol=1e-10, atol=1e-10)
+
+
+def test_a_default_mode_block_measures_unless_minigen_plan_says_otherwise(monkeypatch):
+    monkeypatch.delenv("MINIGEN_PLAN", raising=False)
+    assert plan.mode() == "estimate"
+    with plan.default_mode("measure"):
+        assert plan.mode() == "measure"
+        with plan.default_mode("estimate"):
+            assert plan.mode() == "estimate"
+        assert plan.mode() == "measure"
+        monkeypatch.setenv("MINIGEN_PLAN", "estimate")          # the user's setting wins
+        assert plan.mode() == "estimate"
+    monkeypatch.delenv("MINIGEN_PLAN")
+    assert plan.mode() == "estimate"
+    with pytest.raises(ConfigError, match=r"plan.default_mode\('fast'\): expected one of estimate, measure"):
+        with plan.default_mode("fast"):
+            pass
+
+
+def test_a_second_process_writing_the_wisdom_keeps_what_the_first_saved(monkeypatch, measured):
+    """Two lanes measure side by side, each with its own memory of the file: neither's winners are lost."""
+    fake = FakeCandidates(monkeypatch, {"direct": 0.03, "winograd": 0.01})
+    plan.run("first lane's key", ["direct", "winograd"], "direct", fake.run)
+    monkeypatch.setattr(plan, "_winners", {})               # the other lane read the file before that write
+    plan.run("second lane's key", ["direct", "winograd"], "direct", fake.run)
+    assert json.loads(plan.wisdom_path().read_text())["winners"] == {"first lane's key": "winograd",
+                                                                      "second lane's key": "winograd"}

@@ -186,3 +186,38 @@ def test_a_failing_lane_stops_the_tour_with_the_end_of_its_log(tmp_path):
     bogus = tour.Recipe("nosuch", "No such family", 1.0, {})
     with pytest.raises(MinigenError, match=r"(?s)the lane training nosuch failed .*lane-0.log.*KeyError: 'nosuch'"):
         tour._train_in_lanes([[bogus]], {"nosuch": 1.0}, str(tmp_path), "mnist-5k", None, 0, 10)
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("threads, mode", [(1, "measure"), (2, "estimate")])
+def test_one_thread_trains_with_the_measured_conv_plan_unless_minigen_plan_says_otherwise(
+        tmp_path, monkeypatch, threads, mode):
+    """A lane (one thread) trains with the plan measured on its machine; more threads keep the thresholds;
+    MINIGEN_PLAN, when the user sets it, wins either way."""
+    import numba
+    import minigen.train
+    from minigen.kernels import plan
+    if threads > numba.config.NUMBA_NUM_THREADS:
+        pytest.skip(f"needs {threads} Numba threads")
+    seen = []
+
+    def fake_train(opts):
+        seen.append(plan.mode())
+        raise _Stop
+    monkeypatch.setattr(minigen.train, "train", fake_train)
+    nar = next(r for r in tour.FAMILIES if r.family == "nar")
+    before = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        monkeypatch.delenv("MINIGEN_PLAN")
+        with pytest.raises(_Stop):
+            tour._train_family(nar, 1.0, str(tmp_path / "a"), "mnist-5k", None, 0, 0)
+        monkeypatch.setenv("MINIGEN_PLAN", "estimate")
+        with pytest.raises(_Stop):
+            tour._train_family(nar, 1.0, str(tmp_path / "b"), "mnist-5k", None, 0, 0)
+    finally:
+        numba.set_num_threads(before)
+    assert seen == [mode, "estimate"] and plan.mode() == "estimate"

@@ -1,0 +1,137 @@
+"""One tour lane's training step on this machine: the conv plan (estimate / measure) and Numba's vector width
+(256 / 512 bits), one thread, in fresh processes.
+
+    taskset -c 0 python benchmarks/lane_speed.py [--rounds 3] [--families pixelcnn,ddpm,"gan:batch 64"]
+        [--out FILE]
+
+A lane of `minigen tour` trains one family at a time with one thread, pinned to a core, at the recipe's
+batch. For each family (FAMILY or FAMILY:VARIANT, a label of the recipe's calibrated variants) and each
+setting, a fresh process builds the tour recipe's model and takes 18 training steps on mnist-5k digits;
+the median of the last 15 is the round's figure. Settings alternate within a round, and round 0, which
+fills Numba's on-disk cache and each width's plan wisdom (a folder of its own per width), is not counted.
+The report: each setting's median over the rounds, and the median of the per-round ratios to
+estimate / 256 bits with their spread. The first step's time of round 0 shows what measuring the plan
+costs (docs/measurements.md#conv-plan).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)                             # `benchmarks.` importable when run as a script
+
+SETTINGS = (("estimate", 256), ("measure", 256), ("estimate", 512), ("measure", 512))
+WARMUP, TIMED = 3, 15
+
+
+def child(spec: str) -> dict:
+    """In this process: the recipe's model for spec ("family" or "family:variant"), its first step's time
+    and the median of TIMED steps after WARMUP."""
+    from benchmarks.common import set_threads
+    set_threads(1)
+    import time
+    import minigen
+    from benchmarks.quality_time import recipe_of
+    from minigen import data as mdata
+    from minigen.models import get_family
+    family, _, variant = spec.partition(":")
+    recipe, cls = recipe_of(family, variant or None), get_family(family)
+    minigen.manual_seed(0)
+    model = cls({**cls.default_config(), **recipe.config, "conditional": True})
+    optimizers = model.make_optimizers()
+    model.train()
+    train = mdata.load("mnist-5k", "train", download=False)
+    x, y, batch = mdata.to_float(train.images), train.labels, int(model.config["batch_size"])
+    noise, seconds = minigen.Generator(1), []
+    for i in range(WARMUP + TIMED):
+        j = (i * batch) % (len(x) - batch)
+        start = time.perf_counter()
+        model.train_step(x[j:j + batch], y[j:j + batch], optimizers, noise)
+        seconds.append(time.perf_counter() - start)
+    return {"first_s": seconds[0], "median_s": statistics.median(seconds[WARMUP:])}
+
+
+def summarize(medians: dict) -> dict:
+    """{setting: [per-round medians]} -> {setting: {"median_s", "ratio", "ratio_min", "ratio_max"}}, the
+    ratios per round against SETTINGS[0] (estimate, 256 bits)."""
+    base = medians[SETTINGS[0]]
+    out = {}
+    for setting, rounds in medians.items():
+        ratios = [a / b for a, b in zip(rounds, base)]
+        out[setting] = {"median_s": statistics.median(rounds), "ratio": statistics.median(ratios),
+                        "ratio_min": min(ratios), "ratio_max": max(ratios)}
+    return out
+
+
+def _run(spec: str, plan: str, bits: int, wisdom: str, features: str) -> dict:
+    env = dict(os.environ, MINIGEN_PLAN=plan, MINIGEN_DATA=wisdom,
+               **{v: "1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")})
+    env.pop("NUMBA_CPU_FEATURES", None)
+    if bits == 512:
+        env["NUMBA_CPU_FEATURES"] = features + ",-prefer-256-bit"
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", spec], env=env, cwd=ROOT,
+                         capture_output=True, text=True)
+    if out.returncode:
+        raise SystemExit(f"lane_speed: {spec} ({plan}, {bits} bits) failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--families", default="pixelcnn,ddpm,gan:batch 64")
+    p.add_argument("--out", help="write the results here as JSON")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child)))
+        return 0
+    if args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    from llvmlite import binding
+    from benchmarks.common import machine_info
+    from benchmarks.quality_time import recipe_of
+    specs = [s.strip() for s in args.families.split(",") if s.strip()]
+    for spec in specs:
+        family, _, variant = spec.partition(":")
+        recipe_of(family, variant or None)                 # a bad name fails before any process starts
+    features = binding.get_host_cpu_features().flatten()
+    medians = {spec: {setting: [] for setting in SETTINGS} for spec in specs}
+    first = {spec: {} for spec in specs}
+    with tempfile.TemporaryDirectory() as w256, tempfile.TemporaryDirectory() as w512:
+        wisdom = {256: w256, 512: w512}
+        for r in range(args.rounds + 1):
+            for spec in specs:
+                for plan, bits in SETTINGS:
+                    result = _run(spec, plan, bits, wisdom[bits], features)
+                    if r == 0:
+                        first[spec][f"{plan} {bits}"] = result["first_s"]
+                    else:
+                        medians[spec][(plan, bits)].append(result["median_s"])
+                    print(f"round {r} {spec:14s} {plan:8s} {bits}-bit: first step {result['first_s']:.2f} s, "
+                          f"median {1e3 * result['median_s']:.1f} ms", flush=True)
+    machine = machine_info(1)
+    print(f"\n{machine['cpu']}, {machine['blas']}, one thread; ratio: median of per-round ratios to estimate 256")
+    report = {"machine": machine, "rounds": args.rounds, "families": {}}
+    for spec in specs:
+        summary = summarize(medians[spec])
+        report["families"][spec] = {"first_step_s_round0": first[spec],
+                                    "settings": {f"{p} {b}": v for (p, b), v in summary.items()}}
+        for (plan, bits), v in summary.items():
+            print(f"{spec:14s} {plan:8s} {bits}-bit: {1e3 * v['median_s']:7.1f} ms  {v['ratio']:.3f}x "
+                  f"({v['ratio_min']:.2f}-{v['ratio_max']:.2f})")
+    if args.out:
+        from benchmarks.common import write_json
+        write_json(args.out, report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -43,7 +43,7 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
     assert perfect["fid_mnist"] > 0 and perfect["precision"] > 0.5 and perfect["coverage"] > 0.5
     likelihoods = {r["family"]: r["likelihood"] for r in result["families"]}
     assert likelihoods["AR (PixelCNN)"]["metric"] == "nll_nats" and likelihoods["AR (PixelCNN)"]["value"] > 0
-    assert likelihoods["Flow (RealNVP)"]["metric"] == "bits_per_dim"
+    assert likelihoods["Flow (Glow)"]["metric"] == "bits_per_dim"
     assert likelihoods["GAN (DCGAN)"] is None
     assert likelihoods["Flow matching"]["metric"] == "bits_per_dim" and likelihoods["Flow matching"]["value"] > 0
     # each row says what bought its quality: steps, and the recipe as the model used it
@@ -54,7 +54,7 @@ def test_tiny_tour_produces_every_family(tmp_path, monkeypatch):
         assert row["recipe"]["lr"] == recipe.config.get("lr", row["recipe"]["lr"]) > 0
         for key, value in recipe.sample_options.items():     # e.g. the flow's temperature
             assert row["recipe"][key] == value
-    assert "temperature" in recipes["Flow (RealNVP)"].sample_options      # printed in the table as T
+    assert "temperature" in recipes["Flow (Glow)"].sample_options      # printed in the table as T
     assert isinstance(result["within_budget"], bool)
     assert result["cores"] == len(os.sched_getaffinity(0))     # a one-core tour (taskset -c 0) says so
     text = tour.format_table(result)
@@ -107,11 +107,12 @@ def test_the_fid_column_is_named_for_the_tours_data():
 
 
 def test_the_table_prints_steps_recipes_and_the_budget_check():
-    row = {"family": "Flow (RealNVP)", "parameters": 1000, "train_steps": 1234, "train_seconds": 60.0,
+    row = {"family": "Flow (Glow)", "parameters": 1000, "train_steps": 1234, "train_seconds": 60.0,
            "sample_seconds_per_image": 0.001, "likelihood": {"metric": "bits_per_dim", "value": 1.5},
            "fid_mnist": 80.0, "label_accuracy": 0.6, "module": "minigen/models/flow.py", "note": "",
            "recipe": tour.recipe_settings(next(r for r in tour.FAMILIES if r.family == "flow"),
-                                          {"lr": 1e-3, "batch_size": 128, "hidden_dim": 256, "prior": "class"})}
+                                          {"lr": 1e-3, "batch_size": 128, "variant": "glow", "hidden_channels": 16,
+                                           "prior": "class"})}
     text = tour.format_table({"minutes": 10, "seconds": 640.0, "families": [row]})
     assert "1,234" in text.splitlines()[1]
     assert tour.table_rows({"families": [row]})[0][-4:-1] == ["-", "-", "-"]    # tour.json from before them
@@ -121,7 +122,8 @@ def test_the_table_prints_steps_recipes_and_the_budget_check():
     text = tour.format_table({"minutes": 10, "seconds": 640.0, "families": [scored], "metric_samples": 500,
                               "perfect_model": perfect})
     assert "a perfect model (500 real training digits in place of samples): FID-MNIST 3.21 (the floor)" in text
-    assert "Flow (RealNVP): lr 0.001, batch 128, warm-up 100, decay cosine, hidden_dim 256, prior class, T 1" in text
+    assert ("Flow (Glow): lr 0.001, batch 128, warm-up 100, decay cosine, variant glow, hidden_channels 16, "
+            "prior class, T 1") in text
     assert text.splitlines()[-1] == "whole tour: 640 s of a 600 s budget (OVER the budget + 5%)"
     text = tour.format_table({"minutes": 10, "seconds": 629.0, "families": [row]})
     assert text.splitlines()[-1] == "whole tour: 629 s of a 600 s budget (within the budget + 5%)"

@@ -26,7 +26,8 @@ def recipe_of(variant):
 
 
 def test_the_starved_families_have_smaller_variants():
-    assert {r.family for r in CALIBRATED if len(r.variants) > 1} >= {"ddpm", "flowmatch", "pixelcnn", "flow"}
+    # the flow is one size: its glow recipe at fewer steps beats the cheaper flows probed (docs/recipes.md)
+    assert {r.family for r in CALIBRATED if len(r.variants) > 1} >= {"ddpm", "flowmatch", "pixelcnn", "gan"}
 
 
 @pytest.mark.parametrize("recipe", CALIBRATED, ids=lambda r: r.family)

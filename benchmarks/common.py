@@ -149,3 +149,37 @@ def torch_version() -> str | None:
         return metadata.version("torch")
     except metadata.PackageNotFoundError:
         return None
+
+
+def child_or_args(parser, argv, child):
+    """The parsed arguments of a benchmark script that re-runs itself as its own worker: given
+    `--child SPEC` (set by `spawn_child`), it runs child(SPEC) instead, prints the result as one JSON
+    line and exits."""
+    import argparse
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(args.child)))
+        raise SystemExit(0)
+    return args
+
+
+def spawn_child(script: str, spec: str, threads: int, **env) -> dict:
+    """Run `python script --child spec` in a fresh process with `threads` threads for every pool
+    (OpenMP, BLAS, Numba) and the extra environment `env` (a None value removes a variable); returns
+    the JSON of its last line, or raises with the end of its stderr."""
+    import subprocess
+    import sys
+    environ = {**os.environ, **{v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                                                           "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}}
+    for name, value in env.items():
+        if value is None:
+            environ.pop(name, None)
+        else:
+            environ[name] = value
+    out = subprocess.run([sys.executable, os.path.abspath(script), "--child", spec], env=environ,
+                         capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if out.returncode:
+        raise RuntimeError(f"{os.path.basename(script)} --child {spec} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

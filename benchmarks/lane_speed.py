@@ -1,12 +1,13 @@
 """One tour lane's training step on this machine: the conv plan (estimate / measure) and Numba's vector width
-(256 / 512 bits), one thread, in fresh processes.
+(256 / 512 bits), one thread (or --threads), in fresh processes.
 
     taskset -c 0 python benchmarks/lane_speed.py [--rounds 3] [--families pixelcnn,ddpm,"gan:batch 64"]
-        [--out FILE]
+        [--threads 1] [--out FILE]
 
 A lane of `minigen tour` trains one family at a time with one thread, pinned to a core, at the recipe's
-batch. For each family (FAMILY or FAMILY:VARIANT, a label of the recipe's calibrated variants) and each
-setting, a fresh process builds the tour recipe's model and takes 18 training steps on mnist-5k digits;
+batch (--threads 2 measures the tour in one process on two cores, `--lanes 1`, instead). For each family
+(FAMILY or FAMILY:VARIANT, a label of the recipe's calibrated variants) and each setting, a fresh
+process builds the tour recipe's model and takes 18 training steps on mnist-5k digits;
 the median of the last 15 is the round's figure. Settings alternate within a round, and round 0, which
 fills Numba's on-disk cache and each width's plan wisdom (a folder of its own per width), is not counted.
 The report: each setting's median over the rounds, and the median of the per-round ratios to
@@ -16,10 +17,8 @@ costs (docs/measurements.md#conv-plan).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 
@@ -33,9 +32,9 @@ WARMUP, TIMED = 3, 15
 
 def child(spec: str) -> dict:
     """In this process: the recipe's model for spec ("family" or "family:variant"), its first step's time
-    and the median of TIMED steps after WARMUP."""
+    and the median of TIMED steps after WARMUP (with the threads the parent gave the process)."""
     from benchmarks.common import set_threads
-    set_threads(1)
+    set_threads(int(os.environ["NUMBA_NUM_THREADS"]))
     import time
     import minigen
     from benchmarks.quality_time import recipe_of
@@ -70,31 +69,22 @@ def summarize(medians: dict) -> dict:
     return out
 
 
-def _run(spec: str, plan: str, bits: int, wisdom: str, features: str) -> dict:
-    env = dict(os.environ, MINIGEN_PLAN=plan, MINIGEN_DATA=wisdom,
-               **{v: "1" for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")})
-    env.pop("NUMBA_CPU_FEATURES", None)
-    if bits == 512:
-        env["NUMBA_CPU_FEATURES"] = features + ",-prefer-256-bit"
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", spec], env=env, cwd=ROOT,
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise SystemExit(f"lane_speed: {spec} ({plan}, {bits} bits) failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def _run(spec: str, plan: str, bits: int, wisdom: str, features: str, threads: int) -> dict:
+    from benchmarks.common import spawn_child
+    return spawn_child(__file__, spec, threads, MINIGEN_PLAN=plan, MINIGEN_DATA=wisdom,
+                       NUMBA_CPU_FEATURES=features + ",-prefer-256-bit" if bits == 512 else None)
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--families", default="pixelcnn,ddpm,gan:batch 64")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="write the results here as JSON")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child)))
-        return 0
-    if args.rounds < 1:
-        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    from benchmarks.common import child_or_args
+    args = child_or_args(p, argv, child)
+    if args.rounds < 1 or args.threads < 1:
+        p.error(f"--rounds and --threads must be at least 1, got {args.rounds} and {args.threads}")
     from llvmlite import binding
     from benchmarks.common import machine_info
     from benchmarks.quality_time import recipe_of
@@ -110,16 +100,17 @@ def main(argv=None) -> int:
         for r in range(args.rounds + 1):
             for spec in specs:
                 for plan, bits in SETTINGS:
-                    result = _run(spec, plan, bits, wisdom[bits], features)
+                    result = _run(spec, plan, bits, wisdom[bits], features, args.threads)
                     if r == 0:
                         first[spec][f"{plan} {bits}"] = result["first_s"]
                     else:
                         medians[spec][(plan, bits)].append(result["median_s"])
                     print(f"round {r} {spec:14s} {plan:8s} {bits}-bit: first step {result['first_s']:.2f} s, "
                           f"median {1e3 * result['median_s']:.1f} ms", flush=True)
-    machine = machine_info(1)
-    print(f"\n{machine['cpu']}, {machine['blas']}, one thread; ratio: median of per-round ratios to estimate 256")
-    report = {"machine": machine, "rounds": args.rounds, "families": {}}
+    machine = machine_info(args.threads)
+    print(f"\n{machine['cpu']}, {machine['blas']}, {args.threads} thread(s); ratio: median of per-round ratios "
+          f"to estimate 256")
+    report = {"machine": machine, "rounds": args.rounds, "threads": args.threads, "families": {}}
     for spec in specs:
         summary = summarize(medians[spec])
         report["families"][spec] = {"first_step_s_round0": first[spec],

@@ -14,10 +14,8 @@ float32 matmul in this process.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,7 +23,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))            # `benchmarks.` importable when run as a script
 
-from benchmarks.common import THREADS, machine_info, write_json  # noqa: E402
+from benchmarks.common import THREADS, child_or_args, machine_info, spawn_child, write_json  # noqa: E402
 
 FAMILIES = ("vae-conv", "flow-conv", "pixelcnn", "ddpm", "gan")
 
@@ -47,14 +45,7 @@ def child(model: str) -> dict:
 
 
 def _spawn(model: str, wisdom: str, threads: int) -> dict:
-    env = dict(os.environ, MINIGEN_PLAN="measure", MINIGEN_DATA=wisdom,
-               **{v: str(threads) for v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                                            "NUMBA_NUM_THREADS")})
-    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--child", model], env=env,
-                         capture_output=True, text=True)
-    if out.returncode:
-        raise RuntimeError(f"{model} failed:\n{out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return spawn_child(__file__, model, threads, MINIGEN_PLAN="measure", MINIGEN_DATA=wisdom)
 
 
 def describe(key: str) -> str:
@@ -72,11 +63,7 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(FAMILIES))
     p.add_argument("--threads", type=int, default=THREADS)
     p.add_argument("--out", help="write the results here as JSON")
-    p.add_argument("--child", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    if args.child:
-        print(json.dumps(child(args.child)))
-        return 0
+    args = child_or_args(p, argv, child)
     machine = machine_info(args.threads)
     sgemm = machine["numpy_matmul_gflops"]
     print(f"{machine['cpu']}, {machine['vector_bits']}-bit Numba loops, {machine['blas']}, {args.threads} threads; "

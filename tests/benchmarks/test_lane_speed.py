@@ -21,3 +21,33 @@ def test_a_bad_family_or_round_count_fails_before_any_process_starts():
         lane_speed.main(["--families", "gan:batch 7", "--rounds", "1"])
     with pytest.raises(SystemExit):
         lane_speed.main(["--rounds", "0"])
+
+
+def test_a_benchmark_child_runs_in_a_fresh_process_with_its_threads_and_environment(tmp_path, monkeypatch):
+    """benchmarks/common.py's spawn_child and child_or_args: the script re-run as its own worker."""
+    import os
+
+    from benchmarks.common import spawn_child
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import argparse, os, sys\n"
+        f"sys.path.insert(0, {root!r})\n"
+        "from benchmarks.common import child_or_args\n"
+        "def child(spec):\n"
+        "    if spec == 'fail':\n"
+        "        raise ValueError('the child failed on purpose')\n"
+        "    return {'spec': spec, 'threads': os.environ['NUMBA_NUM_THREADS'], 'y': os.environ.get('Y'),\n"
+        "            'x_gone': 'X' not in os.environ}\n"
+        "child_or_args(argparse.ArgumentParser(), None, child)\n"
+        "print('not a child')\n")
+    monkeypatch.setenv("X", "set by the parent")
+    assert spawn_child(str(script), "abc", 3, X=None, Y="1") == {"spec": "abc", "threads": "3", "y": "1",
+                                                                 "x_gone": True}
+    with pytest.raises(RuntimeError, match="worker.py --child fail failed:(.|\n)*the child failed on purpose"):
+        spawn_child(str(script), "fail", 1)
+
+
+def test_threads_must_be_positive():
+    with pytest.raises(SystemExit):
+        lane_speed.main(["--threads", "0"])

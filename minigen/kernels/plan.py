@@ -13,8 +13,8 @@ MINIGEN_PLAN=estimate, the default, times nothing: the hand-measured thresholds 
 decide (what the tests use, so they are deterministic). Measuring is not the default everywhere yet:
 at 2 threads on the Intel machine it was tried on, under load, the plan it remembered made the DDPM
 step 1.15x slower (docs/measurements.md#conv-plan). Where it was measured to pay, a caller makes it
-the default for a block (`default_mode`: the tour's one-thread training, which it made 2-15% faster
-per step); MINIGEN_PLAN, when set, still wins.
+the default for a block (`default_mode`: the tour's training, whose steps it made up to 17% faster on
+one thread and on two); MINIGEN_PLAN, when set, still wins.
 
 The budget: each candidate runs once to warm up (compiling or loading its Numba code, filling its
 buffers), then TIMED_RUNS times more, timed, unless its warm-up already took SKIP_FACTOR times the

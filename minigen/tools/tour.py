@@ -218,18 +218,17 @@ def _train_family(recipe: Recipe, seconds, out_dir, dataset, data_dir, seed, eva
     """Calibrate (out of `seconds`), then train the chosen variant for the rest. Returns (model, summary),
     the summary with the calibration's record (Choice.as_dict) where the recipe has variants.
 
-    On one thread (a lane, or a one-core machine) both run with the conv plan measured on this machine
-    (MINIGEN_PLAN, when set, still wins): it made the tour's one-thread steps 2-15% faster than the hand
-    thresholds (docs/measurements.md#conv-plan), and its timing falls in the calibration's warm-up
-    steps, inside the share. With more threads the thresholds stay."""
-    import numba
+    Both run with the conv plan measured on this machine (MINIGEN_PLAN, when set, still wins): it made
+    the tour recipes' steps up to 15-17% faster than the hand thresholds, on one thread (a lane, or a
+    one-core machine) and on two, and none measurably slower (docs/measurements.md#conv-plan); its timing falls
+    in the calibration's warm-up steps, inside the share."""
     from minigen.kernels import plan
     from minigen.tools.report import write_run_report
     from minigen.train import TrainOptions, train
     opts = TrainOptions(model=recipe.family, out=os.path.join(out_dir, recipe.family), dataset=dataset,
                         data_dir=data_dir, epochs=10_000, seed=seed, max_seconds=seconds, eval_n=eval_n, n_samples=0,
                         progress=False)
-    with plan.default_mode("measure" if numba.get_num_threads() == 1 else "estimate"):
+    with plan.default_mode("measure"):
         choice = recipe.apply_to(opts, time_step=time_step)
         claim_run_dir(opts.out)
         os.makedirs(opts.out)

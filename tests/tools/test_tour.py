@@ -194,11 +194,11 @@ class _Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("threads, mode", [(1, "measure"), (2, "estimate")])
-def test_one_thread_trains_with_the_measured_conv_plan_unless_minigen_plan_says_otherwise(
-        tmp_path, monkeypatch, threads, mode):
-    """A lane (one thread) trains with the plan measured on its machine; more threads keep the thresholds;
-    MINIGEN_PLAN, when the user sets it, wins either way."""
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_tour_trains_with_the_measured_conv_plan_unless_minigen_plan_says_otherwise(
+        tmp_path, monkeypatch, threads):
+    """A lane (one thread) or a one-lane tour on two threads trains with the plan measured on its machine;
+    MINIGEN_PLAN, when the user sets it, wins."""
     import numba
     import minigen.train
     from minigen.kernels import plan
@@ -222,4 +222,4 @@ def test_one_thread_trains_with_the_measured_conv_plan_unless_minigen_plan_says_
             tour._train_family(nar, 1.0, str(tmp_path / "b"), "mnist-5k", None, 0, 0)
     finally:
         numba.set_num_threads(before)
-    assert seen == [mode, "estimate"] and plan.mode() == "estimate"
+    assert seen == ["measure", "estimate"] and plan.mode() == "estimate"

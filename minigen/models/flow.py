@@ -91,7 +91,8 @@ from minigen.tensor import Tensor, no_grad
 
 __all__ = ["RealNVP", "FlowConfig", "LogitTransform", "ActNorm", "AffineCoupling", "Squeeze", "MLPCouplingNet",
            "ConvCouplingNet", "InvertibleConv1x1", "GlowCouplingNet", "ChannelCoupling", "FactorOut", "glow_steps",
-           "glow_layers", "ClassPrior", "checkerboard_mask", "channel_mask", "standard_normal_log_prob", "bits_per_dim"]
+           "glow_layers", "through_layers", "back_through_layers", "ClassPrior", "checkerboard_mask", "channel_mask",
+           "standard_normal_log_prob", "bits_per_dim"]
 
 IMAGE_SHAPE = (1, 28, 28)
 
@@ -309,6 +310,22 @@ class AffineCoupling(Module):
         # END SOLUTION
 
 
+def through_layers(layers, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
+    """x through every layer in turn -> (the output, the layers' log-determinants summed, (N,))."""
+    log_det = Tensor(np.zeros(len(x), x.dtype))
+    for layer in layers:
+        x, layer_log_det = layer(x, labels)
+        log_det = log_det + layer_log_det
+    return x, log_det
+
+
+def back_through_layers(layers, z: Tensor, labels=None) -> Tensor:
+    """z through every layer's inverse, last layer first: undoes `through_layers`."""
+    for layer in reversed(layers):
+        z = layer.inverse(z, labels)
+    return z
+
+
 # --- Glow's layers (variant "glow") --------------------------------------------------------------
 class InvertibleConv1x1(Module):
     """Glow's invertible 1x1 convolution: z[:, :, i, j] = W x[:, :, i, j] at every pixel, W a C x C matrix.
@@ -448,19 +465,13 @@ class FactorOut(Module):
 
     def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
         n = len(x)
-        out, h = x[:, :self.half], x[:, self.half:]
-        log_det = Tensor(np.zeros(n, x.dtype))
-        for layer in self.layers:
-            h, layer_log_det = layer(h, labels)
-            log_det = log_det + layer_log_det
-        return ops.concat([out.reshape(n, -1), h.reshape(n, -1)], axis=1), log_det
+        h, log_det = through_layers(self.layers, x[:, self.half:], labels)
+        return ops.concat([x[:, :self.half].reshape(n, -1), h.reshape(n, -1)], axis=1), log_det
 
     def inverse(self, z: Tensor, labels=None) -> Tensor:
         n, split = len(z), int(np.prod(self.out_shape))
-        out, h = z[:, :split].reshape(n, *self.out_shape), z[:, split:].reshape(n, *self.inner_shape)
-        for layer in reversed(self.layers):
-            h = layer.inverse(h, labels)
-        return ops.concat([out, h], axis=1)
+        h = back_through_layers(self.layers, z[:, split:].reshape(n, *self.inner_shape), labels)
+        return ops.concat([z[:, :split].reshape(n, *self.out_shape), h], axis=1)
 
 
 # --- the prior and the units ----------------------------------------------------------------------
@@ -547,21 +558,22 @@ class RealNVP(GenerativeModel):
         shape = IMAGE_SHAPE
         if c.variant == "glow":
             layers.extend(glow_layers(n_couplings // 2, c.hidden_channels, label_dim))
-            n_couplings, shape = 0, (int(np.prod(IMAGE_SHAPE)),)     # z comes out flat, (N, 784)
-        for i in range(n_couplings):
-            if c.variant == "mlp":
-                mask = checkerboard_mask(*shape, parity=i % 2)
-                net = MLPCouplingNet(shape, c.hidden_dim, label_dim)
-            else:
-                if i == n_couplings // 2:                 # second half: 4 x 14 x 14 with channel masks
-                    layers.append(Squeeze())
-                    shape = (4 * shape[0], shape[1] // 2, shape[2] // 2)
-                first_half = i < n_couplings // 2
-                mask = checkerboard_mask(*shape, parity=i % 2) if first_half else channel_mask(shape[0], i % 2)
-                net = ConvCouplingNet(shape[0], c.hidden_channels, label_dim)
-            if c.actnorm:
-                layers.append(ActNorm((1, shape[0], 1, 1) if c.variant == "conv" else (1, *shape)))
-            layers.append(AffineCoupling(mask, net))
+            shape = (int(np.prod(IMAGE_SHAPE)),)          # z comes out flat, (N, 784)
+        else:
+            for i in range(n_couplings):
+                if c.variant == "mlp":
+                    mask = checkerboard_mask(*shape, parity=i % 2)
+                    net = MLPCouplingNet(shape, c.hidden_dim, label_dim)
+                else:
+                    if i == n_couplings // 2:             # second half: 4 x 14 x 14 with channel masks
+                        layers.append(Squeeze())
+                        shape = (4 * shape[0], shape[1] // 2, shape[2] // 2)
+                    first_half = i < n_couplings // 2
+                    mask = checkerboard_mask(*shape, parity=i % 2) if first_half else channel_mask(shape[0], i % 2)
+                    net = ConvCouplingNet(shape[0], c.hidden_channels, label_dim)
+                if c.actnorm:
+                    layers.append(ActNorm((1, shape[0], 1, 1) if c.variant == "conv" else (1, *shape)))
+                layers.append(AffineCoupling(mask, net))
         self.layers = layers
         self.latent_shape = shape
         self.prior = ClassPrior(self.num_classes, shape) if c.prior == "class" else None
@@ -569,17 +581,11 @@ class RealNVP(GenerativeModel):
     # --- the flow -------------------------------------------------------------------------
     def forward(self, x: Tensor, labels=None) -> tuple[Tensor, Tensor]:
         """x: (N, 1, 28, 28) in (0, 1) -> z (N, *latent_shape), log|det dz/dx| (N,)."""
-        log_det = Tensor(np.zeros(len(x), x.dtype))
-        for layer in self.layers:
-            x, layer_log_det = layer(x, labels)
-            log_det = log_det + layer_log_det
-        return x, log_det
+        return through_layers(self.layers, x, labels)
 
     def inverse(self, z: Tensor, labels=None) -> Tensor:
         """z: (N, *latent_shape) -> x (N, 1, 28, 28) in (0, 1)."""
-        for layer in reversed(self.layers):
-            z = layer.inverse(z, labels)
-        return z
+        return back_through_layers(self.layers, z, labels)
 
     def log_prob(self, v: Tensor, labels=None) -> Tensor:
         """log p(v) in nats per example, v: (N, 1, 28, 28) dequantized images in (0, 1) -> (N,)."""

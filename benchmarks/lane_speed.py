@@ -2,7 +2,7 @@
 (256 / 512 bits), one thread (or --threads), in fresh processes.
 
     taskset -c 0 python benchmarks/lane_speed.py [--rounds 3] [--families pixelcnn,ddpm,"gan:batch 64"]
-        [--threads 1] [--out FILE]
+        [--threads 1] [--widths 256,512] [--bench] [--out FILE]
 
 A lane of `minigen tour` trains one family at a time with one thread, pinned to a core, at the recipe's
 batch (--threads 2 measures the tour in one process on two cores, `--lanes 1`, instead). For each family
@@ -12,7 +12,8 @@ the median of the last 15 is the round's figure. Settings alternate within a rou
 fills Numba's on-disk cache and each width's plan wisdom (a folder of its own per width), is not counted.
 The report: each setting's median over the rounds, and the median of the per-round ratios to
 estimate / 256 bits with their spread. The first step's time of round 0 shows what measuring the plan
-costs (docs/measurements.md#conv-plan).
+costs (docs/measurements.md#conv-plan). --bench takes benchmarks/run.py's model variants instead of the
+tour's recipes (`--families ddpm,gan --bench --threads 2`: the batch-128 step of `minigen bench models`).
 """
 from __future__ import annotations
 
@@ -31,11 +32,21 @@ WARMUP, TIMED = 3, 15
 
 
 def child(spec: str) -> dict:
-    """In this process: the recipe's model for spec ("family" or "family:variant"), its first step's time
-    and the median of TIMED steps after WARMUP (with the threads the parent gave the process)."""
+    """In this process: the recipe's model for spec ("family" or "family:variant"; "bench:variant", a
+    benchmark variant at batch 128), its first step's time and the median of TIMED steps after WARMUP
+    (with the threads the parent gave the process)."""
     from benchmarks.common import set_threads
     set_threads(int(os.environ["NUMBA_NUM_THREADS"]))
     import time
+    if spec.startswith("bench:"):
+        from benchmarks.run import train_step_case
+        step = train_step_case("minigen", spec.partition(":")[2])
+        seconds = []
+        for _ in range(WARMUP + TIMED):
+            start = time.perf_counter()
+            step()
+            seconds.append(time.perf_counter() - start)
+        return {"first_s": seconds[0], "median_s": statistics.median(seconds[WARMUP:])}
     import minigen
     from benchmarks.quality_time import recipe_of
     from minigen import data as mdata
@@ -59,8 +70,8 @@ def child(spec: str) -> dict:
 
 def summarize(medians: dict) -> dict:
     """{setting: [per-round medians]} -> {setting: {"median_s", "ratio", "ratio_min", "ratio_max"}}, the
-    ratios per round against SETTINGS[0] (estimate, 256 bits)."""
-    base = medians[SETTINGS[0]]
+    ratios per round against the first setting (estimate, at the narrowest width compared)."""
+    base = next(iter(medians.values()))
     out = {}
     for setting, rounds in medians.items():
         ratios = [a / b for a, b in zip(rounds, base)]
@@ -80,26 +91,40 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--families", default="pixelcnn,ddpm,gan:batch 64")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--widths", default="256,512", help="the vector widths to compare (256, 512 or both)")
+    p.add_argument("--bench", action="store_true", help="benchmark variants at batch 128, not tour recipes")
     p.add_argument("--out", help="write the results here as JSON")
     from benchmarks.common import child_or_args
     args = child_or_args(p, argv, child)
     if args.rounds < 1 or args.threads < 1:
         p.error(f"--rounds and --threads must be at least 1, got {args.rounds} and {args.threads}")
+    widths = {w.strip() for w in args.widths.split(",")}
+    if not widths or not widths <= {"256", "512"}:
+        p.error(f"--widths: expected 256, 512 or 256,512, got {args.widths!r}")
+    settings = [s for s in SETTINGS if str(s[1]) in widths]
     from llvmlite import binding
-    from benchmarks.common import machine_info
+    from benchmarks.common import machine_info, variant
     from benchmarks.quality_time import recipe_of
     specs = [s.strip() for s in args.families.split(",") if s.strip()]
-    for spec in specs:
-        family, _, variant = spec.partition(":")
-        recipe_of(family, variant or None)                 # a bad name fails before any process starts
+    for spec in specs:                                     # a bad name fails before any process starts
+        if args.bench:
+            try:
+                variant(spec)
+            except KeyError as e:
+                raise SystemExit(e.args[0]) from None
+        else:
+            family, _, recipe_variant = spec.partition(":")
+            recipe_of(family, recipe_variant or None)
+    if args.bench:
+        specs = [f"bench:{spec}" for spec in specs]
     features = binding.get_host_cpu_features().flatten()
-    medians = {spec: {setting: [] for setting in SETTINGS} for spec in specs}
+    medians = {spec: {setting: [] for setting in settings} for spec in specs}
     first = {spec: {} for spec in specs}
     with tempfile.TemporaryDirectory() as w256, tempfile.TemporaryDirectory() as w512:
         wisdom = {256: w256, 512: w512}
         for r in range(args.rounds + 1):
             for spec in specs:
-                for plan, bits in SETTINGS:
+                for plan, bits in settings:
                     result = _run(spec, plan, bits, wisdom[bits], features, args.threads)
                     if r == 0:
                         first[spec][f"{plan} {bits}"] = result["first_s"]
@@ -109,7 +134,7 @@ def main(argv=None) -> int:
                           f"median {1e3 * result['median_s']:.1f} ms", flush=True)
     machine = machine_info(args.threads)
     print(f"\n{machine['cpu']}, {machine['blas']}, {args.threads} thread(s); ratio: median of per-round ratios "
-          f"to estimate 256")
+          f"to {' '.join(map(str, settings[0]))}")
     report = {"machine": machine, "rounds": args.rounds, "threads": args.threads, "families": {}}
     for spec in specs:
         summary = summarize(medians[spec])

@@ -37,6 +37,7 @@ import numpy as np
 import minigen
 from minigen import data as mdata
 from minigen.errors import CheckpointError, ConfigError, MinigenError
+from minigen.kernels import plan
 from minigen.models import FAMILIES, get_family
 from minigen.optim import LR_DECAYS, lr_factor
 from minigen.random import Generator, default_generator, manual_seed
@@ -395,7 +396,11 @@ def _non_finite(model, metrics: dict) -> str | None:
 
 # --- the loop --------------------------------------------------------------------------------
 def train(opts: TrainOptions, resume: bool = False):
-    """Train (or, with resume=True, continue) the run in `opts.out`. Returns (model, summary dict)."""
+    """Train (or, with resume=True, continue) the run in `opts.out`. Returns (model, summary dict).
+
+    The convs run with the plan measured on this machine (kernels/plan.py; MINIGEN_PLAN, when set,
+    still wins): timing each conv part once costs a bounded fraction of a second on the first step and
+    pays it back over a run's thousands of steps."""
     opts.check()
     if not resume:
         config = {**opts.model_config, "conditional": opts.conditional}
@@ -411,7 +416,8 @@ def train(opts: TrainOptions, resume: bool = False):
             model, _, ckpt = load_run(opts.out, resuming=True)
             check_report_inputs(opts.out)
         try:
-            return _train_locked(opts, model, ckpt)
+            with plan.default_mode("measure"):
+                return _train_locked(opts, model, ckpt)
         except BaseException as e:
             _record_failure(opts.out, e)
             raise

@@ -19,9 +19,11 @@ one thread and on two); MINIGEN_PLAN, when set, still wins.
 The budget: each candidate runs once to warm up (compiling or loading its Numba code, filling its
 buffers), then TIMED_RUNS times more, timed, unless its warm-up already took SKIP_FACTOR times the
 best time so far (clearly slower). Its time is the median of its timed runs: one run decided by a
-moment's load elsewhere on a shared machine would be remembered for good. A timed run's result is
-the call's answer when it wins, so measuring adds the other runs to the first call of each geometry
-only.
+moment's load elsewhere on a shared machine would be remembered for good. A part of at most
+TRIAL_MULTIPLY_ADDS is timed on the call's own arrays, and the winner's timed run is the call's
+answer. A larger one is timed on a trial: the first images of the batch, as many as make up
+TRIAL_MULTIPLY_ADDS, after which the winner runs the whole call. So measuring adds a bounded time
+(tens of ms) to the first call of each geometry only, however large the batch.
 """
 from __future__ import annotations
 
@@ -44,6 +46,9 @@ from minigen.errors import ConfigError
 MODES = ("estimate", "measure")
 SKIP_FACTOR = 3
 TIMED_RUNS = 3
+# A trial's work: twice the size below which a conv runs on one thread (convbase.SERIAL_MULTIPLY_ADDS),
+# so it is shared between the threads as the whole call would be; a few ms a run at these cores' rates.
+TRIAL_MULTIPLY_ADDS = 1 << 28
 
 _clock = time.perf_counter               # the tests put a fake clock here
 _lock = threading.Lock()
@@ -161,22 +166,31 @@ def forget() -> None:
         multiply_adds.clear()
 
 
-def run(key: str, candidates: list[str], estimate: str, run_candidate, work: int = 0):
+def trial_fraction(work: int) -> float:
+    """The share of a part's batch its trial takes: all of it up to TRIAL_MULTIPLY_ADDS of work."""
+    return min(1.0, TRIAL_MULTIPLY_ADDS / work) if work > 0 else 1.0
+
+
+def run(key: str, candidates: list[str], estimate: str, run_candidate, work: int = 0, run_trial=None):
     """run_candidate(name)'s result for the algorithm the plan picks for `key` among `candidates`
     (names; `estimate` is the thresholds' pick), measuring them first if this is the first time.
-    work: the part's multiply-adds, kept with the timings for reports."""
+    work: the part's multiply-adds, kept with the timings for reports. run_trial(name), when given,
+    runs the candidate on a trial (`trial_fraction(work)` of the batch): the plan times that instead
+    when the part is larger than TRIAL_MULTIPLY_ADDS."""
     if mode() == "estimate" or len(candidates) == 1:
         return run_candidate(estimate)
     winner = known(key)
     if winner in candidates:
         return run_candidate(winner)
-    seconds, result = _measure([estimate] + [c for c in candidates if c != estimate], run_candidate)
+    on_trial = run_trial is not None and trial_fraction(work) < 1.0
+    seconds, result = _measure([estimate] + [c for c in candidates if c != estimate],
+                               run_trial if on_trial else run_candidate)
     winner = min(seconds, key=seconds.get)
     with _lock:
-        timings[key], multiply_adds[key] = seconds, work
+        timings[key], multiply_adds[key] = seconds, int(work * trial_fraction(work)) if on_trial else work
         _winners[key] = winner
         _write_wisdom(dict(_winners))
-    return result
+    return run_candidate(winner) if on_trial else result
 
 
 def _measure(names: list[str], run_candidate) -> tuple[dict[str, float], object]:

@@ -35,6 +35,14 @@ def failing_case(framework: str):
     raise ValueError("this case fails on purpose")
 
 
+def plan_mode_case(framework: str):
+    """Fails, naming the conv plan mode, unless the worker built it under the measured plan."""
+    from minigen.kernels import plan
+    if plan.mode() != "measure":
+        raise ValueError(f"built under the {plan.mode()} plan")
+    return lambda: None
+
+
 def timed(times, scale=1.0, first=0.5):
     return {"times_s": times, "scale": scale, "first_s": first}
 
@@ -206,10 +214,11 @@ def test_conv_case_runs_every_kind_of_conv(framework):
 
 
 # --- the worker: a fresh process, JSON out ------------------------------------------------------
-def run_worker_raw(framework, cases):
+def run_worker_raw(framework, cases, **env):
     request = {"framework": framework, "threads": 1, "spawned_at": 0.0, "cases": [asdict(c) for c in cases]}
     proc = subprocess.run([sys.executable, "-m", "benchmarks.worker", framework], input=json.dumps(request),
-                          capture_output=True, text=True, timeout=300, env=harness.worker_env(1), cwd=harness.ROOT)
+                          capture_output=True, text=True, timeout=300, env={**harness.worker_env(1), **env},
+                          cwd=harness.ROOT)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -226,6 +235,13 @@ def test_worker_times_a_case_and_reports_a_failing_one(framework):
     assert len(tiny["times_s"]) == 3 and all(t > 0 for t in tiny["times_s"])
     assert 0 < tiny["setup_s"] <= tiny["first_s"]
     assert out["cases"]["broken"] == {"error": "ValueError: this case fails on purpose"}
+
+
+def test_a_benchmark_worker_measures_the_conv_plan_unless_minigen_plan_says_otherwise():
+    case = [Case("plan", "tests.benchmarks.test_bench_harness:plan_mode_case", {}, 1, 0)]
+    assert "error" not in run_worker_raw("minigen", case, MINIGEN_PLAN="")["cases"]["plan"]
+    assert run_worker_raw("minigen", case, MINIGEN_PLAN="estimate")["cases"]["plan"] == {
+        "error": "ValueError: built under the estimate plan"}
 
 
 def test_run_cases_end_to_end_minigen_only():

@@ -21,6 +21,21 @@ def test_a_bad_family_or_round_count_fails_before_any_process_starts():
         lane_speed.main(["--families", "gan:batch 7", "--rounds", "1"])
     with pytest.raises(SystemExit):
         lane_speed.main(["--rounds", "0"])
+    with pytest.raises(SystemExit, match="unknown model variant 'pixelcnn:batch 32'"):
+        lane_speed.main(["--families", "pixelcnn:batch 32", "--bench", "--rounds", "1"])
+    with pytest.raises(SystemExit):
+        lane_speed.main(["--widths", "128", "--rounds", "1"])
+
+
+def test_a_bench_child_times_the_benchmark_variants_batch_128_step(monkeypatch):
+    """--bench: the child times benchmarks/run.py's step of the variant (here faked), not a tour recipe's."""
+    import benchmarks.run
+    calls = []
+    monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+    monkeypatch.setattr(benchmarks.run, "train_step_case", lambda framework, model: lambda: calls.append(model))
+    result = lane_speed.child("bench:gan")
+    assert calls == ["gan"] * (lane_speed.WARMUP + lane_speed.TIMED)
+    assert set(result) == {"first_s", "median_s"} and result["median_s"] >= 0
 
 
 def test_a_benchmark_child_runs_in_a_fresh_process_with_its_threads_and_environment(tmp_path, monkeypatch):

@@ -134,3 +134,47 @@ def test_a_second_process_writing_the_wisdom_keeps_what_the_first_saved(monkeypa
     plan.run("second lane's key", ["direct", "winograd"], "direct", fake.run)
     assert json.loads(plan.wisdom_path().read_text())["winners"] == {"first lane's key": "winograd",
                                                                       "second lane's key": "winograd"}
+
+
+def test_a_large_part_is_timed_on_a_trial_then_run_whole_by_the_winner(monkeypatch, measured):
+    """Above TRIAL_MULTIPLY_ADDS the candidates are timed on the trial only (what bounds the first call's
+    cost), and the call's answer is the winner's run on the whole batch, not a trial's."""
+    fake = FakeCandidates(monkeypatch, {"direct": 0.03, "winograd": 0.01})
+    whole = []
+    answer = plan.run("key", ["direct", "winograd"], "direct", lambda name: whole.append(name) or f"whole {name}",
+                      work=4 * plan.TRIAL_MULTIPLY_ADDS, run_trial=fake.run)
+    assert answer == "whole winograd" and whole == ["winograd"]
+    assert fake.runs == ["direct"] * (1 + plan.TIMED_RUNS) + \
+        ["winograd"] * (1 + plan.TIMED_RUNS)
+    assert plan.multiply_adds["key"] == plan.TRIAL_MULTIPLY_ADDS         # the work that was timed
+    fake.runs.clear()                                   # a part within the budget: timed on its own arrays
+    assert plan.run("small", ["direct", "winograd"], "direct", fake.run, work=plan.TRIAL_MULTIPLY_ADDS,
+                    run_trial=lambda name: pytest.fail("a small part has no trial")) == "winograd"
+
+
+@pytest.mark.parametrize("part", ["forward", "input_grad", "weight_grad"])
+def test_conv_trials_take_the_first_images_and_the_answer_is_the_whole_batch(monkeypatch, measured, part):
+    """Through the dispatcher with real convs and a tiny trial budget: the timed runs see a quarter of the
+    batch (both batch arrays of a weight gradient), the answer is the whole batch's and equals im2col's."""
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((8, 32, 7, 7)), rng.standard_normal((32, 32, 3, 3))
+    g = rng.standard_normal((8, 32, 7, 7))
+    geo = conv.with_zero_tap(conv.conv2d_geometry("test", x, w, None, 1, 1, 1, 1), w)
+    monkeypatch.setattr(plan, "TRIAL_MULTIPLY_ADDS", conv.conv_multiply_adds(geo) // 4)
+    arrays = {"forward": (x, w, None), "input_grad": (g, w, None), "weight_grad": (g, x)}[part]
+    batches = []
+    for name in conv.candidates(geo, part):
+        module = conv.BY_NAME[name].module
+        original = getattr(module, part)
+
+        def spy(*args, original=original):
+            batches.append((args[0].shape[0], args[-1].image[0]) + ((args[1].shape[0],) if part == "weight_grad"
+                                                                     else ()))
+            return original(*args)
+        monkeypatch.setattr(module, part, spy)
+    got = conv.run_part(geo, part, *arrays)
+    trials, whole = batches[:-1], batches[-1]
+    assert len(trials) >= 1 + plan.TIMED_RUNS and all(set(b) == {2} for b in trials)
+    assert set(whole) == {8}
+    with conv.forced("im2col"):
+        np.testing.assert_allclose(got, conv.run_part(geo, part, *arrays), rtol=1e-10, atol=1e-10)

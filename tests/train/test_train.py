@@ -288,6 +288,20 @@ def test_step_schedule_without_a_time_budget_and_constant_default(tmp_path, monk
     assert lrs == [pytest.approx(1e-2)] * 5
 
 
+@pytest.mark.parametrize("env, expected", [(None, "measure"), ("estimate", "estimate")])
+def test_training_measures_the_conv_plan_unless_minigen_plan_says_otherwise(tmp_path, monkeypatch, env, expected):
+    from minigen.kernels import plan
+    if env is None:
+        monkeypatch.delenv("MINIGEN_PLAN", raising=False)
+    else:
+        monkeypatch.setenv("MINIGEN_PLAN", env)
+    modes = []
+    Toy.hooks = {1: lambda loss: modes.append(plan.mode()) or loss}
+    train(options(tmp_path, epochs=1, eval_n=0, n_samples=0, max_steps=1))
+    assert modes == [expected]
+    assert plan.mode() == ("estimate" if env is None else env)          # only while training
+
+
 def test_toy_is_only_registered_for_tests():
     assert FAMILIES["toy"] is Toy
 

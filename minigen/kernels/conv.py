@@ -125,16 +125,18 @@ def run_part(geo: ConvGeometry, part: str, *arrays):
     def run(name):
         return getattr(BY_NAME[name].module, part)(*arrays, geo)
 
-    def run_trial(name):                 # the same part on the first images only (what the plan may time)
-        n = max(1, round(geo.image[0] * plan.trial_fraction(work)))
+    def run_trial(name):                 # the same part on the first n images only (what the plan may time)
         images = 2 if part == "weight_grad" else 1          # the arrays with a batch axis come first
         trial = tuple(a[:n] if i < images else a for i, a in enumerate(arrays))
-        return getattr(BY_NAME[name].module, part)(*trial, geo._replace(image=(n,) + geo.image[1:]))
+        return getattr(BY_NAME[name].module, part)(*trial, trial_geo)
     names, chosen = candidates(geo, part), forced_algorithm()
     if chosen in names:
         return run(chosen)
     work = conv_multiply_adds(geo)
-    return plan.run(_plan_key(geo, part, arrays[0].dtype), names, estimate(geo, part), run, work, run_trial)
+    n = plan.trial_images(geo.image[0], work)
+    trial_geo = geo._replace(image=(n,) + geo.image[1:])
+    return plan.run(_plan_key(geo, part, arrays[0].dtype), names, estimate(geo, part), run, work,
+                    (run_trial, conv_multiply_adds(trial_geo)))
 
 
 def with_zero_tap(geo: ConvGeometry, w) -> ConvGeometry:

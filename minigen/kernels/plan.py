@@ -17,9 +17,10 @@ the default for a block (`default_mode`: the tour's training, whose steps it mad
 one thread and on two); MINIGEN_PLAN, when set, still wins.
 
 The budget: each candidate runs once to warm up (compiling or loading its Numba code, filling its
-buffers), then TIMED_RUNS times more, timed, unless its warm-up already took SKIP_FACTOR times the
-best time so far (clearly slower). Its time is the median of its timed runs: one run decided by a
-moment's load elsewhere on a shared machine would be remembered for good. A part of at most
+buffers), then up to TIMED_RUNS times more, timed. Its time is the median of its timed runs: one run
+decided by a moment's load elsewhere on a shared machine would be remembered for good. A candidate
+that is clearly slower stops early: not timed at all when its warm-up took SKIP_FACTOR times the best
+time so far, after one timed run when that run took LOSING_FACTOR times it. A part of at most
 TRIAL_MULTIPLY_ADDS is timed on the call's own arrays, and the winner's timed run is the call's
 answer. A larger one is timed on a trial: the first images of the batch, as many as make up
 TRIAL_MULTIPLY_ADDS, after which the winner runs the whole call. So measuring adds a bounded time
@@ -45,10 +46,11 @@ from minigen.errors import ConfigError
 
 MODES = ("estimate", "measure")
 SKIP_FACTOR = 3
+LOSING_FACTOR = 1.5
 TIMED_RUNS = 3
-# A trial's work: twice the size below which a conv runs on one thread (convbase.SERIAL_MULTIPLY_ADDS),
-# so it is shared between the threads as the whole call would be; a few ms a run at these cores' rates.
-TRIAL_MULTIPLY_ADDS = 1 << 28
+# A trial's work, at least: the size from which a conv is shared between the threads
+# (convbase.SERIAL_MULTIPLY_ADDS), as the whole call would be; 2-5 ms a run at these cores' rates.
+TRIAL_MULTIPLY_ADDS = 1 << 27
 
 _clock = time.perf_counter               # the tests put a fake clock here
 _lock = threading.Lock()
@@ -166,28 +168,29 @@ def forget() -> None:
         multiply_adds.clear()
 
 
-def trial_fraction(work: int) -> float:
-    """The share of a part's batch its trial takes: all of it up to TRIAL_MULTIPLY_ADDS of work."""
-    return min(1.0, TRIAL_MULTIPLY_ADDS / work) if work > 0 else 1.0
+def trial_images(batch: int, work: int) -> int:
+    """How many of a part's `batch` images its trial takes: the fewest that make up TRIAL_MULTIPLY_ADDS
+    of its `work` (all of them for a smaller part)."""
+    return batch if work <= TRIAL_MULTIPLY_ADDS else min(batch, -(-TRIAL_MULTIPLY_ADDS * batch // work))
 
 
-def run(key: str, candidates: list[str], estimate: str, run_candidate, work: int = 0, run_trial=None):
+def run(key: str, candidates: list[str], estimate: str, run_candidate, work: int = 0, trial=None):
     """run_candidate(name)'s result for the algorithm the plan picks for `key` among `candidates`
     (names; `estimate` is the thresholds' pick), measuring them first if this is the first time.
-    work: the part's multiply-adds, kept with the timings for reports. run_trial(name), when given,
-    runs the candidate on a trial (`trial_fraction(work)` of the batch): the plan times that instead
-    when the part is larger than TRIAL_MULTIPLY_ADDS."""
+    work: the part's multiply-adds, kept with the timings for reports. trial, when given, is
+    (run_trial, trial_work): run_trial(name) runs the candidate on the first images of the batch
+    (`trial_images`), trial_work multiply-adds, and the plan times that when it is less than the part."""
     if mode() == "estimate" or len(candidates) == 1:
         return run_candidate(estimate)
     winner = known(key)
     if winner in candidates:
         return run_candidate(winner)
-    on_trial = run_trial is not None and trial_fraction(work) < 1.0
+    on_trial = trial is not None and trial[1] < work
     seconds, result = _measure([estimate] + [c for c in candidates if c != estimate],
-                               run_trial if on_trial else run_candidate)
+                               trial[0] if on_trial else run_candidate)
     winner = min(seconds, key=seconds.get)
     with _lock:
-        timings[key], multiply_adds[key] = seconds, int(work * trial_fraction(work)) if on_trial else work
+        timings[key], multiply_adds[key] = seconds, trial[1] if on_trial else work
         _winners[key] = winner
         _write_wisdom(dict(_winners))
     return run_candidate(winner) if on_trial else result
@@ -203,7 +206,7 @@ def _measure(names: list[str], run_candidate) -> tuple[dict[str, float], object]
         warm = _clock() - start
         if warm < SKIP_FACTOR * best[0]:
             runs = []
-            for _ in range(TIMED_RUNS):
+            while len(runs) < TIMED_RUNS and not (runs and runs[0] >= LOSING_FACTOR * best[0]):
                 start = _clock()
                 result = run_candidate(name)
                 runs.append(_clock() - start)

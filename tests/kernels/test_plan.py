@@ -142,14 +142,28 @@ def test_a_large_part_is_timed_on_a_trial_then_run_whole_by_the_winner(monkeypat
     fake = FakeCandidates(monkeypatch, {"direct": 0.03, "winograd": 0.01})
     whole = []
     answer = plan.run("key", ["direct", "winograd"], "direct", lambda name: whole.append(name) or f"whole {name}",
-                      work=4 * plan.TRIAL_MULTIPLY_ADDS, run_trial=fake.run)
+                      work=4 * plan.TRIAL_MULTIPLY_ADDS, trial=(fake.run, plan.TRIAL_MULTIPLY_ADDS))
     assert answer == "whole winograd" and whole == ["winograd"]
-    assert fake.runs == ["direct"] * (1 + plan.TIMED_RUNS) + \
-        ["winograd"] * (1 + plan.TIMED_RUNS)
+    assert fake.runs == ["direct"] * (1 + plan.TIMED_RUNS) + ["winograd"] * (1 + plan.TIMED_RUNS)
     assert plan.multiply_adds["key"] == plan.TRIAL_MULTIPLY_ADDS         # the work that was timed
     fake.runs.clear()                                   # a part within the budget: timed on its own arrays
     assert plan.run("small", ["direct", "winograd"], "direct", fake.run, work=plan.TRIAL_MULTIPLY_ADDS,
-                    run_trial=lambda name: pytest.fail("a small part has no trial")) == "winograd"
+                    trial=(lambda name: pytest.fail("a small part has no trial"), plan.TRIAL_MULTIPLY_ADDS)) == "winograd"
+
+
+@pytest.mark.parametrize("batch, work, images", [(128, 1 << 20, 128), (128, 1 << 27, 128), (128, 1 << 29, 32),
+                                                 (128, 3 << 27, 43), (2, 1 << 40, 1)])
+def test_a_trial_takes_the_fewest_images_that_make_up_its_work(monkeypatch, batch, work, images):
+    monkeypatch.setattr(plan, "TRIAL_MULTIPLY_ADDS", 1 << 27)
+    assert plan.trial_images(batch, work) == images
+    if images < batch:                                  # never less work than the threads' threshold
+        assert images * work // batch >= plan.TRIAL_MULTIPLY_ADDS
+
+
+def test_a_candidate_losing_clearly_on_its_first_timed_run_is_not_run_again(monkeypatch, measured):
+    fake = FakeCandidates(monkeypatch, {"direct": 0.01, "im2col": 0.02, "planar": 0.012})
+    assert plan.run("key", ["direct", "im2col", "planar"], "direct", fake.run) == "direct"
+    assert fake.runs == ["direct"] * (1 + plan.TIMED_RUNS) + ["im2col"] * 2 + ["planar"] * (1 + plan.TIMED_RUNS)
 
 
 @pytest.mark.parametrize("part", ["forward", "input_grad", "weight_grad"])
@@ -160,7 +174,7 @@ def test_conv_trials_take_the_first_images_and_the_answer_is_the_whole_batch(mon
     x, w = rng.standard_normal((8, 32, 7, 7)), rng.standard_normal((32, 32, 3, 3))
     g = rng.standard_normal((8, 32, 7, 7))
     geo = conv.with_zero_tap(conv.conv2d_geometry("test", x, w, None, 1, 1, 1, 1), w)
-    monkeypatch.setattr(plan, "TRIAL_MULTIPLY_ADDS", conv.conv_multiply_adds(geo) // 4)
+    monkeypatch.setattr(plan, "TRIAL_MULTIPLY_ADDS", conv.conv_multiply_adds(geo) // 4)     # 2 of the 8 images
     arrays = {"forward": (x, w, None), "input_grad": (g, w, None), "weight_grad": (g, x)}[part]
     batches = []
     for name in conv.candidates(geo, part):

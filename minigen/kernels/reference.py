@@ -1,6 +1,6 @@
 """Plain NumPy references for every kernel: slow, short, obviously correct.
 
-Tests compare the fast kernels (conv.py's algorithms, pool.py, norm.py) against these. Each is
+Tests compare the fast kernels (conv.py's algorithms, pool.py, norm.py, activation.py) against these. Each is
 written straight from the definition, one kernel tap at a time, with no cleverness;
 backward functions are the forward's adjoint written out by hand (and checked
 against finite differences in the tests).
@@ -231,3 +231,20 @@ def silu(h):
 def silu_backward(grad_out, h):
     s = 1 / (1 + np.exp(-h))
     return grad_out * s * (1 + h * (1 - s))
+
+
+def leaky_relu(x, slope):
+    s = x.dtype.type(slope)
+    return np.where(x > 0, x, x * s)
+
+
+def leaky_relu_backward(g, x, slope):
+    return g * np.where(x > 0, x.dtype.type(1), x.dtype.type(slope))
+
+
+def relu(x):
+    return np.where(x <= 0, x.dtype.type(0), x)         # NaN is not <= 0: kept
+
+
+def relu_backward(g, y):
+    return g * (y > 0)

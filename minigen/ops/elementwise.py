@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from minigen import kernels as K
 from minigen.errors import DTypeError, ShapeError
 from minigen.tensor import Tensor, as_tensor, make_result, register_op
 
@@ -137,33 +138,19 @@ def sigmoid(a: Tensor) -> Tensor:
 
 @register_op("relu")
 def relu(a: Tensor) -> Tensor:
-    out = a.data * (a.data > 0)
+    out = K.relu_forward(a.data)
     # the backward's mask is recomputed from the output, which the next layer keeps anyway: holding
     # the forward's boolean mask instead cost a quarter of the activations' memory more (measured)
-    return make_result(out, (a,), lambda g: (g * (out > 0),), "relu")
+    return make_result(out, (a,), lambda g: (K.relu_backward(g, out),), "relu")
 
 
 @register_op("leaky_relu")
 def leaky_relu(a: Tensor, negative_slope: float = 0.01) -> Tensor:
     """x where x > 0, else negative_slope * x."""
-    slope = np.asarray(negative_slope, a.dtype)
-    # max(x, s*x) is exactly that for s <= 1 (min for s >= 1): one fast ufunc, where np.where over
-    # a random sign pattern was 10x slower (branch mispredictions)
-    out = (np.maximum if negative_slope <= 1 else np.minimum)(a.data, a.data * slope)
-
-    def backward(g):
-        # the slope (1 or s) recomputed from the input the graph keeps anyway (no activation-sized
-        # array held from forward to backward). For 0 <= s <= 1 (DCGAN's 0.2) it is max([x > 0], s),
-        # exactly 1 or s, by vectorized arithmetic, faster than looking it up by the sign (np.take, kept
-        # for other slopes; docs/measurements.md#smaller-choices)
-        positive = a.data > 0
-        if 0 <= negative_slope <= 1:
-            factor = positive.astype(a.dtype)
-            np.maximum(factor, slope, out=factor)
-            factor *= g
-            return (factor,)
-        return (g * np.take(np.array([slope, 1], a.dtype), positive.view(np.uint8)),)
-    return make_result(out, (a,), backward, "leaky_relu")
+    # one pass each way (kernels/activation.py); the backward's slope is recomputed from the input
+    # the graph keeps anyway, so no activation-sized array is held from forward to backward
+    out = K.leaky_relu_forward(a.data, negative_slope)
+    return make_result(out, (a,), lambda g: (K.leaky_relu_backward(g, a.data, negative_slope),), "leaky_relu")
 
 
 @register_op("silu")

@@ -338,6 +338,35 @@ def error(exc, fn, *args, **kwargs):
     return str(info.value)
 
 
+# --- activations ------------------------------------------------------------------------------
+@SETTINGS
+@given(st.lists(st.integers(1, 9), min_size=1, max_size=4), st.sampled_from([0.0, 0.01, 0.2, 1.0, 3.0, -0.5]),
+       st.sampled_from([np.float32, np.float64]), st.booleans(), st.integers(0, 2**16))
+def test_activations_match_reference_bit_for_bit(shape, slope, dtype, transposed, seed):
+    """One-pass ReLU / leaky ReLU loops against where(): the same bits, zeros and NaN included, for any
+    shape and memory order (a transposed view is read in its logical order)."""
+    rng = np.random.default_rng(seed)
+    x, g = rng.standard_normal(shape).astype(dtype), rng.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[:3] = [0.0, -0.0, np.nan][:x.size]
+    if transposed:
+        x, g = x.T, g.T
+    for got, want in [(K.leaky_relu_forward(x, slope), R.leaky_relu(x, slope)),
+                      (K.leaky_relu_backward(g, x, slope), R.leaky_relu_backward(g, x, slope)),
+                      (K.relu_forward(x), R.relu(x)), (K.relu_backward(g, K.relu_forward(x)), R.relu_backward(g, R.relu(x)))]:
+        assert got.dtype == dtype and got.shape == x.shape and got.flags.c_contiguous
+        np.testing.assert_array_equal(got, want)
+
+
+def test_activations_on_arrays_the_threads_share(monkeypatch):
+    """Above SERIAL_ELEMENTS the loops run on every thread: still the reference's bits."""
+    monkeypatch.setattr(K.activation, "SERIAL_ELEMENTS", 1000)
+    x = np.random.default_rng(0).standard_normal((7, 300)).astype(np.float32)
+    g = np.ones_like(x)
+    np.testing.assert_array_equal(K.leaky_relu_forward(x, 0.2), R.leaky_relu(x, 0.2))
+    np.testing.assert_array_equal(K.leaky_relu_backward(g, x, 0.2), R.leaky_relu_backward(g, x, 0.2))
+    np.testing.assert_array_equal(K.relu_backward(g, K.relu_forward(x)), R.relu_backward(g, R.relu(x)))
+
+
 def test_conv_errors_name_the_op_and_the_shapes():
     x, w = np.zeros((2, 3, 8, 8), np.float32), np.zeros((4, 2, 3, 3), np.float32)
     msg = error(ShapeError, K.conv2d_forward, x, w)

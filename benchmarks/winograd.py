@@ -3,9 +3,9 @@
     python benchmarks/winograd.py [--rounds 3] [--batch 128] [--only 64-64] [--shapes 8-64@14] [--ddpm] [--out FILE]
 
 Cases of benchmarks/harness.py: each framework alone in fresh processes, alternating rounds; the
-minigen processes run each conv with the algorithm forced (`kernels.conv.forced`), once with
-Winograd and once with im2col, each against its own PyTorch process. Reported: per shape the
-median over rounds of each (ms, with the min-max spread) and the ratios winograd/im2col and
+minigen processes run each conv with the algorithm forced (`kernels.conv.forced`), once each with
+Winograd F(2x2, 3x3), F(4x4, 3x3) (winograd4) and im2col, each against its own PyTorch process. Reported: per shape the
+median over rounds of each (ms, with the min-max spread) and the ratios winograd/im2col, winograd4/im2col and
 winograd/PyTorch. First layers (1 input channel) see data, so no side computes their input
 gradient. This table is what `minigen.kernels.winograd.preferred` (the estimate plan) is decided from. --ddpm
 times the whole DDPM training step (batch 128, benchmarks/run.py's) instead of single convs.
@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(HERE))            # `benchmarks.` importable 
 from benchmarks.common import THREADS, machine_info, write_json  # noqa: E402
 from benchmarks.harness import Case, format_ratio, format_spread, run_cases  # noqa: E402
 
-ALGORITHMS = ("winograd", "im2col")
+ALGORITHMS = ("winograd", "winograd4", "im2col")
 # (C_in, C_out, H = W) of every stride-1 3x3 conv in the default DDPM U-Net (channels 32/64/64)
 SHAPES = [(1, 32, 28), (32, 32, 28), (96, 32, 28), (32, 64, 14), (64, 64, 14), (128, 64, 14),
           (64, 64, 7), (128, 64, 7), (64, 64, 28), (32, 1, 28)]
@@ -106,14 +106,16 @@ def main(argv=None) -> int:
     results = run_cases(groups, args.rounds, threads=args.threads, progress=lambda m: print(m, file=sys.stderr))
     print(f"{machine['cpu']}, {machine['vector_bits']}-bit Numba loops, {machine['blas']}, {args.threads} threads")
     print(f"batch {args.batch}, fwd+bwd: median (min-max) over {args.rounds} rounds of separate processes")
-    print("| conv | winograd ms | im2col ms | PyTorch ms | wino/im2col | wino/PyTorch |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| conv | winograd ms | winograd4 ms | im2col ms | PyTorch ms | wino/im2col | wino4/im2col | wino/PyTorch |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+    def ratio(a, b):
+        return f"{a['median_s'] / b['median_s']:.2f}" if "median_s" in a and "median_s" in b else "-"
     for name in names:
-        wino, im2col = results[f"{name} winograd"], results[f"{name} im2col"]
-        fast, slow = wino.get("minigen", {}), im2col.get("minigen", {})
-        ratio = f"{fast['median_s'] / slow['median_s']:.2f}" if "median_s" in fast and "median_s" in slow else "-"
-        print(f"| {name} | {format_spread(fast)} | {format_spread(slow)} | {format_spread(wino.get('torch', {}))} | "
-              f"{ratio} | {format_ratio(wino)} |")
+        wino, wino4, im2col = (results[f"{name} {algorithm}"] for algorithm in ALGORITHMS)
+        fast, fast4, slow = (r.get("minigen", {}) for r in (wino, wino4, im2col))
+        print(f"| {name} | {format_spread(fast)} | {format_spread(fast4)} | {format_spread(slow)} | "
+              f"{format_spread(wino.get('torch', {}))} | {ratio(fast, slow)} | {ratio(fast4, slow)} | {format_ratio(wino)} |")
     if args.out:
         write_json(args.out, {"machine": machine, "batch": args.batch, "rounds": args.rounds, "results": results})
     return 0

@@ -33,7 +33,7 @@ import numba
 import numpy as np
 
 from minigen.errors import ConfigError
-from minigen.kernels import direct, im2col, plan, planar, pointwise, stride2, subpixel, winograd
+from minigen.kernels import direct, im2col, plan, planar, pointwise, stride2, subpixel, winograd, winograd4
 from minigen.kernels.convbase import (ConvGeometry, bias_grad, check_grad, conv2d_geometry, conv_multiply_adds,
                                       conv_output_size, conv_transpose2d_geometry, conv_transpose_output_size,
                                       map_batch_parts)
@@ -59,6 +59,7 @@ ALGORITHMS = (
     Algorithm("direct", direct.takes, direct.preferred, direct),           # small 3x3 s1 (and mask B's 5 taps)
     Algorithm("stride2", stride2.takes, stride2.preferred, stride2),       # k4 s2 p1 on the space-to-depth image
     Algorithm("winograd", winograd.takes, winograd.preferred, winograd),   # larger 3x3 s1: fewer multiplies
+    Algorithm("winograd4", winograd4.takes, winograd4.preferred, winograd4),   # F(4x4, 3x3): measured plan only
     Algorithm("pointwise", pointwise.takes, pointwise.preferred, pointwise),   # 1x1: products on the images
     Algorithm("subpixel", subpixel.takes, subpixel.preferred, subpixel),   # strided input gradients, channels growing
     Algorithm("im2col", im2col.takes, im2col.preferred, im2col),           # everything else

@@ -1,25 +1,30 @@
-"""Winograd F(2x2, 3x3) convolution (minigen/kernels/winograd.py): its matrices, the NumPy
-reference of the algorithm, the fused fast path against the float64 direct conv (forward,
-input gradient, weight gradient; odd sizes where tiles overhang; blocks that split tile rows),
-float32 error bounds, gradchecks through ops.conv2d, and which convs the dispatch sends there.
+"""Winograd F(2x2, 3x3) and F(4x4, 3x3) convolution (minigen/kernels/winograd.py, winograd4.py): the
+matrices built from the points, the NumPy reference of the algorithm, the fused fast path of each
+tile size against the float64 direct conv (forward, input gradient, weight gradient; odd sizes where
+tiles overhang; blocks that split tile rows), float32 error bounds, gradchecks through ops.conv2d,
+and which convs the dispatch sends there.
 """
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from minigen import kernels as K, ops
 from minigen.gradcheck import gradcheck
-from minigen.kernels import conv, reference as R, winograd as W
+from minigen.kernels import conv, reference as R, winograd as W, winograd4
 from minigen.kernels.convbase import pair
 from minigen.tensor import Tensor
 from tests.kernels.conv_checks import backward, forward
 
 ONE = (1, 1)
+# the two fast paths: (conv-plan row, its module, its transform)
+TILES = [pytest.param("winograd", W, W.F2_3, id="F(2x2,3x3)"),
+         pytest.param("winograd4", winograd4, W.F4_3, id="F(4x4,3x3)")]
 
 
-def winograd_forced(monkeypatch):
+def winograd_forced(monkeypatch, name="winograd"):
     """These tests' small convs have few channels, which the plan gives planar.py; keep them here."""
-    monkeypatch.setenv("MINIGEN_CONV", "winograd")
+    monkeypatch.setenv("MINIGEN_CONV", name)
 
 
 def direct(x, w, b=None):
@@ -35,26 +40,43 @@ def relative_error(actual, expected):
     return np.linalg.norm(actual - expected) / np.linalg.norm(expected)
 
 
-@pytest.mark.parametrize("transform", [W.F2_3, W.F4_3], ids=["F(2,3)", "F(4,3)"])
-def test_one_dimensional_minimal_filtering_is_a_correlation(transform):
-    """A^T [(G g) * (B^T d)] == the m outputs of correlating the m + 2 inputs d with the 3 taps g."""
-    rng = np.random.default_rng(0)
-    m = transform.m
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.lists(st.fractions(-3, 3, max_denominator=4), min_size=6, max_size=6, unique=True),
+       st.integers(0, 2**16))
+def test_one_dimensional_minimal_filtering_is_a_correlation(m, points, seed):
+    """For any distinct points, toom_cook's A^T [(G g) * (B^T d)] == the m outputs of correlating the
+    m + 2 inputs d with the 3 taps g."""
+    transform = W.toom_cook(points[:m + 1], m)
+    assert transform.bt.shape == (m + 2, m + 2) and transform.g.shape == (m + 2, 3) and transform.at.shape == (m, m + 2)
+    rng = np.random.default_rng(seed)
     d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
     want = np.array([d[i:i + 3] @ g for i in range(m)])
-    np.testing.assert_allclose(transform.at @ ((transform.g @ g) * (transform.bt @ d)), want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(transform.at @ ((transform.g @ g) * (transform.bt @ d)), want, rtol=1e-9, atol=1e-9)
+
+
+def test_toom_cook_reproduces_lavin_and_grays_matrices():
+    """The standard points give the paper's F(4, 3) exactly (and F(2, 3) up to the sign of two of its
+    rows, which cancel between B^T / A^T and G); repeated points are refused."""
+    np.testing.assert_array_equal(W.F4_3_STANDARD.bt[0], [4, 0, -5, 0, 1, 0])
+    np.testing.assert_array_equal(W.F4_3_STANDARD.at[3], [0, 1, -1, 8, -8, 1])
+    np.testing.assert_allclose(W.F4_3_STANDARD.g[3], [1 / 24, 1 / 12, 1 / 6])
+    np.testing.assert_array_equal(W.F2_3.bt, [[-1, 0, 1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, -1, 0, 1]])
+    np.testing.assert_array_equal(W.F2_3.g, [[-1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]])
+    np.testing.assert_allclose(W.F4_3.at[1], [0, 2 / 3, -2 / 3, 3 / 2, -3 / 2, 0], rtol=0, atol=1e-15)   # the points
+    with pytest.raises(ValueError, match="distinct"):
+        W.toom_cook((0, 1, 1), 2)
 
 
 @settings(max_examples=15, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 2**16))
-def test_weight_transform_is_g_w_g_transposed(c_out, c_in, seed):
+@given(st.integers(1, 6), st.integers(1, 6), st.sampled_from([W.F2_3, W.F4_3]), st.integers(0, 2**16))
+def test_weight_transform_is_g_w_g_transposed(c_out, c_in, transform, seed):
     """The fast path's U (two tensordots) against G w G^T written out per (o, c), float64."""
     w = np.random.default_rng(seed).standard_normal((c_out, c_in, 3, 3))
-    g = W.F2_3.g
-    want = np.stack([[g @ w[o, c] @ g.T for c in range(c_in)] for o in range(c_out)])   # (C_out, C_in, 4, 4)
-    got = W._weight_transform(w)
-    assert got.shape == (16, c_out, c_in) and got.flags.c_contiguous
-    np.testing.assert_allclose(got, want.transpose(2, 3, 0, 1).reshape(16, c_out, c_in), rtol=1e-12, atol=1e-12)
+    g, a = transform.g, transform.a
+    want = np.stack([[g @ w[o, c] @ g.T for c in range(c_in)] for o in range(c_out)])   # (C_out, C_in, a, a)
+    got = W._weight_transform(w, transform)
+    assert got.shape == (a * a, c_out, c_in) and got.flags.c_contiguous
+    np.testing.assert_allclose(got, want.transpose(2, 3, 0, 1).reshape(a * a, c_out, c_in), rtol=1e-12, atol=1e-12)
 
 
 def test_fixed_weights_transforms_each_weight_once_and_only_inside_the_block(monkeypatch):
@@ -64,16 +86,20 @@ def test_fixed_weights_transforms_each_weight_once_and_only_inside_the_block(mon
     winograd_forced(monkeypatch)
     calls = []
     transform = W._weight_transform
-    monkeypatch.setattr(W, "_weight_transform", lambda w: calls.append(w) or transform(w))
+    monkeypatch.setattr(W, "_weight_transform", lambda w, t: calls.append(w) or transform(w, t))
     plain = [K.conv2d_forward(x, w, None, 1, 1) for w in (w1, w2)]
     with W.fixed_weights():
         with W.fixed_weights():                                  # nested: the same cache
             inside = [K.conv2d_forward(x, w, None, 1, 1) for w in (w1, w2, w1, w2)]
-    assert len(calls) == 2 + 2                                   # twice outside, once per weight inside
+        with conv.forced("winograd4"):                           # F(4x4, 3x3)'s U: its own, cached too
+            inside4 = [K.conv2d_forward(x, w, None, 1, 1) for w in (w1, w1)]
+    assert len(calls) == 2 + 2 + 1                               # twice outside, once per weight and tile size inside
     for got, want in zip(inside, plain + plain):
         np.testing.assert_array_equal(got, want)
+    np.testing.assert_allclose(inside4[0], plain[0], rtol=1e-4, atol=1e-4)
+    np.testing.assert_array_equal(inside4[0], inside4[1])
     K.conv2d_forward(x, w1, None, 1, 1)
-    assert len(calls) == 5 and W._fixed_transforms is None       # after the block: no cache
+    assert len(calls) == 6 and W._fixed_transforms is None       # after the block: no cache
     masked = w1 * ops.causal_mask(3, 3, "B", np.float32)         # a zero tap: im2col, in the block too
     geo = conv.conv2d_geometry("test", x, w1, None, 1, 1, 1, 1)
     with W.fixed_weights():
@@ -98,19 +124,22 @@ def test_numpy_reference_matches_direct_conv(shape, transform, seed):
     np.testing.assert_allclose(W.conv2d_reference(x, w, b, transform), direct(x, w, b), rtol=1e-10, atol=1e-10)
 
 
-@settings(max_examples=40, deadline=None)
-@given(shapes(), st.booleans(), st.sampled_from([64, 16 * 6 * 3, W.BLOCK_BUDGET]), st.integers(0, 2**16))
-def test_fast_path_matches_direct_conv(shape, use_bias, budget, seed):
-    """Forward and both gradients, in float64. Small block budgets cut blocks of a few tiles that
-    start and end inside tile rows and spread them over several work units and both workers."""
+@pytest.mark.parametrize("name, module, transform", TILES)
+@settings(max_examples=30, deadline=None)
+@given(shape=shapes(most_size=14), use_bias=st.booleans(), budget=st.sampled_from([64, 36 * 6 * 3, W.BLOCK_BUDGET]),
+       seed=st.integers(0, 2**16))
+def test_fast_path_matches_direct_conv(name, module, transform, shape, use_bias, budget, seed):
+    """Forward and both gradients, in float64, sizes 1 to 14 (tiles overhang by 1 to m - 1). Small
+    block budgets cut blocks of a few tiles that start and end inside tile rows and spread them over
+    several work units and both workers."""
     rng = np.random.default_rng(seed)
     x, w = rng.standard_normal(shape[0]), rng.standard_normal(shape[1])
     b = rng.standard_normal(shape[1][0]) if use_bias else None
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(W, "BLOCK_BUDGET", budget)
-        y = forward(W, x, w, b)
+        y = forward(module, x, w, b)
         g = rng.standard_normal(y.shape)
-        got = backward(W, g, x, w)
+        got = backward(module, g, x, w)
     np.testing.assert_allclose(y, direct(x, w, b), rtol=1e-10, atol=1e-10)
     for a, e in zip(got, direct_backward(g, x, w)):
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
@@ -128,31 +157,35 @@ def test_fast_path_skips_unwanted_gradients_and_is_deterministic():
         assert backward(W, g, x, w, weight_grad=False)[1] is None
 
 
+@pytest.mark.parametrize("name, module, transform", TILES)
 @pytest.mark.parametrize("c_in, c_out, size", [(16, 16, 9), (64, 64, 14), (128, 64, 7)])
-def test_float32_error_is_within_the_stated_bounds(c_in, c_out, size):
+def test_float32_error_is_within_the_stated_bounds(name, module, transform, c_in, c_out, size):
     """Relative error ||y32 - y64|| / ||y64|| against the float64 direct conv, for each of the
-    forward, input gradient and weight gradient, and for F(4x4, 3x3) (the NumPy reference)."""
+    forward, input gradient and weight gradient of each fast path (F(4x4, 3x3) at the standard points
+    0, +-1, +-2 would exceed its bound: measured up to 1.8e-6)."""
     rng = np.random.default_rng(2)
     x, g = rng.standard_normal((4, c_in, size, size)), rng.standard_normal((4, c_out, size, size))
     w = rng.standard_normal((c_out, c_in, 3, 3)) / np.sqrt(9 * c_in)
     x32, w32, g32 = (a.astype(np.float32) for a in (x, w, g))
     dx, dw, _ = direct_backward(g, x, w)
-    dx32, dw32, _ = backward(W, g32, x32, w32)
-    errors = {"forward": relative_error(forward(W, x32, w32), direct(x, w)),
-              "input_grad": relative_error(dx32, dx), "weight_grad": relative_error(dw32, dw),
-              "F(4x4,3x3) forward": relative_error(W.conv2d_reference(x32, w32, None, W.F4_3), direct(x, w))}
-    for name, err in errors.items():
-        assert err <= W.FLOAT32_ERROR_BOUND[name], (name, err)
+    dx32, dw32, _ = backward(module, g32, x32, w32)
+    errors = {"forward": relative_error(forward(module, x32, w32), direct(x, w)),
+              "input_grad": relative_error(dx32, dx), "weight_grad": relative_error(dw32, dw)}
+    bounds = W.FLOAT32_ERROR_BOUND[f"F({transform.m}x{transform.m},3x3)"]
+    for part, err in errors.items():
+        assert err <= bounds[part], (part, err)
     assert dx32.dtype == dw32.dtype == np.float32
 
 
-def test_gradcheck_conv2d_through_the_winograd_path(monkeypatch):
-    """float64 finite differences through the autograd op, with the dispatch forced onto the fast path."""
-    winograd_forced(monkeypatch)
+@pytest.mark.parametrize("name, module, transform", TILES)
+def test_gradcheck_conv2d_through_the_winograd_path(monkeypatch, name, module, transform):
+    """float64 finite differences through the autograd op, with the dispatch forced onto the fast path
+    (7x5 images: F(4x4, 3x3)'s tiles overhang by 1 and 3)."""
+    winograd_forced(monkeypatch, name)
     rng = np.random.default_rng(3)
-    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 5, 4), (2, 3, 3, 3), (2,)])
+    x, w, b = (Tensor(rng.standard_normal(s), requires_grad=True) for s in [(2, 3, 7, 5), (2, 3, 3, 3), (2,)])
     geo = conv.conv2d_geometry("test", x.data, w.data, None, 1, 1, 1, 1)
-    assert all(conv.algorithm_for(geo, part) == "winograd" for part in conv.PARTS)
+    assert all(conv.algorithm_for(geo, part) == name for part in conv.PARTS)
     assert gradcheck(lambda x, w, b: ops.conv2d(x, w, b, padding=1), x, w, b)
 
 
@@ -182,6 +215,8 @@ def test_dispatch_takes_only_what_the_fast_path_can_do(monkeypatch, c_in, w_shap
     ref_geo = tuple(pair(v, "test", "geometry") for v in geo[:3]) + (geo[3],)
     plan_geo = conv.with_zero_tap(conv.conv2d_geometry("test", x, w, None, *geo), w)
     assert (W.takes(plan_geo, "forward") and W.preferred(plan_geo, "forward")) == taken
+    assert winograd4.takes(plan_geo, "forward") == W.takes(plan_geo, "forward")   # the same convs, never
+    assert not winograd4.preferred(plan_geo, "forward")                           # by the estimate
     y = K.conv2d_forward(x, w, None, *geo)
     np.testing.assert_allclose(y, R.conv2d(x, w, None, *ref_geo), rtol=1e-10, atol=1e-10)
     g = rng.standard_normal(y.shape)
@@ -189,19 +224,22 @@ def test_dispatch_takes_only_what_the_fast_path_can_do(monkeypatch, c_in, w_shap
         np.testing.assert_allclose(a, e, rtol=1e-10, atol=1e-10)
 
 
-def test_masked_convs_stay_exactly_causal():
+@pytest.mark.parametrize("name", ["auto", "winograd", "winograd4"])
+def test_masked_convs_stay_exactly_causal(name):
     """A PixelCNN mask-B conv wide enough for Winograd: no output sees a later pixel, not even by
-    rounding (the dispatch keeps masked kernels on im2col, whose zero taps contribute exact zeros)."""
+    rounding (the dispatch keeps masked kernels on im2col, whose zero taps contribute exact zeros,
+    even with Winograd forced)."""
     rng = np.random.default_rng(5)
     c, size = 32, 6
     x = Tensor(rng.standard_normal((1, c, size, size)).astype(np.float32), requires_grad=True)
     w = Tensor(rng.standard_normal((c, c, 3, 3)).astype(np.float32))
     for i, j in [(0, 0), (2, 3), (5, 5)]:
         x.grad = None
-        y = ops.masked_conv2d(x, w, None, "B")
-        g = np.zeros(y.shape, np.float32)
-        g[0, :, i, j] = 1
-        y.backward(g)
+        with conv.forced(name):
+            y = ops.masked_conv2d(x, w, None, "B")
+            g = np.zeros(y.shape, np.float32)
+            g[0, :, i, j] = 1
+            y.backward(g)
         later = (np.arange(size)[:, None] * size + np.arange(size)) > i * size + j
         assert np.all(x.grad[0][:, later] == 0)
 

@@ -211,6 +211,17 @@ def test_upsample_matches_reference(sh, sw, h, w, seed):
     close(K.upsample_nearest_backward(g, (sh, sw)), R.upsample_nearest_backward(g, (sh, sw)))
 
 
+def test_upsample_backward_on_every_thread_and_a_strided_float32_gradient(monkeypatch):
+    """The block sums shared between the threads (above SERIAL_ELEMENTS), from a non-contiguous float32
+    gradient: the reference's sums, to float32 rounding."""
+    from minigen.kernels import pool
+    monkeypatch.setattr(pool, "SERIAL_ELEMENTS", 100)
+    g = np.random.default_rng(3).standard_normal((3, 5, 12, 8)).astype(np.float32).transpose(1, 0, 2, 3)
+    got = K.upsample_nearest_backward(g, (3, 2))
+    assert got.dtype == np.float32 and got.shape == (5, 3, 4, 4)
+    np.testing.assert_allclose(got, R.upsample_nearest_backward(g.astype(np.float64), (3, 2)), rtol=1e-5, atol=1e-5)
+
+
 def test_pool_gradients_match_finite_differences():
     rng = np.random.default_rng(5)
     x = randn(rng, 2, 3, 7, 6)

@@ -8,6 +8,7 @@ Where things live (the engine first; tools/ imports it and is never imported by 
     optim.py       SGD / Adam / AdamW, gradient clipping, EMA
     config.py      typed hyper-parameter declarations (knob)
     random.py      the one seeded random generator
+    allocator.py   large arrays reuse freed memory (glibc malloc settings, set on import)
     serialize.py   atomic save / load of checkpoints
     data/          IDX reader, datasets, loader and transforms (and the shipped mnist-5k digits)
     models/        the generative model families (one module each) and their registry
@@ -29,6 +30,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "12")
 
 from minigen.errors import CheckpointError, DataError, DTypeError, MinigenError, ShapeError  # noqa: F401
+from minigen.allocator import keep_freed_memory
+
+# large arrays reuse the memory the process freed, instead of fresh (page-faulting) pages: allocator.py
+keep_freed_memory()
 from minigen.random import Generator, default_generator, manual_seed  # noqa: F401
 from minigen.tensor import (OPS, Tensor, no_grad, ones, rand, randn, set_detect_anomaly, tensor,  # noqa: F401
                             zeros)

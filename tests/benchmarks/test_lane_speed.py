@@ -4,14 +4,23 @@ import pytest
 from benchmarks import lane_speed
 
 
-def test_ratios_are_per_round_against_estimate_at_256_bits():
-    medians = {("estimate", 256): [0.10, 0.20, 0.10], ("measure", 256): [0.08, 0.20, 0.09],
-               ("estimate", 512): [0.10, 0.10, 0.12], ("measure", 512): [0.11, 0.22, 0.10]}
+def test_ratios_are_per_round_against_the_first_setting():
+    medians = {("estimate", "256", "keep"): [0.10, 0.20, 0.10], ("measure", "256", "keep"): [0.08, 0.20, 0.09],
+               ("estimate", "512", "keep"): [0.10, 0.10, 0.12], ("measure", "512", "keep"): [0.11, 0.22, 0.10]}
     summary = lane_speed.summarize(medians)
-    assert summary[("estimate", 256)]["ratio"] == 1.0
-    assert summary[("measure", 256)] == pytest.approx({"median_s": 0.09, "ratio": 0.9, "ratio_min": 0.8,
-                                                       "ratio_max": 1.0})
-    assert summary[("estimate", 512)]["ratio_min"] == pytest.approx(0.5)      # the round where it was twice as fast
+    assert summary[("estimate", "256", "keep")]["ratio"] == 1.0
+    assert summary[("measure", "256", "keep")] == pytest.approx({"median_s": 0.09, "ratio": 0.9, "ratio_min": 0.8,
+                                                               "ratio_max": 1.0})
+    assert summary[("estimate", "512", "keep")]["ratio_min"] == pytest.approx(0.5)   # the round it was twice as fast
+
+
+def test_settings_are_every_combination_named_and_a_bad_one_is_refused():
+    import argparse
+    args = argparse.Namespace(plans="measure", widths="256", malloc="keep,system")
+    assert lane_speed.settings_of(args) == [("measure", "256", "keep"), ("measure", "256", "system")]
+    assert lane_speed.label(("measure", "256", "system")) == "measure 256-bit malloc=system"
+    with pytest.raises(SystemExit, match="--malloc: expected some of keep, system, got 'jemalloc'"):
+        lane_speed.settings_of(argparse.Namespace(plans="measure", widths="256", malloc="jemalloc"))
 
 
 def test_a_bad_family_or_round_count_fails_before_any_process_starts():

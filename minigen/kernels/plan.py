@@ -9,12 +9,11 @@ process measures nothing. The file records the CPU model, its feature flags, the
 the minigen version; one made for another of these is stale, and it and a corrupt one are ignored
 with a warning (then rewritten). Deleting it is always safe.
 
-MINIGEN_PLAN=estimate, the default, times nothing: the hand-measured thresholds of the conv table
-decide (what the tests use, so they are deterministic). Measuring is not the default everywhere yet:
-at 2 threads on the Intel machine it was tried on, under load, the plan it remembered made the DDPM
-step 1.15x slower (docs/measurements.md#conv-plan). Where it was measured to pay, a caller makes it
-the default for a block (`default_mode`: the tour's training, whose steps it made up to 17% faster on
-one thread and on two); MINIGEN_PLAN, when set, still wins.
+MINIGEN_PLAN=estimate times nothing: the hand-measured thresholds of the conv table decide. It is the
+default of a bare conv call (and of the tests, so they are deterministic). Training (`train.train`,
+the tour) and the benchmarks make measuring their default for the block they run (`default_mode`):
+over a run's thousands of steps the bounded first-use cost pays back (docs/measurements.md#conv-plan).
+MINIGEN_PLAN, when set, wins over both.
 
 The budget: each candidate runs once to warm up (compiling or loading its Numba code, filling its
 buffers), then up to TIMED_RUNS times more, timed. Its time is the median of its timed runs: one run

@@ -17,10 +17,10 @@ pointwise.py  1x1 convs as matrix products on the images (no im2col)
 subpixel.py  transposed convs (and strided convs' input gradients) as interleaved phase convs
 pool.py  max / average pooling, nearest upsampling
 norm.py  batch, group and layer normalization
-activation.py  ReLU and leaky ReLU, one pass each way
+elementwise.py  ReLU, leaky ReLU and same-shape sums, one pass each
 """
 from minigen.kernels.conv import *  # noqa: F401,F403
 from minigen.kernels.masked import *  # noqa: F401,F403
 from minigen.kernels.pool import *  # noqa: F401,F403
 from minigen.kernels.norm import *  # noqa: F401,F403
-from minigen.kernels.activation import *  # noqa: F401,F403
+from minigen.kernels.elementwise import *  # noqa: F401,F403

@@ -1,6 +1,6 @@
 """Plain NumPy references for every kernel: slow, short, obviously correct.
 
-Tests compare the fast kernels (conv.py's algorithms, pool.py, norm.py, activation.py) against these. Each is
+Tests compare the fast kernels (conv.py's algorithms, pool.py, norm.py, elementwise.py) against these. Each is
 written straight from the definition, one kernel tap at a time, with no cleverness;
 backward functions are the forward's adjoint written out by hand (and checked
 against finite differences in the tests).

@@ -37,7 +37,8 @@ def _broadcast(name: str, fn, a: Tensor, b: Tensor) -> np.ndarray:
 @register_op("add")
 def add(a, b) -> Tensor:
     a, b = _pair("add", a, b)
-    return make_result(_broadcast("add", np.add, a, b), (a, b), lambda g: (g, g), "add")
+    out = K.add(a.data, b.data) if a.shape == b.shape else _broadcast("add", np.add, a, b)
+    return make_result(out, (a, b), lambda g: (g, g), "add")
 
 
 @register_op("sub")
@@ -147,7 +148,7 @@ def relu(a: Tensor) -> Tensor:
 @register_op("leaky_relu")
 def leaky_relu(a: Tensor, negative_slope: float = 0.01) -> Tensor:
     """x where x > 0, else negative_slope * x."""
-    # one pass each way (kernels/activation.py); the backward's slope is recomputed from the input
+    # one pass each way (kernels/elementwise.py); the backward's slope is recomputed from the input
     # the graph keeps anyway, so no activation-sized array is held from forward to backward
     out = K.leaky_relu_forward(a.data, negative_slope)
     return make_result(out, (a,), lambda g: (K.leaky_relu_backward(g, a.data, negative_slope),), "leaky_relu")

@@ -368,14 +368,17 @@ def test_activations_match_reference_bit_for_bit(shape, slope, dtype, transposed
         np.testing.assert_array_equal(got, want)
 
 
-def test_activations_on_arrays_the_threads_share(monkeypatch):
-    """Above SERIAL_ELEMENTS the loops run on every thread: still the reference's bits."""
-    monkeypatch.setattr(K.activation, "SERIAL_ELEMENTS", 1000)
+def test_elementwise_kernels_on_arrays_the_threads_share(monkeypatch):
+    """Above SERIAL_ELEMENTS the loops run on every thread: still the references' bits."""
+    monkeypatch.setattr(K.elementwise, "SERIAL_ELEMENTS", 1000)
     x = np.random.default_rng(0).standard_normal((7, 300)).astype(np.float32)
     g = np.ones_like(x)
     np.testing.assert_array_equal(K.leaky_relu_forward(x, 0.2), R.leaky_relu(x, 0.2))
     np.testing.assert_array_equal(K.leaky_relu_backward(g, x, 0.2), R.leaky_relu_backward(g, x, 0.2))
     np.testing.assert_array_equal(K.relu_backward(g, K.relu_forward(x)), R.relu_backward(g, R.relu(x)))
+    y = x[:, ::-1]                                      # a strided view: read in its logical order
+    np.testing.assert_array_equal(K.add(x, y), x + y)
+    assert K.add(x, y).flags.c_contiguous
 
 
 def test_conv_errors_name_the_op_and_the_shapes():

@@ -64,7 +64,7 @@ the 16 products, and they are 16/36 of im2col's single product (C_out, 9 C_in) @
   This is exactly the adjoint of the forward computation, with the same 2.25x saving.
 
 5. Fast path: fused and cache-blocked, for both tile sizes
--------------------------------------
+----------------------------------------------------------
 Done as whole-tensor passes, V and M for a batch of 128 64-channel 28x28 images are 100 MB
 each and every pass streams them through memory. Instead the tiles (numbered image by image,
 row by row) go in blocks of a few hundred (`BLOCK_BUDGET`): input transform into a small V
@@ -75,10 +75,16 @@ row "winograd4" in winograd4.py), given the Transform. Each worker thread of `co
 runs of blocks (`_plan`), with BLAS held to one thread, like the im2col kernel. Inside a
 block the transforms walk along rows of tiles: they first combine whole image rows (the
 B^T / A^T applied across rows, which vectorizes), then each tile's columns. Input and output
-stay NCHW like the rest of minigen. F(2x2, 3x3)'s transforms are unrolled by hand; F(4x4, 3x3)'s
-are loops over its matrices' nonzero coefficients, which measured 3.5-6x slower than the unrolled
-ones at F(2x2, 3x3), so F(4x4, 3x3) is slower than im2col for now and left to the measured plan
-(docs/measurements.md#winograd-tile-size).
+stay NCHW like the rest of minigen.
+
+The transforms' code is generated from the matrices (`transform_source(t)` returns it, to print):
+straight-line sums with the nonzero coefficients as constants (+-1 as plain additions), in the
+structure above, compiled by Numba once per process and tile size (`_generated_transforms`). One
+generator serves both tile sizes: for F(2x2, 3x3) it writes the same code as the hand-unrolled
+kernels it replaced (as fast, measured), and loops over the matrices' coefficients instead of it
+measured 3.5-6x slower. The output transform writes each tile's m columns of a row together (a
+loop over the columns of the row, strided by m, measured 2x slower for F(4x4, 3x3)).
+(docs/measurements.md#winograd-tile-size)
 
 6. float32 error
 ----------------
@@ -98,6 +104,7 @@ dilation 1, groups 1; float32 or float64. Output (N, C_out, H, W).
 from __future__ import annotations
 
 import contextlib
+import linecache
 from fractions import Fraction
 from math import prod
 from typing import NamedTuple
@@ -108,7 +115,7 @@ from numba import njit
 from minigen.kernels import convbase
 
 __all__ = ["takes", "preferred", "has_zero_tap", "forward", "input_grad", "weight_grad", "conv2d_reference",
-           "toom_cook", "F2_3", "F4_3", "F4_3_STANDARD", "FLOAT32_ERROR_BOUND",
+           "toom_cook", "F2_3", "F4_3", "F4_3_STANDARD", "FLOAT32_ERROR_BOUND", "transform_source",
            "transform_forward", "transform_input_grad", "transform_weight_grad"]
 
 
@@ -211,7 +218,185 @@ def conv2d_reference(x, w, b=None, transform: Transform = F2_3):
     return y if b is None else y + np.asarray(b).reshape(-1, 1, 1)
 
 
-# --- fast path: Numba transforms + BLAS products, one cache-sized block of tiles at a time ------
+# --- fast path: transforms generated from the matrices, BLAS products, one block of tiles at a time --
+def _combination(coefs, names, consts) -> str:
+    """Source of sum_j coefs[j] * names[j] over the nonzero coefs: +-1 as plain additions and
+    subtractions, any other coefficient by the name of a constant (`consts`: |coef| -> name, added to)."""
+    terms = sorted(((float(c), name) for c, name in zip(coefs, names) if c != 0), key=lambda term: term[0] < 0)
+    source = ""                                      # a positive term first (sorted stably): "r2 - r0"
+    for c, name in terms:
+        if abs(c) != 1:
+            name = f"{consts.setdefault(abs(c), f'q{len(consts)}')} * {name}"
+        source += ("-" if c < 0 else "") + name if not source else (" - " if c < 0 else " + ") + name
+    return source or "0"
+
+
+def _names(pattern: str, count: int) -> str:
+    return ", ".join(pattern.format(i) for i in range(count))
+
+
+def _constants(consts, array: str) -> str:
+    """Lines binding the constants in `array`'s dtype (float32 data: float32 arithmetic)."""
+    return "".join(f"\n    {name} = {array}.dtype.type({value!r})" for value, name in consts.items())
+
+
+def _input_source(t: Transform) -> str:
+    m, a, bt = t.m, t.a, t.bt
+    consts = {}
+    rows = "".join(f"\n            row{j} = x[n, c, top + {j}]"
+                   + (" if top >= 0 else zeros" if j == 0 else "" if j == 1 else f" if top + {j} < h else zeros")
+                   for j in range(a))
+    combine_rows = "".join(f"\n                c{i}[col + 1] = {_combination(bt[i], [f'r{j}' for j in range(a)], consts)}"
+                           for i in range(a))
+    combine_columns = "".join(f"\n                    v{i}[k] = {_combination(bt[i], [f'e{j}' for j in range(a)], consts)}"
+                              for i in range(a))
+    return f'''\
+@njit(cache=False, nogil=True)
+def input_transform(x, runs, v):
+    """v ({a * a}, C, nt) = B^T d B for the {a}x{a} input tiles d of the tiles in `runs` of x (N, C, H, W)."""
+    _, c_in, h, w = x.shape
+    comb = np.empty(({a}, {m} * (w // {m} + 1) + 2), x.dtype)    # combined rows; index p holds image column p - 1
+    zeros = np.zeros(w, x.dtype)                         # stands in for rows above or below the image{_constants(consts, "x")}
+    for c in range(c_in):                                # channel outer: v is written along k
+        for run in range(runs.shape[0]):
+            n, ty, tx0, tx1, k0 = runs[run]
+            top = {m} * ty - 1                              # rows top .. top + {a - 1}; top + 1 is always inside{rows}
+            first, last = {m} * tx0 - 1, {m} * tx1          # the image columns the run's tiles read
+            lo, hi = max(first, 0), min(last + 1, w)
+            for i in range({a}):                            # padding columns: zero
+                for p in range(first + 1, lo + 1):
+                    comb[i, p] = 0
+                for p in range(hi + 1, last + 2):
+                    comb[i, p] = 0
+            {_names("c{}", a)} = {_names("comb[{}]", a)}
+            for col in range(lo, hi):                    # B^T d: combine the rows
+                {_names("r{}", a)} = {_names("row{}[col]", a)}{combine_rows}
+            k1 = k0 + tx1 - tx0
+            for i in range({a}):                            # (B^T d) B: combine each tile's columns
+                line = comb[i]
+                {_names("v{}", a)} = {", ".join(f"v[{a} * i + {j}, c, k0:k1]" for j in range(a))}
+                for k in range(tx1 - tx0):
+                    p = {m} * (tx0 + k)                     # the tile's first column, padded
+                    {_names("e{}", a)} = {", ".join(f"line[p + {j}]" for j in range(a))}{combine_columns}
+'''
+
+
+def _output_source(t: Transform) -> str:
+    m, a, at = t.m, t.a, t.at
+    consts = {}
+    used = [j for j in range(a) if at[:, j].any()]
+    combine_columns = "".join(f"\n                s{s}[k] = {_combination(at[s], [f'e{j}' for j in range(a)], consts)}"
+                              for s in range(m))
+
+    def tile(target, indent):                        # one output row r of a tile: its m columns, + bias
+        return "".join(f"\n{indent}{target.format(s)} = "
+                       f"{_combination(at[r], [f'a{i}_{s}[k]' for i in range(a)], consts)} + add" for s in range(m))
+    combine_rows = ""
+    for r in range(m):
+        indent = " " * (12 if r == 0 else 16)
+        if r > 0:
+            combine_rows += f"\n            if {m} * ty + {r} < h:"
+        combine_rows += (f"\n{indent}row = out[n, o, {m} * ty + {r}]"
+                         f"\n{indent}for tx in range(tx0, inside):"
+                         f"\n{indent}    k = k0 + tx - tx0"
+                         + tile(f"row[{m} * tx + {{}}]", indent + "    ")
+                         + f"\n{indent}if inside < tx1:                       # the last tile overhangs: its columns inside"
+                         f"\n{indent}    k = k0 + inside - tx0"
+                         + tile("last[{}]", indent + "    ")
+                         + f"\n{indent}    row[{m} * inside:] = last[:w - {m} * inside]")
+    return f'''\
+@njit(cache=False, nogil=True)
+def output_transform(mm, runs, out, bias):
+    """out[n, o, {m}ty:{m}ty+{m}, {m}tx:{m}tx+{m}] = A^T M A (+ bias[o]) for the tiles in `runs`, from mm ({a * a}, C_out, nt)."""
+    _, c_out, h, w = out.shape
+    nt = mm.shape[2]
+    ma = np.empty(({a}, {m}, nt), mm.dtype)                # M A: (Winograd row i, output column s, tile k)
+    last = np.empty({m}, out.dtype)                        # an overhanging tile's output row{_constants(consts, "out")}
+    for o in range(c_out):
+        add = out.dtype.type(0) if bias is None else bias[o]     # in out's dtype: float32 stays float32
+        for i in range({a}):                                # M A: combine each tile's columns
+            {", ".join(f"m{j}" for j in used)} = {", ".join(f"mm[{a} * i + {j}, o]" for j in used)}
+            {_names("s{}", m)} = {_names("ma[i, {}]", m)}
+            for k in range(nt):
+                {", ".join(f"e{j}" for j in used)} = {", ".join(f"m{j}[k]" for j in used)}{combine_columns}
+        {", ".join(f"a{i}_{s}" for i in range(a) for s in range(m))} = \\
+            {", ".join(f"ma[{i}, {s}]" for i in range(a) for s in range(m))}
+        for run in range(runs.shape[0]):                 # A^T (M A): combine the rows, tile by tile
+            n, ty, tx0, tx1, k0 = runs[run]
+            inside = tx1 if {m} * tx1 <= w else tx1 - 1     # the tiles whose columns are all inside{combine_rows}
+'''
+
+
+def _grad_source(t: Transform) -> str:
+    m, a, at = t.m, t.a, t.at
+    consts = {}
+    rows = "".join(f"\n            row{r} = grad[n, o, {m} * ty + {r}]" + ("" if r == 0 else f" if {m} * ty + {r} < h else zeros")
+                   for r in range(m))
+    combine_rows = "".join(f"\n                c{i}[col] = {_combination(at[:, i], [f'r{r}' for r in range(m)], consts)}"
+                           for i in range(a))
+    combine_columns = "".join(f"\n                    g{i}[k] = {_combination(at[:, i], [f'e{s}' for s in range(m)], consts)}"
+                              for i in range(a))
+    return f'''\
+@njit(cache=False, nogil=True)
+def grad_transform(grad, runs, gm):
+    """gm ({a * a}, C_out, nt) = A dY A^T for the {m}x{m} output-gradient tiles dY of grad (N, C_out, H, W) of the
+    tiles in `runs` (zeros where a tile overhangs): the adjoint of the output transform."""
+    _, c_out, h, w = grad.shape
+    comb = np.empty(({a}, {m} * (w // {m} + 1)), grad.dtype)     # A dY; index = image column, zero beyond w
+    zeros = np.zeros(w, grad.dtype)                      # stands in for the rows below the image{_constants(consts, "grad")}
+    {_names("c{}", a)} = {_names("comb[{}]", a)}
+    for o in range(c_out):
+        for run in range(runs.shape[0]):
+            n, ty, tx0, tx1, k0 = runs[run]{rows}
+            for col in range({m} * tx0, min({m} * tx1, w)):   # A dY: combine the rows
+                {_names("r{}", m)} = {_names("row{}[col]", m)}{combine_rows}
+            for col in range(w, {m} * tx1):                 # the last tile hangs over the right edge
+                for i in range({a}):
+                    comb[i, col] = 0
+            k1 = k0 + tx1 - tx0
+            for i in range({a}):                            # (A dY) A^T: combine each tile's columns
+                line = comb[i]
+                {_names("g{}", a)} = {", ".join(f"gm[{a} * i + {j}, o, k0:k1]" for j in range(a))}
+                for k in range(tx1 - tx0):
+                    p = {m} * (tx0 + k)
+                    {_names("e{}", m)} = {", ".join(f"line[p + {s}]" for s in range(m))}{combine_columns}
+'''
+
+
+def transform_source(t: Transform) -> str:
+    """The Python source of the three block transforms of F(m x m, 3x3) generated from t's matrices
+    (input, output, gradient; print it to read the unrolled sums). See `_generated_transforms`."""
+    return "\n\n".join(source(t) for source in (_input_source, _output_source, _grad_source))
+
+
+# The generated transforms compiled so far, per transform's matrices (Numba then compiles each once per dtype).
+_generated: dict = {}
+
+
+def _generated_transforms(t: Transform):
+    """(input, output, gradient) Numba transforms of t, generated from its matrices and compiled in memory.
+
+    Why generated: written as loops over the matrices' nonzero coefficients, the transforms measured
+    3.5-6x slower than straight-line code (the coefficient loads, the zero tests and the inner loops
+    that are too short keep LLVM from vectorizing the long loops), and unrolling F(4x4, 3x3)'s 6x6
+    algebra by hand is long and easy to get wrong. So the straight-line code is written out from the
+    matrices, a sum per matrix row with the coefficients as constants, in the structure that makes the
+    transforms fast: whole image rows combined first (a loop along the row, which vectorizes), then
+    each tile's columns. Numba cannot cache exec'd code on disk (it has no source file), so each
+    process compiles it on first use (docs/measurements.md#winograd-tile-size) and keeps it here."""
+    key = (t.m,) + tuple(matrix.tobytes() for matrix in (t.bt, t.at))
+    kernels = _generated.get(key)
+    if kernels is None:
+        source, filename = transform_source(t), f"<winograd F({t.m}x{t.m},3x3) transforms>"
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)   # tracebacks show it
+        namespace = {"np": np, "njit": njit}
+        exec(compile(source, filename, "exec"), namespace)
+        kernels = _generated[key] = tuple(namespace[name] for name in ("input_transform", "output_transform",
+                                                                        "grad_transform"))
+    return kernels
+
+
+# --- the fast path's other kernels ------------------------------------------------------------
 @njit(cache=True, nogil=True)
 def _tile_runs(t0, nt, tiles_hw):
     """The tiles t0 .. t0+nt-1 (numbered image by image, row by row) as runs along tile rows:
@@ -228,225 +413,6 @@ def _tile_runs(t0, nt, tiles_hw):
         count += 1
         k += tx1 - tx0
     return runs[:count]
-
-
-@njit(cache=True, nogil=True)
-def _combine_columns(line, first, step, coef, out):
-    """out (nt,) = sum over j of coef[l, j] * line[first + step k + j], for one row l of a transform
-    matrix coef: one tile's a (or m) columns of a combined row each, for nt consecutive tiles. Zero
-    coefficients are skipped (most of B^T's and A^T's)."""
-    out[:] = 0
-    for j in range(coef.shape[0]):
-        if coef[j] != 0:
-            for k in range(out.shape[0]):
-                out[k] += coef[j] * line[first + step * k + j]
-
-
-@njit(cache=True, nogil=True)
-def _input_transform(x, runs, v, bt):
-    """v (a*a, C, nt) = B^T d B for the a x a input tiles d of the tiles in `runs` (see `_tile_runs`)
-    of x (N, C, H, W), a = m + 2: tile (ty, tx) reads rows m ty - 1 .. m ty + m and the same
-    columns, zeros outside the image.
-
-    Row by row of tiles: first the a input rows are combined (B^T d) along the whole span of the
-    run's columns (contiguous, so it vectorizes), then each tile's a columns of those (the
-    trailing B)."""
-    _, c_in, h, w = x.shape
-    a = bt.shape[0]
-    m = a - 2
-    comb = np.empty((a, m * (w // m + 1) + 2), x.dtype)     # combined rows; index p holds image column p - 1
-    for c in range(c_in):                            # channel outer: v is written along k
-        for run in range(runs.shape[0]):
-            n, ty, tx0, tx1, k0 = runs[run]
-            top = m * ty - 1                         # the tiles read rows top .. top + a - 1
-            p0, p1 = m * tx0, m * tx1 + 2            # and padded columns p0 .. p1 - 1
-            lo, hi = max(p0, 1), min(p1, w + 1)      # of which these are inside the image
-            comb[:, p0:p1] = 0
-            for j in range(a):                       # B^T d: add each input row into the combined rows
-                if 0 <= top + j < h:
-                    row = x[n, c, top + j]
-                    for i in range(a):
-                        coef = bt[i, j]
-                        if coef != 0:
-                            line = comb[i]
-                            for p in range(lo, hi):
-                                line[p] += coef * row[p - 1]
-            for i in range(a):                       # (B^T d) B: combine each tile's columns
-                for l in range(a):
-                    _combine_columns(comb[i], p0, m, bt[l], v[a * i + l, c, k0:k0 + tx1 - tx0])
-
-
-@njit(cache=True, nogil=True)
-def _output_transform(mm, runs, out, bias, at):
-    """out[n, o, m ty : m ty + m, m tx : m tx + m] = A^T M A (+ bias[o]) for the tiles in `runs`,
-    from mm (a*a, C_out, nt). Each tile's columns are combined first (M A), for all nt tiles of the
-    block at once (contiguous along k, so it vectorizes), then the rows, tile by tile into the
-    output rows. Rows and columns of overhanging tiles that fall outside the image are dropped."""
-    _, c_out, h, w = out.shape
-    m, a = at.shape
-    nt = mm.shape[2]
-    ma = np.empty((a, m, nt), mm.dtype)              # M A: (Winograd row i, output column s, tile k)
-    for o in range(c_out):
-        add = out.dtype.type(0) if bias is None else bias[o]     # in out's dtype: float32 stays float32
-        for i in range(a):                           # M A: combine each tile's columns
-            for s in range(m):
-                dst = ma[i, s]
-                dst[:] = 0
-                for j in range(a):
-                    if at[s, j] != 0:
-                        src = mm[a * i + j, o]
-                        for k in range(nt):
-                            dst[k] += at[s, j] * src[k]
-        for run in range(runs.shape[0]):             # A^T (M A): combine the rows
-            n, ty, tx0, tx1, k0 = runs[run]
-            for r in range(min(m, h - m * ty)):      # the tiles' output rows inside the image
-                row = out[n, o, m * ty + r]
-                for s in range(m):
-                    end = tx1 if m * (tx1 - 1) + s < w else tx1 - 1    # tiles whose column s is inside
-                    for tx in range(tx0, end):
-                        row[m * tx + s] = add
-                    for i in range(a):
-                        coef = at[r, i]
-                        if coef != 0:
-                            src = ma[i, s]
-                            for tx in range(tx0, end):
-                                row[m * tx + s] += coef * src[k0 + tx - tx0]
-
-
-@njit(cache=True, nogil=True)
-def _grad_transform(grad, runs, gm, at):
-    """gm (a*a, C_out, nt) = A dY A^T for the m x m output-gradient tiles dY of grad (N, C_out, H, W)
-    of the tiles in `runs` (zeros where a tile overhangs): the adjoint of `_output_transform`. The
-    m rows are combined first (A dY, along the run's columns), then each tile's m columns."""
-    _, c_out, h, w = grad.shape
-    m, a = at.shape
-    comb = np.empty((a, m * (w // m + 1)), grad.dtype)     # A dY; index = image column, zero beyond w
-    for o in range(c_out):
-        for run in range(runs.shape[0]):
-            n, ty, tx0, tx1, k0 = runs[run]
-            p0, p1 = m * tx0, m * tx1                # the run's output columns
-            hi = min(p1, w)
-            comb[:, p0:p1] = 0
-            for r in range(min(m, h - m * ty)):      # A dY: add each output row into the combined rows
-                row = grad[n, o, m * ty + r]
-                for i in range(a):
-                    coef = at[r, i]
-                    if coef != 0:
-                        line = comb[i]
-                        for p in range(p0, hi):
-                            line[p] += coef * row[p]
-            for i in range(a):                       # (A dY) A^T: combine each tile's columns
-                for l in range(a):
-                    _combine_columns(comb[i], p0, m, at[:, l], gm[a * i + l, o, k0:k0 + tx1 - tx0])
-
-
-# F(2x2, 3x3)'s transforms unrolled by hand for F2_3's matrices: 3.5-6x faster than the loops above
-# over its coefficients (docs/measurements.md#winograd-tile-size).
-@njit(cache=True, nogil=True)
-def _input_transform_2x2(x, runs, v):
-    """F(2x2, 3x3)'s `_input_transform`, unrolled by hand: v (16, C, nt) = B^T d B for the 4x4 input
-    tiles d of the tiles in `runs` (see `_tile_runs`)
-    of x (N, C, H, W): tile (ty, tx) reads rows 2ty-1 .. 2ty+2 and columns 2tx-1 .. 2tx+2, zeros
-    outside the image. B^T's rows are (d2 - d0, d1 + d2, d2 - d1, d3 - d1).
-
-    Row by row of tiles: first the four input rows are combined (B^T d) along the whole span
-    of the run's columns (contiguous, so it vectorizes), then each tile's four columns of
-    those (the trailing B)."""
-    _, c_in, h, w = x.shape
-    comb = np.empty((4, w + 3), x.dtype)             # combined rows; index p holds image column p - 1
-    zeros = np.zeros(w, x.dtype)                     # stands in for rows above or below the image
-    for c in range(c_in):                            # channel outer: v is written along k
-        for run in range(runs.shape[0]):
-            n, ty, tx0, tx1, k0 = runs[run]
-            top = 2 * ty - 1                         # rows top .. top+3; top + 1 is always inside
-            row0 = x[n, c, top] if top >= 0 else zeros
-            row1 = x[n, c, top + 1]
-            row2 = x[n, c, top + 2] if top + 2 < h else zeros
-            row3 = x[n, c, top + 3] if top + 3 < h else zeros
-            first, last = 2 * tx0 - 1, 2 * tx1       # the image columns the run's tiles read
-            lo, hi = max(first, 0), min(last + 1, w)
-            for i in range(4):                       # padding columns: zero
-                for p in range(first + 1, lo + 1):
-                    comb[i, p] = 0
-                for p in range(hi + 1, last + 2):
-                    comb[i, p] = 0
-            c0, c1, c2, c3 = comb[0], comb[1], comb[2], comb[3]
-            for col in range(lo, hi):                # B^T d: combine the rows
-                r0, r1, r2, r3 = row0[col], row1[col], row2[col], row3[col]
-                c0[col + 1], c1[col + 1], c2[col + 1], c3[col + 1] = r2 - r0, r1 + r2, r2 - r1, r3 - r1
-            for i in range(4):                       # (B^T d) B: combine each tile's columns
-                line = comb[i]
-                k1 = k0 + tx1 - tx0
-                v0, v1 = v[4 * i, c, k0:k1], v[4 * i + 1, c, k0:k1]
-                v2, v3 = v[4 * i + 2, c, k0:k1], v[4 * i + 3, c, k0:k1]
-                for k in range(tx1 - tx0):
-                    p = 2 * (tx0 + k)                # tile column 2 (tx0 + k) - 1, padded
-                    e0, e1, e2, e3 = line[p], line[p + 1], line[p + 2], line[p + 3]
-                    v0[k], v1[k], v2[k], v3[k] = e2 - e0, e1 + e2, e2 - e1, e3 - e1
-
-
-@njit(cache=True, nogil=True)
-def _output_transform_2x2(mm, runs, out, bias):
-    """F(2x2, 3x3)'s `_output_transform`, unrolled: out[n, o, 2ty:2ty+2, 2tx:2tx+2] = A^T M A
-    (+ bias[o]) for the tiles in `runs`, from mm (16, C_out, nt); A^T's rows are (M0 + M1 + M2, M1 - M2 + M3). Each tile's columns are
-    combined first (M A), for all nt tiles of the block at once (contiguous along k, so it
-    vectorizes), then the rows, tile by tile into the output rows. Rows and columns of
-    overhanging tiles that fall outside the image are dropped."""
-    _, c_out, h, w = out.shape
-    nt = mm.shape[2]
-    ma = np.empty((4, 2, nt), mm.dtype)              # M A: (Winograd row i, output column side, tile k)
-    for o in range(c_out):
-        add = out.dtype.type(0) if bias is None else bias[o]     # in out's dtype: float32 stays float32
-        for i in range(4):                           # M A: combine each tile's columns
-            mm0, mm1, mm2, mm3 = mm[4 * i, o], mm[4 * i + 1, o], mm[4 * i + 2, o], mm[4 * i + 3, o]
-            left, right = ma[i, 0], ma[i, 1]
-            for k in range(nt):
-                left[k] = mm0[k] + mm1[k] + mm2[k]
-                right[k] = mm1[k] - mm2[k] + mm3[k]
-        for run in range(runs.shape[0]):             # A^T (M A): combine the rows
-            n, ty, tx0, tx1, k0 = runs[run]
-            inside = tx1 if 2 * tx1 <= w else tx1 - 1      # tiles whose right column is in the image
-            for side in range(2):
-                a0, a1, a2, a3 = ma[0, side], ma[1, side], ma[2, side], ma[3, side]
-                end = tx1 if side == 0 else inside
-                row = out[n, o, 2 * ty]
-                for tx in range(tx0, end):
-                    k = k0 + tx - tx0
-                    row[2 * tx + side] = a0[k] + a1[k] + a2[k] + add
-                if 2 * ty + 1 < h:
-                    row = out[n, o, 2 * ty + 1]
-                    for tx in range(tx0, end):
-                        k = k0 + tx - tx0
-                        row[2 * tx + side] = a1[k] - a2[k] + a3[k] + add
-
-
-@njit(cache=True, nogil=True)
-def _grad_transform_2x2(grad, runs, gm):
-    """F(2x2, 3x3)'s `_grad_transform`, unrolled: gm (16, C_out, nt) = A dY A^T for the 2x2
-    output-gradient tiles dY of grad (N, C_out, H, W) of the tiles in `runs` (zeros where a tile overhangs): the adjoint of `_output_transform`.
-    A's rows are (g0, g0 + g1, g0 - g1, g1): the two rows are combined first, then each tile's
-    two columns."""
-    _, c_out, h, w = grad.shape
-    comb = np.empty((4, 2 * (w // 2 + 1)), grad.dtype)
-    zeros = np.zeros(w, grad.dtype)                  # stands in for the row below the image
-    for o in range(c_out):
-        for run in range(runs.shape[0]):
-            n, ty, tx0, tx1, k0 = runs[run]
-            row0 = grad[n, o, 2 * ty]
-            row1 = grad[n, o, 2 * ty + 1] if 2 * ty + 1 < h else zeros
-            for col in range(2 * tx0, min(2 * tx1, w)):   # A dY: combine the rows
-                a, b = row0[col], row1[col]
-                comb[0, col], comb[1, col], comb[2, col], comb[3, col] = a, a + b, a - b, b
-            if 2 * tx1 > w:                          # the last tile hangs over the right edge
-                comb[:, w] = 0
-            for i in range(4):                       # (A dY) A^T: combine each tile's columns
-                for tx in range(tx0, tx1):
-                    p, q = comb[i, 2 * tx], comb[i, 2 * tx + 1]
-                    k = k0 + tx - tx0
-                    gm[4 * i, o, k] = p
-                    gm[4 * i + 1, o, k] = p + q
-                    gm[4 * i + 2, o, k] = p - q
-                    gm[4 * i + 3, o, k] = q
 
 
 # --- the block loop ----------------------------------------------------------------------------
@@ -492,23 +458,17 @@ def _block_buffers(scratch, block, nt, c_in, c_out, t: Transform, dtype):
     return v.reshape(aa, c_in, nt), mm.reshape(aa, c_out, nt)
 
 
-def _block_transforms(t: Transform, dtype):
-    """(input, output, gradient) transforms of F(m x m, 3x3) for one block, taking `_input_transform`'s,
-    `_output_transform`'s and `_grad_transform`'s arguments less the matrices (in dtype: float32 data,
-    float32 arithmetic): F(2x2, 3x3)'s unrolled by hand, any other's the loops over its matrices."""
-    if t is F2_3:
-        return _input_transform_2x2, _output_transform_2x2, _grad_transform_2x2
-    bt, at = t.bt.astype(dtype), t.at.astype(dtype)
-    return (lambda x, runs, v: _input_transform(x, runs, v, bt),
-            lambda mm, runs, out, bias: _output_transform(mm, runs, out, bias, at),
-            lambda grad, runs, gm: _grad_transform(grad, runs, gm, at))
+def _block_transforms(t: Transform):
+    """(input, output, gradient) transforms of F(m x m, 3x3) for one block, generated from t's matrices
+    (`_generated_transforms`): taking x, runs, v / mm, runs, out, bias / grad, runs, gm."""
+    return _generated_transforms(t)
 
 
 def _forward(x, u, bias, out, t: Transform):
     """out (N, C_out, H, W) = Winograd conv of x (N, C_in, H, W) with u = G w G^T (a*a, C_out, C_in)."""
     c_in, c_out = x.shape[1], u.shape[1]
     plan = _plan(x.shape, c_in + c_out, t)
-    input_transform, output_transform, _ = _block_transforms(t, x.dtype)
+    input_transform, output_transform, _ = _block_transforms(t)
 
     def task(t0, t1, scratch):
         for b0 in range(t0, t1, plan.block):
@@ -527,7 +487,7 @@ def _weight_grad(grad, x, t: Transform):
     per unit added up in unit order (the same bits whichever worker ran which unit)."""
     c_in, c_out = x.shape[1], grad.shape[1]
     plan = _plan(x.shape, c_in + c_out, t)
-    input_transform, _, grad_transform = _block_transforms(t, x.dtype)
+    input_transform, _, grad_transform = _block_transforms(t)
 
     def task(t0, t1, scratch):
         total = np.zeros((t.a * t.a, c_out, c_in), x.dtype)

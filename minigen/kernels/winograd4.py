@@ -3,10 +3,11 @@ overlapping by 2 and 4x4 output tiles, 36 products per tile instead of F(2x2, 3x
 tile (2.25 multiplies per output pixel against 4), at the points (0, +-2/3, +-3/2, inf), chosen for
 float32 error (winograd.F4_3; docs/measurements.md#winograd-float32-error).
 
-It takes what F(2x2, 3x3) takes (`winograd.takes`: 3x3, stride 1, padding 1, no zero tap). The
-estimate plan does not prefer it: its transforms are the generic loops over the matrices, slower
-than F(2x2, 3x3)'s hand-unrolled ones by more than the saved products
-(docs/measurements.md#winograd-tile-size); the measured plan times it among the others.
+It takes what F(2x2, 3x3) takes (`winograd.takes`: 3x3, stride 1, padding 1, no zero tap). Its
+transforms are generated from the matrices like F(2x2, 3x3)'s; so built it measured faster than
+F(2x2, 3x3) and im2col at 64->64 channels, 14x14 and 28x28, slower at 7x7
+(docs/measurements.md#winograd-tile-size). The estimate plan does not prefer it yet (one channel pair
+measured, and its transforms compile in every process); the measured plan times it among the others.
 
 Shapes: x (N, C_in, H, W); w (C_out, C_in, 3, 3); b (C_out,) or None -> (N, C_out, H, W).
 """
@@ -18,7 +19,7 @@ __all__ = ["takes", "preferred", "forward", "input_grad", "weight_grad"]
 
 
 def preferred(geo, part: str) -> bool:
-    """Never by the estimate (slower than F(2x2, 3x3) and im2col where measured)."""
+    """Never by the estimate yet (docs/measurements.md#winograd-tile-size)."""
     return False
 
 

@@ -79,6 +79,44 @@ def test_weight_transform_is_g_w_g_transposed(c_out, c_in, transform, seed):
     np.testing.assert_allclose(got, want.transpose(2, 3, 0, 1).reshape(a * a, c_out, c_in), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("transform", [W.F2_3, W.F4_3, W.F4_3_STANDARD], ids=["F(2x2)", "F(4x4)", "F(4x4) standard"])
+def test_generated_transforms_are_the_matrix_products(transform):
+    """The straight-line transforms generated from the matrices (float64, 7x6 images: tiles overhang)
+    against the products written with the matrices: V = B^T d B per input tile, the output tiles
+    A^T M A (+ bias) cropped to the image, and A dY A^T per output-gradient tile (zeros outside)."""
+    m, a, bt, at = transform.m, transform.a, transform.bt, transform.at
+    rng = np.random.default_rng(7)
+    n, c, h, w = 2, 3, 7, 6
+    th, tw = -(-h // m), -(-w // m)
+    nt = n * th * tw                                             # tile k = (image, tile row, tile column)
+    runs = W._tile_runs(0, nt, (th, tw))
+    input_transform, output_transform, grad_transform = W._generated_transforms(transform)
+    source = W.transform_source(transform)
+    assert all(f"def {name}(" in source for name in ("input_transform", "output_transform", "grad_transform"))
+
+    x = rng.standard_normal((n, c, h, w))
+    v = np.empty((a * a, c, nt))
+    input_transform(x, runs, v)
+    want = np.einsum("ai,nctsij,bj->abcnts", bt, W._tiles(x, m), bt).reshape(a * a, c, nt)
+    np.testing.assert_allclose(v, want, rtol=1e-13, atol=1e-13)
+
+    mm, bias = rng.standard_normal((a * a, c, nt)), rng.standard_normal(c)
+    out = np.empty((n, c, h, w))
+    output_transform(mm, runs, out, bias)
+    y = np.einsum("ia,abonts,jb->notsij", at, mm.reshape(a, a, c, n, th, tw), at)
+    y = y.transpose(0, 1, 2, 4, 3, 5).reshape(n, c, th * m, tw * m)[:, :, :h, :w] + bias.reshape(-1, 1, 1)
+    np.testing.assert_allclose(out, y, rtol=1e-13, atol=1e-13)
+
+    grad = rng.standard_normal((n, c, h, w))
+    padded = np.zeros((n, c, th * m, tw * m))
+    padded[:, :, :h, :w] = grad
+    dy = padded.reshape(n, c, th, m, tw, m).transpose(0, 1, 2, 4, 3, 5)     # (n, c, ty, tx, m, m)
+    gm = np.empty((a * a, c, nt))
+    grad_transform(grad, runs, gm)
+    want = np.einsum("ri,nctsrq,qj->ijcnts", at, dy, at).reshape(a * a, c, nt)
+    np.testing.assert_allclose(gm, want, rtol=1e-13, atol=1e-13)
+
+
 def test_fixed_weights_transforms_each_weight_once_and_only_inside_the_block(monkeypatch):
     rng = np.random.default_rng(2)
     x = rng.standard_normal((2, 16, 6, 6)).astype(np.float32)

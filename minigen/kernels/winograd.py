@@ -79,7 +79,8 @@ stay NCHW like the rest of minigen.
 
 The transforms' code is generated from the matrices (`transform_source(t)` returns it, to print):
 straight-line sums with the nonzero coefficients as constants (+-1 as plain additions), in the
-structure above, compiled by Numba once per process and tile size (`_generated_transforms`). One
+structure above, written once into `winograd_transforms.py` (generated; Numba caches its compiled code on disk like any
+kernel's, `_generated_transforms`). One
 generator serves both tile sizes: for F(2x2, 3x3) it writes the same code as the hand-unrolled
 kernels it replaced (as fast, measured), and loops over the matrices' coefficients instead of it
 measured 3.5-6x slower. The output transform writes each tile's m columns of a row together (a
@@ -105,6 +106,7 @@ from __future__ import annotations
 
 import contextlib
 import linecache
+import os
 from fractions import Fraction
 from math import prod
 from typing import NamedTuple
@@ -240,7 +242,7 @@ def _constants(consts, array: str) -> str:
     return "".join(f"\n    {name} = {array}.dtype.type({value!r})" for value, name in consts.items())
 
 
-def _input_source(t: Transform) -> str:
+def _input_source(t: Transform, suffix: str = "", cache: bool = False) -> str:
     m, a, bt = t.m, t.a, t.bt
     consts = {}
     rows = "".join(f"\n            row{j} = x[n, c, top + {j}]"
@@ -251,8 +253,8 @@ def _input_source(t: Transform) -> str:
     combine_columns = "".join(f"\n                    v{i}[k] = {_combination(bt[i], [f'e{j}' for j in range(a)], consts)}"
                               for i in range(a))
     return f'''\
-@njit(cache=False, nogil=True)
-def input_transform(x, runs, v):
+@njit(cache={cache}, nogil=True)
+def input_transform{suffix}(x, runs, v):
     """v ({a * a}, C, nt) = B^T d B for the {a}x{a} input tiles d of the tiles in `runs` of x (N, C, H, W)."""
     _, c_in, h, w = x.shape
     comb = np.empty(({a}, {m} * (w // {m} + 1) + 2), x.dtype)    # combined rows; index p holds image column p - 1
@@ -281,7 +283,7 @@ def input_transform(x, runs, v):
 '''
 
 
-def _output_source(t: Transform) -> str:
+def _output_source(t: Transform, suffix: str = "", cache: bool = False) -> str:
     m, a, at = t.m, t.a, t.at
     consts = {}
     used = [j for j in range(a) if at[:, j].any()]
@@ -305,8 +307,8 @@ def _output_source(t: Transform) -> str:
                          + tile("last[{}]", indent + "    ")
                          + f"\n{indent}    row[{m} * inside:] = last[:w - {m} * inside]")
     return f'''\
-@njit(cache=False, nogil=True)
-def output_transform(mm, runs, out, bias):
+@njit(cache={cache}, nogil=True)
+def output_transform{suffix}(mm, runs, out, bias):
     """out[n, o, {m}ty:{m}ty+{m}, {m}tx:{m}tx+{m}] = A^T M A (+ bias[o]) for the tiles in `runs`, from mm ({a * a}, C_out, nt)."""
     _, c_out, h, w = out.shape
     nt = mm.shape[2]
@@ -327,7 +329,7 @@ def output_transform(mm, runs, out, bias):
 '''
 
 
-def _grad_source(t: Transform) -> str:
+def _grad_source(t: Transform, suffix: str = "", cache: bool = False) -> str:
     m, a, at = t.m, t.a, t.at
     consts = {}
     rows = "".join(f"\n            row{r} = grad[n, o, {m} * ty + {r}]" + ("" if r == 0 else f" if {m} * ty + {r} < h else zeros")
@@ -337,8 +339,8 @@ def _grad_source(t: Transform) -> str:
     combine_columns = "".join(f"\n                    g{i}[k] = {_combination(at[:, i], [f'e{s}' for s in range(m)], consts)}"
                               for i in range(a))
     return f'''\
-@njit(cache=False, nogil=True)
-def grad_transform(grad, runs, gm):
+@njit(cache={cache}, nogil=True)
+def grad_transform{suffix}(grad, runs, gm):
     """gm ({a * a}, C_out, nt) = A dY A^T for the {m}x{m} output-gradient tiles dY of grad (N, C_out, H, W) of the
     tiles in `runs` (zeros where a tile overhangs): the adjoint of the output transform."""
     _, c_out, h, w = grad.shape
@@ -363,10 +365,28 @@ def grad_transform(grad, runs, gm):
 '''
 
 
-def transform_source(t: Transform) -> str:
+def transform_source(t: Transform, suffix: str = "", cache: bool = False) -> str:
     """The Python source of the three block transforms of F(m x m, 3x3) generated from t's matrices
-    (input, output, gradient; print it to read the unrolled sums). See `_generated_transforms`."""
-    return "\n\n".join(source(t) for source in (_input_source, _output_source, _grad_source))
+    (input_transform, output_transform, grad_transform, each name + suffix; print it to read the
+    unrolled sums). See `_generated_transforms`."""
+    return "\n\n".join(source(t, suffix, cache) for source in (_input_source, _output_source, _grad_source))
+
+
+# The library's own transforms are generated once, into a source file Numba can cache compiled code for:
+# minigen/kernels/winograd_transforms.py, rewritten by `write_generated_module()` (a test checks it
+# matches this generator). Any other Transform (other points) is generated and compiled in memory.
+GENERATED = {"_2x2": F2_3, "_4x4": F4_3}
+GENERATED_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "winograd_transforms.py")
+
+
+def generated_module_source() -> str:
+    """The text of winograd_transforms.py: the transforms of every Transform in GENERATED."""
+    header = ('"""Winograd block transforms, generated from the matrices of F(2x2, 3x3) and F(4x4, 3x3) by\n'
+              "minigen/kernels/winograd.py (`generated_module_source`). Do not edit: change the generator, then\n"
+              "python -c 'from minigen.kernels import winograd; winograd.write_generated_module()'\n"
+              "(tests/kernels/test_winograd.py checks that this file is what the generator writes).\n"
+              '"""\n\nimport numpy as np\nfrom numba import njit\n\n\n')
+    return header + "\n\n".join(transform_source(t, suffix, cache=True) for suffix, t in GENERATED.items())
 
 
 # The generated transforms compiled so far, per transform's matrices (Numba then compiles each once per dtype).
@@ -382,10 +402,17 @@ def _generated_transforms(t: Transform):
     algebra by hand is long and easy to get wrong. So the straight-line code is written out from the
     matrices, a sum per matrix row with the coefficients as constants, in the structure that makes the
     transforms fast: whole image rows combined first (a loop along the row, which vectorizes), then
-    each tile's columns. Numba cannot cache exec'd code on disk (it has no source file), so each
-    process compiles it on first use (docs/measurements.md#winograd-tile-size) and keeps it here."""
+    each tile's columns. The library's transforms (GENERATED) come from the generated file
+    winograd_transforms.py, whose compiled code Numba caches on disk like any kernel's; another
+    Transform's code is compiled in memory on first use (Numba cannot cache exec'd code: it has no
+    source file) and kept here."""
     key = (t.m,) + tuple(matrix.tobytes() for matrix in (t.bt, t.at))
     kernels = _generated.get(key)
+    for suffix, library in GENERATED.items():
+        if kernels is None and key == (library.m,) + tuple(m.tobytes() for m in (library.bt, library.at)):
+            from minigen.kernels import winograd_transforms as module
+            kernels = _generated[key] = tuple(getattr(module, name + suffix) for name in
+                                              ("input_transform", "output_transform", "grad_transform"))
     if kernels is None:
         source, filename = transform_source(t), f"<winograd F({t.m}x{t.m},3x3) transforms>"
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)   # tracebacks show it
@@ -608,3 +635,10 @@ def input_grad(g, w, b, geo):
 
 def weight_grad(g, x, geo):
     return transform_weight_grad(g, x, F2_3)
+
+
+
+def write_generated_module() -> None:
+    """Rewrite winograd_transforms.py from the generator (after changing it)."""
+    with open(GENERATED_FILE, "w") as f:
+        f.write(generated_module_source())

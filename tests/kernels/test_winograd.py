@@ -79,6 +79,15 @@ def test_weight_transform_is_g_w_g_transposed(c_out, c_in, transform, seed):
     np.testing.assert_allclose(got, want.transpose(2, 3, 0, 1).reshape(a * a, c_out, c_in), rtol=1e-12, atol=1e-12)
 
 
+def test_the_generated_transforms_file_is_what_the_generator_writes():
+    """winograd_transforms.py is generated (so Numba can cache it): never edited by hand, never stale."""
+    with open(W.GENERATED_FILE) as f:
+        assert f.read() == W.generated_module_source(), \
+            "stale: run python -c 'from minigen.kernels import winograd; winograd.write_generated_module()'"
+    from minigen.kernels import winograd_transforms
+    assert W._generated_transforms(W.F4_3)[0] is winograd_transforms.input_transform_4x4
+
+
 @pytest.mark.parametrize("transform", [W.F2_3, W.F4_3, W.F4_3_STANDARD], ids=["F(2x2)", "F(4x4)", "F(4x4) standard"])
 def test_generated_transforms_are_the_matrix_products(transform):
     """The straight-line transforms generated from the matrices (float64, 7x6 images: tiles overhang)
